@@ -1,1 +1,9 @@
-//! placeholder
+//! spa-server as a library: the binary in `main.rs` is a thin shell over
+//! these modules, so each part can be tested on its own.
+//!
+//! Pure parts: `verdict`, `legacy`, `config`. I/O parts: `capture`,
+//! `firewall`, `state`, `notify`, `daemon`.
+
+pub mod capture;
+pub mod firewall;
+pub mod legacy;

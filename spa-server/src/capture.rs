@@ -1,0 +1,1 @@
+//! AF_PACKET capture with a kernel BPF filter; pnet parses frames.

@@ -1,0 +1,1 @@
+//! The firewall interface and its backends.

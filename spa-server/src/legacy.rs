@@ -1,0 +1,1 @@
+//! Per-source knock progress (knockd semantics) and HMAC knock checks. Pure.
