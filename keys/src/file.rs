@@ -1,0 +1,550 @@
+//! Reading and writing one key file.
+
+use crate::error::KeyError;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use spa_proto::{MasterKey, MASTER_KEY_LEN};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A key file is about 150 bytes; anything past this is not one.
+pub const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
+
+/// The contents of a key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// A label for people and logs ("alice-laptop"); the server matches keys
+    /// by key-id, never by this name.
+    pub name: String,
+    pub key: MasterKey,
+    /// The `server_id` of the server this key is meant for, so the client
+    /// does not need `--server-id` on every call.
+    pub server_id: Option<String>,
+}
+
+/// The on-disk schema. Spans let every value error name its line.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: toml::Spanned<String>,
+    key: toml::Spanned<String>,
+    server_id: Option<toml::Spanned<String>>,
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+/// Names and server ids end up in logs and config snippets: refuse the
+/// characters that would break a line or a terminal.
+pub(crate) fn check_label(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 255 {
+        return Err(format!(
+            "is {} bytes long, at most 255 are allowed",
+            s.len()
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+impl KeyFile {
+    /// Reads a key file, refusing it unless it is a regular file that only
+    /// its owner can access. The checks run on the opened descriptor, so the
+    /// file checked is the file read.
+    pub fn read(path: &Path) -> Result<KeyFile, KeyError> {
+        let io_err = |action, source: io::Error| {
+            if source.kind() == io::ErrorKind::NotFound {
+                KeyError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                KeyError::Io {
+                    path: path.to_owned(),
+                    action,
+                    source,
+                }
+            }
+        };
+        // O_NONBLOCK: opening a FIFO planted at the key path must not hang.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| io_err("open", e))?;
+        let meta = file.metadata().map_err(|e| io_err("stat", e))?;
+        let ft = meta.file_type();
+        if !ft.is_file() {
+            let kind = if ft.is_dir() {
+                "directory"
+            } else if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_socket() {
+                "socket"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "device"
+            } else {
+                "special file"
+            };
+            return Err(KeyError::NotRegular {
+                path: path.to_owned(),
+                kind,
+            });
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::UnsafePermissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        if meta.len() > MAX_KEY_FILE_LEN {
+            return Err(KeyError::TooLarge {
+                path: path.to_owned(),
+                len: meta.len(),
+            });
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_KEY_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_err("read", e))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+            let (line, column) = line_col(&valid, at);
+            KeyError::Parse {
+                path: path.to_owned(),
+                line: Some(line),
+                column: Some(column),
+                message: "not UTF-8 text".into(),
+            }
+        })?;
+        KeyFile::parse(&text, path)
+    }
+
+    /// Parses key file text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<KeyFile, KeyError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            KeyError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let invalid = |field, span: std::ops::Range<usize>, message: String| KeyError::Invalid {
+            path: path.to_owned(),
+            line: line_col(text, span.start).0,
+            field,
+            message,
+        };
+        check_label(raw.name.get_ref()).map_err(|m| invalid("name", raw.name.span(), m))?;
+        if let Some(sid) = &raw.server_id {
+            check_label(sid.get_ref()).map_err(|m| invalid("server_id", sid.span(), m))?;
+        }
+        let key_span = raw.key.span();
+        let mut decoded = STANDARD.decode(raw.key.get_ref().trim()).map_err(|e| {
+            invalid(
+                "key",
+                key_span.clone(),
+                format!("not valid base64 ({e}); a key is 32 bytes in standard base64"),
+            )
+        })?;
+        let result = <[u8; MASTER_KEY_LEN]>::try_from(decoded.as_slice()).map_err(|_| {
+            invalid(
+                "key",
+                key_span.clone(),
+                format!(
+                    "decodes to {} bytes, a key is {MASTER_KEY_LEN} bytes (make a new one with spa-keygen)",
+                    decoded.len()
+                ),
+            )
+        });
+        // Best effort: do not leave a decoded copy of the key on the heap.
+        decoded.iter_mut().for_each(|b| *b = 0);
+        let key = MasterKey::from_bytes(result?);
+        Ok(KeyFile {
+            name: raw.name.into_inner(),
+            key,
+            server_id: raw.server_id.map(toml::Spanned::into_inner),
+        })
+    }
+
+    /// The file's text. Strings go through the TOML serializer so any name
+    /// round-trips, quotes and all.
+    pub fn to_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let mut out = String::new();
+        out.push_str("# spa key: keep this file secret (mode 0600)\n");
+        out.push_str(&format!(
+            "# key-id: {} (the server logs this, never the key)\n",
+            self.key.derive().key_id()
+        ));
+        out.push_str(&format!("name = {}\n", q(&self.name)));
+        out.push_str(&format!(
+            "key = \"{}\"\n",
+            STANDARD.encode(self.key.as_bytes())
+        ));
+        if let Some(sid) = &self.server_id {
+            out.push_str(&format!(
+                "server_id = {}  # the server name this key is meant for\n",
+                q(sid)
+            ));
+        }
+        out
+    }
+
+    /// Writes a new key file readable only by its owner. Without `force` an
+    /// existing file is never touched (O_EXCL); with `force` the new file is
+    /// written beside it and renamed over it, so a crash leaves either the
+    /// old key or the new one, never half of one. Missing parent directories
+    /// are created with mode 0700.
+    pub fn write_new(&self, path: &Path, force: bool) -> Result<(), KeyError> {
+        let io_err = |action, source| KeyError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        };
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&parent)
+                .map_err(|e| io_err("create the directory of", e))?;
+        }
+        let text = self.to_toml();
+        if !force {
+            let file = create_exclusive(path).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    KeyError::Exists {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    io_err("create", e)
+                }
+            })?;
+            if let Err(e) = fill(file, &text) {
+                let _ = fs::remove_file(path);
+                return Err(io_err("write", e));
+            }
+            return Ok(());
+        }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "key".into());
+        let tmp = parent.join(format!(
+            ".{file_name}.tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let file = create_exclusive(&tmp).map_err(|e| io_err("create a temporary file for", e))?;
+        let done = fill(file, &text).and_then(|()| fs::rename(&tmp, path));
+        if let Err(e) = done {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("write", e));
+        }
+        // Make the rename durable; a failure here loses nothing already
+        // written, so it is not worth failing the whole operation for.
+        if let Ok(dir) = File::open(&parent) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+fn create_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+fn fill(mut file: File, text: &str) -> io::Result<()> {
+    // The umask can only remove bits from 0600, but an odd umask (0400)
+    // would leave the owner unable to read it back: set the mode explicitly.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn p() -> &'static Path {
+        Path::new("/etc/spa/keys/t.key")
+    }
+
+    fn sample() -> KeyFile {
+        let mut b = [0u8; 32];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        KeyFile {
+            name: "alice-laptop".into(),
+            key: MasterKey::from_bytes(b),
+            server_id: Some("gw1".into()),
+        }
+    }
+
+    fn parse_err(text: &str) -> String {
+        match KeyFile::parse(text, p()) {
+            Ok(_) => panic!("expected an error for {text:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_good_file() {
+        let text = format!(
+            "# spa key\nname = \"alice-laptop\"\nkey = \"{KEY_B64}\"\nserver_id = \"gw1\" # c\n"
+        );
+        let kf = KeyFile::parse(&text, p()).unwrap();
+        assert_eq!(kf, sample());
+    }
+
+    #[test]
+    fn server_id_is_optional() {
+        let text = format!("name = \"a\"\nkey = \"{KEY_B64}\"\n");
+        let kf = KeyFile::parse(&text, p()).unwrap();
+        assert_eq!(kf.server_id, None);
+    }
+
+    #[test]
+    fn round_trips_through_text() {
+        let mut kf = sample();
+        kf.name = "we\"ird \\ name ü".into();
+        let back = KeyFile::parse(&kf.to_toml(), p()).unwrap();
+        assert_eq!(back, kf);
+        let kf2 = KeyFile {
+            server_id: None,
+            ..sample()
+        };
+        assert_eq!(KeyFile::parse(&kf2.to_toml(), p()).unwrap(), kf2);
+    }
+
+    #[test]
+    fn text_has_header_and_key_id() {
+        let t = sample().to_toml();
+        assert!(t.starts_with("# spa key: keep this file secret (mode 0600)\n"));
+        let id = sample().key.derive().key_id().to_string();
+        assert!(t.contains(&format!("# key-id: {id}")));
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let e = parse_err("name = \"a\"\n\nkey = \n");
+        assert!(e.starts_with("/etc/spa/keys/t.key:3:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let e = parse_err(&format!(
+            "name = \"a\"\nkey = \"{KEY_B64}\"\nsurprise = 1\n"
+        ));
+        assert!(e.starts_with("/etc/spa/keys/t.key:3:"), "{e}");
+        assert!(e.contains("surprise"), "{e}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = parse_err("name = \"a\"\n");
+        assert!(e.starts_with("/etc/spa/keys/t.key"), "{e}");
+        assert!(e.contains("missing field `key`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = parse_err(&format!("name = 5\nkey = \"{KEY_B64}\"\n"));
+        assert!(e.starts_with("/etc/spa/keys/t.key:1:"), "{e}");
+    }
+
+    #[test]
+    fn bad_base64_names_line_and_field() {
+        let e = parse_err("name = \"a\"\n\nkey = \"not base64!!\"\n");
+        assert!(e.starts_with("/etc/spa/keys/t.key:3: field `key`"), "{e}");
+        assert!(e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn short_key_names_line_and_length() {
+        let e = parse_err("name = \"a\"\nkey = \"AAAA\"\n");
+        assert!(e.starts_with("/etc/spa/keys/t.key:2: field `key`"), "{e}");
+        assert!(e.contains("3 bytes"), "{e}");
+    }
+
+    #[test]
+    fn empty_name_refused() {
+        let e = parse_err(&format!("key = \"{KEY_B64}\"\nname = \"  \"\n"));
+        assert!(e.starts_with("/etc/spa/keys/t.key:2: field `name`"), "{e}");
+    }
+
+    #[test]
+    fn control_chars_in_server_id_refused() {
+        let e = parse_err(&format!(
+            "name = \"a\"\nkey = \"{KEY_B64}\"\nserver_id = \"a\\nb\"\n"
+        ));
+        assert!(e.contains(":3: field `server_id`"), "{e}");
+    }
+
+    #[test]
+    fn empty_and_garbage_files_do_not_panic() {
+        for t in [
+            "",
+            "\n",
+            "[[[",
+            "key",
+            "\u{0}",
+            "name = \"a\"\nname = \"b\"\n",
+        ] {
+            let _ = KeyFile::parse(t, p());
+        }
+    }
+
+    fn write_mode(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn read_refuses_group_or_world_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = sample().to_toml();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602] {
+            let path = write_mode(dir.path(), "k.key", &text, mode);
+            let e = KeyFile::read(&path).unwrap_err();
+            assert!(matches!(e, KeyError::UnsafePermissions { .. }), "{mode:o}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{mode:04o}")), "{msg}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(
+                msg.contains(&format!("chmod 600 {}", path.display())),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn read_accepts_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o400] {
+            let path = write_mode(dir.path(), "k.key", &sample().to_toml(), mode);
+            assert_eq!(KeyFile::read(&path).unwrap(), sample());
+            fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn read_missing_and_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = KeyFile::read(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(e, KeyError::Missing { .. }));
+        let sub = dir.path().join("sub");
+        fs::DirBuilder::new().mode(0o700).create(&sub).unwrap();
+        let e = KeyFile::read(&sub).unwrap_err();
+        assert!(e.to_string().contains("directory"), "{e}");
+    }
+
+    #[test]
+    fn read_reports_parse_error_with_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_mode(dir.path(), "k.key", "name = \"a\"\nkey = 3\n", 0o600);
+        let e = KeyFile::read(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2:", path.display())), "{e}");
+    }
+
+    #[test]
+    fn write_new_creates_0600_and_refuses_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deep/er/k.key");
+        sample().write_new(&path, false).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        let parent_mode = fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(parent_mode, 0o700);
+        assert_eq!(KeyFile::read(&path).unwrap(), sample());
+
+        let other = KeyFile {
+            key: MasterKey::from_bytes([9; 32]),
+            ..sample()
+        };
+        let e = other.write_new(&path, false).unwrap_err();
+        assert!(matches!(e, KeyError::Exists { .. }));
+        assert!(e.to_string().contains("--force"), "{e}");
+        assert_eq!(KeyFile::read(&path).unwrap(), sample(), "old key untouched");
+
+        other.write_new(&path, true).unwrap();
+        assert_eq!(KeyFile::read(&path).unwrap(), other);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        // No temporary file left behind.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn force_replaces_a_world_readable_file_with_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_mode(dir.path(), "k.key", "junk", 0o644);
+        sample().write_new(&path, true).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,200}") {
+            let _ = KeyFile::parse(&s, p());
+        }
+
+        #[test]
+        fn round_trip_any(name in "[^\\p{Cc}]{1,40}", sid in proptest::option::of("[^\\p{Cc}]{1,40}"), key in proptest::array::uniform32(0u8..)) {
+            proptest::prop_assume!(!name.trim().is_empty());
+            proptest::prop_assume!(sid.as_ref().map_or(true, |s| !s.trim().is_empty()));
+            let kf = KeyFile { name, key: MasterKey::from_bytes(key), server_id: sid };
+            proptest::prop_assert_eq!(KeyFile::parse(&kf.to_toml(), p()).unwrap(), kf);
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Key generation and the setup text printed after it. Shared by
+//! `spa-keygen` and `spa-client keygen` so both print the same thing.
+
+use crate::error::KeyError;
+use crate::file::{check_label, KeyFile};
+use spa_proto::MasterKey;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Options of `spa-keygen` / `spa-client keygen`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KeygenOptions {
+    /// Where to write the new key file (created with mode 0600; missing
+    /// directories are created with mode 0700).
+    /// [default: ~/.config/spa/default.key]
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// A label for the key, shown in the server's logs and config.
+    /// [default: $USER@<this host's name>]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The `server_id` of the server this key is for, stored in the key file
+    /// so the client need not repeat it. It must equal the server's
+    /// `server_id` setting (whose default is the server's host name).
+    /// [default: this host's name: right when you run keygen on the server]
+    #[arg(long = "server-id", value_name = "NAME")]
+    pub server_id: Option<String>,
+
+    /// Replace an existing key file (atomically). The old key is gone for
+    /// good: the server and clients holding it need the new file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// This host's name, as the kernel knows it (the server's default
+/// `server_id`). Read from /proc so no unsafe `gethostname` call is needed.
+pub fn hostname() -> Option<String> {
+    let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string());
+    from_proc
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|s| check_label(s).is_ok())
+}
+
+/// `~/.config/spa/default.key`, where the client looks for a key by default.
+pub fn default_key_path() -> Result<PathBuf, KeyError> {
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".config/spa/default.key")),
+        _ => Err(KeyError::NoHome),
+    }
+}
+
+/// `$USER@host`, so a server operator can tell keys apart at a glance.
+pub fn default_name() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| check_label(u).is_ok())
+        .unwrap_or_else(|| "spa".to_string());
+    match hostname() {
+        Some(h) => format!("{user}@{h}"),
+        None => user,
+    }
+}
+
+/// Generates a key from the OS CSPRNG and writes it. Returns the key and
+/// the path written (absolute when the current directory is known).
+pub fn keygen(opts: &KeygenOptions) -> Result<(KeyFile, PathBuf), KeyError> {
+    let path = match &opts.out {
+        Some(p) => p.clone(),
+        None => default_key_path()?,
+    };
+    let path = if path.is_relative() {
+        std::env::current_dir()
+            .map(|d| d.join(&path))
+            .unwrap_or(path)
+    } else {
+        path
+    };
+    let name = opts.name.clone().unwrap_or_else(default_name);
+    check_label(&name).map_err(|message| KeyError::BadOption {
+        option: "--name",
+        message,
+    })?;
+    let server_id = match &opts.server_id {
+        Some(s) => {
+            check_label(s).map_err(|message| KeyError::BadOption {
+                option: "--server-id",
+                message,
+            })?;
+            Some(s.clone())
+        }
+        None => hostname(),
+    };
+    let kf = KeyFile {
+        name,
+        key: MasterKey::generate(&mut rand::rngs::OsRng),
+        server_id,
+    };
+    kf.write_new(&path, opts.force)?;
+    Ok((kf, path))
+}
+
+/// A file name derived from the key name, safe to paste into a shell and a
+/// config file.
+fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match s.trim_start_matches('.') {
+        "" => "client".to_string(),
+        t => t.to_string(),
+    }
+}
+
+/// Quotes a string for a POSIX shell only when it needs it.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-@+:,=".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// What to do next with a new key: the server's `[[key]]` table and the
+/// client command, ready to paste. Every non-config line is a `#` comment,
+/// so pasting the whole block into server.toml is harmless.
+pub fn setup_snippet(kf: &KeyFile, path: &Path) -> String {
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let server_file = format!("/etc/spa/keys/{}.key", file_stem(&kf.name));
+    let mut out = String::new();
+    out.push_str(&format!("key-id: {}\n", kf.key.derive().key_id()));
+    out.push_str(&format!(
+        "# Wrote {} (mode 0600). Keep it secret: it is the whole credential.\n",
+        path.display()
+    ));
+    out.push_str(&format!(
+        "# Server (/etc/spa/server.toml): copy the key file to the server as {server_file} \
+         (mode 0600), then add:\n"
+    ));
+    out.push_str("[[key]]\n");
+    out.push_str(&format!("name = {}\n", q(&kf.name)));
+    out.push_str(&format!("file = {}\n", q(&server_file)));
+    out.push_str("allow = [\"tcp/22\"]\n");
+    out.push_str("max_duration = 300\n");
+    match &kf.server_id {
+        Some(sid) => out.push_str(&format!(
+            "# The server's server_id must be {} (set server_id in server.toml; \
+             its default is the server's host name).\n",
+            q(sid)
+        )),
+        None => out.push_str(
+            "# This key names no server: the client needs --server-id NAME, \
+             NAME being the server's server_id.\n",
+        ),
+    }
+    out.push_str("# Client (SERVER = the server's host name or address):\n");
+    let sid_arg = if kf.server_id.is_some() {
+        String::new()
+    } else {
+        " --server-id NAME".to_string()
+    };
+    out.push_str(&format!(
+        "spa-client send --key {}{sid_arg} --open 22 SERVER\n",
+        shell_quote(&path.display().to_string())
+    ));
+    out
+}
+
+/// The whole keygen command: generate, write, print the setup text.
+pub fn run_keygen(opts: &KeygenOptions, out: &mut dyn Write) -> Result<(), KeyError> {
+    let (kf, path) = keygen(opts)?;
+    out.write_all(setup_snippet(&kf, &path).as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|source| KeyError::Io {
+            path: PathBuf::from("<stdout>"),
+            action: "print the setup for",
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keygen_writes_0600_and_refuses_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a/b.key");
+        let opts = KeygenOptions {
+            out: Some(out.clone()),
+            name: Some("alice".into()),
+            server_id: Some("gw1".into()),
+            force: false,
+        };
+        let (kf, path) = keygen(&opts).unwrap();
+        assert_eq!(path, out);
+        assert_eq!(KeyFile::read(&out).unwrap(), kf);
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(keygen(&opts), Err(KeyError::Exists { .. })));
+        let (kf2, _) = keygen(&KeygenOptions {
+            force: true,
+            ..opts.clone()
+        })
+        .unwrap();
+        assert_ne!(kf2.key, kf.key);
+        assert_eq!(KeyFile::read(&out).unwrap(), kf2);
+    }
+
+    #[test]
+    fn bad_name_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = keygen(&KeygenOptions {
+            out: Some(dir.path().join("k")),
+            name: Some("a\nb".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--name:"), "{e}");
+        assert!(!dir.path().join("k").exists());
+    }
+
+    #[test]
+    fn snippet_is_valid_toml_and_names_key() {
+        let kf = KeyFile {
+            name: "bob's \"pc\"".into(),
+            key: MasterKey::from_bytes([3; 32]),
+            server_id: Some("gw1".into()),
+        };
+        let s = setup_snippet(&kf, Path::new("/home/b/my keys/x.key"));
+        let id = kf.key.derive().key_id().to_string();
+        assert!(s.starts_with(&format!("key-id: {id}\n")), "{s}");
+        // Everything but the key-id line pastes into server.toml.
+        let body: String = s.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        let body: String = body
+            .lines()
+            .filter(|l| !l.starts_with("spa-client"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let v: toml::Value = toml::from_str(&body).unwrap();
+        let key = &v["key"][0];
+        assert_eq!(key["name"].as_str(), Some("bob's \"pc\""));
+        assert_eq!(key["file"].as_str(), Some("/etc/spa/keys/bob_s__pc_.key"));
+        assert_eq!(key["max_duration"].as_integer(), Some(300));
+        assert!(
+            s.contains("spa-client send --key '/home/b/my keys/x.key' --open 22 SERVER"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn snippet_without_server_id_asks_for_one() {
+        let kf = KeyFile {
+            name: "a".into(),
+            key: MasterKey::from_bytes([3; 32]),
+            server_id: None,
+        };
+        let s = setup_snippet(&kf, Path::new("/k"));
+        assert!(s.contains("--server-id NAME"), "{s}");
+    }
+
+    #[test]
+    fn shell_quote_cases() {
+        assert_eq!(shell_quote("/a/b.key"), "/a/b.key");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
