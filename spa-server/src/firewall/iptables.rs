@@ -1,0 +1,459 @@
+//! iptables backend: our own chain, one ACCEPT rule per grant with a
+//! kernel-side expiry (`-m time --datestop`), batches through
+//! `iptables-restore --noflush` (one process, one atomic commit per family).
+//!
+//! Rules are always named by their full specification, never by position, so
+//! an admin inserting rules of their own cannot make us delete the wrong one.
+
+use super::{split_family, Access, Firewall, FirewallOptions, FwError, Runner};
+use tracing::{debug, info, warn};
+
+/// How many stale jumps setup/teardown remove at most; more than a handful
+/// means something else keeps adding them, and looping forever would hide it.
+const MAX_STALE_JUMPS: usize = 64;
+
+/// The largest `--datestop` xt_time accepts (its field is 32-bit).
+const MAX_DATESTOP: u64 = i32::MAX as u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+pub struct Iptables {
+    opts: FirewallOptions,
+    run: Runner,
+    /// Whether ip6tables worked at setup; without it v6 grants fail cleanly.
+    v6: bool,
+}
+
+impl Iptables {
+    pub fn new(opts: FirewallOptions) -> Self {
+        let run = Runner::new(&opts.exec_prefix);
+        Iptables {
+            opts,
+            run,
+            v6: true,
+        }
+    }
+
+    fn tool(&self, fam: Family) -> &str {
+        match fam {
+            Family::V4 => &self.opts.iptables,
+            Family::V6 => &self.opts.ip6tables,
+        }
+    }
+
+    fn restore_tool(&self, fam: Family) -> &str {
+        match fam {
+            Family::V4 => &self.opts.iptables_restore,
+            Family::V6 => &self.opts.ip6tables_restore,
+        }
+    }
+
+    fn wait(&self) -> String {
+        self.opts.lock_wait_secs.to_string()
+    }
+
+    /// `iptables -w N <args>`.
+    fn iptables(&self, fam: Family, args: &[String]) -> Result<super::Ran, FwError> {
+        let wait = self.wait();
+        let mut argv: Vec<&str> = vec![self.tool(fam), "-w", &wait];
+        argv.extend(args.iter().map(String::as_str));
+        self.run.run(&argv, None)
+    }
+
+    /// One atomic `iptables-restore --noflush` transaction.
+    fn restore(&self, fam: Family, batch: &str) -> Result<(), FwError> {
+        let wait = self.wait();
+        let argv = [self.restore_tool(fam), "-w", &wait, "--noflush"];
+        debug!(family = fam.label(), batch, "iptables-restore batch");
+        self.run.run(&argv, Some(batch))?.into_result().map(|_| ())
+    }
+
+    fn jump_spec(&self) -> Vec<String> {
+        jump_spec(&self.opts)
+    }
+
+    /// Deletes every jump of ours from the parent chain (bounded).
+    fn remove_jumps(&self, fam: Family) -> Result<usize, FwError> {
+        let mut args = vec!["-D".to_string(), self.opts.parent_chain.clone()];
+        args.extend(self.jump_spec());
+        for n in 0..MAX_STALE_JUMPS {
+            let ran = self.iptables(fam, &args)?;
+            if !ran.ok() {
+                return Ok(n);
+            }
+        }
+        warn!(
+            family = fam.label(),
+            "removed {MAX_STALE_JUMPS} jumps to our chain and more remain; giving up"
+        );
+        Ok(MAX_STALE_JUMPS)
+    }
+
+    fn setup_family(&self, fam: Family) -> Result<(), FwError> {
+        let stale = self.remove_jumps(fam)?;
+        // Declaring an existing chain in a --noflush restore flushes it, so
+        // this one transaction both clears stale grants and (re)creates the
+        // chain with the jump on top.
+        let batch = format!(
+            "*filter\n:{chain} - [0:0]\n-I {parent} 1 {jump}\nCOMMIT\n",
+            chain = self.opts.chain,
+            parent = self.opts.parent_chain,
+            jump = restore_args(&self.jump_spec()),
+        );
+        self.restore(fam, &batch)?;
+        info!(
+            family = fam.label(),
+            chain = %self.opts.chain,
+            stale_jumps = stale,
+            "iptables chain ready, jump at the top of {}",
+            self.opts.parent_chain
+        );
+        Ok(())
+    }
+
+    fn teardown_family(&self, fam: Family) -> Result<(), FwError> {
+        let removed = match self.remove_jumps(fam) {
+            Ok(n) => n,
+            // No ip6tables binary: nothing of ours can exist there.
+            Err(FwError::Spawn { .. }) if fam == Family::V6 => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let exists = self.iptables(fam, &["-S".into(), self.opts.chain.clone()])?;
+        if !exists.ok() {
+            debug!(family = fam.label(), "no chain of ours to remove");
+            return Ok(());
+        }
+        let batch = format!("*filter\n-F {c}\n-X {c}\nCOMMIT\n", c = self.opts.chain);
+        self.restore(fam, &batch)?;
+        info!(
+            family = fam.label(),
+            jumps = removed,
+            "removed our iptables chain and its grants"
+        );
+        Ok(())
+    }
+
+    /// Applies one family's batch; on failure, retries once without the
+    /// removes that are no longer there. Returns the removes actually done.
+    fn apply_family(
+        &self,
+        fam: Family,
+        add: &[Access],
+        remove: &[Access],
+    ) -> Result<Vec<Access>, FwError> {
+        let first = self.restore(fam, &batch(&self.opts, add, remove));
+        let err = match first {
+            Ok(()) => return Ok(remove.to_vec()),
+            Err(e) if remove.is_empty() => return Err(e),
+            Err(e) => e,
+        };
+        let mut present = Vec::with_capacity(remove.len());
+        for r in remove {
+            let mut args = vec!["-C".to_string(), self.opts.chain.clone()];
+            args.extend(rule_spec(&self.opts, r));
+            let ran = self.iptables(fam, &args)?;
+            match ran.code {
+                Some(0) => present.push(*r),
+                Some(1) => {}
+                _ => return Err(ran.into_error()),
+            }
+        }
+        if present.len() == remove.len() {
+            return Err(err);
+        }
+        warn!(
+            family = fam.label(),
+            gone = remove.len() - present.len(),
+            first_error = %err,
+            "grants to remove were already gone (chain flushed by hand?); retrying without them"
+        );
+        self.restore(fam, &batch(&self.opts, add, &present))?;
+        Ok(present)
+    }
+}
+
+impl Firewall for Iptables {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn setup(&mut self) -> Result<(), FwError> {
+        self.opts.validate()?;
+        self.setup_family(Family::V4)?;
+        match self.setup_family(Family::V6) {
+            Ok(()) => self.v6 = true,
+            Err(e) => {
+                self.v6 = false;
+                warn!(error = %e, "ip6tables unusable: IPv4 grants only, IPv6 grants will fail");
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, add: &[Access], remove: &[Access]) -> Result<(), FwError> {
+        let (add4, add6) = split_family(add);
+        let (rm4, rm6) = split_family(remove);
+        if !self.v6 {
+            if let Some(a) = add6.first().or(rm6.first()) {
+                return Err(FwError::FamilyUnavailable {
+                    backend: "iptables",
+                    addr: a.addr,
+                    why: "ip6tables did not work at setup".into(),
+                });
+            }
+        }
+        let started = std::time::Instant::now();
+        let done4 = if add4.is_empty() && rm4.is_empty() {
+            Vec::new()
+        } else {
+            self.apply_family(Family::V4, &add4, &rm4)?
+        };
+        if !(add6.is_empty() && rm6.is_empty()) {
+            if let Err(e) = self.apply_family(Family::V6, &add6, &rm6) {
+                // Two tools, two transactions: undo the IPv4 half so the
+                // call stays all or nothing.
+                if !(add4.is_empty() && done4.is_empty()) {
+                    let undo = batch(&self.opts, &done4, &add4);
+                    if let Err(u) = self.restore(Family::V4, &undo) {
+                        warn!(error = %u, "could not undo the IPv4 half of a failed batch");
+                    } else {
+                        warn!("IPv6 half failed; IPv4 half undone");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        debug!(
+            added = add.len(),
+            removed = remove.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "iptables batch applied"
+        );
+        Ok(())
+    }
+
+    fn teardown(&mut self) -> Result<(), FwError> {
+        self.opts.validate()?;
+        self.teardown_family(Family::V4)?;
+        self.teardown_family(Family::V6)
+    }
+}
+
+/// Match and target of our jump, as `iptables` arguments.
+pub fn jump_spec(opts: &FirewallOptions) -> Vec<String> {
+    vec![
+        "-m".into(),
+        "comment".into(),
+        "--comment".into(),
+        opts.comment.clone(),
+        "-j".into(),
+        opts.chain.clone(),
+    ]
+}
+
+/// One grant as `iptables` arguments (after `-A CHAIN`), in the order
+/// `iptables -S` prints them so what the admin sees is what we wrote.
+pub fn rule_spec(opts: &FirewallOptions, a: &Access) -> Vec<String> {
+    let addr = a.canonical_addr();
+    let prefix = if addr.is_ipv4() { 32 } else { 128 };
+    let proto = a.grant.proto.name();
+    vec![
+        "-s".into(),
+        format!("{addr}/{prefix}"),
+        "-p".into(),
+        proto.into(),
+        "-m".into(),
+        proto.into(),
+        "--dport".into(),
+        a.grant.port.to_string(),
+        "-m".into(),
+        "time".into(),
+        "--datestop".into(),
+        datestop(a.expires_at),
+        "-m".into(),
+        "comment".into(),
+        "--comment".into(),
+        grant_comment(opts, a),
+        "-j".into(),
+        "ACCEPT".into(),
+    ]
+}
+
+/// `spa-server exp=<secs>`: marks the rule as ours and says when it lapses
+/// in the unit the daemon thinks in.
+pub fn grant_comment(opts: &FirewallOptions, a: &Access) -> String {
+    format!("{} exp={}", opts.comment, a.expires_at)
+}
+
+/// The last second (UTC) the rule matches. xt_time matches while
+/// `now <= datestop` at one-second resolution, and a grant is open while
+/// `now < expires_at`, so the last matching second is `expires_at - 1`.
+/// iptables reads the value as UTC (only `--kerneltz` would change that).
+pub fn datestop(expires_at: u64) -> String {
+    let t = expires_at.saturating_sub(1).min(MAX_DATESTOP);
+    let days = (t / 86_400) as i64;
+    let secs = t % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm), so we need no date crate for one format.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Arguments as one `iptables-restore` line: words with spaces quoted.
+fn restore_args(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("\"{a}\"")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `iptables-restore --noflush` input for one family: removes first, so
+/// a refresh (remove old, add new) never has two rules for one grant.
+pub fn batch(opts: &FirewallOptions, add: &[Access], remove: &[Access]) -> String {
+    let mut s = String::from("*filter\n");
+    for r in remove {
+        s.push_str(&format!(
+            "-D {} {}\n",
+            opts.chain,
+            restore_args(&rule_spec(opts, r))
+        ));
+    }
+    for a in add {
+        s.push_str(&format!(
+            "-A {} {}\n",
+            opts.chain,
+            restore_args(&rule_spec(opts, a))
+        ));
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use spa_proto::{Grant, Proto};
+
+    fn acc(addr: &str, proto: Proto, port: u16, exp: u64) -> Access {
+        Access {
+            addr: addr.parse().unwrap(),
+            grant: Grant::new(proto, port).unwrap(),
+            expires_at: exp,
+        }
+    }
+
+    #[test]
+    fn datestop_is_utc_and_one_second_early() {
+        assert_eq!(datestop(1), "1970-01-01T00:00:00");
+        assert_eq!(datestop(1_893_456_000), "2029-12-31T23:59:59");
+        assert_eq!(datestop(1_893_456_001), "2030-01-01T00:00:00");
+        // 2024-02-29 12:34:56 UTC
+        assert_eq!(datestop(1_709_210_097), "2024-02-29T12:34:56");
+        assert_eq!(datestop(u64::MAX), "2038-01-19T03:14:07");
+        assert_eq!(datestop(0), "1970-01-01T00:00:00");
+    }
+
+    #[test]
+    fn rule_text_v4() {
+        let o = FirewallOptions::default();
+        let a = acc("198.18.10.2", Proto::Tcp, 22, 1_893_456_001);
+        assert_eq!(
+            restore_args(&rule_spec(&o, &a)),
+            "-s 198.18.10.2/32 -p tcp -m tcp --dport 22 -m time --datestop 2030-01-01T00:00:00 \
+             -m comment --comment \"spa-server exp=1893456001\" -j ACCEPT"
+        );
+    }
+
+    #[test]
+    fn rule_text_v6_udp_and_mapped() {
+        let o = FirewallOptions::default();
+        let a = acc("2001:2:0:10::2", Proto::Udp, 53, 1_893_456_001);
+        assert_eq!(
+            restore_args(&rule_spec(&o, &a)),
+            "-s 2001:2:0:10::2/128 -p udp -m udp --dport 53 -m time --datestop 2030-01-01T00:00:00 \
+             -m comment --comment \"spa-server exp=1893456001\" -j ACCEPT"
+        );
+        let m = acc("::ffff:198.18.10.2", Proto::Tcp, 22, 10);
+        assert!(restore_args(&rule_spec(&o, &m)).starts_with("-s 198.18.10.2/32 "));
+    }
+
+    #[test]
+    fn batch_text_removes_before_adds() {
+        let o = FirewallOptions::default();
+        let old = acc("198.18.10.2", Proto::Tcp, 22, 1_893_456_001);
+        let new = acc("198.18.10.2", Proto::Tcp, 22, 1_893_456_031);
+        assert_eq!(
+            batch(&o, &[new], &[old]),
+            "*filter\n\
+             -D SPA -s 198.18.10.2/32 -p tcp -m tcp --dport 22 -m time --datestop 2030-01-01T00:00:00 -m comment --comment \"spa-server exp=1893456001\" -j ACCEPT\n\
+             -A SPA -s 198.18.10.2/32 -p tcp -m tcp --dport 22 -m time --datestop 2030-01-01T00:00:30 -m comment --comment \"spa-server exp=1893456031\" -j ACCEPT\n\
+             COMMIT\n"
+        );
+        assert_eq!(batch(&o, &[], &[]), "*filter\nCOMMIT\n");
+    }
+
+    #[test]
+    fn jump_text() {
+        let o = FirewallOptions::default();
+        assert_eq!(
+            restore_args(&jump_spec(&o)),
+            "-m comment --comment spa-server -j SPA"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn datestop_round_trips(t in 1u64..=MAX_DATESTOP) {
+            let s = datestop(t + 1);
+            let (date, time) = s.split_once('T').unwrap();
+            let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+            let h: Vec<u64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+            // days_from_civil, the inverse, written independently.
+            let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+            let era = y.div_euclid(400);
+            let yoe = y - era * 400;
+            let doy = (153 * m + 2) / 5 + d[2] - 1;
+            let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+            let days = era * 146_097 + doe - 719_468;
+            prop_assert_eq!(days as u64 * 86_400 + h[0] * 3600 + h[1] * 60 + h[2], t);
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! nftables backend: grants are elements of two sets with per-element
+//! timeouts (kernel-side expiry), matched by two rules at the top of the
+//! admin's own chain.
+//!
+//! Why the admin's chain and not a table of our own: in nftables an `accept`
+//! only ends the current base chain; every other base chain on the same hook
+//! still sees the packet, so the admin's `reject` would win. Living inside
+//! their chain is the only way our accept is final.
+
+use super::{now_unix_ms, split_family, Access, Firewall, FirewallOptions, FwError, Runner};
+use tracing::{debug, info, warn};
+
+pub struct Nftables {
+    opts: FirewallOptions,
+    run: Runner,
+}
+
+impl Nftables {
+    pub fn new(opts: FirewallOptions) -> Self {
+        let run = Runner::new(&opts.exec_prefix);
+        Nftables { opts, run }
+    }
+
+    /// One `nft -f -` transaction: the kernel commits all of it or none.
+    fn transaction(&self, script: &str) -> Result<(), FwError> {
+        debug!(script, "nft transaction");
+        self.run
+            .run(&[&self.opts.nft, "-f", "-"], Some(script))?
+            .into_result()
+            .map(|_| ())
+    }
+
+    fn table(&self) -> String {
+        format!("{} {}", self.opts.nft_family, self.opts.nft_table)
+    }
+
+    /// Our rules (by comment, in any chain of the table) and our sets that
+    /// exist now, as delete commands. None: the table itself is missing.
+    fn leftovers(&self) -> Result<Option<Vec<String>>, FwError> {
+        let ran = self.run.run(
+            &[
+                &self.opts.nft,
+                "-a",
+                "list",
+                "table",
+                &self.opts.nft_family,
+                &self.opts.nft_table,
+            ],
+            None,
+        )?;
+        if !ran.ok() {
+            return Ok(None);
+        }
+        let found = parse_listing(&ran.stdout, &self.opts.comment);
+        let mut cmds: Vec<String> = found
+            .rules
+            .iter()
+            .map(|(chain, handle)| format!("delete rule {} {chain} handle {handle}", self.table()))
+            .collect();
+        for set in [&self.opts.nft_set4, &self.opts.nft_set6] {
+            if found.sets.iter().any(|s| s == set) {
+                cmds.push(format!("delete set {} {set}", self.table()));
+            }
+        }
+        Ok(Some(cmds))
+    }
+
+    fn families(&self) -> (bool, bool) {
+        match self.opts.nft_family.as_str() {
+            "ip" => (true, false),
+            "ip6" => (false, true),
+            _ => (true, true),
+        }
+    }
+
+    /// `nft get element`: whether a grant is still in its set.
+    fn element_present(&self, a: &Access) -> Result<bool, FwError> {
+        let set = set_for(&self.opts, a);
+        let elem = format!("{{ {} }}", element(a));
+        let ran = self.run.run(
+            &[
+                &self.opts.nft,
+                "get",
+                "element",
+                &self.opts.nft_family,
+                &self.opts.nft_table,
+                set,
+                &elem,
+            ],
+            None,
+        )?;
+        Ok(ran.ok())
+    }
+}
+
+impl Firewall for Nftables {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn setup(&mut self) -> Result<(), FwError> {
+        self.opts.validate()?;
+        let chain = self.run.run(
+            &[
+                &self.opts.nft,
+                "list",
+                "chain",
+                &self.opts.nft_family,
+                &self.opts.nft_table,
+                &self.opts.nft_chain,
+            ],
+            None,
+        )?;
+        if !chain.ok() {
+            return Err(FwError::MissingChain {
+                what: format!("nftables chain `{} {}`", self.table(), self.opts.nft_chain),
+                detail: chain.stderr,
+            });
+        }
+        if let Some(stale) = self.leftovers()? {
+            if !stale.is_empty() {
+                self.transaction(&(stale.join("\n") + "\n"))?;
+                info!(
+                    removed = stale.len(),
+                    "removed nftables rules/sets a previous run left"
+                );
+            }
+        }
+        let (v4, v6) = self.families();
+        self.transaction(&setup_script(&self.opts, v4, v6))?;
+        info!(
+            table = %self.table(),
+            chain = %self.opts.nft_chain,
+            "nftables sets ready, rules at the top of the admin's chain"
+        );
+        Ok(())
+    }
+
+    fn apply(&mut self, add: &[Access], remove: &[Access]) -> Result<(), FwError> {
+        let (v4ok, v6ok) = self.families();
+        for a in add.iter().chain(remove) {
+            let v4 = a.canonical_addr().is_ipv4();
+            if (v4 && !v4ok) || (!v4 && !v6ok) {
+                return Err(FwError::FamilyUnavailable {
+                    backend: "nftables",
+                    addr: a.addr,
+                    why: format!("table family is {}", self.opts.nft_family),
+                });
+            }
+        }
+        let (a4, a6) = split_family(add);
+        let (r4, r6) = split_family(remove);
+        let adds: Vec<Access> = a4.into_iter().chain(a6).collect();
+        let removes: Vec<Access> = r4.into_iter().chain(r6).collect();
+        if adds.is_empty() && removes.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let now_ms = now_unix_ms();
+        let first = self.transaction(&apply_script(&self.opts, &adds, &removes, now_ms));
+        let err = match first {
+            Ok(()) => {
+                debug!(
+                    added = adds.len(),
+                    removed = removes.len(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "nftables batch applied"
+                );
+                return Ok(());
+            }
+            Err(e) if removes.is_empty() => return Err(e),
+            Err(e) => e,
+        };
+        let mut present = Vec::with_capacity(removes.len());
+        for r in &removes {
+            if self.element_present(r)? {
+                present.push(*r);
+            }
+        }
+        if present.len() == removes.len() {
+            return Err(err);
+        }
+        warn!(
+            gone = removes.len() - present.len(),
+            first_error = %err,
+            "grants to remove were already gone (expired or deleted by hand); retrying without them"
+        );
+        self.transaction(&apply_script(&self.opts, &adds, &present, now_unix_ms()))
+    }
+
+    fn teardown(&mut self) -> Result<(), FwError> {
+        self.opts.validate()?;
+        match self.leftovers()? {
+            None => {
+                debug!(table = %self.table(), "no nftables table, nothing to remove");
+                Ok(())
+            }
+            Some(cmds) if cmds.is_empty() => Ok(()),
+            Some(cmds) => {
+                self.transaction(&(cmds.join("\n") + "\n"))?;
+                info!(removed = cmds.len(), "removed our nftables rules and sets");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn set_for<'a>(opts: &'a FirewallOptions, a: &Access) -> &'a str {
+    if a.canonical_addr().is_ipv4() {
+        &opts.nft_set4
+    } else {
+        &opts.nft_set6
+    }
+}
+
+/// `198.18.10.2 . tcp . 22`: a set element key.
+pub fn element(a: &Access) -> String {
+    format!(
+        "{} . {} . {}",
+        a.canonical_addr(),
+        a.grant.proto.name(),
+        a.grant.port
+    )
+}
+
+/// Sets and the two rules. Rules go to the top of the admin's chain
+/// (`insert` without a position) so nothing of theirs drops first.
+pub fn setup_script(opts: &FirewallOptions, v4: bool, v6: bool) -> String {
+    let t = format!("{} {}", opts.nft_family, opts.nft_table);
+    let mut s = String::new();
+    if v4 {
+        s.push_str(&format!(
+            "add set {t} {} {{ type ipv4_addr . inet_proto . inet_service; flags timeout; }}\n",
+            opts.nft_set4
+        ));
+        s.push_str(&format!(
+            "insert rule {t} {} ip saddr . meta l4proto . th dport @{} accept comment \"{}\"\n",
+            opts.nft_chain, opts.nft_set4, opts.comment
+        ));
+    }
+    if v6 {
+        s.push_str(&format!(
+            "add set {t} {} {{ type ipv6_addr . inet_proto . inet_service; flags timeout; }}\n",
+            opts.nft_set6
+        ));
+        s.push_str(&format!(
+            "insert rule {t} {} ip6 saddr . meta l4proto . th dport @{} accept comment \"{}\"\n",
+            opts.nft_chain, opts.nft_set6, opts.comment
+        ));
+    }
+    s
+}
+
+/// Milliseconds left for a grant at `now_ms`; None when already expired
+/// (an element with `timeout 0` would never expire, so it must not be added).
+pub fn timeout_ms(expires_at: u64, now_ms: u64) -> Option<u64> {
+    let end = expires_at.saturating_mul(1000);
+    (end > now_ms).then(|| end - now_ms)
+}
+
+/// One transaction: deletes first, then adds, so a refresh (same key, later
+/// expiry) replaces the element and its timeout.
+pub fn apply_script(
+    opts: &FirewallOptions,
+    add: &[Access],
+    remove: &[Access],
+    now_ms: u64,
+) -> String {
+    let t = format!("{} {}", opts.nft_family, opts.nft_table);
+    let mut s = String::new();
+    for r in remove {
+        s.push_str(&format!(
+            "delete element {t} {} {{ {} }}\n",
+            set_for(opts, r),
+            element(r)
+        ));
+    }
+    for a in add {
+        match timeout_ms(a.expires_at, now_ms) {
+            Some(ms) => s.push_str(&format!(
+                "add element {t} {} {{ {} timeout {ms}ms }}\n",
+                set_for(opts, a),
+                element(a)
+            )),
+            None => warn!(grant = %a, "grant already expired; not adding it"),
+        }
+    }
+    s
+}
+
+/// What `nft -a list table` shows of ours.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// (chain, handle) of every rule carrying exactly our comment.
+    pub rules: Vec<(String, u64)>,
+    /// Every set name in the table.
+    pub sets: Vec<String>,
+}
+
+/// Parses `nft -a list table` text. Only two shapes matter: `chain NAME {`
+/// / `set NAME {` headers, and rule lines ending in
+/// `comment "<ours>" # handle N`.
+pub fn parse_listing(text: &str, comment: &str) -> Listing {
+    let mut out = Listing::default();
+    let mut chain: Option<String> = None;
+    let tail = format!("comment \"{comment}\" # handle ");
+    for line in text.lines() {
+        let l = line.trim();
+        let mut words = l.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("chain"), Some(name), Some("{")) => {
+                chain = Some(name.to_owned());
+                continue;
+            }
+            (Some("set"), Some(name), Some("{")) => {
+                out.sets.push(name.to_owned());
+                continue;
+            }
+            _ => {}
+        }
+        if let (Some(c), Some(pos)) = (&chain, l.rfind(&tail)) {
+            if let Ok(h) = l[pos + tail.len()..].trim().parse::<u64>() {
+                out.rules.push((c.clone(), h));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spa_proto::{Grant, Proto};
+
+    fn acc(addr: &str, proto: Proto, port: u16, exp: u64) -> Access {
+        Access {
+            addr: addr.parse().unwrap(),
+            grant: Grant::new(proto, port).unwrap(),
+            expires_at: exp,
+        }
+    }
+
+    #[test]
+    fn setup_text() {
+        let o = FirewallOptions::default();
+        assert_eq!(
+            setup_script(&o, true, true),
+            "add set inet filter spa4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }\n\
+             insert rule inet filter input ip saddr . meta l4proto . th dport @spa4 accept comment \"spa-server\"\n\
+             add set inet filter spa6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }\n\
+             insert rule inet filter input ip6 saddr . meta l4proto . th dport @spa6 accept comment \"spa-server\"\n"
+        );
+        let o = FirewallOptions {
+            nft_family: "ip".into(),
+            ..Default::default()
+        };
+        assert!(!setup_script(&o, true, false).contains("spa6"));
+    }
+
+    #[test]
+    fn apply_text() {
+        let o = FirewallOptions::default();
+        let old = acc("198.18.11.2", Proto::Tcp, 22, 1000);
+        let new = acc("198.18.11.2", Proto::Tcp, 22, 1030);
+        let v6 = acc("2001:2:0:11::2", Proto::Udp, 53, 1010);
+        assert_eq!(
+            apply_script(&o, &[new, v6], &[old], 999_500),
+            "delete element inet filter spa4 { 198.18.11.2 . tcp . 22 }\n\
+             add element inet filter spa4 { 198.18.11.2 . tcp . 22 timeout 30500ms }\n\
+             add element inet filter spa6 { 2001:2:0:11::2 . udp . 53 timeout 10500ms }\n"
+        );
+        // Expired: never `timeout 0` (which would mean "forever").
+        assert_eq!(apply_script(&o, &[old], &[], 1_000_000), "");
+        assert_eq!(timeout_ms(1000, 999_999), Some(1));
+        assert_eq!(timeout_ms(1000, 1_000_000), None);
+        assert_eq!(timeout_ms(u64::MAX, 0), Some(u64::MAX));
+    }
+
+    #[test]
+    fn listing_parse() {
+        let text = r#"table inet filter { # handle 1
+	set spa4 { # handle 4
+		type ipv4_addr . inet_proto . inet_service
+		flags timeout
+		elements = { 198.18.98.2 . tcp . 22 timeout 3m20s expires 2m27s112ms,
+			     198.18.98.3 . tcp . 22 timeout 40d expires 39d23h59m59s976ms }
+	}
+
+	set spa6 { # handle 5
+		type ipv6_addr . inet_proto . inet_service
+		flags timeout
+	}
+
+	chain input { # handle 1
+		type filter hook input priority filter; policy accept;
+		ip6 saddr . meta l4proto . th dport @spa6 accept comment "spa-server" # handle 7
+		ip saddr . meta l4proto . th dport @spa4 accept comment "spa-server" # handle 6
+		ct state established,related accept # handle 2
+		tcp dport 22 accept comment "spa-server-not" # handle 9
+		tcp dport 22 reject # handle 3
+	}
+	chain other { # handle 10
+		ip saddr @spa4 accept comment "spa-server" # handle 11
+	}
+}
+"#;
+        let l = parse_listing(text, "spa-server");
+        assert_eq!(
+            l.rules,
+            vec![
+                ("input".to_string(), 7),
+                ("input".to_string(), 6),
+                ("other".to_string(), 11)
+            ]
+        );
+        assert_eq!(l.sets, vec!["spa4".to_string(), "spa6".to_string()]);
+        assert_eq!(parse_listing("", "spa-server"), Listing::default());
+    }
+}
