@@ -7,3 +7,5 @@
 pub mod capture;
 pub mod firewall;
 pub mod legacy;
+pub mod notify;
+pub mod state;

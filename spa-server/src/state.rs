@@ -1,0 +1,272 @@
+//! The persisted replay record: an append-only log in the state directory,
+//! fsync'd before any firewall change, so a datagram accepted once is
+//! refused after a restart too.
+//!
+//! Format (`replay.log`): an 8-byte header `SPARPL1\n`, then fixed 40-byte
+//! records `timestamp u64 BE | key-id 8 | nonce 24`. A torn final record (a
+//! crash mid-write) is dropped: its datagram was never acted on, because the
+//! grant is applied only after the write returned from fdatasync. The log is
+//! compacted (rewritten with the live entries, then renamed into place) at
+//! start and when dead entries dominate.
+//!
+//! A header that does not match means the record is lost: the server then
+//! starts from [`ReplayRecord::after_loss`], refusing every timestamp that
+//! could have been accepted before, rather than trusting an empty record.
+
+use spa_proto::{KeyId, ReplayRecord, Seen, TimeWindow};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+const HEADER: &[u8; 8] = b"SPARPL1\n";
+const RECORD_LEN: usize = 40;
+const LOG_NAME: &str = "replay.log";
+
+#[derive(Debug)]
+pub struct StateError {
+    pub path: PathBuf,
+    pub what: &'static str,
+    pub source: io::Error,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.path.display(), self.what, self.source)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// How the record was found at start, for the start-up log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// No log yet: a first start.
+    Fresh,
+    /// Read back, `live` entries still inside the window.
+    Restored { live: usize, torn_tail: bool },
+    /// The log was unreadable; the floor protects the past window.
+    Lost,
+}
+
+pub struct ReplayLog {
+    path: PathBuf,
+    dir: PathBuf,
+    file: File,
+    records: usize,
+}
+
+fn err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError {
+        path: path.to_owned(),
+        what,
+        source,
+    }
+}
+
+impl ReplayLog {
+    /// Opens (creating if needed) the log in `dir`, loads it into a record
+    /// with `window`/`capacity`, compacts it, and returns both.
+    pub fn open(
+        dir: &Path,
+        window: TimeWindow,
+        capacity: usize,
+        now: u64,
+    ) -> Result<(ReplayLog, ReplayRecord, Loaded), StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err(dir, "cannot create state directory"))?;
+        let path = dir.join(LOG_NAME);
+        let (mut record, loaded) = match File::open(&path) {
+            Ok(mut f) => {
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes)
+                    .map_err(err(&path, "cannot read replay log"))?;
+                decode(&bytes, window, capacity, now)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (ReplayRecord::new(window, capacity), Loaded::Fresh)
+            }
+            Err(e) => return Err(err(&path, "cannot open replay log")(e)),
+        };
+        record.prune(now);
+        let mut log = ReplayLog {
+            file: File::open("/dev/null").map_err(err(&path, "cannot open /dev/null"))?,
+            path,
+            dir: dir.to_owned(),
+            records: 0,
+        };
+        log.compact(&record)?;
+        Ok((log, record, loaded))
+    }
+
+    /// Appends one accepted datagram and waits until it is on disk.
+    pub fn append(&mut self, seen: &Seen) -> Result<(), StateError> {
+        self.file
+            .write_all(&encode_record(seen))
+            .map_err(err(&self.path, "cannot append to replay log"))?;
+        self.file
+            .sync_data()
+            .map_err(err(&self.path, "cannot fsync replay log"))?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Rewrites the log with the live entries of `record` if the file holds
+    /// mostly dead ones.
+    pub fn maybe_compact(&mut self, record: &ReplayRecord) -> Result<(), StateError> {
+        if self.records > 1024 && self.records > 2 * record.len() {
+            self.compact(record)?;
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, record: &ReplayRecord) -> Result<(), StateError> {
+        let tmp = self.dir.join(format!("{LOG_NAME}.tmp"));
+        let mut bytes = Vec::with_capacity(16 + record.len() * RECORD_LEN);
+        bytes.extend_from_slice(HEADER);
+        // The floor travels as a record with an all-zero key-id and nonce.
+        if record.floor() > 0 {
+            bytes.extend_from_slice(&encode_record(&Seen {
+                timestamp: record.floor(),
+                key_id: KeyId([0; 8]),
+                nonce: [0; 24],
+            }));
+        }
+        for s in record.entries() {
+            bytes.extend_from_slice(&encode_record(s));
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err(&tmp, "cannot create"))?;
+        f.write_all(&bytes).map_err(err(&tmp, "cannot write"))?;
+        f.sync_all().map_err(err(&tmp, "cannot fsync"))?;
+        std::fs::rename(&tmp, &self.path).map_err(err(&self.path, "cannot replace"))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err(&self.dir, "cannot fsync state directory"))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(err(&self.path, "cannot open replay log"))?;
+        self.records = (bytes.len() - HEADER.len()) / RECORD_LEN;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn encode_record(s: &Seen) -> [u8; RECORD_LEN] {
+    let mut r = [0u8; RECORD_LEN];
+    let (ts, rest) = r.split_at_mut(8);
+    let (id, nonce) = rest.split_at_mut(8);
+    ts.copy_from_slice(&s.timestamp.to_be_bytes());
+    id.copy_from_slice(&s.key_id.0);
+    nonce.copy_from_slice(&s.nonce);
+    r
+}
+
+fn decode(bytes: &[u8], window: TimeWindow, capacity: usize, now: u64) -> (ReplayRecord, Loaded) {
+    let Some(body) = bytes.strip_prefix(HEADER.as_slice()) else {
+        return (ReplayRecord::after_loss(window, capacity, now), Loaded::Lost);
+    };
+    let mut record = ReplayRecord::new(window, capacity);
+    let chunks = body.chunks_exact(RECORD_LEN);
+    let torn_tail = !chunks.remainder().is_empty();
+    for c in chunks {
+        let (ts, rest) = c.split_at(8);
+        let (id, nonce) = rest.split_at(8);
+        let (Ok(ts), Ok(id), Ok(nonce)) = (
+            <[u8; 8]>::try_from(ts),
+            <[u8; 8]>::try_from(id),
+            <[u8; 24]>::try_from(nonce),
+        ) else {
+            continue;
+        };
+        let timestamp = u64::from_be_bytes(ts);
+        if id == [0; 8] && nonce == [0; 24] {
+            record.raise_floor(timestamp);
+            continue;
+        }
+        record.restore(
+            Seen {
+                timestamp,
+                key_id: KeyId(id),
+                nonce,
+            },
+            now,
+        );
+    }
+    let live = record.len();
+    (record, Loaded::Restored { live, torn_tail })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(ts: u64, n: u8) -> Seen {
+        Seen {
+            timestamp: ts,
+            key_id: KeyId([n; 8]),
+            nonce: [n; 24],
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_rejects_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = TimeWindow::default();
+        let (mut log, mut rec, loaded) = ReplayLog::open(dir.path(), w, 100, 1000).unwrap();
+        assert_eq!(loaded, Loaded::Fresh);
+        rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1000).unwrap();
+        log.append(&seen(1000, 1)).unwrap();
+        drop(log);
+        let (_log, mut rec2, loaded) = ReplayLog::open(dir.path(), w, 100, 1005).unwrap();
+        assert_eq!(loaded, Loaded::Restored { live: 1, torn_tail: false });
+        assert_eq!(
+            rec2.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1005),
+            Err(spa_proto::Reject::Replayed)
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_dropped_and_stale_entries_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = HEADER.to_vec();
+        bytes.extend_from_slice(&encode_record(&seen(900, 1)));
+        bytes.extend_from_slice(&encode_record(&seen(1000, 2)));
+        bytes.extend_from_slice(&[7; 13]);
+        std::fs::write(dir.path().join(LOG_NAME), &bytes).unwrap();
+        let (_log, rec, loaded) =
+            ReplayLog::open(dir.path(), TimeWindow::default(), 100, 1000).unwrap();
+        assert_eq!(loaded, Loaded::Restored { live: 1, torn_tail: true });
+        assert_eq!(rec.len(), 1);
+        // Compacted: header + one record.
+        let len = std::fs::metadata(dir.path().join(LOG_NAME)).unwrap().len();
+        assert_eq!(len as usize, HEADER.len() + RECORD_LEN);
+    }
+
+    #[test]
+    fn corrupt_log_sets_floor_which_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_NAME), b"garbage").unwrap();
+        let w = TimeWindow::default();
+        let (_log, mut rec, loaded) = ReplayLog::open(dir.path(), w, 100, 1000).unwrap();
+        assert_eq!(loaded, Loaded::Lost);
+        assert!(rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1010, 1010).is_err());
+        drop(_log);
+        let (_log, mut rec, _) = ReplayLog::open(dir.path(), w, 100, 1011).unwrap();
+        assert!(rec.check_and_insert(&KeyId([1; 8]), &[2; 24], 1011, 1011).is_err());
+        assert!(rec.check_and_insert(&KeyId([1; 8]), &[2; 24], 1031, 1031).is_ok());
+    }
+}
