@@ -1,1 +1,23 @@
-//! placeholder
+//! spa-client: builds, seals and sends one SPA datagram.
+//!
+//! The server never answers (it has no open socket to answer from), so the
+//! client cannot learn whether a request worked; its job is to make every
+//! local mistake (no key, unsafe key, bad port, unknown host) a clear error
+//! before anything is sent, and to send exactly one datagram otherwise.
+//!
+//! The pieces other subcommands reuse (key lookup, server address parsing,
+//! one-datagram send) are public here; `main.rs` only dispatches.
+
+mod error;
+pub mod grants;
+pub mod key;
+pub mod raw;
+pub mod send;
+pub mod target;
+
+pub use error::ClientError;
+pub use grants::{parse_grant, parse_grants};
+pub use key::{load_key, KeyChoice};
+pub use raw::{run_raw_send, RawSendArgs};
+pub use send::{build_request, run_send, SendArgs};
+pub use target::{parse_server, resolve, send_datagram, Family, DEFAULT_SPA_PORT};
