@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The demo of spa's main job, on one machine, as root: two network
+# namespaces joined by a veth (198.18.250.0/24), a server namespace whose
+# firewall refuses tcp/22, and a real open/close with spa-client.
+# Nothing outside the two namespaces it creates is touched; they are removed
+# on exit, also on error or Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+[[ $(id -u) == 0 ]] || { echo "demo: run as root (it creates network namespaces)"; exit 1; }
+
+echo "== building (release)"
+cargo build --release --workspace --bins --quiet
+B=$PWD/target/release
+S=spademo-srv C=spademo-cli SIP=198.18.250.1 CIP=198.18.250.2
+WORK=$(mktemp -d /tmp/spa-demo.XXXXXX)
+SERVER_PID=
+
+cleanup() {
+    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    for ns in $S $C; do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [[ -n $pids ]] && kill -9 $pids 2>/dev/null
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+in_s() { ip netns exec "$S" "$@"; }
+in_c() { ip netns exec "$C" "$@"; }
+probe() {
+    if in_c timeout 3 python3 -c "import socket,sys; s=socket.create_connection(('$SIP',22),timeout=1); print(s.recv(64).decode().strip())" 2>/dev/null; then
+        echo "   -> connect to $SIP:22: OK"
+    else
+        echo "   -> connect to $SIP:22: refused"
+    fi
+}
+
+echo "== two namespaces: $C ($CIP) --veth-- $S ($SIP)"
+for ns in $S $C; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; done
+in_s ip link add spademo0 type veth peer name spademo1 netns "$C"
+in_s ip addr add $SIP/24 dev spademo0; in_s ip link set spademo0 up; in_s ip link set lo up
+in_c ip addr add $CIP/24 dev spademo1; in_c ip link set spademo1 up; in_c ip link set lo up
+
+echo "== the admin's baseline in $S: tcp/22 closed to new connections"
+in_s iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+in_s iptables -A INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset
+in_s iptables -S INPUT | sed 's/^/   /'
+in_s python3 -c "
+import socket
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('0.0.0.0',22)); s.listen(8)
+while True:
+    c,_=s.accept(); c.sendall(b'SSH-2.0-demo-sshd\r\n'); c.close()" &
+
+echo "== spa-keygen"
+"$B/spa-keygen" --out "$WORK/demo.key" --name demo --server-id demo | sed 's/^/   /'
+
+echo "== spa-server in $S (no socket on udp/62201: a kernel-filtered capture)"
+in_s "$B/spa-server" --interface spademo0 --key "$WORK/demo.key" --allow tcp/22 \
+    --server-id demo --state-dir "$WORK/state" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do grep -q ready "$WORK/server.log" && break; sleep 0.05; done
+grep -q ready "$WORK/server.log" || { cat "$WORK/server.log"; exit 1; }
+
+echo "== before: "; probe
+echo "== spa-client send --open 22 $SIP"
+in_c "$B/spa-client" send --key "$WORK/demo.key" --open 22 "$SIP"
+sleep 0.2
+echo "== after open:"; probe
+echo "   the grant, scoped to $CIP:"; in_s iptables -S SPA | grep -- "-s" | sed 's/^/   /'
+echo "== spa-client send --close 22 $SIP"
+in_c "$B/spa-client" send --key "$WORK/demo.key" --close 22 "$SIP"
+sleep 0.2
+echo "== after close:"; probe
+echo "== replaying a captured datagram"
+in_c "$B/spa-client" send --key "$WORK/demo.key" --open 22 --output "$WORK/dg.bin" "$SIP"
+in_c "$B/spa-client" raw-send "$WORK/dg.bin" "$SIP"
+sleep 0.2
+in_c "$B/spa-client" raw-send "$WORK/dg.bin" "$SIP"
+sleep 0.2
+echo "== server log:"; sed 's/^/   /' "$WORK/server.log"
