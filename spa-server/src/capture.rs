@@ -1,1 +1,0 @@
-//! AF_PACKET capture with a kernel BPF filter; pnet parses frames.

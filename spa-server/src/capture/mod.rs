@@ -1,0 +1,597 @@
+//! Capture of SPA datagrams and knocks without a listening socket.
+//!
+//! Why this shape (details in docs/capture.md):
+//! - An `AF_PACKET`/`SOCK_DGRAM` ("cooked") socket sees IP packets before the
+//!   firewall's INPUT chain, so the SPA port needs no listening socket and no
+//!   firewall hole, and works on any link type (no link header to skip).
+//! - One socket per address family (`ETH_P_IP`, `ETH_P_IPV6`) per interface
+//!   (or per host when no interface is named). Protocol-specific packet
+//!   sockets never see outgoing frames and do not make the kernel clone
+//!   every transmitted packet, as an `ETH_P_ALL` tap would.
+//! - A classic BPF filter ([`bpf`]) generated from the [`FilterSpec`] drops
+//!   everything not for our ports in the kernel, before any copy.
+//! - pnet's datalink channel is not used: in pnet_datalink 0.35 the socket is
+//!   a private field of a private struct behind `Box<dyn DataLinkReceiver>`,
+//!   so no filter can be attached after creation, and its receiver throws
+//!   away `sll_pkttype`. pnet_packet still does the parsing ([`parse`]).
+
+pub mod bpf;
+mod parse;
+
+use bpf::{BpfError, Family, Insn};
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// What the kernel lets through. One value describes both families.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterSpec {
+    /// UDP port SPA datagrams are sent to.
+    pub spa_port: u16,
+    /// Exact UDP payload length of a datagram (`spa_proto::DATAGRAM_LEN`);
+    /// datagrams of any other size to `spa_port` are dropped in the kernel.
+    pub spa_len: usize,
+    /// TCP ports whose connection attempts (SYN without ACK) are knocks.
+    pub knock_tcp: Vec<u16>,
+    /// UDP ports where any datagram is a knock.
+    pub knock_udp: Vec<u16>,
+}
+
+impl FilterSpec {
+    /// SPA v1 on `spa_port`, no legacy knock ports.
+    pub fn v1(spa_port: u16) -> Self {
+        FilterSpec {
+            spa_port,
+            spa_len: spa_proto::DATAGRAM_LEN,
+            knock_tcp: Vec::new(),
+            knock_udp: Vec::new(),
+        }
+    }
+
+    /// Catches a configuration the filter cannot express before any socket
+    /// is touched, so a reload either applies completely or not at all.
+    pub fn validate(&self) -> Result<(), CaptureError> {
+        if self.spa_port == 0 {
+            return Err(CaptureError::Spec("spa_port must not be 0".into()));
+        }
+        if self.spa_len > usize::from(u16::MAX) - 8 {
+            return Err(CaptureError::Spec(format!(
+                "spa_len {} does not fit a UDP datagram",
+                self.spa_len
+            )));
+        }
+        if let Some(p) = self
+            .knock_tcp
+            .iter()
+            .chain(&self.knock_udp)
+            .find(|p| **p == 0)
+        {
+            return Err(CaptureError::Spec(format!(
+                "knock port {p} is not a valid port"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One captured packet that matched the [`FilterSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// A UDP datagram to `spa_port` of exactly `spa_len` payload bytes.
+    Spa {
+        src: IpAddr,
+        dst: IpAddr,
+        payload: &'a [u8],
+    },
+    /// A TCP SYN (without ACK) or any UDP datagram to a knock port.
+    Knock {
+        src: IpAddr,
+        dst: IpAddr,
+        proto: spa_proto::Proto,
+        dport: u16,
+        /// TCP flags byte; 0 for UDP.
+        tcp_flags: u8,
+    },
+}
+
+/// Classifies network-layer bytes (starting at the IP header) against
+/// `spec`. Pure and total: the parse of hostile bytes.
+pub fn parse<'a>(l3: &'a [u8], is_ipv6: bool, spec: &FilterSpec) -> Option<Packet<'a>> {
+    parse::classify(l3, is_ipv6, spec)?.into_packet(l3)
+}
+
+/// Capture failures, each naming the interface and the call that failed.
+#[derive(Debug)]
+pub enum CaptureError {
+    /// An interface named in the configuration does not exist.
+    NoSuchInterface { name: String },
+    /// A system call failed.
+    Syscall {
+        call: &'static str,
+        interface: String,
+        source: io::Error,
+    },
+    /// The filter program could not be generated.
+    Filter {
+        family: &'static str,
+        source: BpfError,
+    },
+    /// The filter specification is unusable.
+    Spec(String),
+}
+
+impl fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaptureError::NoSuchInterface { name } => {
+                write!(f, "capture: interface {name:?} does not exist")
+            }
+            CaptureError::Syscall {
+                call,
+                interface,
+                source,
+            } => {
+                write!(f, "capture on {interface}: {call} failed: {source}")?;
+                if source.raw_os_error() == Some(libc::EPERM) {
+                    write!(f, " (packet sockets need CAP_NET_RAW)")?;
+                }
+                Ok(())
+            }
+            CaptureError::Filter { family, source } => {
+                write!(f, "capture: {family} filter: {source}")
+            }
+            CaptureError::Spec(why) => write!(f, "capture filter spec: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CaptureError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CaptureError::Syscall { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Counters since [`Capture::open`], for logs and the flood measurement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Frames copied to user space (passed the kernel filter).
+    pub frames: u64,
+    /// Bytes copied to user space.
+    pub bytes: u64,
+    /// Frames skipped because the kernel marked them outgoing.
+    pub outgoing: u64,
+    /// Frames that passed the kernel filter but not [`parse`].
+    pub unparsed: u64,
+    /// Frames the kernel dropped because the receive queue was full
+    /// (`PACKET_STATISTICS`, summed over sockets; updated by `stats()`).
+    pub kernel_drops: u64,
+}
+
+/// Receive buffer size: larger than [`bpf::SNAPLEN`], the most the kernel
+/// ever copies for an accepted frame.
+const BUF_LEN: usize = 2048;
+/// Receive queue per socket, so a burst does not push out a legit datagram.
+const RCVBUF: libc::c_int = 4 << 20;
+/// Frames one `recv` call reads before returning `Ok(None)`, so a stream of
+/// frames that fail `parse` cannot starve the daemon's other work.
+const RECV_BUDGET: usize = 256;
+
+#[derive(Debug)]
+struct Sock {
+    fd: OwnedFd,
+    family: Family,
+    /// `None`: bound to all interfaces (ifindex 0).
+    iface: Option<String>,
+    ifindex: libc::c_int,
+    /// An ENETDOWN was logged and no frame arrived since.
+    down_logged: bool,
+}
+
+impl Sock {
+    fn label(&self) -> String {
+        label(self.iface.as_deref())
+    }
+}
+
+fn label(iface: Option<&str>) -> String {
+    match iface {
+        Some(name) => format!("interface {name}"),
+        None => "all interfaces".to_string(),
+    }
+}
+
+/// The capture sockets. Owns the fds (closed on drop) and one receive buffer.
+#[derive(Debug)]
+pub struct Capture {
+    socks: Vec<Sock>,
+    spec: FilterSpec,
+    buf: Vec<u8>,
+    next: usize,
+    stats: CaptureStats,
+    needs_rebind: bool,
+}
+
+impl Capture {
+    /// Opens one socket per family on each named interface (all interfaces
+    /// when `interfaces` is empty), each with the kernel filter for `spec`.
+    /// Fails, naming it, if an interface does not exist.
+    pub fn open(interfaces: &[String], spec: &FilterSpec) -> Result<Capture, CaptureError> {
+        let progs = programs(spec)?;
+        let mut targets: Vec<(Option<String>, libc::c_int)> = Vec::new();
+        if interfaces.is_empty() {
+            targets.push((None, 0));
+        }
+        for name in interfaces {
+            if targets
+                .iter()
+                .any(|(n, _)| n.as_deref() == Some(name.as_str()))
+            {
+                continue;
+            }
+            let index = ifindex(name)
+                .ok_or_else(|| CaptureError::NoSuchInterface { name: name.clone() })?;
+            targets.push((Some(name.clone()), index));
+        }
+        let mut socks = Vec::new();
+        for (iface, index) in targets {
+            for (family, prog) in [(Family::V4, &progs.0), (Family::V6, &progs.1)] {
+                socks.push(open_socket(iface.clone(), index, family, prog)?);
+            }
+        }
+        tracing::info!(
+            sockets = socks.len(),
+            spa_port = spec.spa_port,
+            knock_tcp = spec.knock_tcp.len(),
+            knock_udp = spec.knock_udp.len(),
+            "capture open"
+        );
+        Ok(Capture {
+            socks,
+            spec: spec.clone(),
+            buf: vec![0; BUF_LEN],
+            next: 0,
+            stats: CaptureStats::default(),
+            needs_rebind: false,
+        })
+    }
+
+    /// Replaces the filter on every socket. `SO_ATTACH_FILTER` on a socket
+    /// that has a filter swaps it atomically, so no frame is ever unfiltered.
+    /// Frames already queued were accepted by the old filter; `recv` judges
+    /// them by the new spec.
+    pub fn set_filter(&mut self, spec: &FilterSpec) -> Result<(), CaptureError> {
+        let progs = programs(spec)?;
+        for s in &self.socks {
+            let prog = match s.family {
+                Family::V4 => &progs.0,
+                Family::V6 => &progs.1,
+            };
+            attach(&s.fd, prog).map_err(|e| s.err("setsockopt(SO_ATTACH_FILTER)", e))?;
+        }
+        self.spec = spec.clone();
+        tracing::info!(
+            spa_port = spec.spa_port,
+            knock_tcp = spec.knock_tcp.len(),
+            knock_udp = spec.knock_udp.len(),
+            "capture filter replaced"
+        );
+        Ok(())
+    }
+
+    /// The spec currently in force.
+    pub fn spec(&self) -> &FilterSpec {
+        &self.spec
+    }
+
+    /// Non-blocking fds for the daemon's poll(2). Stable for the life of
+    /// the `Capture`: [`Capture::rebind`] re-binds the same fds.
+    pub fn raw_fds(&self) -> Vec<RawFd> {
+        self.socks.iter().map(|s| s.fd.as_raw_fd()).collect()
+    }
+
+    /// Next packet that parses; `Ok(None)` when every socket would block (or
+    /// after [`RECV_BUDGET`] frames, so call again after poll says readable).
+    /// Frames that do not parse are counted and skipped. An interface going
+    /// down (ENETDOWN) is logged once and skipped, never an error.
+    pub fn recv(&mut self) -> Result<Option<Packet<'_>>, CaptureError> {
+        let n = self.socks.len();
+        let mut idle = 0;
+        let mut budget = RECV_BUDGET;
+        let mut found = None;
+        while idle < n && budget > 0 {
+            let i = self.next % n;
+            match recv_one(&self.socks[i].fd, &mut self.buf) {
+                Ok(Some((len, pkttype))) => {
+                    budget -= 1;
+                    idle = 0;
+                    self.next = (i + 1) % n;
+                    let sock = &mut self.socks[i];
+                    if sock.down_logged {
+                        sock.down_logged = false;
+                        tracing::info!(on = %sock.label(), family = sock.family.name(), "capture receiving again");
+                    }
+                    if pkttype == libc::PACKET_OUTGOING {
+                        self.stats.outgoing += 1;
+                        continue;
+                    }
+                    self.stats.frames += 1;
+                    self.stats.bytes += len as u64;
+                    let is_v6 = sock.family == Family::V6;
+                    let frame = self.buf.get(..len).unwrap_or(&[]);
+                    match parse::classify(frame, is_v6, &self.spec) {
+                        Some(meta) => {
+                            found = Some((meta, len));
+                            break;
+                        }
+                        None => self.stats.unparsed += 1,
+                    }
+                }
+                Ok(None) => {
+                    idle += 1;
+                    self.next = (i + 1) % n;
+                }
+                Err(e) if is_link_error(&e) => {
+                    idle += 1;
+                    self.next = (i + 1) % n;
+                    let sock = &mut self.socks[i];
+                    if !sock.down_logged {
+                        sock.down_logged = true;
+                        tracing::warn!(on = %sock.label(), family = sock.family.name(), error = %e, "capture: interface down, waiting for it");
+                    }
+                    if let Some(name) = &sock.iface {
+                        if ifindex(name) != Some(sock.ifindex) {
+                            self.needs_rebind = true;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => budget -= 1,
+                Err(e) => return Err(self.socks[i].err("recvfrom", e)),
+            }
+        }
+        Ok(found.and_then(|(meta, len)| meta.into_packet(self.buf.get(..len)?)))
+    }
+
+    /// True once a named interface was seen to vanish (or change ifindex);
+    /// the daemon then calls [`Capture::rebind`] every few seconds.
+    pub fn needs_rebind(&self) -> bool {
+        self.needs_rebind
+    }
+
+    /// Re-resolves every named interface and re-binds (the same fd) any
+    /// whose ifindex changed, e.g. a deleted and re-created VLAN or veth.
+    /// Returns the names still missing; cheap (one ioctl per name), safe to
+    /// call at any time. A merely down-then-up interface needs no rebind:
+    /// the kernel re-attaches the socket when the link comes back.
+    pub fn rebind(&mut self) -> Result<Vec<String>, CaptureError> {
+        let mut missing: Vec<String> = Vec::new();
+        for s in &mut self.socks {
+            let Some(name) = s.iface.clone() else {
+                continue;
+            };
+            match ifindex(&name) {
+                None => {
+                    if !missing.contains(&name) {
+                        missing.push(name);
+                    }
+                }
+                Some(index) if index != s.ifindex => {
+                    bind(&s.fd, s.family, index).map_err(|e| s.err("bind", e))?;
+                    tracing::info!(interface = %name, family = s.family.name(), old = s.ifindex, new = index, "capture re-bound to re-created interface");
+                    s.ifindex = index;
+                }
+                Some(_) => {}
+            }
+        }
+        self.needs_rebind = !missing.is_empty();
+        Ok(missing)
+    }
+
+    /// Counters; also collects kernel queue drops from every socket.
+    pub fn stats(&mut self) -> CaptureStats {
+        for s in &self.socks {
+            if let Ok(st) = packet_stats(&s.fd) {
+                self.stats.kernel_drops += u64::from(st.tp_drops);
+            }
+        }
+        self.stats
+    }
+}
+
+impl Sock {
+    fn err(&self, call: &'static str, source: io::Error) -> CaptureError {
+        CaptureError::Syscall {
+            call,
+            interface: format!("{} ({})", self.label(), self.family.name()),
+            source,
+        }
+    }
+}
+
+fn is_link_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENETDOWN) | Some(libc::ENODEV) | Some(libc::ENXIO) | Some(libc::ENETRESET)
+    )
+}
+
+fn programs(spec: &FilterSpec) -> Result<(Vec<Insn>, Vec<Insn>), CaptureError> {
+    spec.validate()?;
+    let gen = |family: Family| {
+        bpf::program(spec, family).map_err(|source| CaptureError::Filter {
+            family: family.name(),
+            source,
+        })
+    };
+    Ok((gen(Family::V4)?, gen(Family::V6)?))
+}
+
+fn ifindex(name: &str) -> Option<libc::c_int> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the whole call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    libc::c_int::try_from(index).ok().filter(|i| *i > 0)
+}
+
+fn ethertype(family: Family) -> u16 {
+    match family {
+        Family::V4 => libc::ETH_P_IP as u16,
+        Family::V6 => libc::ETH_P_IPV6 as u16,
+    }
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// socket(protocol 0) -> buffer -> filter -> bind(protocol): a socket with
+/// protocol 0 receives nothing, so no frame is queued before the filter.
+fn open_socket(
+    iface: Option<String>,
+    index: libc::c_int,
+    family: Family,
+    prog: &[Insn],
+) -> Result<Sock, CaptureError> {
+    let where_ = format!("{} ({})", label(iface.as_deref()), family.name());
+    let err = |call: &'static str, source: io::Error| CaptureError::Syscall {
+        call,
+        interface: where_.clone(),
+        source,
+    };
+    // SAFETY: plain syscall with constant arguments; the result is checked.
+    let raw = cvt(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })
+    .map_err(|e| err("socket(AF_PACKET, SOCK_DGRAM)", e))?;
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_rcvbuf(&fd).map_err(|e| err("setsockopt(SO_RCVBUF)", e))?;
+    attach(&fd, prog).map_err(|e| err("setsockopt(SO_ATTACH_FILTER)", e))?;
+    bind(&fd, family, index).map_err(|e| err("bind", e))?;
+    Ok(Sock {
+        fd,
+        family,
+        iface,
+        ifindex: index,
+        down_logged: false,
+    })
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live T of the size passed; the kernel copies it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// SO_RCVBUFFORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN; without
+/// it, SO_RCVBUF gives as much as rmem_max allows.
+fn set_rcvbuf(fd: &OwnedFd) -> io::Result<()> {
+    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_ok() {
+        return Ok(());
+    }
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF)
+}
+
+fn attach(fd: &OwnedFd, prog: &[Insn]) -> io::Result<()> {
+    let mut filter: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        filter: filter.as_mut_ptr(),
+    };
+    // The kernel copies the program during the call; `filter` outlives it.
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+fn bind(fd: &OwnedFd, family: Family, index: libc::c_int) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_protocol = ethertype(family).to_be();
+    sll.sll_ifindex = index;
+    // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// One non-blocking recvfrom: `Ok(None)` when nothing is queued.
+fn recv_one(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, u8)>> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut sll_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `buf` is writable for buf.len() bytes and `sll` for sll_len.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&mut sll as *mut libc::sockaddr_ll).cast(),
+            &mut sll_len,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some((n as usize, sll.sll_pkttype)))
+}
+
+/// PACKET_STATISTICS: reading resets the kernel's counters.
+fn packet_stats(fd: &OwnedFd) -> io::Result<libc::tpacket_stats> {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` is writable for `len` bytes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests;

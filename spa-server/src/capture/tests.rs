@@ -1,0 +1,539 @@
+//! parse() over packets built with pnet_packet, and the generated BPF run in
+//! a small interpreter over the same packets: the two must agree.
+
+use super::bpf::{self, interp, Family, PACKET_HOST};
+use super::*;
+use pnet_packet::ip::IpNextHeaderProtocol;
+use pnet_packet::ipv4::MutableIpv4Packet;
+use pnet_packet::ipv6::MutableIpv6Packet;
+use pnet_packet::tcp::MutableTcpPacket;
+use pnet_packet::udp::MutableUdpPacket;
+use proptest::prelude::*;
+use spa_proto::{Proto, DATAGRAM_LEN};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const SPA: u16 = 62201;
+const PACKET_OUTGOING: u32 = 4;
+const PACKET_OTHERHOST: u32 = 3;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+fn spec() -> FilterSpec {
+    FilterSpec {
+        spa_port: SPA,
+        spa_len: DATAGRAM_LEN,
+        knock_tcp: vec![7000, 8000, 9000],
+        knock_udp: vec![7001, 8001],
+    }
+}
+
+fn src4() -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 20, 2)
+}
+fn dst4() -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 20, 1)
+}
+fn src6() -> Ipv6Addr {
+    "2001:2:0:20::2".parse().unwrap()
+}
+fn dst6() -> Ipv6Addr {
+    "2001:2:0:20::1".parse().unwrap()
+}
+
+/// A transport segment: UDP with `payload` bytes (length field `udp_len`
+/// or the true length) or a TCP header with `flags`.
+#[derive(Clone, Debug)]
+enum L4 {
+    Udp {
+        dport: u16,
+        payload: usize,
+        len_field: Option<u16>,
+    },
+    Tcp {
+        dport: u16,
+        flags: u8,
+    },
+    Other(u8),
+}
+
+fn udp(dport: u16, payload: usize) -> L4 {
+    L4::Udp {
+        dport,
+        payload,
+        len_field: None,
+    }
+}
+fn tcp(dport: u16, flags: u8) -> L4 {
+    L4::Tcp { dport, flags }
+}
+
+fn l4_bytes(l4: &L4) -> (u8, Vec<u8>) {
+    match *l4 {
+        L4::Udp {
+            dport,
+            payload,
+            len_field,
+        } => {
+            let mut b = vec![0xa5u8; 8 + payload];
+            let mut u = MutableUdpPacket::new(&mut b).unwrap();
+            u.set_source(40000);
+            u.set_destination(dport);
+            u.set_length(len_field.unwrap_or((8 + payload) as u16));
+            u.set_checksum(0);
+            (17, b)
+        }
+        L4::Tcp { dport, flags } => {
+            let mut b = vec![0u8; 20];
+            let mut t = MutableTcpPacket::new(&mut b).unwrap();
+            t.set_source(40000);
+            t.set_destination(dport);
+            t.set_data_offset(5);
+            t.set_flags(flags);
+            (6, b)
+        }
+        L4::Other(p) => (p, vec![0u8; 16]),
+    }
+}
+
+/// IPv4 with `opt_words` 4-byte option words, `frag` = (flags, offset).
+fn v4(l4: &L4, opt_words: u8, frag: (u8, u16)) -> Vec<u8> {
+    let (proto, seg) = l4_bytes(l4);
+    let ihl = 20 + 4 * usize::from(opt_words);
+    let mut b = vec![0u8; ihl + seg.len()];
+    {
+        let mut ip = MutableIpv4Packet::new(&mut b).unwrap();
+        ip.set_version(4);
+        ip.set_header_length(5 + opt_words);
+        ip.set_total_length((ihl + seg.len()) as u16);
+        ip.set_ttl(64);
+        ip.set_flags(frag.0);
+        ip.set_fragment_offset(frag.1);
+        ip.set_next_level_protocol(IpNextHeaderProtocol(proto));
+        ip.set_source(src4());
+        ip.set_destination(dst4());
+    }
+    for o in &mut b[20..ihl] {
+        *o = 1; // NOP options
+    }
+    b[ihl..].copy_from_slice(&seg);
+    b
+}
+
+fn v6(l4: &L4) -> Vec<u8> {
+    let (proto, seg) = l4_bytes(l4);
+    v6_raw(proto, &seg)
+}
+
+fn v6_raw(next: u8, seg: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 40 + seg.len()];
+    {
+        let mut ip = MutableIpv6Packet::new(&mut b).unwrap();
+        ip.set_version(6);
+        ip.set_payload_length(seg.len() as u16);
+        ip.set_next_header(IpNextHeaderProtocol(next));
+        ip.set_hop_limit(64);
+        ip.set_source(src6());
+        ip.set_destination(dst6());
+    }
+    b[40..].copy_from_slice(seg);
+    b
+}
+
+fn bpf_accepts(spec: &FilterSpec, family: Family, pkt: &[u8], pkttype: u32) -> bool {
+    let prog = bpf::program(spec, family).unwrap();
+    interp::run(&prog, pkt, pkttype) > 0
+}
+
+/// Runs both the kernel filter and parse(), asserts they agree, returns it.
+fn both(spec: &FilterSpec, family: Family, pkt: &[u8]) -> Option<Packet<'static>> {
+    let kernel = bpf_accepts(spec, family, pkt, PACKET_HOST);
+    let leaked: &'static [u8] = Box::leak(pkt.to_vec().into_boxed_slice());
+    let user = parse(leaked, family == Family::V6, spec);
+    assert_eq!(
+        kernel,
+        user.is_some(),
+        "BPF and parse disagree on {pkt:02x?}: parse={user:?}"
+    );
+    user
+}
+
+#[test]
+fn spa_datagram_v4_is_seen_with_payload() {
+    let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
+    match both(&spec(), Family::V4, &pkt) {
+        Some(Packet::Spa { src, dst, payload }) => {
+            assert_eq!(src, IpAddr::V4(src4()));
+            assert_eq!(dst, IpAddr::V4(dst4()));
+            assert_eq!(payload.len(), DATAGRAM_LEN);
+            assert!(payload.iter().all(|b| *b == 0xa5));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn spa_datagram_v4_with_ip_options_uses_ihl() {
+    for words in [1, 3, 10] {
+        let pkt = v4(&udp(SPA, DATAGRAM_LEN), words, (0, 0));
+        assert!(matches!(
+            both(&spec(), Family::V4, &pkt),
+            Some(Packet::Spa { .. })
+        ));
+    }
+}
+
+#[test]
+fn spa_datagram_with_link_padding_is_seen() {
+    let mut pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
+    pkt.extend_from_slice(&[0; 6]);
+    assert!(
+        matches!(both(&spec(), Family::V4, &pkt), Some(Packet::Spa { payload, .. }) if payload.len() == DATAGRAM_LEN)
+    );
+}
+
+#[test]
+fn wrong_port_or_length_is_dropped() {
+    let s = spec();
+    for l4 in [
+        udp(SPA + 1, DATAGRAM_LEN),
+        udp(SPA, DATAGRAM_LEN - 1),
+        udp(SPA, DATAGRAM_LEN + 1),
+        udp(SPA, 0),
+        udp(53, 40),
+        tcp(SPA, SYN),
+        L4::Other(1),
+    ] {
+        assert_eq!(both(&s, Family::V4, &v4(&l4, 0, (0, 0))), None, "{l4:?}");
+        assert_eq!(both(&s, Family::V6, &v6(&l4)), None, "{l4:?}");
+    }
+}
+
+#[test]
+fn udp_length_field_must_match_even_if_bytes_are_there() {
+    let l4 = L4::Udp {
+        dport: SPA,
+        payload: DATAGRAM_LEN,
+        len_field: Some(8 + DATAGRAM_LEN as u16 - 1),
+    };
+    assert_eq!(both(&spec(), Family::V4, &v4(&l4, 0, (0, 0))), None);
+    // Length field claims a full datagram, bytes are short: kernel passes
+    // (it does not see the truncation), parse refuses.
+    let mut pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
+    pkt.truncate(pkt.len() - 10);
+    assert!(bpf_accepts(&spec(), Family::V4, &pkt, PACKET_HOST));
+    assert_eq!(parse(&pkt, false, &spec()), None);
+}
+
+#[test]
+fn fragments_are_dropped() {
+    let s = spec();
+    for frag in [(0b001, 0), (0, 1), (0b001, 185), (0, 8191)] {
+        let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, frag);
+        assert_eq!(both(&s, Family::V4, &pkt), None, "{frag:?}");
+        let pkt = v4(&tcp(7000, SYN), 0, frag);
+        assert_eq!(both(&s, Family::V4, &pkt), None, "{frag:?}");
+    }
+    // Don't Fragment is fine.
+    let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0b010, 0));
+    assert!(both(&s, Family::V4, &pkt).is_some());
+}
+
+#[test]
+fn tcp_knock_needs_syn_without_ack() {
+    let s = spec();
+    for (flags, want) in [
+        (SYN, true),
+        (SYN | 0x40 | 0x80, true), // ECN-setup SYN
+        (SYN | ACK, false),
+        (ACK, false),
+        (0x04, false), // RST
+        (0x01, false), // FIN
+        (0, false),
+    ] {
+        for family in [Family::V4, Family::V6] {
+            let pkt = match family {
+                Family::V4 => v4(&tcp(8000, flags), 0, (0, 0)),
+                Family::V6 => v6(&tcp(8000, flags)),
+            };
+            let got = both(&s, family, &pkt);
+            assert_eq!(got.is_some(), want, "flags {flags:#x} {family:?}");
+            if let Some(p) = got {
+                assert!(
+                    matches!(p, Packet::Knock { proto: Proto::Tcp, dport: 8000, tcp_flags, .. } if tcp_flags == flags)
+                );
+            }
+        }
+    }
+    assert_eq!(both(&s, Family::V4, &v4(&tcp(8001, SYN), 0, (0, 0))), None);
+}
+
+#[test]
+fn udp_knock_any_length() {
+    let s = spec();
+    for len in [0, 1, 100, DATAGRAM_LEN, 900] {
+        let got = both(&s, Family::V4, &v4(&udp(7001, len), 0, (0, 0)));
+        assert!(
+            matches!(
+                got,
+                Some(Packet::Knock {
+                    proto: Proto::Udp,
+                    dport: 7001,
+                    tcp_flags: 0,
+                    ..
+                })
+            ),
+            "{len}"
+        );
+        let got = both(&s, Family::V6, &v6(&udp(8001, len)));
+        assert!(
+            matches!(
+                got,
+                Some(Packet::Knock {
+                    proto: Proto::Udp,
+                    dport: 8001,
+                    ..
+                })
+            ),
+            "{len}"
+        );
+    }
+}
+
+#[test]
+fn spa_port_also_a_udp_knock_port() {
+    let mut s = spec();
+    s.knock_udp.push(SPA);
+    assert!(matches!(
+        both(&s, Family::V4, &v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0))),
+        Some(Packet::Spa { .. })
+    ));
+    assert!(matches!(
+        both(&s, Family::V4, &v4(&udp(SPA, 3), 0, (0, 0))),
+        Some(Packet::Knock { dport: SPA, .. })
+    ));
+}
+
+#[test]
+fn ipv6_spa_and_extension_headers() {
+    let s = spec();
+    match both(&s, Family::V6, &v6(&udp(SPA, DATAGRAM_LEN))) {
+        Some(Packet::Spa { src, dst, payload }) => {
+            assert_eq!(src, IpAddr::V6(src6()));
+            assert_eq!(dst, IpAddr::V6(dst6()));
+            assert_eq!(payload.len(), DATAGRAM_LEN);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Hop-by-hop (0) or fragment (44) header before UDP: not walked, dropped.
+    let (_, seg) = l4_bytes(&udp(SPA, DATAGRAM_LEN));
+    for ext in [0u8, 43, 44, 60] {
+        let mut with_ext = vec![17u8, 0, 0, 0, 0, 0, 0, 0];
+        with_ext.extend_from_slice(&seg);
+        assert_eq!(
+            both(&s, Family::V6, &v6_raw(ext, &with_ext)),
+            None,
+            "ext {ext}"
+        );
+    }
+}
+
+#[test]
+fn wrong_version_for_the_socket_is_dropped() {
+    let s = spec();
+    let p4 = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
+    let p6 = v6(&udp(SPA, DATAGRAM_LEN));
+    assert_eq!(both(&s, Family::V6, &p4), None);
+    assert_eq!(both(&s, Family::V4, &p6), None);
+}
+
+#[test]
+fn only_packets_to_this_host_pass_the_kernel() {
+    let s = spec();
+    let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
+    assert!(bpf_accepts(&s, Family::V4, &pkt, PACKET_HOST));
+    assert!(!bpf_accepts(&s, Family::V4, &pkt, PACKET_OUTGOING));
+    assert!(!bpf_accepts(&s, Family::V4, &pkt, PACKET_OTHERHOST));
+    let pkt = v6(&tcp(7000, SYN));
+    assert!(bpf_accepts(&s, Family::V6, &pkt, PACKET_HOST));
+    assert!(!bpf_accepts(&s, Family::V6, &pkt, PACKET_OUTGOING));
+}
+
+#[test]
+fn no_knock_ports_program_is_small_and_exact() {
+    let s = FilterSpec::v1(SPA);
+    for family in [Family::V4, Family::V6] {
+        let prog = bpf::program(&s, family).unwrap();
+        assert!(prog.len() < 24, "{family:?}: {}", prog.len());
+    }
+    assert!(both(&s, Family::V4, &v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0))).is_some());
+    assert_eq!(both(&s, Family::V4, &v4(&tcp(7000, SYN), 0, (0, 0))), None);
+    assert_eq!(both(&s, Family::V6, &v6(&udp(7001, 5))), None);
+}
+
+#[test]
+fn long_port_lists_stay_exact_up_to_the_limit() {
+    for n in [64usize, bpf::EXACT_PORTS_MAX] {
+        let s = FilterSpec {
+            spa_port: SPA,
+            spa_len: DATAGRAM_LEN,
+            knock_tcp: (0..n as u16).map(|i| 10_000 + 3 * i).collect(),
+            knock_udp: (0..n as u16).map(|i| 20_000 + 3 * i).collect(),
+        };
+        for family in [Family::V4, Family::V6] {
+            let prog = bpf::program(&s, family).unwrap();
+            assert!(prog.len() <= bpf::MAX_INSNS);
+            for i in [0u16, 1, n as u16 / 2, n as u16 - 1] {
+                let (t, u) = (10_000 + 3 * i, 20_000 + 3 * i);
+                let (pt, pu, miss) = match family {
+                    Family::V4 => (
+                        v4(&tcp(t, SYN), 0, (0, 0)),
+                        v4(&udp(u, 9), 0, (0, 0)),
+                        v4(&tcp(t + 1, SYN), 0, (0, 0)),
+                    ),
+                    Family::V6 => (v6(&tcp(t, SYN)), v6(&udp(u, 9)), v6(&tcp(t + 1, SYN))),
+                };
+                assert!(both(&s, family, &pt).is_some());
+                assert!(both(&s, family, &pu).is_some());
+                assert!(both(&s, family, &miss).is_none());
+            }
+            assert!(both(
+                &s,
+                family,
+                &match family {
+                    Family::V4 => v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0)),
+                    Family::V6 => v6(&udp(SPA, DATAGRAM_LEN)),
+                }
+            )
+            .is_some());
+        }
+    }
+}
+
+#[test]
+fn very_long_port_lists_fall_back_to_a_range() {
+    let s = FilterSpec {
+        spa_port: SPA,
+        spa_len: DATAGRAM_LEN,
+        knock_tcp: (0..1000).map(|i| 10_000 + 2 * i).collect(),
+        knock_udp: (0..1000).map(|i| 30_000 + 2 * i).collect(),
+    };
+    let prog = bpf::program(&s, Family::V4).unwrap();
+    assert!(prog.len() < 40);
+    // In the range but not in the list: the kernel passes, parse drops.
+    let pkt = v4(&tcp(10_001, SYN), 0, (0, 0));
+    assert!(bpf_accepts(&s, Family::V4, &pkt, PACKET_HOST));
+    assert_eq!(parse(&pkt, false, &s), None);
+    // Outside the range: dropped in the kernel.
+    assert!(!bpf_accepts(
+        &s,
+        Family::V4,
+        &v4(&tcp(9_999, SYN), 0, (0, 0)),
+        PACKET_HOST
+    ));
+    assert!(!bpf_accepts(
+        &s,
+        Family::V4,
+        &v4(&tcp(12_000, SYN), 0, (0, 0)),
+        PACKET_HOST
+    ));
+    assert!(both(&s, Family::V4, &v4(&tcp(11_998, SYN), 0, (0, 0))).is_some());
+    assert!(both(&s, Family::V4, &v4(&udp(31_000, 1), 0, (0, 0))).is_some());
+}
+
+#[test]
+fn spec_validation() {
+    assert!(FilterSpec::v1(SPA).validate().is_ok());
+    assert!(FilterSpec::v1(0).validate().is_err());
+    let mut s = FilterSpec::v1(SPA);
+    s.spa_len = 70_000;
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("70000"), "{e}");
+    let mut s = FilterSpec::v1(SPA);
+    s.knock_tcp = vec![0];
+    assert!(s.validate().is_err());
+}
+
+#[test]
+fn error_messages_name_interface_and_call() {
+    let e = CaptureError::NoSuchInterface {
+        name: "eth9".into(),
+    };
+    assert!(e.to_string().contains("\"eth9\""));
+    let e = CaptureError::Syscall {
+        call: "bind",
+        interface: "interface eth0 (IPv4)".into(),
+        source: io::Error::from_raw_os_error(libc::EPERM),
+    };
+    let s = e.to_string();
+    assert!(
+        s.contains("eth0") && s.contains("bind") && s.contains("CAP_NET_RAW"),
+        "{s}"
+    );
+}
+
+#[test]
+fn open_names_a_missing_interface() {
+    match Capture::open(&["spa-no-such0".to_string()], &spec()) {
+        Err(CaptureError::NoSuchInterface { name }) => assert_eq!(name, "spa-no-such0"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn arb_l4() -> impl Strategy<Value = L4> {
+    let port = prop_oneof![
+        Just(SPA),
+        Just(7000u16),
+        Just(8001u16),
+        Just(7001u16),
+        any::<u16>()
+    ];
+    prop_oneof![
+        (
+            port.clone(),
+            prop_oneof![Just(DATAGRAM_LEN), 0usize..300],
+            proptest::option::of(any::<u16>())
+        )
+            .prop_map(|(dport, payload, len_field)| L4::Udp {
+                dport,
+                payload,
+                len_field
+            }),
+        (port, any::<u8>()).prop_map(|(dport, flags)| L4::Tcp { dport, flags }),
+        any::<u8>().prop_map(L4::Other),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn parse_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..400), v6 in any::<bool>()) {
+        let _ = parse(&bytes, v6, &spec());
+        let _ = interp::run(&bpf::program(&spec(), Family::V4).unwrap(), &bytes, PACKET_HOST);
+    }
+
+    /// Whatever parse accepts, the kernel filter passed: the filter never
+    /// hides a packet the daemon wants.
+    #[test]
+    fn kernel_never_drops_what_parse_wants(bytes in proptest::collection::vec(any::<u8>(), 0..400), v6 in any::<bool>()) {
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        if parse(&bytes, v6, &spec()).is_some() {
+            prop_assert!(bpf_accepts(&spec(), family, &bytes, PACKET_HOST));
+        }
+    }
+
+    /// On well-formed packets the filter and parse agree exactly.
+    #[test]
+    fn filter_and_parse_agree(l4 in arb_l4(), opt in 0u8..4, frag in (0u8..8, prop_oneof![Just(0u16), any::<u16>()]), v6 in any::<bool>()) {
+        let s = spec();
+        if let L4::Udp { len_field: Some(f), payload, .. } = l4 {
+            // A length field longer than the bytes is a truncated capture.
+            prop_assume!(usize::from(f) <= 8 + payload);
+        }
+        if v6 {
+            let pkt = self::v6(&l4);
+            prop_assert_eq!(bpf_accepts(&s, Family::V6, &pkt, PACKET_HOST), parse(&pkt, true, &s).is_some());
+        } else {
+            let pkt = v4(&l4, opt, (frag.0, frag.1 & 0x1fff));
+            prop_assert_eq!(bpf_accepts(&s, Family::V4, &pkt, PACKET_HOST), parse(&pkt, false, &s).is_some());
+        }
+    }
+}
