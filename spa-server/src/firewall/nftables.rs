@@ -251,11 +251,27 @@ pub fn setup_script(opts: &FirewallOptions, v4: bool, v6: bool) -> String {
     s
 }
 
-/// Milliseconds left for a grant at `now_ms`; None when already expired
-/// (an element with `timeout 0` would never expire, so it must not be added).
+/// The longest element timeout we write: nft 1.0.6 rejects a seconds
+/// component above about 2^32 / 1000 ("value too large"), so ~49.7 days.
+/// Grants are capped far below this by policy.
+pub const MAX_TIMEOUT_MS: u64 = 4_294_967_000;
+
+/// Milliseconds left for a grant at `now_ms`, capped at [`MAX_TIMEOUT_MS`];
+/// None when already expired (an element with `timeout 0` would never
+/// expire, so it must not be added).
 pub fn timeout_ms(expires_at: u64, now_ms: u64) -> Option<u64> {
     let end = expires_at.saturating_mul(1000);
-    (end > now_ms).then(|| end - now_ms)
+    (end > now_ms).then(|| (end - now_ms).min(MAX_TIMEOUT_MS))
+}
+
+/// `30s500ms`: nft 1.0.6 refuses a bare millisecond count above 2^32/1000,
+/// so seconds and milliseconds go in separate components.
+pub fn timeout_text(ms: u64) -> String {
+    match (ms / 1000, ms % 1000) {
+        (0, m) => format!("{m}ms"),
+        (s, 0) => format!("{s}s"),
+        (s, m) => format!("{s}s{m}ms"),
+    }
 }
 
 /// One transaction: deletes first, then adds, so a refresh (same key, later
@@ -278,9 +294,10 @@ pub fn apply_script(
     for a in add {
         match timeout_ms(a.expires_at, now_ms) {
             Some(ms) => s.push_str(&format!(
-                "add element {t} {} {{ {} timeout {ms}ms }}\n",
+                "add element {t} {} {{ {} timeout {} }}\n",
                 set_for(opts, a),
-                element(a)
+                element(a),
+                timeout_text(ms)
             )),
             None => warn!(grant = %a, "grant already expired; not adding it"),
         }
@@ -366,14 +383,17 @@ mod tests {
         assert_eq!(
             apply_script(&o, &[new, v6], &[old], 999_500),
             "delete element inet filter spa4 { 198.18.11.2 . tcp . 22 }\n\
-             add element inet filter spa4 { 198.18.11.2 . tcp . 22 timeout 30500ms }\n\
-             add element inet filter spa6 { 2001:2:0:11::2 . udp . 53 timeout 10500ms }\n"
+             add element inet filter spa4 { 198.18.11.2 . tcp . 22 timeout 30s500ms }\n\
+             add element inet filter spa6 { 2001:2:0:11::2 . udp . 53 timeout 10s500ms }\n"
         );
         // Expired: never `timeout 0` (which would mean "forever").
         assert_eq!(apply_script(&o, &[old], &[], 1_000_000), "");
         assert_eq!(timeout_ms(1000, 999_999), Some(1));
         assert_eq!(timeout_ms(1000, 1_000_000), None);
-        assert_eq!(timeout_ms(u64::MAX, 0), Some(u64::MAX));
+        assert_eq!(timeout_ms(u64::MAX, 0), Some(MAX_TIMEOUT_MS));
+        assert_eq!(timeout_text(1), "1ms");
+        assert_eq!(timeout_text(30_000), "30s");
+        assert_eq!(timeout_text(MAX_TIMEOUT_MS), "4294967s");
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! The iptables backend against the real iptables/ip6tables inside a fresh
+//! network namespace (ids 10..=14): rules appear and disappear as asked, a
+//! real TCP connect follows them, the kernel closes a grant on its own at
+//! its expiry, a failed batch changes nothing, teardown leaves the admin's
+//! baseline byte for byte.
+
+use spa_e2e::NetPair;
+use spa_proto::{Grant, Proto};
+use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PORT: u16 = 22;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn opts(p: &NetPair) -> FirewallOptions {
+    FirewallOptions {
+        exec_prefix: vec!["ip".into(), "netns".into(), "exec".into(), p.srv_ns.clone()],
+        ..Default::default()
+    }
+}
+
+fn fw(p: &NetPair) -> Box<dyn Firewall> {
+    backend(BackendKind::Iptables, &opts(p))
+}
+
+fn acc(addr: impl Into<IpAddr>, port: u16, expires_at: u64) -> Access {
+    Access {
+        addr: addr.into(),
+        grant: Grant::new(Proto::Tcp, port).unwrap(),
+        expires_at,
+    }
+}
+
+/// `iptables-save` and `ip6tables-save` without the timestamped comments.
+fn save(p: &NetPair) -> String {
+    let out = p.srv_sh("iptables-save; ip6tables-save");
+    out.lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn rules(p: &NetPair, tool: &str, chain: &str) -> Vec<String> {
+    p.srv_sh(&format!("{tool} -S {chain}"))
+        .lines()
+        .filter(|l| l.starts_with("-A"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn jumps(p: &NetPair, tool: &str) -> usize {
+    rules(p, tool, "INPUT")
+        .iter()
+        .filter(|l| l.contains("-j SPA"))
+        .count()
+}
+
+#[test]
+fn setup_is_idempotent_and_teardown_restores_baseline() {
+    let p = NetPair::new(10);
+    p.iptables_baseline(PORT);
+    let baseline = save(&p);
+    let mut f = fw(&p);
+    // Teardown with nothing there is fine.
+    f.teardown().unwrap();
+    assert_eq!(save(&p), baseline);
+
+    f.setup().unwrap();
+    f.setup().unwrap();
+    for tool in ["iptables", "ip6tables"] {
+        assert_eq!(jumps(&p, tool), 1, "{tool}: exactly one jump");
+        let input = rules(&p, tool, "INPUT");
+        assert!(input[0].contains("-j SPA"), "{tool}: jump first: {input:?}");
+        assert!(input[0].contains("spa-server"), "{input:?}");
+    }
+
+    // A grant left by a "previous instance" is cleared by the next setup.
+    f.apply(&[acc(p.cli_ip4, PORT, now() + 600)], &[]).unwrap();
+    f.apply(&[acc(p.cli_ip6, PORT, now() + 600)], &[]).unwrap();
+    let mut g = fw(&p);
+    g.setup().unwrap();
+    assert!(rules(&p, "iptables", "SPA").is_empty());
+    assert!(rules(&p, "ip6tables", "SPA").is_empty());
+    assert_eq!(jumps(&p, "iptables"), 1);
+
+    // A duplicate jump (e.g. two setups racing) is removed too.
+    p.srv_sh("iptables -I INPUT 1 -m comment --comment spa-server -j SPA");
+    assert_eq!(jumps(&p, "iptables"), 2);
+    g.apply(&[acc(p.cli_ip4, PORT, now() + 600)], &[]).unwrap();
+    g.teardown().unwrap();
+    assert_eq!(save(&p), baseline, "teardown leaves the admin's baseline");
+    g.teardown().unwrap();
+    assert_eq!(save(&p), baseline);
+}
+
+#[test]
+fn grant_opens_refresh_keeps_one_rule_remove_closes() {
+    let p = NetPair::new(11);
+    p.iptables_baseline(PORT);
+    let _l = p.listen(PORT);
+    let mut f = fw(&p);
+    f.setup().unwrap();
+    let s4 = IpAddr::from(p.srv_ip4);
+    let s6 = IpAddr::from(p.srv_ip6);
+    let (c4, c4b, c6, c6b) = (
+        IpAddr::from(p.cli_ip4),
+        IpAddr::from(p.cli_ip4_b),
+        IpAddr::from(p.cli_ip6),
+        IpAddr::from(p.cli_ip6_b),
+    );
+    assert!(!p.can_connect(c4, s4, PORT), "baseline refuses");
+    assert!(!p.can_connect(c6, s6, PORT), "baseline refuses (v6)");
+
+    let exp = now() + 600;
+    let (a4, a6) = (acc(c4, PORT, exp), acc(c6, PORT, exp));
+    f.apply(&[a4, a6], &[]).unwrap();
+    let r4 = rules(&p, "iptables", "SPA");
+    assert_eq!(r4.len(), 1, "{r4:?}");
+    assert!(
+        r4[0].starts_with(&format!(
+            "-A SPA -s {c4}/32 -p tcp -m tcp --dport 22 -m time --datestop "
+        )),
+        "{r4:?}"
+    );
+    assert!(
+        r4[0].ends_with(&format!("--comment \"spa-server exp={exp}\" -j ACCEPT")),
+        "{r4:?}"
+    );
+    assert_eq!(rules(&p, "ip6tables", "SPA").len(), 1);
+    assert!(p.can_connect(c4, s4, PORT), "granted source connects");
+    assert!(p.can_connect(c6, s6, PORT), "granted source connects (v6)");
+    assert!(!p.can_connect(c4b, s4, PORT), "other source still refused");
+    assert!(
+        !p.can_connect(c6b, s6, PORT),
+        "other source still refused (v6)"
+    );
+
+    // Refresh: remove old, add new; never two rules for one grant.
+    let (n4, n6) = (acc(c4, PORT, exp + 30), acc(c6, PORT, exp + 30));
+    f.apply(&[n4, n6], &[a4, a6]).unwrap();
+    let r4 = rules(&p, "iptables", "SPA");
+    assert_eq!(r4.len(), 1, "{r4:?}");
+    assert!(r4[0].contains(&format!("exp={}", exp + 30)), "{r4:?}");
+    assert_eq!(rules(&p, "ip6tables", "SPA").len(), 1);
+    assert!(p.can_connect(c4, s4, PORT));
+
+    f.apply(&[], &[n4, n6]).unwrap();
+    assert!(rules(&p, "iptables", "SPA").is_empty());
+    assert!(rules(&p, "ip6tables", "SPA").is_empty());
+    assert!(!p.can_connect(c4, s4, PORT), "closed again");
+    assert!(!p.can_connect(c6, s6, PORT), "closed again (v6)");
+    f.teardown().unwrap();
+}
+
+#[test]
+fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
+    let p = NetPair::new(12);
+    p.iptables_baseline(PORT);
+    let _l = p.listen(PORT);
+    let mut f = fw(&p);
+    f.setup().unwrap();
+    let (s4, c4) = (IpAddr::from(p.srv_ip4), IpAddr::from(p.cli_ip4));
+    let (s6, c6) = (IpAddr::from(p.srv_ip6), IpAddr::from(p.cli_ip6));
+    let exp = now() + 3;
+    f.apply(&[acc(c4, PORT, exp), acc(c6, PORT, exp)], &[])
+        .unwrap();
+    // Drop the backend: from here on no process of ours touches the firewall.
+    drop(f);
+    assert!(p.can_connect(c4, s4, PORT), "open before expiry");
+    assert!(p.can_connect(c6, s6, PORT), "open before expiry (v6)");
+    let t0 = Instant::now();
+    assert!(
+        p.wait_connect(c4, s4, PORT, false, Duration::from_secs(6)),
+        "kernel never closed the grant"
+    );
+    let closed_at = now();
+    assert!(!p.can_connect(c6, s6, PORT), "v6 closed too");
+    // Closed at expires_at (second resolution), not before.
+    assert!(closed_at >= exp, "closed early: {closed_at} < {exp}");
+    assert!(closed_at <= exp + 1, "closed late: {closed_at} > {exp}+1");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // The rule is still there: the time match, not a process, closed it.
+    assert_eq!(rules(&p, "iptables", "SPA").len(), 1);
+}
+
+#[test]
+fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
+    let p = NetPair::new(13);
+    p.iptables_baseline(PORT);
+    let mut f = fw(&p);
+    f.setup().unwrap();
+    let (c4, c6) = (IpAddr::from(p.cli_ip4), IpAddr::from(p.cli_ip6));
+    let exp = now() + 600;
+    f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
+    let before = save(&p);
+
+    // A chain that does not exist: the batch fails as a whole.
+    let mut bogus = backend(
+        BackendKind::Iptables,
+        &FirewallOptions {
+            chain: "NOPE".into(),
+            ..opts(&p)
+        },
+    );
+    let e = bogus
+        .apply(&[acc(c4, 80, exp), acc(c4, 81, exp)], &[])
+        .unwrap_err();
+    assert!(matches!(e, FwError::Failed { .. }), "{e:?}");
+    assert!(e.to_string().contains("iptables-restore"), "{e}");
+    assert_eq!(save(&p), before, "failed batch left a trace");
+
+    // IPv6 half fails after the IPv4 half succeeded: the IPv4 half is undone.
+    p.srv_sh("ip6tables -D INPUT -m comment --comment spa-server -j SPA && ip6tables -X SPA");
+    let before = save(&p);
+    let e = f
+        .apply(
+            &[acc(c4, 443, exp), acc(c6, 443, exp)],
+            &[acc(c4, PORT, exp)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("ip6tables-restore"), "{e}");
+    assert_eq!(save(&p), before, "v4 half not undone");
+
+    // Someone flushed our chain by hand: a refresh still works.
+    f.setup().unwrap();
+    f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
+    p.srv_sh("iptables -F SPA");
+    f.apply(&[acc(c4, PORT, exp + 30)], &[acc(c4, PORT, exp)])
+        .unwrap();
+    let r = rules(&p, "iptables", "SPA");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].contains(&format!("exp={}", exp + 30)));
+    f.teardown().unwrap();
+}
+
+#[test]
+fn without_ip6tables_v4_works_and_v6_fails_cleanly() {
+    let p = NetPair::new(14);
+    p.iptables_baseline(PORT);
+    let o = FirewallOptions {
+        ip6tables: "/nonexistent/ip6tables".into(),
+        ip6tables_restore: "/nonexistent/ip6tables-restore".into(),
+        ..opts(&p)
+    };
+    let mut f = backend(BackendKind::Iptables, &o);
+    f.setup().unwrap();
+    let exp = now() + 600;
+    f.apply(&[acc(p.cli_ip4, PORT, exp)], &[]).unwrap();
+    let before = save(&p);
+    let e = f
+        .apply(&[acc(p.cli_ip4, 80, exp), acc(p.cli_ip6, PORT, exp)], &[])
+        .unwrap_err();
+    assert!(matches!(e, FwError::FamilyUnavailable { .. }), "{e:?}");
+    assert_eq!(save(&p), before);
+    f.teardown().unwrap();
+    assert!(p.srv_sh("iptables -S").lines().all(|l| !l.contains("SPA")));
+}
