@@ -1,0 +1,255 @@
+//! The nftables backend against the real nft inside a fresh network
+//! namespace (ids 15..=19), with the admin's `inet filter input` chain
+//! holding a reject that our accept must get past.
+
+use spa_e2e::NetPair;
+use spa_proto::{Grant, Proto};
+use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const PORT: u16 = 22;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn opts(p: &NetPair) -> FirewallOptions {
+    FirewallOptions {
+        exec_prefix: vec!["ip".into(), "netns".into(), "exec".into(), p.srv_ns.clone()],
+        ..Default::default()
+    }
+}
+
+fn fw(p: &NetPair) -> Box<dyn Firewall> {
+    backend(BackendKind::Nftables, &opts(p))
+}
+
+fn acc(addr: impl Into<IpAddr>, port: u16, expires_at: u64) -> Access {
+    Access {
+        addr: addr.into(),
+        grant: Grant::new(Proto::Tcp, port).unwrap(),
+        expires_at,
+    }
+}
+
+/// The ruleset without counters and countdowns (`-s`), so two snapshots
+/// taken a moment apart compare equal when nothing changed.
+fn ruleset(p: &NetPair) -> String {
+    p.srv_sh("nft -s list ruleset")
+}
+
+/// Elements of one of our sets, one per line, without timeouts.
+fn elements(p: &NetPair, set: &str) -> Vec<String> {
+    let out = p.srv_sh(&format!("nft -s list set inet filter {set}"));
+    let Some(start) = out.find("elements = {") else {
+        return Vec::new();
+    };
+    let body = &out[start + "elements = {".len()..];
+    let body = &body[..body.find('}').unwrap()];
+    body.split(',')
+        .map(|e| e.split(" timeout").next().unwrap().trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+fn our_rules(p: &NetPair) -> Vec<String> {
+    p.srv_sh("nft list chain inet filter input")
+        .lines()
+        .filter(|l| l.contains("comment \"spa-server\""))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn setup_needs_the_admins_chain_is_idempotent_and_teardown_restores_baseline() {
+    let p = NetPair::new(15);
+    let mut f = fw(&p);
+    // No table at all: setup says what is missing, teardown has nothing to do.
+    let e = f.setup().unwrap_err();
+    assert!(matches!(e, FwError::MissingChain { .. }), "{e:?}");
+    assert!(e.to_string().contains("`inet filter input`"), "{e}");
+    f.teardown().unwrap();
+
+    p.nft_baseline(PORT);
+    let baseline = ruleset(&p);
+    f.setup().unwrap();
+    f.setup().unwrap();
+    let ours = our_rules(&p);
+    assert_eq!(
+        ours,
+        vec![
+            "ip6 saddr . meta l4proto . th dport @spa6 accept comment \"spa-server\"",
+            "ip saddr . meta l4proto . th dport @spa4 accept comment \"spa-server\"",
+        ]
+    );
+    // Ours come first, before the admin's reject.
+    let chain = p.srv_sh("nft list chain inet filter input");
+    let first_rule = chain
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.starts_with("type ") && (l.contains("accept") || l.contains("reject")))
+        .unwrap();
+    assert!(first_rule.contains("spa-server"), "{chain}");
+
+    // Grants from a "previous instance" are gone after the next setup.
+    f.apply(
+        &[
+            acc(p.cli_ip4, PORT, now() + 600),
+            acc(p.cli_ip6, PORT, now() + 600),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(elements(&p, "spa4").len(), 1);
+    let mut g = fw(&p);
+    g.setup().unwrap();
+    assert!(elements(&p, "spa4").is_empty());
+    assert!(elements(&p, "spa6").is_empty());
+    assert_eq!(our_rules(&p).len(), 2);
+
+    g.apply(&[acc(p.cli_ip4, PORT, now() + 600)], &[]).unwrap();
+    g.teardown().unwrap();
+    assert_eq!(
+        ruleset(&p),
+        baseline,
+        "teardown leaves the admin's baseline"
+    );
+    g.teardown().unwrap();
+    assert_eq!(ruleset(&p), baseline);
+}
+
+#[test]
+fn grant_opens_refresh_keeps_one_element_remove_closes() {
+    let p = NetPair::new(16);
+    p.nft_baseline(PORT);
+    let _l = p.listen(PORT);
+    let mut f = fw(&p);
+    f.setup().unwrap();
+    let s4 = IpAddr::from(p.srv_ip4);
+    let s6 = IpAddr::from(p.srv_ip6);
+    let (c4, c4b, c6, c6b) = (
+        IpAddr::from(p.cli_ip4),
+        IpAddr::from(p.cli_ip4_b),
+        IpAddr::from(p.cli_ip6),
+        IpAddr::from(p.cli_ip6_b),
+    );
+    assert!(!p.can_connect(c4, s4, PORT), "baseline refuses");
+    assert!(!p.can_connect(c6, s6, PORT), "baseline refuses (v6)");
+
+    let exp = now() + 600;
+    let (a4, a6) = (acc(c4, PORT, exp), acc(c6, PORT, exp));
+    f.apply(&[a4, a6], &[]).unwrap();
+    assert_eq!(elements(&p, "spa4"), vec![format!("{c4} . tcp . 22")]);
+    assert_eq!(elements(&p, "spa6"), vec![format!("{c6} . tcp . 22")]);
+    assert!(p.can_connect(c4, s4, PORT), "granted source connects");
+    assert!(p.can_connect(c6, s6, PORT), "granted source connects (v6)");
+    assert!(!p.can_connect(c4b, s4, PORT), "other source still refused");
+    assert!(
+        !p.can_connect(c6b, s6, PORT),
+        "other source still refused (v6)"
+    );
+
+    // Refresh: one element, with the new (longer) timeout.
+    let (n4, n6) = (acc(c4, PORT, exp + 3000), acc(c6, PORT, exp + 3000));
+    f.apply(&[n4, n6], &[a4, a6]).unwrap();
+    assert_eq!(elements(&p, "spa4").len(), 1);
+    assert_eq!(elements(&p, "spa6").len(), 1);
+    let listed = p.srv_sh("nft -s list set inet filter spa4");
+    assert!(
+        listed.contains("timeout 59m") || listed.contains("timeout 1h"),
+        "refreshed timeout: {listed}"
+    );
+    assert!(p.can_connect(c4, s4, PORT));
+
+    f.apply(&[], &[n4, n6]).unwrap();
+    assert!(elements(&p, "spa4").is_empty());
+    assert!(elements(&p, "spa6").is_empty());
+    assert!(!p.can_connect(c4, s4, PORT), "closed again");
+    assert!(!p.can_connect(c6, s6, PORT), "closed again (v6)");
+    f.teardown().unwrap();
+}
+
+#[test]
+fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
+    let p = NetPair::new(17);
+    p.nft_baseline(PORT);
+    let _l = p.listen(PORT);
+    let mut f = fw(&p);
+    f.setup().unwrap();
+    let (s4, c4) = (IpAddr::from(p.srv_ip4), IpAddr::from(p.cli_ip4));
+    let (s6, c6) = (IpAddr::from(p.srv_ip6), IpAddr::from(p.cli_ip6));
+    let exp = now() + 2;
+    f.apply(&[acc(c4, PORT, exp), acc(c6, PORT, exp)], &[])
+        .unwrap();
+    drop(f);
+    assert!(p.can_connect(c4, s4, PORT), "open before expiry");
+    assert!(p.can_connect(c6, s6, PORT), "open before expiry (v6)");
+    assert!(
+        p.wait_connect(c4, s4, PORT, false, Duration::from_secs(5)),
+        "kernel never closed the grant"
+    );
+    let closed_at = now();
+    assert!(!p.can_connect(c6, s6, PORT), "v6 closed too");
+    assert!(closed_at >= exp, "closed early: {closed_at} < {exp}");
+    assert!(closed_at <= exp + 1, "closed late: {closed_at} > {exp}+1");
+}
+
+#[test]
+fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
+    let p = NetPair::new(18);
+    p.nft_baseline(PORT);
+    let mut f = fw(&p);
+    f.setup().unwrap();
+    let (c4, c6) = (IpAddr::from(p.cli_ip4), IpAddr::from(p.cli_ip6));
+    let exp = now() + 600;
+    f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
+
+    // Our v6 set is gone (rule deleted by hand, then the set): a batch that
+    // touches both sets fails as one transaction, spa4 untouched.
+    let handle = p
+        .srv_sh("nft -a list chain inet filter input")
+        .lines()
+        .find(|l| l.contains("@spa6"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_owned())
+        .unwrap();
+    p.srv_sh(&format!(
+        "nft delete rule inet filter input handle {handle} && nft delete set inet filter spa6"
+    ));
+    let before = ruleset(&p);
+    let e = f
+        .apply(
+            &[acc(c4, 443, exp), acc(c6, 443, exp)],
+            &[acc(c4, PORT, exp)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("nft -f -"), "{e}");
+    assert_eq!(ruleset(&p), before, "failed transaction left a trace");
+
+    // A bogus table: fails, nothing changes.
+    let mut bogus = backend(
+        BackendKind::Nftables,
+        &FirewallOptions {
+            nft_table: "nope".into(),
+            ..opts(&p)
+        },
+    );
+    assert!(bogus.apply(&[acc(c4, 80, exp)], &[]).is_err());
+    assert_eq!(ruleset(&p), before);
+
+    // The element vanished (deleted by hand): a refresh still works.
+    f.setup().unwrap();
+    f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
+    p.srv_sh(&format!(
+        "nft delete element inet filter spa4 '{{ {c4} . tcp . 22 }}'"
+    ));
+    f.apply(&[acc(c4, PORT, exp + 30)], &[acc(c4, PORT, exp)])
+        .unwrap();
+    assert_eq!(elements(&p, "spa4"), vec![format!("{c4} . tcp . 22")]);
+    f.teardown().unwrap();
+    assert!(!ruleset(&p).contains("spa"));
+}
