@@ -1,1 +1,0 @@
-//! Per-source knock progress (knockd semantics) and HMAC knock checks. Pure.

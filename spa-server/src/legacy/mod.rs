@@ -1,0 +1,554 @@
+//! Port knocks for clients that cannot send an SPA datagram: knockd-style
+//! fixed sequences (for users migrating from knockd) and HMAC knock
+//! sequences (a plain `knock` client, but a sequence that changes every time
+//! step and is accepted once). Pure: no sockets, files (except reading an
+//! imported knockd.conf in [`LegacyConfig::doors`]) or clocks.
+//!
+//! Time: every `now_ms` is a monotonic millisecond counter chosen by the
+//! daemon (e.g. milliseconds since start, from `Instant`), used only for
+//! sequence timeouts; `unix_secs` is the wall clock, used only to pick the
+//! HMAC time step (the client derives it from its own wall clock).
+//!
+//! Legacy sequences are insecure by construction: anyone who sees a knock
+//! sequence on the wire can replay it. The daemon says so in its log at
+//! start ([`LegacyKnocks::new`]). See docs/legacy.md.
+
+pub mod hmac;
+pub mod knockd_conf;
+mod table;
+pub mod tracker;
+
+pub use hmac::{HmacKey, HmacKnocks, HmacOpen};
+pub use knockd_conf::{parse_knockd_conf, read_knockd_conf, KnockdConfError, KnockdImport};
+pub use table::TableStats;
+pub use tracker::{
+    default_doors, parse_sequence, tcp_flag, Door, DoorAction, DoorSetError, KnockEvent,
+    SequenceTracker, Step, TcpFlags, DEFAULT_MAX_SOURCES, KNOCKD_DEFAULT_CMD_TIMEOUT_SECS,
+    KNOCKD_DEFAULT_SEQ_TIMEOUT_SECS,
+};
+
+use serde::Deserialize;
+use spa_proto::{Grant, KnockParams, Proto, ServerId};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Our default `seq_timeout`, as in Debian's stock knockd.conf (knockd's
+/// compiled-in default is 25 s, which only widens the replay window).
+pub const DEFAULT_SEQ_TIMEOUT_SECS: u32 = 5;
+/// Largest `max_sources`: beyond this the table itself is the DoS.
+pub const MAX_MAX_SOURCES: usize = 4_000_000;
+/// Longest `seq_timeout`/`duration` we accept, one day.
+const MAX_SECS: u32 = 86_400;
+
+fn default_seq_timeout() -> u32 {
+    DEFAULT_SEQ_TIMEOUT_SECS
+}
+fn default_max_sources() -> usize {
+    DEFAULT_MAX_SOURCES
+}
+
+/// The `[legacy]` section of /etc/spa/server.toml.
+///
+/// ```toml
+/// [legacy]
+/// seq_timeout = 5                      # seconds, from the first knock
+/// max_sources = 65536                  # sources with partial progress
+/// knockd_conf = "/etc/knockd.conf"     # optional: import its doors
+///
+/// [[legacy.door]]                      # absent (and no knockd_conf): knockd's
+/// name = "openSSH"                     # openSSH/closeSSH on 7000,8000,9000
+/// sequence = "7000,8000:udp,9000:tcp"
+/// tcpflags = "syn"                     # default "syn"
+/// open = "tcp/22"                      # or close = "tcp/22"
+/// duration = 30                        # optional, only with open
+///
+/// [legacy.hmac]
+/// enabled = true
+/// ports = 4
+/// step_secs = 30
+/// range = [10000, 60000]
+/// protocol = "tcp"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyConfig {
+    /// Default sequence timeout in seconds for doors that set none.
+    #[serde(default = "default_seq_timeout")]
+    pub seq_timeout: u32,
+    /// Capacity of the per-source progress table.
+    #[serde(default = "default_max_sources")]
+    pub max_sources: usize,
+    /// A knockd.conf whose doors are imported (added to `door`).
+    #[serde(default)]
+    pub knockd_conf: Option<PathBuf>,
+    /// Our own doors. Absent (and no `knockd_conf`): knockd's defaults.
+    /// `door = []`: no fixed-sequence doors at all (HMAC knocks only).
+    #[serde(default, rename = "door")]
+    pub doors: Option<Vec<DoorConfig>>,
+    #[serde(default)]
+    pub hmac: HmacConfig,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        LegacyConfig {
+            seq_timeout: DEFAULT_SEQ_TIMEOUT_SECS,
+            max_sources: DEFAULT_MAX_SOURCES,
+            knockd_conf: None,
+            doors: None,
+            hmac: HmacConfig::default(),
+        }
+    }
+}
+
+/// One `[[legacy.door]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorConfig {
+    pub name: Option<String>,
+    /// knockd syntax: `7000,8000:udp,9000` (protocol defaults to tcp).
+    pub sequence: String,
+    pub seq_timeout: Option<u32>,
+    /// knockd syntax: `syn`, `fin,!ack`; default `syn`.
+    pub tcpflags: Option<String>,
+    /// `tcp/22`: completing the door opens this for the source.
+    pub open: Option<String>,
+    /// `tcp/22`: completing the door closes this for the source.
+    pub close: Option<String>,
+    /// Seconds an `open` lasts; absent: the server's default duration.
+    pub duration: Option<u32>,
+}
+
+/// `[legacy.hmac]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HmacConfig {
+    pub enabled: bool,
+    /// Knocks per sequence, 1..=8.
+    pub ports: usize,
+    pub step_secs: u64,
+    /// Inclusive port range the sequence is drawn from.
+    pub range: [u16; 2],
+    /// `tcp` (SYNs, as `knock` sends by default) or `udp` (`knock -u`).
+    pub protocol: String,
+    /// Seconds from the first knock to the last.
+    pub seq_timeout: u32,
+    pub max_sources: usize,
+}
+
+impl Default for HmacConfig {
+    fn default() -> Self {
+        let p = KnockParams::default();
+        HmacConfig {
+            enabled: false,
+            ports: p.ports,
+            step_secs: p.step_secs,
+            range: [p.range.0, p.range.1],
+            protocol: "tcp".into(),
+            seq_timeout: DEFAULT_SEQ_TIMEOUT_SECS,
+            max_sources: DEFAULT_MAX_SOURCES,
+        }
+    }
+}
+
+/// A `[legacy]` problem. `field` is the TOML path (`legacy.door[1].open`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyConfigError {
+    Field { field: String, msg: String },
+    Knockd(KnockdConfError),
+}
+
+impl fmt::Display for LegacyConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LegacyConfigError::Field { field, msg } => write!(f, "{field}: {msg}"),
+            LegacyConfigError::Knockd(e) => write!(f, "legacy.knockd_conf: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LegacyConfigError {}
+
+fn field_err(field: impl Into<String>, msg: impl Into<String>) -> LegacyConfigError {
+    LegacyConfigError::Field {
+        field: field.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Parses `tcp/22` or `udp/53`.
+pub fn parse_grant(s: &str) -> Result<Grant, String> {
+    let (proto, port) = s
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not proto/port, e.g. \"tcp/22\""))?;
+    let proto = match proto.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        other => return Err(format!("unknown protocol {other:?} (tcp or udp)")),
+    };
+    let port: u16 = port
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{:?} is not a port 1..=65535", port.trim()))?;
+    Grant::new(proto, port).map_err(|e| format!("{e:?}"))
+}
+
+fn check_secs(field: &str, v: u32) -> Result<u32, LegacyConfigError> {
+    if v == 0 || v > MAX_SECS {
+        return Err(field_err(
+            field,
+            format!("{v} is not 1..={MAX_SECS} seconds"),
+        ));
+    }
+    Ok(v)
+}
+
+fn check_max_sources(field: &str, v: usize) -> Result<usize, LegacyConfigError> {
+    if v == 0 || v > MAX_MAX_SOURCES {
+        return Err(field_err(
+            field,
+            format!("{v} is not 1..={MAX_MAX_SOURCES}"),
+        ));
+    }
+    Ok(v)
+}
+
+impl DoorConfig {
+    fn to_door(&self, i: usize, default_timeout: u32) -> Result<Door, LegacyConfigError> {
+        let f = |name: &str| format!("legacy.door[{i}].{name}");
+        let name: Arc<str> = match &self.name {
+            Some(n) if n.trim().is_empty() => return Err(field_err(f("name"), "empty name")),
+            Some(n) => Arc::from(n.trim()),
+            None => Arc::from(format!("door{i}")),
+        };
+        let sequence = parse_sequence(&self.sequence).map_err(|m| field_err(f("sequence"), m))?;
+        let seq_timeout = match self.seq_timeout {
+            Some(t) => check_secs(&f("seq_timeout"), t)?,
+            None => default_timeout,
+        };
+        let tcpflags = match &self.tcpflags {
+            Some(s) => TcpFlags::parse(s).map_err(|m| field_err(f("tcpflags"), m))?,
+            None => TcpFlags::SYN,
+        };
+        let grant = |field: &str, s: &str| parse_grant(s).map_err(|m| field_err(f(field), m));
+        let action = match (&self.open, &self.close) {
+            (Some(o), None) => DoorAction::Open {
+                grant: grant("open", o)?,
+                duration_secs: match self.duration {
+                    Some(d) => Some(check_secs(&f("duration"), d)?),
+                    None => None,
+                },
+            },
+            (None, Some(c)) => {
+                if self.duration.is_some() {
+                    return Err(field_err(f("duration"), "only an open door has a duration"));
+                }
+                DoorAction::Close {
+                    grant: grant("close", c)?,
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(field_err(
+                    f("close"),
+                    "a door either opens or closes, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(field_err(
+                    f("open"),
+                    "a door needs open = \"tcp/22\" or close = \"tcp/22\"",
+                ))
+            }
+        };
+        Ok(Door {
+            name,
+            sequence,
+            seq_timeout_ms: u64::from(seq_timeout) * 1000,
+            tcpflags,
+            action,
+        })
+    }
+}
+
+impl LegacyConfig {
+    /// All fixed-sequence doors: `[[legacy.door]]`, then the imported
+    /// knockd.conf (read here; its warnings are logged), or knockd's default
+    /// doors if neither is configured.
+    pub fn doors(&self) -> Result<Vec<Door>, LegacyConfigError> {
+        let imported = match &self.knockd_conf {
+            Some(p) => {
+                let imp = read_knockd_conf(p).map_err(LegacyConfigError::Knockd)?;
+                for w in &imp.warnings {
+                    tracing::warn!("{w}");
+                }
+                Some(imp)
+            }
+            None => None,
+        };
+        self.doors_with(imported)
+    }
+
+    /// [`Self::doors`] with the knockd.conf already imported (pure).
+    pub fn doors_with(
+        &self,
+        imported: Option<KnockdImport>,
+    ) -> Result<Vec<Door>, LegacyConfigError> {
+        let timeout = check_secs("legacy.seq_timeout", self.seq_timeout)?;
+        check_max_sources("legacy.max_sources", self.max_sources)?;
+        let mut doors = Vec::new();
+        match (&self.doors, imported) {
+            (None, None) => doors = default_doors(timeout),
+            (ours, imp) => {
+                for (i, d) in ours.iter().flatten().enumerate() {
+                    doors.push(d.to_door(i, timeout)?);
+                }
+                doors.extend(imp.into_iter().flat_map(|i| i.doors));
+            }
+        }
+        // Names and sequences must be unique across both sources.
+        for (i, d) in doors.iter().enumerate() {
+            if let Some(prev) = doors[..i].iter().find(|p| p.name == d.name) {
+                return Err(field_err(
+                    self.door_field(i, "name"),
+                    format!("door name {:?} used twice (also {})", d.name, prev.name),
+                ));
+            }
+            if let Some(prev) = doors[..i].iter().find(|p| p.sequence == d.sequence) {
+                return Err(field_err(
+                    self.door_field(i, "sequence"),
+                    format!("same sequence as door {:?}", prev.name),
+                ));
+            }
+        }
+        if doors.len() > tracker::MAX_DOORS {
+            return Err(field_err(
+                "legacy.door",
+                format!("more than {} doors", tracker::MAX_DOORS),
+            ));
+        }
+        Ok(doors)
+    }
+
+    fn door_field(&self, i: usize, name: &str) -> String {
+        let ours = self.doors.as_ref().map_or(0, Vec::len);
+        if i < ours {
+            format!("legacy.door[{i}].{name}")
+        } else {
+            format!("legacy.knockd_conf (door {})", i - ours)
+        }
+    }
+
+    /// The HMAC knock parameters, or None if `[legacy.hmac]` is disabled.
+    pub fn hmac_params(&self) -> Result<Option<(KnockParams, Proto)>, LegacyConfigError> {
+        let h = &self.hmac;
+        if !h.enabled {
+            return Ok(None);
+        }
+        let params = KnockParams {
+            ports: h.ports,
+            step_secs: h.step_secs,
+            range: (h.range[0], h.range[1]),
+        };
+        if h.ports == 0 || h.ports > spa_proto::knock::MAX_KNOCK_PORTS {
+            return Err(field_err(
+                "legacy.hmac.ports",
+                format!(
+                    "{} is not 1..={}",
+                    h.ports,
+                    spa_proto::knock::MAX_KNOCK_PORTS
+                ),
+            ));
+        }
+        if h.ports < 3 {
+            return Err(field_err(
+                "legacy.hmac.ports",
+                "fewer than 3 knocks is too easy to guess",
+            ));
+        }
+        if h.step_secs == 0 || h.step_secs > 3600 {
+            return Err(field_err(
+                "legacy.hmac.step_secs",
+                format!("{} is not 1..=3600 seconds", h.step_secs),
+            ));
+        }
+        params
+            .validate()
+            .map_err(|m| field_err("legacy.hmac.range", m))?;
+        if h.range[1] - h.range[0] < 1000 {
+            return Err(field_err(
+                "legacy.hmac.range",
+                "fewer than 1000 ports makes sequences guessable",
+            ));
+        }
+        let proto = match h.protocol.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            other => {
+                return Err(field_err(
+                    "legacy.hmac.protocol",
+                    format!("{other:?} is not tcp or udp"),
+                ))
+            }
+        };
+        check_secs("legacy.hmac.seq_timeout", h.seq_timeout)?;
+        check_max_sources("legacy.hmac.max_sources", h.max_sources)?;
+        Ok(Some((params, proto)))
+    }
+
+    /// Every check, reading the knockd.conf if one is configured.
+    pub fn validate(&self) -> Result<(), LegacyConfigError> {
+        self.doors()?;
+        self.hmac_params()?;
+        Ok(())
+    }
+}
+
+/// What the capture must deliver as `Packet::Knock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnockPorts {
+    /// TCP ports of the fixed-sequence doors, sorted.
+    pub tcp: Vec<u16>,
+    /// UDP ports of the fixed-sequence doors, sorted.
+    pub udp: Vec<u16>,
+    /// True if every TCP door requires SYN, so the kernel filter may keep
+    /// only SYNs; false if some imported door wants other flags (e.g.
+    /// knockd's default "any flags", or `fin,!ack`).
+    pub tcp_syn_only: bool,
+    /// HMAC knocks: (protocol, lo, hi), every port in lo..=hi (SYNs for TCP).
+    pub hmac: Option<(Proto, u16, u16)>,
+}
+
+/// The ports the capture must watch for these doors and HMAC settings.
+pub fn knock_ports(doors: &[Door], hmac: Option<(KnockParams, Proto)>) -> KnockPorts {
+    let mut tcp = BTreeSet::new();
+    let mut udp = BTreeSet::new();
+    let mut syn_only = true;
+    for d in doors {
+        for s in &d.sequence {
+            match s.proto {
+                Proto::Tcp => {
+                    tcp.insert(s.port);
+                    syn_only &= d.tcpflags.requires_syn();
+                }
+                Proto::Udp => {
+                    udp.insert(s.port);
+                }
+            }
+        }
+    }
+    KnockPorts {
+        tcp: tcp.into_iter().collect(),
+        udp: udp.into_iter().collect(),
+        tcp_syn_only: syn_only,
+        hmac: hmac.map(|(p, proto)| (proto, p.range.0, p.range.1)),
+    }
+}
+
+/// Anything a knock can complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyEvent {
+    Door(KnockEvent),
+    Hmac(HmacOpen),
+}
+
+/// Both knock kinds behind one call, for the daemon.
+#[derive(Debug)]
+pub struct LegacyKnocks {
+    doors: Option<SequenceTracker>,
+    hmac: Option<HmacKnocks>,
+    ports: KnockPorts,
+}
+
+impl LegacyKnocks {
+    /// `doors` from [`LegacyConfig::doors`] (empty: fixed sequences off, e.g.
+    /// without `--legacy-knock`); `hmac_keys`: every key allowed to HMAC
+    /// knock, with its allowed grants. Logs the replay warning when
+    /// fixed-sequence doors are active.
+    pub fn new(
+        cfg: &LegacyConfig,
+        doors: Vec<Door>,
+        server: ServerId,
+        hmac_keys: Vec<HmacKey>,
+    ) -> Result<Self, LegacyConfigError> {
+        let hmac_params = cfg.hmac_params()?;
+        let ports = knock_ports(&doors, hmac_params);
+        let tracker = if doors.is_empty() {
+            None
+        } else {
+            let max = check_max_sources("legacy.max_sources", cfg.max_sources)?;
+            let t = SequenceTracker::new(doors, max)
+                .map_err(|e| field_err("legacy.door", e.to_string()))?;
+            tracing::warn!(
+                doors = t.doors().len(),
+                "legacy knock sequences enabled: anyone who sees a knock sequence on the network can replay it"
+            );
+            Some(t)
+        };
+        let hmac = hmac_params.map(|(params, proto)| {
+            HmacKnocks::new(
+                params,
+                proto,
+                server,
+                u64::from(cfg.hmac.seq_timeout) * 1000,
+                cfg.hmac.max_sources,
+                hmac_keys,
+            )
+        });
+        Ok(LegacyKnocks {
+            doors: tracker,
+            hmac,
+            ports,
+        })
+    }
+
+    pub fn ports(&self) -> &KnockPorts {
+        &self.ports
+    }
+
+    pub fn tracker(&self) -> Option<&SequenceTracker> {
+        self.doors.as_ref()
+    }
+
+    pub fn hmac(&self) -> Option<&HmacKnocks> {
+        self.hmac.as_ref()
+    }
+
+    pub fn hmac_mut(&mut self) -> Option<&mut HmacKnocks> {
+        self.hmac.as_mut()
+    }
+
+    /// Feeds one `Packet::Knock`. Usually returns nothing or one event; two
+    /// only if a port is both a door step and in the HMAC range and the knock
+    /// completes both.
+    pub fn observe(
+        &mut self,
+        src: IpAddr,
+        proto: Proto,
+        dport: u16,
+        tcp_flags: u8,
+        now_ms: u64,
+        unix_secs: u64,
+    ) -> Vec<LegacyEvent> {
+        let mut out = Vec::new();
+        if let Some(t) = &mut self.doors {
+            if let Some(e) = t.observe(src, proto, dport, tcp_flags, now_ms) {
+                out.push(LegacyEvent::Door(e));
+            }
+        }
+        if let Some(h) = &mut self.hmac {
+            // HMAC knocks with TCP are SYNs, as `knock` sends them.
+            if proto == Proto::Udp || tcp_flags & tcp_flag::SYN != 0 {
+                if let Some(e) = h.observe(src, proto, dport, now_ms, unix_secs) {
+                    out.push(LegacyEvent::Hmac(e));
+                }
+            }
+        }
+        out
+    }
+}

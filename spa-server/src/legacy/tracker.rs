@@ -1,0 +1,936 @@
+//! knockd-compatible knock sequences: doors, per-source progress, events.
+//!
+//! The rules are those of knockd 0.8 (src/knockd.c, `sniff()` and
+//! `process_attempt()`), restated so they can be tested:
+//!
+//! 1. A source with no progress that knocks on the first step of one or more
+//!    doors (protocol, port and the door's `tcpflags` all matching) starts
+//!    one attempt per such door. The time of that first knock starts the
+//!    door's `seq_timeout` clock.
+//! 2. A source with progress: for each of its attempts, a knock whose TCP
+//!    flags do not match the door's `tcpflags` is ignored (it neither
+//!    advances nor resets); a knock on the expected next (port, protocol)
+//!    advances; any other knock on a knock port invalidates that attempt.
+//!    This knock never starts a new attempt, even if it is a first step: a
+//!    knocker who fumbles must wait for one more knock (as in knockd).
+//! 3. An attempt whose first knock is `seq_timeout` or more ago is gone
+//!    before the knock is looked at (knockd checks `now - seq_start >=
+//!    seq_timeout` at each packet, in whole seconds; we use milliseconds).
+//! 4. The attempt that reaches the last step completes its door: one event.
+//! 5. Knocks on ports that are no step of any door are not knocks: they
+//!    change nothing (knockd never sees them: its pcap filter lists only the
+//!    doors' ports).
+//!
+//! Deliberate differences from knockd: progress lives in a bounded table
+//! (see `table.rs`); `target` and `one_time_sequences` are not supported;
+//! two doors may not share an identical sequence (knockd would run both
+//! commands; we reject the ambiguity at load time).
+
+use super::table::{BoundedTable, TableStats};
+use spa_proto::{Grant, Proto};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// knockd's own default `seq_timeout` (SEQ_TIMEOUT in knockd.c), used for
+/// imported doors that do not set one. Debian's stock knockd.conf sets 5.
+pub const KNOCKD_DEFAULT_SEQ_TIMEOUT_SECS: u32 = 25;
+/// knockd's default `cmd_timeout` (CMD_TIMEOUT in knockd.c).
+pub const KNOCKD_DEFAULT_CMD_TIMEOUT_SECS: u32 = 10;
+/// knockd's SEQ_MAX: the longest sequence it accepts.
+pub const MAX_SEQUENCE_LEN: usize = 32;
+/// More doors than anyone configures; keeps door indexes in a u16.
+pub const MAX_DOORS: usize = 1024;
+/// Default capacity of the progress table (sources with a partial sequence).
+pub const DEFAULT_MAX_SOURCES: usize = 65_536;
+
+/// TCP header flag bits, as in the TCP header's flags byte.
+pub mod tcp_flag {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+const FLAG_NAMES: [(&str, u8); 6] = [
+    ("fin", tcp_flag::FIN),
+    ("syn", tcp_flag::SYN),
+    ("rst", tcp_flag::RST),
+    ("psh", tcp_flag::PSH),
+    ("ack", tcp_flag::ACK),
+    ("urg", tcp_flag::URG),
+];
+
+/// knockd's `tcpflags`: flags that must be set and flags that must be clear
+/// (`!flag`); others are "don't care". Applies to TCP knocks only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpFlags {
+    pub set: u8,
+    pub clear: u8,
+}
+
+impl TcpFlags {
+    /// knockd's default: any flags.
+    pub const ANY: TcpFlags = TcpFlags { set: 0, clear: 0 };
+    /// What the stock `knock` client sends and what our own doors default to.
+    pub const SYN: TcpFlags = TcpFlags {
+        set: tcp_flag::SYN,
+        clear: 0,
+    };
+
+    /// Parses knockd's syntax: `syn`, `syn,ack`, `fin,!ack` (case
+    /// insensitive). Unlike knockd (last one wins) a flag that is both
+    /// required and forbidden is an error.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = TcpFlags::ANY;
+        for raw in s.split(',') {
+            let word = raw.trim().to_ascii_lowercase();
+            let (neg, name) = match word.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, word.as_str()),
+            };
+            let bit = FLAG_NAMES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, b)| *b)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown TCP flag {:?} (fin, syn, rst, psh, ack, urg, or !flag)",
+                        raw.trim()
+                    )
+                })?;
+            if neg {
+                out.clear |= bit;
+            } else {
+                out.set |= bit;
+            }
+        }
+        if out.set & out.clear != 0 {
+            return Err(format!("{s:?} both requires and forbids the same flag"));
+        }
+        Ok(out)
+    }
+
+    /// knockd's `flags_match`: UDP knocks always match.
+    pub fn matches(self, proto: Proto, flags: u8) -> bool {
+        match proto {
+            Proto::Udp => true,
+            Proto::Tcp => flags & self.set == self.set && flags & self.clear == 0,
+        }
+    }
+
+    /// True if a plain SYN (what the `knock` client sends) can match, and
+    /// nothing but SYNs can: the capture may then filter on SYN in the kernel.
+    pub fn requires_syn(self) -> bool {
+        self.set & tcp_flag::SYN != 0
+    }
+}
+
+impl fmt::Display for TcpFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (name, bit) in FLAG_NAMES {
+            let neg = if self.set & bit != 0 {
+                false
+            } else if self.clear & bit != 0 {
+                true
+            } else {
+                continue;
+            };
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if neg {
+                f.write_str("!")?;
+            }
+            f.write_str(name)?;
+        }
+        if first {
+            f.write_str("any")?;
+        }
+        Ok(())
+    }
+}
+
+/// One knock of a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Step {
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.port, self.proto.name())
+    }
+}
+
+/// Parses knockd's sequence syntax: `7000,8000:udp,9000:tcp`; the protocol
+/// defaults to TCP. Ports must be 1..=65535 (knockd's atoi would quietly
+/// turn a typo into port 0).
+pub fn parse_sequence(s: &str) -> Result<Vec<Step>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(format!("empty step in sequence {s:?}"));
+        }
+        let (port, proto) = match item.split_once(':') {
+            Some((p, proto)) => (p.trim(), Some(proto.trim())),
+            None => (item, None),
+        };
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{port:?} is not a port number 1..=65535"))?;
+        let proto = match proto.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("tcp") => Proto::Tcp,
+            Some("udp") => Proto::Udp,
+            Some(other) => return Err(format!("unknown protocol {other:?} (tcp or udp)")),
+        };
+        out.push(Step { port, proto });
+        if out.len() > MAX_SEQUENCE_LEN {
+            return Err(format!(
+                "more than {MAX_SEQUENCE_LEN} steps (knockd's limit)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// What completing a door does for the knocking source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoorAction {
+    /// knockd's `command` with `iptables -A/-I` (duration None: the door
+    /// gave none, the server applies its default/maximum), or
+    /// `start_command` + `cmd_timeout` + `stop_command` (a timed open).
+    Open {
+        grant: Grant,
+        duration_secs: Option<u32>,
+    },
+    /// knockd's `command` with `iptables -D`.
+    Close { grant: Grant },
+}
+
+/// A validated door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Door {
+    /// Section name (knockd) or `name` (our config); for logs.
+    pub name: Arc<str>,
+    pub sequence: Vec<Step>,
+    pub seq_timeout_ms: u64,
+    pub tcpflags: TcpFlags,
+    pub action: DoorAction,
+}
+
+impl Door {
+    /// Shape rules shared by both config sources.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sequence.is_empty() {
+            return Err("empty knock sequence".into());
+        }
+        if self.sequence.len() > MAX_SEQUENCE_LEN {
+            return Err(format!("more than {MAX_SEQUENCE_LEN} steps"));
+        }
+        if self.seq_timeout_ms == 0 {
+            return Err("seq_timeout must be at least 1 s".into());
+        }
+        if self.sequence.iter().any(|s| s.port == 0) {
+            return Err("port 0 in sequence".into());
+        }
+        Ok(())
+    }
+}
+
+/// A completed door, for the daemon to apply to its grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnockEvent {
+    Open {
+        door: Arc<str>,
+        addr: IpAddr,
+        grant: Grant,
+        duration_secs: Option<u32>,
+    },
+    Close {
+        door: Arc<str>,
+        addr: IpAddr,
+        grant: Grant,
+    },
+}
+
+/// Why `SequenceTracker::new` refused a set of doors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DoorSetError {
+    TooMany { got: usize },
+    Invalid { door: Arc<str>, reason: String },
+    SameSequence { a: Arc<str>, b: Arc<str> },
+}
+
+impl fmt::Display for DoorSetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DoorSetError::TooMany { got } => {
+                write!(f, "{got} knock doors configured; at most {MAX_DOORS}")
+            }
+            DoorSetError::Invalid { door, reason } => write!(f, "door {door}: {reason}"),
+            DoorSetError::SameSequence { a, b } => write!(
+                f,
+                "doors {a} and {b} have the same knock sequence; a knock could not tell them apart"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DoorSetError {}
+
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    door: u16,
+    /// Steps matched so far (1 after the first knock).
+    stage: u8,
+}
+
+#[derive(Debug)]
+struct Progress(Vec<Attempt>);
+
+fn advanced(p: &Progress) -> bool {
+    p.0.iter().any(|a| a.stage >= 2)
+}
+
+/// Per-source progress over a fixed set of doors. Pure: time comes in as
+/// `now_ms`, a monotonic millisecond counter with any origin (the daemon
+/// passes milliseconds since it started); it must not go backwards by more
+/// than a few ms (a backwards step only makes attempts live longer).
+#[derive(Debug)]
+pub struct SequenceTracker {
+    doors: Vec<Door>,
+    /// Doors indexed by their first step.
+    first: HashMap<Step, Vec<u16>>,
+    /// Every step of every door: anything else is not a knock.
+    ports: HashSet<Step>,
+    max_timeout_ms: u64,
+    table: BoundedTable<Progress>,
+    /// now_ms of the last "table full" warning, to log it once per 10 s.
+    last_full_warning_ms: Option<u64>,
+}
+
+impl SequenceTracker {
+    /// `max_sources` bounds the number of sources with partial progress.
+    pub fn new(doors: Vec<Door>, max_sources: usize) -> Result<Self, DoorSetError> {
+        if doors.len() > MAX_DOORS {
+            return Err(DoorSetError::TooMany { got: doors.len() });
+        }
+        let mut first: HashMap<Step, Vec<u16>> = HashMap::new();
+        let mut ports = HashSet::new();
+        let mut seen: HashMap<&[Step], &Arc<str>> = HashMap::new();
+        for (i, d) in doors.iter().enumerate() {
+            d.check().map_err(|reason| DoorSetError::Invalid {
+                door: d.name.clone(),
+                reason,
+            })?;
+            if let Some(prev) = seen.insert(&d.sequence, &d.name) {
+                return Err(DoorSetError::SameSequence {
+                    a: prev.clone(),
+                    b: d.name.clone(),
+                });
+            }
+            ports.extend(d.sequence.iter().copied());
+            // i < MAX_DOORS <= u16::MAX, checked above.
+            first.entry(d.sequence[0]).or_default().push(i as u16);
+        }
+        let max_timeout_ms = doors.iter().map(|d| d.seq_timeout_ms).max().unwrap_or(1);
+        Ok(SequenceTracker {
+            doors,
+            first,
+            ports,
+            max_timeout_ms,
+            table: BoundedTable::new(max_sources),
+            last_full_warning_ms: None,
+        })
+    }
+
+    pub fn doors(&self) -> &[Door] {
+        &self.doors
+    }
+
+    /// Sources with partial progress right now (never above `max_sources`).
+    pub fn tracked_sources(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn max_sources(&self) -> usize {
+        self.table.cap()
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.table.stats
+    }
+
+    /// True if (proto, port) is a step of some door.
+    pub fn is_knock_port(&self, proto: Proto, port: u16) -> bool {
+        self.ports.contains(&Step { port, proto })
+    }
+
+    /// Feeds one captured knock (a TCP segment or UDP datagram to `dport`
+    /// with `tcp_flags`, 0 for UDP). Returns the door this knock completed,
+    /// if any. Never panics; O(doors sharing the step) per knock.
+    pub fn observe(
+        &mut self,
+        src: IpAddr,
+        proto: Proto,
+        dport: u16,
+        tcp_flags: u8,
+        now_ms: u64,
+    ) -> Option<KnockEvent> {
+        let step = Step { port: dport, proto };
+        if !self.ports.contains(&step) {
+            return None;
+        }
+        self.table.expire(now_ms, self.max_timeout_ms);
+        if let Some(slot) = self.table.get_mut(&src) {
+            let age = now_ms.saturating_sub(slot.started_ms);
+            let doors = &self.doors;
+            slot.value.0.retain(|a| {
+                doors
+                    .get(usize::from(a.door))
+                    .is_some_and(|d| age < d.seq_timeout_ms)
+            });
+            if !slot.value.0.is_empty() {
+                let mut completed = None;
+                slot.value.0.retain_mut(|a| {
+                    let Some(door) = doors.get(usize::from(a.door)) else {
+                        return false;
+                    };
+                    if !door.tcpflags.matches(proto, tcp_flags) {
+                        return true;
+                    }
+                    if door.sequence.get(usize::from(a.stage)) != Some(&step) {
+                        tracing::debug!(%src, door = %door.name, stage = a.stage, knock = %step,
+                            "knock out of order: attempt reset");
+                        return false;
+                    }
+                    a.stage = a.stage.saturating_add(1);
+                    if usize::from(a.stage) >= door.sequence.len() {
+                        if completed.is_none() {
+                            completed = Some(a.door);
+                        }
+                        return false;
+                    }
+                    true
+                });
+                if slot.value.0.is_empty() {
+                    self.table.remove(&src);
+                }
+                return completed.and_then(|d| self.event(d, src));
+            }
+            // Every attempt had timed out: as in knockd, this knock is
+            // looked at afresh below.
+            self.table.remove(&src);
+        }
+        let mut attempts = Vec::new();
+        let mut completed = None;
+        if let Some(candidates) = self.first.get(&step) {
+            for &d in candidates {
+                let Some(door) = self.doors.get(usize::from(d)) else {
+                    continue;
+                };
+                if !door.tcpflags.matches(proto, tcp_flags) {
+                    continue;
+                }
+                if door.sequence.len() == 1 {
+                    completed.get_or_insert(d);
+                } else {
+                    attempts.push(Attempt { door: d, stage: 1 });
+                }
+            }
+        }
+        if !attempts.is_empty() {
+            let evicted_before = self.table.stats.evicted;
+            self.table.insert(src, now_ms, Progress(attempts), advanced);
+            if self.table.stats.evicted != evicted_before {
+                self.warn_full(now_ms);
+            }
+        }
+        completed.and_then(|d| self.event(d, src))
+    }
+
+    fn warn_full(&mut self, now_ms: u64) {
+        let due = self
+            .last_full_warning_ms
+            .map_or(true, |t| now_ms.saturating_sub(t) >= 10_000);
+        if due {
+            self.last_full_warning_ms = Some(now_ms);
+            tracing::warn!(
+                capacity = self.table.cap(),
+                evicted_total = self.table.stats.evicted,
+                "knock progress table full (first-knock flood?): evicting the oldest attempts"
+            );
+        }
+    }
+
+    fn event(&self, door: u16, addr: IpAddr) -> Option<KnockEvent> {
+        let d = self.doors.get(usize::from(door))?;
+        tracing::info!(%addr, door = %d.name, "knock sequence complete");
+        Some(match d.action {
+            DoorAction::Open {
+                grant,
+                duration_secs,
+            } => KnockEvent::Open {
+                door: d.name.clone(),
+                addr,
+                grant,
+                duration_secs,
+            },
+            DoorAction::Close { grant } => KnockEvent::Close {
+                door: d.name.clone(),
+                addr,
+                grant,
+            },
+        })
+    }
+}
+
+/// knockd's stock doors (Debian's /etc/knockd.conf `openSSH`/`closeSSH`):
+/// SYNs to 7000, 8000, 9000 within `seq_timeout_secs` open tcp/22 for the
+/// source; 9000, 8000, 7000 closes it.
+pub fn default_doors(seq_timeout_secs: u32) -> Vec<Door> {
+    const SSH: std::num::NonZeroU16 = match std::num::NonZeroU16::new(22) {
+        Some(p) => p,
+        None => std::num::NonZeroU16::MIN,
+    };
+    let ssh = Grant {
+        proto: Proto::Tcp,
+        port: SSH,
+    };
+    let seq = |ports: [u16; 3]| {
+        ports
+            .iter()
+            .map(|&port| Step {
+                port,
+                proto: Proto::Tcp,
+            })
+            .collect::<Vec<_>>()
+    };
+    vec![
+        Door {
+            name: "openSSH".into(),
+            sequence: seq([7000, 8000, 9000]),
+            seq_timeout_ms: u64::from(seq_timeout_secs) * 1000,
+            tcpflags: TcpFlags::SYN,
+            action: DoorAction::Open {
+                grant: ssh,
+                duration_secs: None,
+            },
+        },
+        Door {
+            name: "closeSSH".into(),
+            sequence: seq([9000, 8000, 7000]),
+            seq_timeout_ms: u64::from(seq_timeout_secs) * 1000,
+            tcpflags: TcpFlags::SYN,
+            action: DoorAction::Close { grant: ssh },
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_flag::*;
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0xC612_0000 | (n & 0xffff)))
+    }
+
+    fn tracker() -> SequenceTracker {
+        SequenceTracker::new(default_doors(5), 1000).unwrap()
+    }
+
+    fn syn(t: &mut SequenceTracker, src: IpAddr, port: u16, now: u64) -> Option<KnockEvent> {
+        t.observe(src, Proto::Tcp, port, SYN, now)
+    }
+
+    fn knock_all(
+        t: &mut SequenceTracker,
+        src: IpAddr,
+        ports: &[u16],
+        t0: u64,
+    ) -> Option<KnockEvent> {
+        let mut last = None;
+        for (i, &p) in ports.iter().enumerate() {
+            last = syn(t, src, p, t0 + i as u64);
+        }
+        last
+    }
+
+    fn ssh() -> Grant {
+        Grant::tcp(22).unwrap()
+    }
+
+    #[test]
+    fn default_doors_are_knockds() {
+        let d = default_doors(5);
+        assert_eq!(d[0].name.as_ref(), "openSSH");
+        assert_eq!(d[0].sequence, parse_sequence("7000,8000,9000").unwrap());
+        assert_eq!(
+            d[1].sequence,
+            parse_sequence("9000:tcp,8000:tcp,7000:tcp").unwrap()
+        );
+        assert_eq!(
+            d[0].action,
+            DoorAction::Open {
+                grant: ssh(),
+                duration_secs: None
+            }
+        );
+        assert_eq!(d[1].action, DoorAction::Close { grant: ssh() });
+    }
+
+    #[test]
+    fn open_then_close() {
+        let mut t = tracker();
+        let a = ip(1);
+        assert_eq!(syn(&mut t, a, 7000, 0), None);
+        assert_eq!(syn(&mut t, a, 8000, 10), None);
+        assert_eq!(
+            syn(&mut t, a, 9000, 20),
+            Some(KnockEvent::Open {
+                door: "openSSH".into(),
+                addr: a,
+                grant: ssh(),
+                duration_secs: None
+            })
+        );
+        assert_eq!(t.tracked_sources(), 0);
+        assert_eq!(
+            knock_all(&mut t, a, &[9000, 8000, 7000], 100),
+            Some(KnockEvent::Close {
+                door: "closeSSH".into(),
+                addr: a,
+                grant: ssh()
+            })
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_work() {
+        let mut t = tracker();
+        let a = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1));
+        assert!(matches!(
+            knock_all(&mut t, a, &[7000, 8000, 9000], 0),
+            Some(KnockEvent::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_order_fails_and_the_wrong_knock_does_not_restart() {
+        let mut t = tracker();
+        let a = ip(1);
+        assert_eq!(knock_all(&mut t, a, &[7000, 9000, 8000], 0), None);
+        // knockd: 7000 7000 8000 9000 fails too: the second 7000 invalidates
+        // and does not start over; 8000 and 9000 then are no first knock.
+        assert_eq!(knock_all(&mut t, a, &[7000, 7000, 8000, 9000], 100), None);
+        // ... but that last 9000 started closeSSH, and so a retry right now
+        // fails as well: its 7000 is a wrong knock for closeSSH (knockd too).
+        assert_eq!(t.tracked_sources(), 1);
+        assert_eq!(knock_all(&mut t, a, &[7000, 8000, 9000], 200), None);
+        // A clean retry once nothing is pending works.
+        assert!(knock_all(&mut t, a, &[7000, 8000, 9000], 6000).is_some());
+    }
+
+    #[test]
+    fn too_slow_expires_measured_from_first_knock() {
+        let mut t = tracker();
+        let a = ip(1);
+        syn(&mut t, a, 7000, 0);
+        syn(&mut t, a, 8000, 4000);
+        assert_eq!(
+            syn(&mut t, a, 9000, 5000),
+            None,
+            "5 s after the first knock is too late"
+        );
+        let mut t = tracker();
+        syn(&mut t, a, 7000, 0);
+        syn(&mut t, a, 8000, 4000);
+        assert!(syn(&mut t, a, 9000, 4999).is_some());
+        // An expired attempt does not block a fresh start with the same knock.
+        let mut t = tracker();
+        syn(&mut t, a, 7000, 0);
+        assert_eq!(syn(&mut t, a, 7000, 6000), None);
+        syn(&mut t, a, 8000, 6001);
+        assert!(syn(&mut t, a, 9000, 6002).is_some());
+    }
+
+    #[test]
+    fn interleaved_sources_are_independent() {
+        let mut t = tracker();
+        let (a, b) = (ip(1), ip(2));
+        syn(&mut t, a, 7000, 0);
+        syn(&mut t, b, 9000, 1);
+        syn(&mut t, a, 8000, 2);
+        syn(&mut t, b, 8000, 3);
+        assert!(
+            matches!(syn(&mut t, a, 9000, 4), Some(KnockEvent::Open { addr, .. }) if addr == a)
+        );
+        assert!(
+            matches!(syn(&mut t, b, 7000, 5), Some(KnockEvent::Close { addr, .. }) if addr == b)
+        );
+    }
+
+    #[test]
+    fn tcpflags_mismatch_is_ignored_not_a_reset() {
+        let mut t = tracker();
+        let a = ip(1);
+        syn(&mut t, a, 7000, 0);
+        // An ACK to 9000 (e.g. stray traffic) neither advances nor resets.
+        assert_eq!(t.observe(a, Proto::Tcp, 9000, ACK, 1), None);
+        assert_eq!(t.observe(a, Proto::Tcp, 8000, RST | ACK, 2), None);
+        syn(&mut t, a, 8000, 3);
+        assert!(syn(&mut t, a, 9000, 4).is_some());
+        // An ACK on the first port starts nothing.
+        assert_eq!(t.observe(a, Proto::Tcp, 7000, ACK, 10), None);
+        assert_eq!(t.tracked_sources(), 0);
+    }
+
+    #[test]
+    fn wrong_protocol_resets() {
+        let mut t = SequenceTracker::new(
+            vec![Door {
+                name: "mixed".into(),
+                sequence: parse_sequence("7000:tcp,8000:udp,9000").unwrap(),
+                seq_timeout_ms: 5000,
+                tcpflags: TcpFlags::SYN,
+                action: DoorAction::Open {
+                    grant: ssh(),
+                    duration_secs: Some(30),
+                },
+            }],
+            10,
+        )
+        .unwrap();
+        let a = ip(1);
+        syn(&mut t, a, 7000, 0);
+        assert_eq!(t.observe(a, Proto::Udp, 7000, 0, 1), None); // 7000/udp is not a knock port
+        assert_eq!(t.tracked_sources(), 1);
+        syn(&mut t, a, 8000, 2); // 8000/tcp is not a step either: ignored
+        assert_eq!(t.tracked_sources(), 1);
+        t.observe(a, Proto::Udp, 8000, 0, 3);
+        assert_eq!(
+            syn(&mut t, a, 9000, 4),
+            Some(KnockEvent::Open {
+                door: "mixed".into(),
+                addr: a,
+                grant: ssh(),
+                duration_secs: Some(30)
+            })
+        );
+        syn(&mut t, a, 7000, 10);
+        syn(&mut t, a, 9000, 11); // a step of the door, but not the next one
+        assert_eq!(t.tracked_sources(), 0);
+    }
+
+    #[test]
+    fn knock_on_another_doors_port_resets() {
+        let mut t = tracker();
+        let a = ip(1);
+        syn(&mut t, a, 7000, 0);
+        syn(&mut t, a, 9000, 1);
+        assert_eq!(t.tracked_sources(), 0);
+    }
+
+    #[test]
+    fn single_step_and_shared_prefix_doors() {
+        let g = |p| Grant::tcp(p).unwrap();
+        let door = |name: &str, seq: &str, port| Door {
+            name: name.into(),
+            sequence: parse_sequence(seq).unwrap(),
+            seq_timeout_ms: 5000,
+            tcpflags: TcpFlags::ANY,
+            action: DoorAction::Open {
+                grant: g(port),
+                duration_secs: None,
+            },
+        };
+        let mut t = SequenceTracker::new(
+            vec![
+                door("one", "1111", 1),
+                door("short", "2000,3000", 2),
+                door("long", "2000,3000,4000", 3),
+            ],
+            10,
+        )
+        .unwrap();
+        let a = ip(1);
+        assert!(
+            matches!(syn(&mut t, a, 1111, 0), Some(KnockEvent::Open { grant, .. }) if grant == g(1))
+        );
+        assert_eq!(t.tracked_sources(), 0);
+        syn(&mut t, a, 2000, 1);
+        assert!(
+            matches!(syn(&mut t, a, 3000, 2), Some(KnockEvent::Open { grant, .. }) if grant == g(2))
+        );
+        // knockd keeps the longer door going after the shorter completed.
+        assert!(
+            matches!(syn(&mut t, a, 4000, 3), Some(KnockEvent::Open { grant, .. }) if grant == g(3))
+        );
+    }
+
+    #[test]
+    fn identical_sequences_and_bad_doors_are_rejected() {
+        let mut d = default_doors(5);
+        d[1].sequence = d[0].sequence.clone();
+        assert!(matches!(
+            SequenceTracker::new(d, 10),
+            Err(DoorSetError::SameSequence { .. })
+        ));
+        let mut d = default_doors(5);
+        d[0].seq_timeout_ms = 0;
+        let e = SequenceTracker::new(d, 10).unwrap_err();
+        assert!(e.to_string().contains("openSSH"), "{e}");
+        let mut d = default_doors(5);
+        d[0].sequence.clear();
+        assert!(SequenceTracker::new(d, 10).is_err());
+    }
+
+    #[test]
+    fn tcpflags_parse_and_display() {
+        assert_eq!(TcpFlags::parse("syn").unwrap(), TcpFlags::SYN);
+        let f = TcpFlags::parse("FIN, !ack").unwrap();
+        assert_eq!(
+            f,
+            TcpFlags {
+                set: FIN,
+                clear: ACK
+            }
+        );
+        assert_eq!(f.to_string(), "fin,!ack");
+        assert!(f.matches(Proto::Tcp, FIN));
+        assert!(!f.matches(Proto::Tcp, FIN | ACK));
+        assert!(f.matches(Proto::Udp, 0));
+        assert!(TcpFlags::parse("syn,!syn").is_err());
+        assert!(TcpFlags::parse("xmas").is_err());
+        assert!(TcpFlags::parse("").is_err());
+        assert_eq!(TcpFlags::ANY.to_string(), "any");
+    }
+
+    #[test]
+    fn sequence_parse_errors() {
+        assert!(parse_sequence("7000,,9000").is_err());
+        assert!(parse_sequence("0").is_err());
+        assert!(parse_sequence("65536").is_err());
+        assert!(parse_sequence("7000:icmp").is_err());
+        assert!(parse_sequence("abc").is_err());
+        assert!(parse_sequence(&vec!["1"; 33].join(",")).is_err());
+        assert_eq!(parse_sequence(&vec!["1"; 32].join(",")).unwrap().len(), 32);
+        assert_eq!(
+            parse_sequence(" 7000 : UDP ").unwrap(),
+            vec![Step {
+                port: 7000,
+                proto: Proto::Udp
+            }]
+        );
+    }
+
+    /// The flood: 100k spoofed first knocks (20k pps, so 50 per ms)
+    /// interleaved with one real 3-knock sequence at 1 ms spacing; the real
+    /// one opens and the table never exceeds its cap.
+    #[test]
+    fn spoofed_first_knock_flood_does_not_stop_a_real_knocker() {
+        let cap = 4096;
+        let mut t = SequenceTracker::new(default_doors(5), cap).unwrap();
+        let real = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let real_knocks = [(40_000usize, 7000u16), (40_050, 8000), (40_100, 9000)];
+        let mut opened = 0;
+        let mut max_len = 0;
+        for i in 0..100_000usize {
+            let now = (i / 20) as u64; // 20 packets per ms = 20k pps
+            let spoofed = IpAddr::V4(Ipv4Addr::from(0xC613_0000u32.wrapping_add(i as u32)));
+            assert_eq!(syn(&mut t, spoofed, 7000, now), None);
+            for &(at, port) in &real_knocks {
+                if at == i {
+                    if let Some(KnockEvent::Open { addr, .. }) = syn(&mut t, real, port, now) {
+                        assert_eq!(addr, real);
+                        opened += 1;
+                    }
+                }
+            }
+            max_len = max_len.max(t.tracked_sources());
+            assert!(t.tracked_sources() <= cap);
+        }
+        assert_eq!(opened, 1);
+        assert!(max_len <= cap);
+        assert!(
+            t.stats().evicted > 0,
+            "the flood must have filled the table"
+        );
+        assert!(t.table.order_len() <= 2 * cap + 2);
+    }
+
+    /// Past its first knock a real knocker survives even a flood that turns
+    /// the table over between its knocks (second chance).
+    #[test]
+    fn advanced_knocker_survives_one_full_turnover() {
+        let cap = 100;
+        let mut t = SequenceTracker::new(default_doors(5), cap).unwrap();
+        let real = ip(60_000);
+        syn(&mut t, real, 7000, 0);
+        syn(&mut t, real, 8000, 1);
+        for i in 0..(cap as u32 + 50) {
+            syn(&mut t, ip(i), 7000, 2);
+        }
+        assert!(syn(&mut t, real, 9000, 3).is_some());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Never panics, never exceeds the cap, on arbitrary knocks and times.
+        #[test]
+        fn arbitrary_knocks_never_panic(
+            knocks in proptest::collection::vec(
+                (0u32..8, any::<bool>(), prop_oneof![Just(7000u16), Just(8000), Just(9000), any::<u16>()],
+                 any::<u8>(), 0u64..20_000),
+                0..300)
+        ) {
+            let mut t = SequenceTracker::new(default_doors(5), 4).unwrap();
+            let mut now = 0u64;
+            for (src, udp, port, flags, dt) in knocks {
+                now = now.saturating_add(dt);
+                let proto = if udp { Proto::Udp } else { Proto::Tcp };
+                let ev = t.observe(ip(src), proto, port, flags, now);
+                if let Some(KnockEvent::Open { addr, .. } | KnockEvent::Close { addr, .. }) = ev {
+                    prop_assert_eq!(addr, ip(src));
+                }
+                prop_assert!(t.tracked_sources() <= 4);
+            }
+        }
+
+        /// The correct sequence within the timeout always opens, whatever
+        /// other sources do in between.
+        #[test]
+        fn correct_sequence_opens_despite_other_sources(
+            noise in proptest::collection::vec((1u32..50, prop_oneof![Just(7000u16), Just(8000), Just(9000)]), 0..40),
+            gaps in proptest::collection::vec(0u64..2000, 3),
+        ) {
+            let mut t = SequenceTracker::new(default_doors(5), 1000).unwrap();
+            let real = ip(0);
+            let mut now = 0;
+            let mut got = None;
+            for (k, &port) in [7000u16, 8000, 9000].iter().enumerate() {
+                now += gaps[k] / 2;
+                for &(s, p) in &noise {
+                    syn(&mut t, ip(s), p, now);
+                }
+                got = syn(&mut t, real, port, now);
+            }
+            let opened = matches!(got, Some(KnockEvent::Open { addr, .. }) if addr == real);
+            prop_assert!(opened);
+        }
+    }
+}
