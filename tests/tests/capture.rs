@@ -422,6 +422,22 @@ fn outgoing_is_ignored_and_filter_reload_applies() {
         "old knock port still captured: {:?}",
         probe.seen
     );
+
+    // The kernel accepts the longest exact program and the range fallback.
+    for n in [200u16, 1000] {
+        let mut s = spec();
+        s.knock_tcp = (0..n).map(|i| 10_000 + 2 * i).collect();
+        s.knock_udp = (0..n).map(|i| 30_000 + 2 * i).collect();
+        probe.set_filter(s);
+        let (t, u) = (10_000 + 2 * (n - 1), 30_000 + 2 * (n / 2));
+        tcp_connect(&pair, cli, srv, t);
+        probe.expect("knock on a long list", is_knock(cli, Proto::Tcp, t));
+        udp(&pair, cli, srv, u, 10, 1);
+        probe.expect("udp knock on a long list", is_knock(cli, Proto::Udp, u));
+        udp(&pair, cli, srv, SPA, DATAGRAM_LEN, 1);
+        probe.seen.clear();
+        probe.expect("SPA with a long list", is_spa_from(cli));
+    }
 }
 
 fn recreate_veth(pair: &NetPair) {
