@@ -552,3 +552,278 @@ impl LegacyKnocks {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spa_proto::{Grants, MasterKey};
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        legacy: LegacyConfig,
+    }
+
+    fn cfg(toml_text: &str) -> LegacyConfig {
+        toml::from_str::<File>(toml_text).unwrap().legacy
+    }
+
+    fn field_of(r: Result<impl std::fmt::Debug, LegacyConfigError>) -> String {
+        match r {
+            Err(LegacyConfigError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_section_gives_knockd_defaults() {
+        let c = cfg("");
+        assert_eq!(c, LegacyConfig::default());
+        let doors = c.doors().unwrap();
+        assert_eq!(doors, default_doors(5));
+        assert_eq!(c.hmac_params().unwrap(), None);
+        let p = knock_ports(&doors, None);
+        assert_eq!(p.tcp, vec![7000, 8000, 9000]);
+        assert!(p.udp.is_empty());
+        assert!(p.tcp_syn_only);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = cfg(r#"
+[legacy]
+seq_timeout = 7
+max_sources = 1000
+
+[[legacy.door]]
+name = "web"
+sequence = "7000:tcp,8000:udp,9000"
+tcpflags = "syn"
+open = "tcp/443"
+duration = 60
+
+[[legacy.door]]
+sequence = "9000,8000:udp,7000"
+seq_timeout = 3
+close = "tcp/443"
+
+[legacy.hmac]
+enabled = true
+ports = 5
+step_secs = 20
+range = [20000, 40000]
+protocol = "udp"
+"#);
+        let doors = c.doors().unwrap();
+        assert_eq!(doors.len(), 2);
+        assert_eq!(doors[0].name.as_ref(), "web");
+        assert_eq!(doors[0].seq_timeout_ms, 7000);
+        assert_eq!(
+            doors[0].action,
+            DoorAction::Open {
+                grant: Grant::tcp(443).unwrap(),
+                duration_secs: Some(60)
+            }
+        );
+        assert_eq!(doors[1].name.as_ref(), "door1");
+        assert_eq!(doors[1].seq_timeout_ms, 3000);
+        let (params, proto) = c.hmac_params().unwrap().unwrap();
+        assert_eq!(
+            params,
+            KnockParams {
+                ports: 5,
+                step_secs: 20,
+                range: (20_000, 40_000)
+            }
+        );
+        assert_eq!(proto, Proto::Udp);
+        let p = knock_ports(&doors, Some((params, proto)));
+        assert_eq!(p.tcp, vec![7000, 9000]);
+        assert_eq!(p.udp, vec![8000]);
+        assert_eq!(p.hmac, Some((Proto::Udp, 20_000, 40_000)));
+    }
+
+    #[test]
+    fn explicit_empty_door_list_means_none() {
+        let c = cfg("[legacy]\ndoor = []\n[legacy.hmac]\nenabled = true\n");
+        assert!(c.doors().unwrap().is_empty());
+        assert!(c.hmac_params().unwrap().is_some());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_serde() {
+        for t in [
+            "[legacy]\nseq_timout = 5\n",
+            "[[legacy.door]]\nsequence = \"1\"\nopen = \"tcp/22\"\nport = 22\n",
+            "[legacy.hmac]\nenable = true\n",
+        ] {
+            let e = toml::from_str::<File>(t).err().expect(t).to_string();
+            assert!(e.contains("unknown field"), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let door = |extra: &str| cfg(&format!("[[legacy.door]]\n{extra}\n"));
+        let cases: &[(&str, &str)] = &[
+            ("sequence = \"7000,x\"\nopen = \"tcp/22\"", "legacy.door[0].sequence"),
+            ("sequence = \"7000\"", "legacy.door[0].open"),
+            ("sequence = \"7000\"\nopen = \"tcp/22\"\nclose = \"tcp/22\"", "legacy.door[0].close"),
+            ("sequence = \"7000\"\nopen = \"icmp/22\"", "legacy.door[0].open"),
+            ("sequence = \"7000\"\nopen = \"tcp/0\"", "legacy.door[0].open"),
+            ("sequence = \"7000\"\nclose = \"22\"", "legacy.door[0].close"),
+            ("sequence = \"7000\"\nclose = \"tcp/22\"\nduration = 5", "legacy.door[0].duration"),
+            ("sequence = \"7000\"\nopen = \"tcp/22\"\nduration = 0", "legacy.door[0].duration"),
+            ("sequence = \"7000\"\nopen = \"tcp/22\"\nseq_timeout = 0", "legacy.door[0].seq_timeout"),
+            ("sequence = \"7000\"\nopen = \"tcp/22\"\ntcpflags = \"xmas\"", "legacy.door[0].tcpflags"),
+            ("sequence = \"7000\"\nopen = \"tcp/22\"\nname = \" \"", "legacy.door[0].name"),
+            (
+                "sequence = \"7000\"\nopen = \"tcp/22\"\n[[legacy.door]]\nsequence = \"7000:tcp\"\nclose = \"tcp/22\"",
+                "legacy.door[1].sequence",
+            ),
+            (
+                "name = \"a\"\nsequence = \"1\"\nopen = \"tcp/22\"\n[[legacy.door]]\nname = \"a\"\nsequence = \"2\"\nclose = \"tcp/22\"",
+                "legacy.door[1].name",
+            ),
+        ];
+        for (text, field) in cases {
+            assert_eq!(field_of(door(text).doors()), *field, "{text}");
+        }
+        assert_eq!(
+            field_of(cfg("[legacy]\nseq_timeout = 0\n").doors()),
+            "legacy.seq_timeout"
+        );
+        assert_eq!(
+            field_of(cfg("[legacy]\nmax_sources = 0\n").doors()),
+            "legacy.max_sources"
+        );
+        let hmac =
+            |extra: &str| cfg(&format!("[legacy.hmac]\nenabled = true\n{extra}\n")).hmac_params();
+        assert_eq!(field_of(hmac("ports = 0")), "legacy.hmac.ports");
+        assert_eq!(field_of(hmac("ports = 9")), "legacy.hmac.ports");
+        assert_eq!(field_of(hmac("ports = 2")), "legacy.hmac.ports");
+        assert_eq!(field_of(hmac("step_secs = 0")), "legacy.hmac.step_secs");
+        assert_eq!(field_of(hmac("range = [0, 100]")), "legacy.hmac.range");
+        assert_eq!(field_of(hmac("range = [5000, 4000]")), "legacy.hmac.range");
+        assert_eq!(field_of(hmac("range = [5000, 5100]")), "legacy.hmac.range");
+        assert_eq!(
+            field_of(hmac("protocol = \"sctp\"")),
+            "legacy.hmac.protocol"
+        );
+        assert_eq!(field_of(hmac("seq_timeout = 0")), "legacy.hmac.seq_timeout");
+        assert_eq!(field_of(hmac("max_sources = 0")), "legacy.hmac.max_sources");
+        // Disabled: not checked.
+        assert_eq!(cfg("[legacy.hmac]\nports = 0\n").hmac_params(), Ok(None));
+    }
+
+    #[test]
+    fn knockd_conf_is_imported_alongside_our_doors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("knockd.conf");
+        std::fs::write(
+            &p,
+            "[options]\n  UseSyslog\n[openSSHtimed]\n sequence = 7100,8100,9100\n seq_timeout = 5\n \
+             start_command = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n cmd_timeout = 10\n \
+             stop_command = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n tcpflags = syn\n",
+        )
+        .unwrap();
+        let mut c = LegacyConfig {
+            knockd_conf: Some(p.clone()),
+            ..LegacyConfig::default()
+        };
+        let doors = c.doors().unwrap();
+        assert_eq!(
+            doors.len(),
+            1,
+            "knockd_conf without [[legacy.door]]: only its doors"
+        );
+        assert_eq!(
+            doors[0].action,
+            DoorAction::Open {
+                grant: Grant::tcp(22).unwrap(),
+                duration_secs: Some(10)
+            }
+        );
+        c.doors = Some(vec![DoorConfig {
+            name: Some("openSSHtimed".into()),
+            sequence: "1,2,3".into(),
+            seq_timeout: None,
+            tcpflags: None,
+            open: Some("tcp/22".into()),
+            close: None,
+            duration: None,
+        }]);
+        let e = c.doors().unwrap_err().to_string();
+        assert!(e.contains("used twice"), "{e}");
+        std::fs::write(&p, "[d]\nsequence = 1\ncommand = sh -c 'true'\n").unwrap();
+        let e = c.doors().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("legacy.knockd_conf: {}:3:", p.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn legacy_knocks_routes_both_kinds() {
+        let c = cfg("[legacy.hmac]\nenabled = true\n");
+        let key = Arc::new(MasterKey::from_bytes([5; 32]).derive());
+        let server = ServerId::from_name("srv");
+        let grants = Grants::new(&[Grant::tcp(22).unwrap()]).unwrap();
+        let mut lk = LegacyKnocks::new(
+            &c,
+            c.doors().unwrap(),
+            server,
+            vec![HmacKey {
+                keys: key.clone(),
+                grants,
+            }],
+        )
+        .unwrap();
+        assert!(lk.tracker().is_some());
+        assert_eq!(lk.ports().hmac, Some((Proto::Tcp, 10_000, 60_000)));
+        let a: IpAddr = "198.18.0.2".parse().unwrap();
+        let unix = 1_700_000_000;
+        let mut evs = vec![];
+        for (i, p) in [7000u16, 8000, 9000].into_iter().enumerate() {
+            evs.extend(lk.observe(a, Proto::Tcp, p, tcp_flag::SYN, i as u64, unix));
+        }
+        assert!(matches!(
+            evs.as_slice(),
+            [LegacyEvent::Door(KnockEvent::Open { .. })]
+        ));
+        let params = KnockParams::default();
+        let seq = spa_proto::knock::sequence(&key, &server, params.step_at(unix), &params);
+        let mut evs = vec![];
+        for (i, &p) in seq.iter().enumerate() {
+            // A non-SYN TCP packet is no HMAC knock.
+            assert!(lk
+                .observe(a, Proto::Tcp, p, tcp_flag::ACK, 10, unix)
+                .is_empty());
+            evs.extend(lk.observe(a, Proto::Tcp, p, tcp_flag::SYN, 10 + i as u64, unix));
+        }
+        assert!(
+            matches!(evs.as_slice(), [LegacyEvent::Hmac(HmacOpen { grants: g, .. })] if *g == grants)
+        );
+
+        // Without doors and with HMAC disabled, nothing is tracked.
+        let c = LegacyConfig::default();
+        let mut lk = LegacyKnocks::new(&c, vec![], server, vec![]).unwrap();
+        assert!(lk.tracker().is_none() && lk.hmac().is_none());
+        assert!(lk
+            .observe(a, Proto::Tcp, 7000, tcp_flag::SYN, 0, unix)
+            .is_empty());
+    }
+
+    #[test]
+    fn parse_grant_forms() {
+        assert_eq!(parse_grant("tcp/22"), Ok(Grant::tcp(22).unwrap()));
+        assert_eq!(
+            parse_grant(" UDP / 53 "),
+            Ok(Grant::new(Proto::Udp, 53).unwrap())
+        );
+        for bad in ["22", "tcp/", "tcp/65536", "tcp/-1", "/22", "tcp/22/1"] {
+            assert!(parse_grant(bad).is_err(), "{bad}");
+        }
+    }
+}
