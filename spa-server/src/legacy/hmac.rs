@@ -537,12 +537,11 @@ mod tests {
                     T0,
                 );
             }
-            if (30_000..30_004).contains(&i) {
-                if h.observe(ip(7), Proto::Tcp, seq[(i - 30_000) as usize], now, T0)
+            if (30_000..30_004).contains(&i)
+                && h.observe(ip(7), Proto::Tcp, seq[(i - 30_000) as usize], now, T0)
                     .is_some()
-                {
-                    opened += 1;
-                }
+            {
+                opened += 1;
             }
             assert!(h.tracked_sources() <= 64);
         }
