@@ -182,12 +182,25 @@ fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
     );
     let closed_at = now();
     assert!(!p.can_connect(c6, s6, PORT), "v6 closed too");
+    // The rule is still there: the time match, not a process, closed it.
+    assert_eq!(rules(&p, "iptables", "SPA").len(), 1);
+    // The daemon comes back and re-opens: remove the lapsed grant, add anew.
+    let mut f = fw(&p);
+    let again = now() + 600;
+    f.apply(
+        &[acc(c4, PORT, again), acc(c6, PORT, again)],
+        &[acc(c4, PORT, exp), acc(c6, PORT, exp)],
+    )
+    .unwrap();
+    assert!(p.can_connect(c4, s4, PORT), "re-opened after expiry");
+    assert!(p.can_connect(c6, s6, PORT), "re-opened after expiry (v6)");
     // Closed at expires_at (second resolution), not before.
     assert!(closed_at >= exp, "closed early: {closed_at} < {exp}");
     assert!(closed_at <= exp + 1, "closed late: {closed_at} > {exp}+1");
     assert!(t0.elapsed() < Duration::from_secs(5));
-    // The rule is still there: the time match, not a process, closed it.
-    assert_eq!(rules(&p, "iptables", "SPA").len(), 1);
+    let r = rules(&p, "iptables", "SPA");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].contains(&format!("exp={again}")), "{r:?}");
 }
 
 #[test]

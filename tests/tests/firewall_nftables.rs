@@ -4,6 +4,7 @@
 
 use spa_e2e::NetPair;
 use spa_proto::{Grant, Proto};
+use spa_server::firewall::nftables::Nftables;
 use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -127,8 +128,20 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
     let p = NetPair::new(16);
     p.nft_baseline(PORT);
     let _l = p.listen(PORT);
-    let mut f = fw(&p);
+    let mut f = Nftables::new(opts(&p));
     f.setup().unwrap();
+    // This kernel (6.10+) refreshes in place; cover the delete-then-add
+    // refresh older kernels need as well.
+    let in_place = f.refresh_in_place();
+    eprintln!("kernel refreshes set timeouts in place: {in_place}");
+    for mode in [in_place, !in_place] {
+        f.set_refresh_in_place(mode);
+        open_refresh_close(&p, &mut f);
+    }
+    f.teardown().unwrap();
+}
+
+fn open_refresh_close(p: &NetPair, f: &mut Nftables) {
     let s4 = IpAddr::from(p.srv_ip4);
     let s6 = IpAddr::from(p.srv_ip6);
     let (c4, c4b, c6, c6b) = (
@@ -143,8 +156,8 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
     let exp = now() + 600;
     let (a4, a6) = (acc(c4, PORT, exp), acc(c6, PORT, exp));
     f.apply(&[a4, a6], &[]).unwrap();
-    assert_eq!(elements(&p, "spa4"), vec![format!("{c4} . tcp . 22")]);
-    assert_eq!(elements(&p, "spa6"), vec![format!("{c6} . tcp . 22")]);
+    assert_eq!(elements(p, "spa4"), vec![format!("{c4} . tcp . 22")]);
+    assert_eq!(elements(p, "spa6"), vec![format!("{c6} . tcp . 22")]);
     assert!(p.can_connect(c4, s4, PORT), "granted source connects");
     assert!(p.can_connect(c6, s6, PORT), "granted source connects (v6)");
     assert!(!p.can_connect(c4b, s4, PORT), "other source still refused");
@@ -156,8 +169,8 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
     // Refresh: one element, with the new (longer) timeout.
     let (n4, n6) = (acc(c4, PORT, exp + 3000), acc(c6, PORT, exp + 3000));
     f.apply(&[n4, n6], &[a4, a6]).unwrap();
-    assert_eq!(elements(&p, "spa4").len(), 1);
-    assert_eq!(elements(&p, "spa6").len(), 1);
+    assert_eq!(elements(p, "spa4").len(), 1);
+    assert_eq!(elements(p, "spa6").len(), 1);
     let listed = p.srv_sh("nft -s list set inet filter spa4");
     assert!(
         listed.contains("timeout 59m") || listed.contains("timeout 1h"),
@@ -166,11 +179,10 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
     assert!(p.can_connect(c4, s4, PORT));
 
     f.apply(&[], &[n4, n6]).unwrap();
-    assert!(elements(&p, "spa4").is_empty());
-    assert!(elements(&p, "spa6").is_empty());
+    assert!(elements(p, "spa4").is_empty());
+    assert!(elements(p, "spa6").is_empty());
     assert!(!p.can_connect(c4, s4, PORT), "closed again");
     assert!(!p.can_connect(c6, s6, PORT), "closed again (v6)");
-    f.teardown().unwrap();
 }
 
 #[test]
@@ -194,6 +206,16 @@ fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
     );
     let closed_at = now();
     assert!(!p.can_connect(c6, s6, PORT), "v6 closed too");
+    // The daemon comes back and re-opens: remove the lapsed grant, add anew.
+    let mut f = fw(&p);
+    let again = now() + 600;
+    f.apply(
+        &[acc(c4, PORT, again), acc(c6, PORT, again)],
+        &[acc(c4, PORT, exp), acc(c6, PORT, exp)],
+    )
+    .unwrap();
+    assert!(p.can_connect(c4, s4, PORT), "re-opened after expiry");
+    assert!(p.can_connect(c6, s6, PORT), "re-opened after expiry (v6)");
     assert!(closed_at >= exp, "closed early: {closed_at} < {exp}");
     assert!(closed_at <= exp + 1, "closed late: {closed_at} > {exp}+1");
 }
@@ -202,7 +224,7 @@ fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
 fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     let p = NetPair::new(18);
     p.nft_baseline(PORT);
-    let mut f = fw(&p);
+    let mut f = Nftables::new(opts(&p));
     f.setup().unwrap();
     let (c4, c6) = (IpAddr::from(p.cli_ip4), IpAddr::from(p.cli_ip6));
     let exp = now() + 600;
@@ -241,8 +263,10 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     assert!(bogus.apply(&[acc(c4, 80, exp)], &[]).is_err());
     assert_eq!(ruleset(&p), before);
 
-    // The element vanished (deleted by hand): a refresh still works.
+    // The element vanished (deleted by hand): a refresh still works, also
+    // where it needs a delete (which then fails and is retried without it).
     f.setup().unwrap();
+    f.set_refresh_in_place(false);
     f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
     p.srv_sh(&format!(
         "nft delete element inet filter spa4 '{{ {c4} . tcp . 22 }}'"

@@ -13,12 +13,67 @@ use tracing::{debug, info, warn};
 pub struct Nftables {
     opts: FirewallOptions,
     run: Runner,
+    /// Whether re-adding an existing element replaces its timeout (Linux
+    /// 6.10+). Then a refresh is one `add element`, with no delete: deletes
+    /// cost a kernel grace period (~5-10 ms measured) and fail on an element
+    /// that vanished. Probed at setup; older kernels keep the old timeout
+    /// silently, so without the probe we must delete and re-add.
+    timeout_update: bool,
 }
 
 impl Nftables {
     pub fn new(opts: FirewallOptions) -> Self {
         let run = Runner::new(&opts.exec_prefix);
-        Nftables { opts, run }
+        Nftables {
+            opts,
+            run,
+            timeout_update: false,
+        }
+    }
+
+    /// Whether setup found that the kernel refreshes timeouts in place.
+    pub fn refresh_in_place(&self) -> bool {
+        self.timeout_update
+    }
+
+    /// Overrides the probe (after `setup`): lets tests cover the
+    /// delete-then-add refresh that older kernels need on a newer one.
+    pub fn set_refresh_in_place(&mut self, on: bool) {
+        self.timeout_update = on;
+    }
+
+    /// Adds an element to a scratch set twice with different timeouts and
+    /// reads back which one the kernel kept. Any failure means "no".
+    fn probe_timeout_update(&self) -> bool {
+        let t = self.table();
+        let set = format!("{}probe", self.opts.nft_set4);
+        let elem = "127.0.0.1 . tcp . 1";
+        let create = format!(
+            "add set {t} {set} {{ type ipv4_addr . inet_proto . inet_service; flags timeout; }}\n\
+             add element {t} {set} {{ {elem} timeout 60s }}\n"
+        );
+        let result = self.transaction(&create).and_then(|()| {
+            self.transaction(&format!(
+                "add element {t} {set} {{ {elem} timeout 7200s }}\n"
+            ))?;
+            let ran = self.run.run(
+                &[
+                    &self.opts.nft,
+                    "-s",
+                    "list",
+                    "set",
+                    &self.opts.nft_family,
+                    &self.opts.nft_table,
+                    &set,
+                ],
+                None,
+            )?;
+            Ok(ran.ok() && ran.stdout.contains("timeout 2h"))
+        });
+        if let Err(e) = self.transaction(&format!("delete set {t} {set}\n")) {
+            warn!(error = %e, "could not delete the probe set {set}");
+        }
+        result.unwrap_or(false)
     }
 
     /// One `nft -f -` transaction: the kernel commits all of it or none.
@@ -57,7 +112,8 @@ impl Nftables {
             .iter()
             .map(|(chain, handle)| format!("delete rule {} {chain} handle {handle}", self.table()))
             .collect();
-        for set in [&self.opts.nft_set4, &self.opts.nft_set6] {
+        let probe = format!("{}probe", self.opts.nft_set4);
+        for set in [&self.opts.nft_set4, &self.opts.nft_set6, &probe] {
             if found.sets.iter().any(|s| s == set) {
                 cmds.push(format!("delete set {} {set}", self.table()));
             }
@@ -128,9 +184,11 @@ impl Firewall for Nftables {
         }
         let (v4, v6) = self.families();
         self.transaction(&setup_script(&self.opts, v4, v6))?;
+        self.timeout_update = self.probe_timeout_update();
         info!(
             table = %self.table(),
             chain = %self.opts.nft_chain,
+            refresh_in_place = self.timeout_update,
             "nftables sets ready, rules at the top of the admin's chain"
         );
         Ok(())
@@ -148,15 +206,12 @@ impl Firewall for Nftables {
                 });
             }
         }
-        let (a4, a6) = split_family(add);
-        let (r4, r6) = split_family(remove);
-        let adds: Vec<Access> = a4.into_iter().chain(a6).collect();
-        let removes: Vec<Access> = r4.into_iter().chain(r6).collect();
+        let started = std::time::Instant::now();
+        let now_ms = now_unix_ms();
+        let (adds, removes) = plan(add, remove, now_ms, self.timeout_update);
         if adds.is_empty() && removes.is_empty() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let now_ms = now_unix_ms();
         let first = self.transaction(&apply_script(&self.opts, &adds, &removes, now_ms));
         let err = match first {
             Ok(()) => {
@@ -203,6 +258,35 @@ impl Firewall for Nftables {
             }
         }
     }
+}
+
+/// Which removes need a `delete element`: not those already expired (the
+/// kernel no longer matches them and garbage-collects them itself; deleting
+/// one races that and fails with ENOENT), and, when the kernel refreshes
+/// timeouts in place, not those an add of the same key replaces.
+pub fn plan(
+    add: &[Access],
+    remove: &[Access],
+    now_ms: u64,
+    timeout_update: bool,
+) -> (Vec<Access>, Vec<Access>) {
+    let (a4, a6) = split_family(add);
+    let (r4, r6) = split_family(remove);
+    let adds: Vec<Access> = a4.into_iter().chain(a6).collect();
+    let same_key =
+        |r: &Access, a: &Access| r.canonical_addr() == a.canonical_addr() && r.grant == a.grant;
+    let removes: Vec<Access> = r4
+        .into_iter()
+        .chain(r6)
+        .filter(|r| {
+            if timeout_ms(r.expires_at, now_ms).is_none() {
+                debug!(grant = %r, "already expired; the kernel removes it");
+                return false;
+            }
+            !(timeout_update && adds.iter().any(|a| same_key(r, a)))
+        })
+        .collect();
+    (adds, removes)
 }
 
 fn set_for<'a>(opts: &'a FirewallOptions, a: &Access) -> &'a str {
@@ -394,6 +478,29 @@ mod tests {
         assert_eq!(timeout_text(1), "1ms");
         assert_eq!(timeout_text(30_000), "30s");
         assert_eq!(timeout_text(MAX_TIMEOUT_MS), "4294967s");
+    }
+
+    #[test]
+    fn plan_skips_expired_and_in_place_refreshes() {
+        let old = acc("198.18.11.2", Proto::Tcp, 22, 1000);
+        let new = acc("198.18.11.2", Proto::Tcp, 22, 1030);
+        let other = acc("198.18.11.3", Proto::Tcp, 22, 1000);
+        let gone = acc("198.18.11.4", Proto::Tcp, 22, 990);
+        let now = 995_000;
+        assert_eq!(
+            plan(&[new], &[old, other, gone], now, false),
+            (vec![new], vec![old, other])
+        );
+        assert_eq!(
+            plan(&[new], &[old, other, gone], now, true),
+            (vec![new], vec![other])
+        );
+        // Same key through an IPv4-mapped address is still the same element.
+        let mapped = acc("::ffff:198.18.11.2", Proto::Tcp, 22, 1000);
+        assert_eq!(plan(&[new], &[mapped], now, true), (vec![new], vec![]));
+        // Another port is another element.
+        let udp = acc("198.18.11.2", Proto::Udp, 22, 1000);
+        assert_eq!(plan(&[new], &[udp], now, true), (vec![new], vec![udp]));
     }
 
     #[test]
