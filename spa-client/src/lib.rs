@@ -11,6 +11,7 @@
 mod error;
 pub mod grants;
 pub mod key;
+pub mod knock;
 pub mod raw;
 pub mod send;
 pub mod target;
