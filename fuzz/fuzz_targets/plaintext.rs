@@ -33,7 +33,13 @@ fuzz_target!(|data: &[u8]| {
     let nonce = [0x42u8; NONCE_LEN];
     let d = seal_raw_plaintext(k, &pt, &nonce);
     let mut rec = ReplayRecord::new(TimeWindow::default(), 16);
-    match verify(&d, |id| (*id == k.key_id()).then_some(k), &server, NOW, &mut rec) {
+    match verify(
+        &d,
+        |id| (*id == k.key_id()).then_some(k),
+        &server,
+        NOW,
+        &mut rec,
+    ) {
         Ok(opened) => {
             let mut random = [0u8; 16];
             random.copy_from_slice(&pt[71..]);
@@ -42,7 +48,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(opened.request.timestamp.abs_diff(NOW) <= 30);
             assert_eq!(rec.len(), 1);
         }
-        Err(Reject::Malformed(_) | Reject::WrongServer | Reject::TooOld { .. } | Reject::InFuture { .. }) => {
+        Err(
+            Reject::Malformed(_)
+            | Reject::WrongServer
+            | Reject::TooOld { .. }
+            | Reject::InFuture { .. },
+        ) => {
             assert!(rec.is_empty());
         }
         Err(other) => panic!("authentic datagram rejected as {other:?}"),

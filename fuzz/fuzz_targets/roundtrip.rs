@@ -12,7 +12,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn build(u: &mut Unstructured<'_>) -> Result<([u8; 32], Request, [u8; 24], [u8; 16])> {
     let master: [u8; 32] = u.arbitrary()?;
-    let action = if u.arbitrary::<bool>()? { Action::Open } else { Action::Close };
+    let action = if u.arbitrary::<bool>()? {
+        Action::Open
+    } else {
+        Action::Close
+    };
     let allow = match u.int_in_range(0..=2u8)? {
         0 => AllowAddr::Source,
         1 => AllowAddr::V4(Ipv4Addr::from(u.arbitrary::<u32>()?)),
@@ -21,10 +25,17 @@ fn build(u: &mut Unstructured<'_>) -> Result<([u8; 32], Request, [u8; 24], [u8; 
     let n = u.int_in_range(1..=MAX_GRANTS)?;
     let mut grants = Vec::with_capacity(n);
     for _ in 0..n {
-        let proto = if u.arbitrary::<bool>()? { Proto::Udp } else { Proto::Tcp };
+        let proto = if u.arbitrary::<bool>()? {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        };
         let port = u.int_in_range(1..=u16::MAX)?;
         // Port is non-zero by construction, so this cannot fail.
-        grants.push(Grant::new(proto, port).map_err(|_| libfuzzer_sys::arbitrary::Error::IncorrectFormat)?);
+        grants.push(
+            Grant::new(proto, port)
+                .map_err(|_| libfuzzer_sys::arbitrary::Error::IncorrectFormat)?,
+        );
     }
     let req = Request {
         action,
@@ -32,7 +43,8 @@ fn build(u: &mut Unstructured<'_>) -> Result<([u8; 32], Request, [u8; 24], [u8; 
         duration_secs: u.arbitrary()?,
         allow,
         server: ServerId(u.arbitrary()?),
-        grants: Grants::new(&grants).map_err(|_| libfuzzer_sys::arbitrary::Error::IncorrectFormat)?,
+        grants: Grants::new(&grants)
+            .map_err(|_| libfuzzer_sys::arbitrary::Error::IncorrectFormat)?,
     };
     Ok((master, req, u.arbitrary()?, u.arbitrary()?))
 }
@@ -51,5 +63,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(opened.request, req);
     assert_eq!(opened.nonce, nonce);
     assert_eq!(opened.key_id, k.key_id());
-    assert_eq!(verify(&d, by_id, &req.server, req.timestamp, &mut rec), Err(Reject::Replayed));
+    assert_eq!(
+        verify(&d, by_id, &req.server, req.timestamp, &mut rec),
+        Err(Reject::Replayed)
+    );
 });

@@ -41,7 +41,13 @@ fuzz_target!(|data: &[u8]| {
     // A lookup that finds the key by id, and one that hands it out for any
     // id (a key-id collision must still fail authentication).
     let mut rec = ReplayRecord::new(TimeWindow::default(), 16);
-    let by_id = verify(data, |id| (*id == k.key_id()).then_some(k), &server, NOW, &mut rec);
+    let by_id = verify(
+        data,
+        |id| (*id == k.key_id()).then_some(k),
+        &server,
+        NOW,
+        &mut rec,
+    );
     assert_eq!(by_id.is_ok(), honest);
     assert_eq!(rec.len(), usize::from(honest));
     let mut rec = ReplayRecord::new(TimeWindow::default(), 16);
