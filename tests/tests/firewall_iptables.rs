@@ -275,3 +275,76 @@ fn without_ip6tables_v4_works_and_v6_fails_cleanly() {
     f.teardown().unwrap();
     assert!(p.srv_sh("iptables -S").lines().all(|l| !l.contains("SPA")));
 }
+
+/// Median wall time of `f` over `n` runs, in microseconds.
+fn median_us(n: usize, mut f: impl FnMut()) -> u128 {
+    let mut t: Vec<u128> = (0..n)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_micros()
+        })
+        .collect();
+    t.sort_unstable();
+    t[n / 2]
+}
+
+/// What one apply costs the daemon, per backend, through the real code path
+/// (spawn, pipe the batch, wait). The tools run via `nsenter --net`, whose
+/// own cost is measured and shown so it can be subtracted. Prints figures
+/// for docs/firewall.md; asserts only a loose bound (shared, loaded CI box).
+#[test]
+fn apply_latency_both_backends() {
+    let p = NetPair::new(19);
+    p.iptables_baseline(PORT);
+    p.nft_baseline(PORT);
+    let o = FirewallOptions {
+        exec_prefix: vec!["nsenter".into(), format!("--net=/run/netns/{}", p.srv_ns)],
+        ..Default::default()
+    };
+    let n = 60;
+    let prefix = median_us(n, || {
+        let ok = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", p.srv_ns))
+            .arg("true")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    });
+    eprintln!("nsenter --net .. true: median {prefix} us");
+    for kind in [BackendKind::Iptables, BackendKind::Nftables] {
+        let mut f = backend(kind, &o);
+        f.setup().unwrap();
+        let base = now() + 600;
+        let mut i = 0u64;
+        let mut live: Option<Access> = None;
+        // Open: add one grant (each a fresh source port, as for a new client).
+        let open = median_us(n, || {
+            i += 1;
+            let a = acc(p.cli_ip4, 1000 + i as u16, base);
+            f.apply(&[a], &[]).unwrap();
+        });
+        // Refresh: the same grant, later expiry.
+        let refresh = median_us(n, || {
+            i += 1;
+            let new = acc(p.cli_ip4, PORT, base + i);
+            let old: Vec<Access> = live.iter().copied().collect();
+            f.apply(&[new], &old).unwrap();
+            live = Some(new);
+        });
+        // Close: remove one of the grants opened above.
+        let mut j = 0u64;
+        let close = median_us(n, || {
+            j += 1;
+            f.apply(&[], &[acc(p.cli_ip4, 1000 + j as u16, base)])
+                .unwrap();
+        });
+        eprintln!(
+            "{kind}: apply median open {open} us, refresh {refresh} us, close {close} us \
+             (including ~{prefix} us of nsenter)"
+        );
+        assert!(open < 50_000, "{kind}: open took {open} us");
+        f.teardown().unwrap();
+    }
+}
