@@ -887,6 +887,43 @@ mod tests {
         assert!(syn(&mut t, real, 9000, 3).is_some());
     }
 
+    /// Throughput and memory under a 1M-packet spoofed first-knock flood
+    /// with the default capacity: `cargo test --release -p spa-server
+    /// flood_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn flood_throughput() {
+        let rss_kb = || {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+        };
+        let before = rss_kb();
+        let mut t = SequenceTracker::new(default_doors(5), DEFAULT_MAX_SOURCES).unwrap();
+        let n = 1_000_000u32;
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i)));
+            t.observe(src, Proto::Tcp, 7000, SYN, u64::from(i / 20));
+        }
+        let el = start.elapsed();
+        println!(
+            "{n} spoofed first knocks in {el:?}: {:.0} ns/knock, table {} (cap {}), evicted {}, expired {}",
+            el.as_nanos() as f64 / f64::from(n),
+            t.tracked_sources(),
+            t.max_sources(),
+            t.stats().evicted,
+            t.stats().expired
+        );
+        println!("RSS grew by {} KiB", rss_kb().saturating_sub(before));
+        assert!(t.tracked_sources() <= DEFAULT_MAX_SOURCES);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
