@@ -815,6 +815,27 @@ protocol = "udp"
             .is_empty());
     }
 
+    proptest::proptest! {
+        /// Arbitrary door fields never panic; errors always name a field.
+        #[test]
+        fn arbitrary_door_fields_never_panic(
+            seq in "\\PC{0,30}", flags in proptest::option::of("\\PC{0,12}"),
+            open in proptest::option::of("\\PC{0,10}"), close in proptest::option::of("(tcp|udp)/[0-9]{1,6}"),
+            timeout in proptest::option::of(0u32..100_000), duration in proptest::option::of(0u32..100_000),
+        ) {
+            let c = LegacyConfig {
+                doors: Some(vec![DoorConfig { name: None, sequence: seq, seq_timeout: timeout, tcpflags: flags,
+                    open, close, duration }]),
+                ..LegacyConfig::default()
+            };
+            match c.doors() {
+                Ok(d) => proptest::prop_assert_eq!(d.len(), 1),
+                Err(LegacyConfigError::Field { field, .. }) => proptest::prop_assert!(field.starts_with("legacy.door[0].")),
+                Err(e) => proptest::prop_assert!(false, "unexpected {e}"),
+            }
+        }
+    }
+
     #[test]
     fn parse_grant_forms() {
         assert_eq!(parse_grant("tcp/22"), Ok(Grant::tcp(22).unwrap()));
