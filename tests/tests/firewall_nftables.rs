@@ -139,6 +139,14 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
         open_refresh_close(&p, &mut f);
     }
     f.teardown().unwrap();
+    // The same through `nft -f -` per batch instead of the session.
+    let mut f = Nftables::new(FirewallOptions {
+        nft_session: false,
+        ..opts(&p)
+    });
+    f.setup().unwrap();
+    open_refresh_close(&p, &mut f);
+    f.teardown().unwrap();
 }
 
 fn open_refresh_close(p: &NetPair, f: &mut Nftables) {
@@ -224,7 +232,17 @@ fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
 fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     let p = NetPair::new(18);
     p.nft_baseline(PORT);
-    let mut f = Nftables::new(opts(&p));
+    // Through the persistent `nft -i` session and through `nft -f -`.
+    for session in [true, false] {
+        failed_batch(&p, session);
+    }
+}
+
+fn failed_batch(p: &NetPair, session: bool) {
+    let mut f = Nftables::new(FirewallOptions {
+        nft_session: session,
+        ..opts(p)
+    });
     f.setup().unwrap();
     let (c4, c6) = (IpAddr::from(p.cli_ip4), IpAddr::from(p.cli_ip6));
     let exp = now() + 600;
@@ -242,26 +260,28 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     p.srv_sh(&format!(
         "nft delete rule inet filter input handle {handle} && nft delete set inet filter spa6"
     ));
-    let before = ruleset(&p);
+    let before = ruleset(p);
     let e = f
         .apply(
             &[acc(c4, 443, exp), acc(c6, 443, exp)],
             &[acc(c4, PORT, exp)],
         )
         .unwrap_err();
-    assert!(e.to_string().contains("nft -f -"), "{e}");
-    assert_eq!(ruleset(&p), before, "failed transaction left a trace");
+    let tool = if session { "(persistent)" } else { "nft -f -" };
+    assert!(e.to_string().contains(tool), "{e}");
+    assert!(e.to_string().contains("No such file or directory"), "{e}");
+    assert_eq!(ruleset(p), before, "failed transaction left a trace");
 
     // A bogus table: fails, nothing changes.
     let mut bogus = backend(
         BackendKind::Nftables,
         &FirewallOptions {
             nft_table: "nope".into(),
-            ..opts(&p)
+            ..opts(p)
         },
     );
     assert!(bogus.apply(&[acc(c4, 80, exp)], &[]).is_err());
-    assert_eq!(ruleset(&p), before);
+    assert_eq!(ruleset(p), before);
 
     // The element vanished (deleted by hand): a refresh still works, also
     // where it needs a delete (which then fails and is retried without it).
@@ -273,7 +293,7 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     ));
     f.apply(&[acc(c4, PORT, exp + 30)], &[acc(c4, PORT, exp)])
         .unwrap();
-    assert_eq!(elements(&p, "spa4"), vec![format!("{c4} . tcp . 22")]);
+    assert_eq!(elements(p, "spa4"), vec![format!("{c4} . tcp . 22")]);
     f.teardown().unwrap();
-    assert!(!ruleset(&p).contains("spa"));
+    assert!(!ruleset(p).contains("spa"));
 }

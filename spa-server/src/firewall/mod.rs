@@ -12,6 +12,7 @@
 
 pub mod fake;
 pub mod iptables;
+mod nft_session;
 pub mod nftables;
 
 pub use fake::{FakeCall, FakeFirewall};
@@ -232,6 +233,10 @@ pub struct FirewallOptions {
     pub iptables_restore: String,
     pub ip6tables_restore: String,
     pub nft: String,
+    /// nftables: apply batches through one long-lived `nft -e -i` process
+    /// (≈0.5 ms per batch) instead of spawning `nft -f -` (≈3-6 ms). Falls
+    /// back to spawning, per call, whenever the session misbehaves.
+    pub nft_session: bool,
 }
 
 impl Default for FirewallOptions {
@@ -252,6 +257,7 @@ impl Default for FirewallOptions {
             iptables_restore: "iptables-restore".into(),
             ip6tables_restore: "ip6tables-restore".into(),
             nft: "nft".into(),
+            nft_session: true,
         }
     }
 }

@@ -7,7 +7,9 @@
 //! still sees the packet, so the admin's `reject` would win. Living inside
 //! their chain is the only way our accept is final.
 
+use super::nft_session::NftSession;
 use super::{now_unix_ms, split_family, Access, Firewall, FirewallOptions, FwError, Runner};
+use std::time::Duration;
 use tracing::{debug, info, warn};
 
 pub struct Nftables {
@@ -19,7 +21,14 @@ pub struct Nftables {
     /// that vanished. Probed at setup; older kernels keep the old timeout
     /// silently, so without the probe we must delete and re-add.
     timeout_update: bool,
+    /// The persistent `nft -e -i` for apply, started on first use.
+    session: Option<NftSession>,
 }
+
+/// How long one persistent-session transaction may take before we give up
+/// on the session (the spawn path has no limit of its own: nft does not
+/// block on anything but the kernel).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Nftables {
     pub fn new(opts: FirewallOptions) -> Self {
@@ -28,6 +37,7 @@ impl Nftables {
             opts,
             run,
             timeout_update: false,
+            session: None,
         }
     }
 
@@ -83,6 +93,41 @@ impl Nftables {
             .run(&[&self.opts.nft, "-f", "-"], Some(script))?
             .into_result()
             .map(|_| ())
+    }
+
+    /// The hot-path transaction: through the persistent session when
+    /// enabled, else (or if the session breaks) one `nft -f -` process.
+    fn apply_tx(&mut self, script: &str) -> Result<(), FwError> {
+        if script.trim().is_empty() {
+            return Ok(());
+        }
+        if self.opts.nft_session {
+            if self.session.is_none() {
+                match NftSession::spawn(&self.opts.exec_prefix, &self.opts.nft) {
+                    Ok(s) => self.session = Some(s),
+                    Err(e) => {
+                        warn!(error = %e, "no persistent nft session; spawning nft per batch")
+                    }
+                }
+            }
+            if let Some(session) = self.session.as_mut() {
+                let cmds: Vec<String> = script
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                debug!(script, "nft session transaction");
+                match session.transaction(&cmds, SESSION_TIMEOUT) {
+                    Ok(()) => return Ok(()),
+                    Err(e @ FwError::Failed { .. }) => return Err(e),
+                    Err(e) => {
+                        warn!(error = %e, "persistent nft session broke; restarting it next time, this batch via nft -f");
+                        self.session = None;
+                    }
+                }
+            }
+        }
+        self.transaction(script)
     }
 
     fn table(&self) -> String {
@@ -156,6 +201,7 @@ impl Firewall for Nftables {
 
     fn setup(&mut self) -> Result<(), FwError> {
         self.opts.validate()?;
+        self.session = None;
         let chain = self.run.run(
             &[
                 &self.opts.nft,
@@ -212,7 +258,7 @@ impl Firewall for Nftables {
         if adds.is_empty() && removes.is_empty() {
             return Ok(());
         }
-        let first = self.transaction(&apply_script(&self.opts, &adds, &removes, now_ms));
+        let first = self.apply_tx(&apply_script(&self.opts, &adds, &removes, now_ms));
         let err = match first {
             Ok(()) => {
                 debug!(
@@ -240,11 +286,12 @@ impl Firewall for Nftables {
             first_error = %err,
             "grants to remove were already gone (expired or deleted by hand); retrying without them"
         );
-        self.transaction(&apply_script(&self.opts, &adds, &present, now_unix_ms()))
+        self.apply_tx(&apply_script(&self.opts, &adds, &present, now_unix_ms()))
     }
 
     fn teardown(&mut self) -> Result<(), FwError> {
         self.opts.validate()?;
+        self.session = None;
         match self.leftovers()? {
             None => {
                 debug!(table = %self.table(), "no nftables table, nothing to remove");
