@@ -282,6 +282,7 @@ fn failed_batch(p: &NetPair, session: bool) {
     );
     assert!(bogus.apply(&[acc(c4, 80, exp)], &[]).is_err());
     assert_eq!(ruleset(p), before);
+    drop(bogus);
 
     // The element vanished (deleted by hand): a refresh still works, also
     // where it needs a delete (which then fails and is retried without it).
@@ -294,6 +295,41 @@ fn failed_batch(p: &NetPair, session: bool) {
     f.apply(&[acc(c4, PORT, exp + 30)], &[acc(c4, PORT, exp)])
         .unwrap();
     assert_eq!(elements(p, "spa4"), vec![format!("{c4} . tcp . 22")]);
+
+    if session {
+        // The session's nft dies (OOM killer, admin): the batch still goes
+        // through (spawned nft), and the next one gets a new session.
+        let killed = kill_nft_in(&p.srv_ns);
+        assert_eq!(killed, 1, "exactly our session's nft runs in the namespace");
+        f.apply(&[acc(c4, 444, exp)], &[]).unwrap();
+        f.apply(&[acc(c4, 445, exp)], &[]).unwrap();
+        assert_eq!(elements(p, "spa4").len(), 3);
+    }
     f.teardown().unwrap();
     assert!(!ruleset(p).contains("spa"));
+}
+
+/// SIGKILLs the `nft` processes inside namespace `ns` (only ones this test
+/// started there); returns how many.
+fn kill_nft_in(ns: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .unwrap();
+    let mut n = 0;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "nft" {
+            let ok = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            n += 1;
+        }
+    }
+    // Give the kernel a moment to reap it so the pipe is closed.
+    std::thread::sleep(Duration::from_millis(100));
+    n
 }
