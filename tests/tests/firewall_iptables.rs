@@ -4,7 +4,7 @@
 //! its expiry, a failed batch changes nothing, teardown leaves the admin's
 //! baseline byte for byte.
 
-use spa_e2e::NetPair;
+use spa_e2e::{Guard, NetPair};
 use spa_proto::{Grant, Proto};
 use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
 use std::net::IpAddr;
@@ -104,7 +104,7 @@ fn setup_is_idempotent_and_teardown_restores_baseline() {
 fn grant_opens_refresh_keeps_one_rule_remove_closes() {
     let p = NetPair::new(11);
     p.iptables_baseline(PORT);
-    let _l = p.listen(PORT);
+    let _l = Guard(p.listen(PORT));
     let mut f = fw(&p);
     f.setup().unwrap();
     let s4 = IpAddr::from(p.srv_ip4);
@@ -163,7 +163,7 @@ fn grant_opens_refresh_keeps_one_rule_remove_closes() {
 fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
     let p = NetPair::new(12);
     p.iptables_baseline(PORT);
-    let _l = p.listen(PORT);
+    let _l = Guard(p.listen(PORT));
     let mut f = fw(&p);
     f.setup().unwrap();
     let (s4, c4) = (IpAddr::from(p.srv_ip4), IpAddr::from(p.cli_ip4));

@@ -2,7 +2,7 @@
 //! namespace (ids 15..=19), with the admin's `inet filter input` chain
 //! holding a reject that our accept must get past.
 
-use spa_e2e::NetPair;
+use spa_e2e::{Guard, NetPair};
 use spa_proto::{Grant, Proto};
 use spa_server::firewall::nftables::Nftables;
 use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
@@ -127,7 +127,7 @@ fn setup_needs_the_admins_chain_is_idempotent_and_teardown_restores_baseline() {
 fn grant_opens_refresh_keeps_one_element_remove_closes() {
     let p = NetPair::new(16);
     p.nft_baseline(PORT);
-    let _l = p.listen(PORT);
+    let _l = Guard(p.listen(PORT));
     let mut f = Nftables::new(opts(&p));
     f.setup().unwrap();
     // This kernel (6.10+) refreshes in place; cover the delete-then-add
@@ -197,7 +197,7 @@ fn open_refresh_close(p: &NetPair, f: &mut Nftables) {
 fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
     let p = NetPair::new(17);
     p.nft_baseline(PORT);
-    let _l = p.listen(PORT);
+    let _l = Guard(p.listen(PORT));
     let mut f = fw(&p);
     f.setup().unwrap();
     let (s4, c4) = (IpAddr::from(p.srv_ip4), IpAddr::from(p.cli_ip4));
