@@ -100,7 +100,8 @@ impl NftSession {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(SENTINEL_OUT) => break,
+                // `contains`: tolerate a prompt an nft build might print.
+                Ok(l) if l.contains(SENTINEL_OUT) => break,
                 Ok(l) => {
                     if out.len() >= MAX_LINES {
                         return Err(broken("too much output"));

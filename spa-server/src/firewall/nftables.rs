@@ -23,7 +23,13 @@ pub struct Nftables {
     timeout_update: bool,
     /// The persistent `nft -e -i` for apply, started on first use.
     session: Option<NftSession>,
+    /// Consecutive session breakdowns; at [`MAX_SESSION_FAILURES`] we stop
+    /// trying (an nft that behaves differently would otherwise cost a
+    /// timeout on every batch).
+    session_failures: u32,
 }
+
+const MAX_SESSION_FAILURES: u32 = 3;
 
 /// How long one persistent-session transaction may take before we give up
 /// on the session (the spawn path has no limit of its own: nft does not
@@ -38,6 +44,7 @@ impl Nftables {
             run,
             timeout_update: false,
             session: None,
+            session_failures: 0,
         }
     }
 
@@ -101,12 +108,13 @@ impl Nftables {
         if script.trim().is_empty() {
             return Ok(());
         }
-        if self.opts.nft_session {
+        if self.opts.nft_session && self.session_failures < MAX_SESSION_FAILURES {
             if self.session.is_none() {
                 match NftSession::spawn(&self.opts.exec_prefix, &self.opts.nft) {
                     Ok(s) => self.session = Some(s),
                     Err(e) => {
-                        warn!(error = %e, "no persistent nft session; spawning nft per batch")
+                        self.session_failures += 1;
+                        warn!(error = %e, "no persistent nft session; this batch via nft -f")
                     }
                 }
             }
@@ -118,11 +126,22 @@ impl Nftables {
                     .collect();
                 debug!(script, "nft session transaction");
                 match session.transaction(&cmds, SESSION_TIMEOUT) {
-                    Ok(()) => return Ok(()),
-                    Err(e @ FwError::Failed { .. }) => return Err(e),
+                    Ok(()) => {
+                        self.session_failures = 0;
+                        return Ok(());
+                    }
+                    Err(e @ FwError::Failed { .. }) => {
+                        self.session_failures = 0;
+                        return Err(e);
+                    }
                     Err(e) => {
-                        warn!(error = %e, "persistent nft session broke; restarting it next time, this batch via nft -f");
                         self.session = None;
+                        self.session_failures += 1;
+                        if self.session_failures >= MAX_SESSION_FAILURES {
+                            warn!(error = %e, "persistent nft session broke {MAX_SESSION_FAILURES} times in a row; spawning nft per batch from now on");
+                        } else {
+                            warn!(error = %e, "persistent nft session broke; restarting it next time, this batch via nft -f");
+                        }
                     }
                 }
             }
