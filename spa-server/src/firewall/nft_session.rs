@@ -134,3 +134,73 @@ impl Drop for NftSession {
         let _ = self.child.wait();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for `nft -e -i` that answers like it: echo on success,
+    /// `Error:` on stderr for a bad line, the sentinel's fixed line.
+    const FAKE_NFT: &str = r##"#!/bin/sh
+while IFS= read -r line; do
+  case "$line" in
+    describe*) echo "datatype inet_service (internet network service) (basetype integer), 16 bits";;
+    *bad*) echo "Error: Could not process rule: No such file or directory" >&2; echo "$line" >&2;;
+    *hang*) sleep 5;;
+    *quit*) exit 0;;
+    *) echo "$line"; echo "# new generation 1 by process 1 (nft)";;
+  esac
+done
+"##;
+
+    fn fake() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nft");
+        std::fs::write(&path, FAKE_NFT).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = path.to_str().unwrap().to_owned();
+        (dir, p)
+    }
+
+    fn cmds(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn framing_success_error_timeout_exit() {
+        let (_dir, nft) = fake();
+        let mut s = NftSession::spawn(&[], &nft).unwrap();
+        let t = Duration::from_secs(2);
+        s.transaction(&cmds(&["add element a", "add element b"]), t)
+            .unwrap();
+        let e = s
+            .transaction(&cmds(&["add element a", "bad delete"]), t)
+            .unwrap_err();
+        assert!(matches!(e, FwError::Failed { .. }), "{e:?}");
+        assert!(e.to_string().contains("No such file or directory"), "{e}");
+        // The session is still usable after a refused batch.
+        s.transaction(&cmds(&["add element c"]), t).unwrap();
+        let e = s
+            .transaction(&cmds(&["hang"]), Duration::from_millis(200))
+            .unwrap_err();
+        assert!(e.to_string().contains("no answer in time"), "{e}");
+        drop(s);
+
+        let mut s = NftSession::spawn(&[], &nft).unwrap();
+        let e = s.transaction(&cmds(&["quit"]), t).unwrap_err();
+        assert!(matches!(e, FwError::Spawn { .. }), "{e:?}");
+        let e = s.transaction(&cmds(&["a\nb"]), t).unwrap_err();
+        assert!(matches!(e, FwError::Spawn { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn missing_tool_fails_cleanly() {
+        // `sh` starts; exec of the missing tool fails, sh exits.
+        let mut s = NftSession::spawn(&[], "/nonexistent/nft").unwrap();
+        let e = s
+            .transaction(&cmds(&["add element a"]), Duration::from_secs(2))
+            .unwrap_err();
+        assert!(matches!(e, FwError::Spawn { .. }), "{e:?}");
+    }
+}
