@@ -17,10 +17,10 @@ WORK=$(mktemp -d /tmp/spa-demo.XXXXXX)
 SERVER_PID=
 
 cleanup() {
-    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true; fi
     for ns in $S $C; do
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [[ -n $pids ]] && kill -9 $pids 2>/dev/null
+        [[ -n $pids ]] && { kill -9 $pids; wait; } 2>/dev/null
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -rf "$WORK"
@@ -30,7 +30,7 @@ trap cleanup EXIT INT TERM
 in_s() { ip netns exec "$S" "$@"; }
 in_c() { ip netns exec "$C" "$@"; }
 probe() {
-    if in_c timeout 3 python3 -c "import socket,sys; s=socket.create_connection(('$SIP',22),timeout=1); print(s.recv(64).decode().strip())" 2>/dev/null; then
+    if in_c timeout 3 python3 -c "import socket,sys; s=socket.create_connection(('$SIP',22),timeout=1); s.recv(64)" 2>/dev/null; then
         echo "   -> connect to $SIP:22: OK"
     else
         echo "   -> connect to $SIP:22: refused"
@@ -57,7 +57,7 @@ echo "== spa-keygen"
 "$B/spa-keygen" --out "$WORK/demo.key" --name demo --server-id demo | sed 's/^/   /'
 
 echo "== spa-server in $S (no socket on udp/62201: a kernel-filtered capture)"
-in_s "$B/spa-server" --interface spademo0 --key "$WORK/demo.key" --allow tcp/22 \
+ip netns exec "$S" "$B/spa-server" --interface spademo0 --key "$WORK/demo.key" --allow tcp/22 \
     --server-id demo --state-dir "$WORK/state" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do grep -q ready "$WORK/server.log" && break; sleep 0.05; done

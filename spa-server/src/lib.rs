@@ -5,7 +5,12 @@
 //! `firewall`, `state`, `notify`, `daemon`.
 
 pub mod capture;
+pub mod config;
+pub mod daemon;
 pub mod firewall;
+pub mod grants;
+pub mod knocks;
 pub mod legacy;
 pub mod notify;
 pub mod state;
+pub mod verdict;

@@ -57,7 +57,10 @@ impl Notifier {
     }
 
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={status}\nMAINPID={}", std::process::id()));
+        self.send(&format!(
+            "READY=1\nSTATUS={status}\nMAINPID={}",
+            std::process::id()
+        ));
     }
 
     pub fn watchdog(&self) {

@@ -177,7 +177,10 @@ fn encode_record(s: &Seen) -> [u8; RECORD_LEN] {
 
 fn decode(bytes: &[u8], window: TimeWindow, capacity: usize, now: u64) -> (ReplayRecord, Loaded) {
     let Some(body) = bytes.strip_prefix(HEADER.as_slice()) else {
-        return (ReplayRecord::after_loss(window, capacity, now), Loaded::Lost);
+        return (
+            ReplayRecord::after_loss(window, capacity, now),
+            Loaded::Lost,
+        );
     };
     let mut record = ReplayRecord::new(window, capacity);
     let chunks = body.chunks_exact(RECORD_LEN);
@@ -228,11 +231,18 @@ mod tests {
         let w = TimeWindow::default();
         let (mut log, mut rec, loaded) = ReplayLog::open(dir.path(), w, 100, 1000).unwrap();
         assert_eq!(loaded, Loaded::Fresh);
-        rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1000).unwrap();
+        rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1000)
+            .unwrap();
         log.append(&seen(1000, 1)).unwrap();
         drop(log);
         let (_log, mut rec2, loaded) = ReplayLog::open(dir.path(), w, 100, 1005).unwrap();
-        assert_eq!(loaded, Loaded::Restored { live: 1, torn_tail: false });
+        assert_eq!(
+            loaded,
+            Loaded::Restored {
+                live: 1,
+                torn_tail: false
+            }
+        );
         assert_eq!(
             rec2.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1005),
             Err(spa_proto::Reject::Replayed)
@@ -249,7 +259,13 @@ mod tests {
         std::fs::write(dir.path().join(LOG_NAME), &bytes).unwrap();
         let (_log, rec, loaded) =
             ReplayLog::open(dir.path(), TimeWindow::default(), 100, 1000).unwrap();
-        assert_eq!(loaded, Loaded::Restored { live: 1, torn_tail: true });
+        assert_eq!(
+            loaded,
+            Loaded::Restored {
+                live: 1,
+                torn_tail: true
+            }
+        );
         assert_eq!(rec.len(), 1);
         // Compacted: header + one record.
         let len = std::fs::metadata(dir.path().join(LOG_NAME)).unwrap().len();
@@ -263,10 +279,16 @@ mod tests {
         let w = TimeWindow::default();
         let (_log, mut rec, loaded) = ReplayLog::open(dir.path(), w, 100, 1000).unwrap();
         assert_eq!(loaded, Loaded::Lost);
-        assert!(rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1010, 1010).is_err());
+        assert!(rec
+            .check_and_insert(&KeyId([1; 8]), &[1; 24], 1010, 1010)
+            .is_err());
         drop(_log);
         let (_log, mut rec, _) = ReplayLog::open(dir.path(), w, 100, 1011).unwrap();
-        assert!(rec.check_and_insert(&KeyId([1; 8]), &[2; 24], 1011, 1011).is_err());
-        assert!(rec.check_and_insert(&KeyId([1; 8]), &[2; 24], 1031, 1031).is_ok());
+        assert!(rec
+            .check_and_insert(&KeyId([1; 8]), &[2; 24], 1011, 1011)
+            .is_err());
+        assert!(rec
+            .check_and_insert(&KeyId([1; 8]), &[2; 24], 1031, 1031)
+            .is_ok());
     }
 }

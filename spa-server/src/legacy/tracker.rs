@@ -462,7 +462,7 @@ impl SequenceTracker {
     fn warn_full(&mut self, now_ms: u64) {
         let due = self
             .last_full_warning_ms
-            .map_or(true, |t| now_ms.saturating_sub(t) >= 10_000);
+            .is_none_or(|t| now_ms.saturating_sub(t) >= 10_000);
         if due {
             self.last_full_warning_ms = Some(now_ms);
             tracing::warn!(

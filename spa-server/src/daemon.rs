@@ -1,0 +1,518 @@
+//! The event loop: one thread, one poll(2) over the capture sockets and a
+//! signalfd, with a timeout only when something is due (a grant expiry, the
+//! systemd watchdog). Idle means asleep in the kernel: no polling loop.
+//!
+//! Order of one datagram: capture → verdict::judge (pure) → replay entry
+//! appended and fsync'd → one firewall batch → one log line.
+
+use crate::capture::{Capture, FilterSpec, Packet};
+use crate::config::{Config, ConfigError, Overrides};
+use crate::firewall::{self, FwError};
+use crate::grants::Grants;
+use crate::notify::Notifier;
+use crate::state::{Loaded, ReplayLog, StateError};
+use crate::verdict::{self, Verdict};
+use spa_proto::{Action, ReplayRecord};
+use std::fmt;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+#[derive(Debug)]
+pub enum DaemonError {
+    Config(ConfigError),
+    State(StateError),
+    Firewall(FwError),
+    Capture(String),
+    Signals(std::io::Error),
+    Poll(std::io::Error),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Config(e) => write!(f, "configuration: {e}"),
+            DaemonError::State(e) => write!(f, "state: {e}"),
+            DaemonError::Firewall(e) => write!(f, "firewall: {e}"),
+            DaemonError::Capture(e) => write!(f, "capture: {e}"),
+            DaemonError::Signals(e) => write!(f, "signal setup: {e}"),
+            DaemonError::Poll(e) => write!(f, "poll: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// Unix time in seconds; a clock before 1970 reads as 0 rather than panic.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Where the daemon reads its configuration from, kept for SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.path.as_deref(), &self.overrides)
+    }
+}
+
+/// Logs at most `per_sec` rejections a second, then one summary line: a
+/// garbage flood must not turn into a log flood (and a CPU flood).
+struct LogLimiter {
+    per_sec: u32,
+    window_start: Instant,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    fn new(per_sec: u32) -> Self {
+        LogLimiter {
+            per_sec,
+            window_start: Instant::now(),
+            used: 0,
+            suppressed: 0,
+        }
+    }
+    fn allow(&mut self) -> bool {
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            if self.suppressed > 0 {
+                warn!(
+                    suppressed = self.suppressed,
+                    "rejections not logged in the last second (rate limit)"
+                );
+            }
+            self.window_start = Instant::now();
+            self.used = 0;
+            self.suppressed = 0;
+        }
+        if self.used < self.per_sec {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them, so
+/// signals arrive as readable events in the poll loop instead of
+/// interrupting it. Children (iptables) start with an empty mask: std resets
+/// it in `Command::spawn`.
+fn signal_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
+    // sigprocmask and signalfd only read it. The returned fd is owned here.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Reads one pending signal number from the signalfd, if any.
+fn read_signal(fd: RawFd) -> Option<i32> {
+    let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::uninit();
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: reads at most `size` bytes into a buffer of that size; the
+    // value is used only when the kernel wrote a whole record.
+    let n = unsafe { libc::read(fd, info.as_mut_ptr().cast(), size) };
+    if n as usize != size {
+        return None;
+    }
+    // SAFETY: a full record was written above.
+    Some(unsafe { info.assume_init() }.ssi_signo as i32)
+}
+
+/// poll(2) over `fds` for readability, up to `timeout` (None = forever).
+fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> std::io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        Some(d) => d.as_millis().min(i32::MAX as u128) as i32,
+    };
+    // SAFETY: pfds is a valid array of pollfd of the given length.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+        .collect())
+}
+
+pub fn filter_spec(cfg: &Config) -> FilterSpec {
+    let (knock_tcp, knock_udp) = crate::knocks::knock_ports(cfg);
+    FilterSpec {
+        spa_port: cfg.spa_port,
+        spa_len: spa_proto::DATAGRAM_LEN,
+        knock_tcp,
+        knock_udp,
+    }
+}
+
+pub struct Daemon {
+    source: ConfigSource,
+    cfg: Config,
+    replay: ReplayRecord,
+    log: ReplayLog,
+    grants: Grants,
+    capture: Capture,
+    notifier: Notifier,
+    sigfd: OwnedFd,
+    limiter: LogLimiter,
+    legacy: crate::knocks::Runtime,
+    last_watchdog: Instant,
+}
+
+impl Daemon {
+    /// Loads everything, installs the firewall chain, opens the capture, and
+    /// only then tells systemd it is ready. Any failure leaves the firewall
+    /// as it was found (minus stale rules of a previous instance).
+    pub fn start(source: ConfigSource) -> Result<Daemon, DaemonError> {
+        let sigfd = signal_fd().map_err(DaemonError::Signals)?;
+        let cfg = source.load().map_err(DaemonError::Config)?;
+        let now = unix_now();
+        let (log, replay, loaded) =
+            ReplayLog::open(&cfg.state_dir, cfg.window, cfg.replay_capacity, now)
+                .map_err(DaemonError::State)?;
+        match loaded {
+            Loaded::Fresh => info!(path = %log.path().display(), "replay record: new"),
+            Loaded::Restored { live, torn_tail } => info!(
+                path = %log.path().display(),
+                live,
+                torn_tail,
+                "replay record: restored"
+            ),
+            Loaded::Lost => warn!(
+                path = %log.path().display(),
+                "replay record unreadable: refusing every datagram that could predate it for one window"
+            ),
+        }
+        let fw = firewall::backend(cfg.firewall, &cfg.firewall_options);
+        let mut grants = Grants::new(fw);
+        grants.setup().map_err(DaemonError::Firewall)?;
+        info!(
+            backend = grants.backend(),
+            "firewall chain installed (stale grants removed)"
+        );
+        let capture = match Capture::open(&cfg.interfaces, &filter_spec(&cfg)) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = grants.teardown();
+                return Err(DaemonError::Capture(e.to_string()));
+            }
+        };
+        let legacy = crate::knocks::Runtime::new(&cfg);
+        if legacy.enabled() {
+            warn!(
+                "legacy knocks enabled: INSECURE, anyone who sees a knock sequence can replay it"
+            );
+        }
+        let notifier = Notifier::from_env();
+        let d = Daemon {
+            source,
+            cfg,
+            replay,
+            log,
+            grants,
+            capture,
+            notifier,
+            sigfd,
+            limiter: LogLimiter::new(20),
+            legacy,
+            last_watchdog: Instant::now(),
+        };
+        let ifaces = if d.cfg.interfaces.is_empty() {
+            "all".to_owned()
+        } else {
+            d.cfg.interfaces.join(",")
+        };
+        info!(
+            server_id = %d.cfg.server_name,
+            port = d.cfg.spa_port,
+            interfaces = %ifaces,
+            keys = d.cfg.keys.len(),
+            backend = d.grants.backend(),
+            "ready"
+        );
+        d.notifier.ready("listening");
+        Ok(d)
+    }
+
+    /// Runs until SIGTERM/SIGINT, then removes every grant and our chain.
+    pub fn run(mut self) -> Result<(), DaemonError> {
+        let result = self.event_loop();
+        self.notifier.stopping();
+        match self.grants.teardown() {
+            Ok(()) => info!("stopped: every grant removed, firewall chain removed"),
+            Err(e) => error!("stopping: could not remove our firewall chain: {e}"),
+        }
+        result
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        let now_ms = unix_now_ms();
+        let mut t: Option<Duration> = self
+            .grants
+            .next_expiry()
+            .map(|s| Duration::from_millis((s * 1000).saturating_sub(now_ms)));
+        if let Some(w) = self.notifier.watchdog_interval() {
+            let left = w.saturating_sub(self.last_watchdog.elapsed());
+            t = Some(t.map_or(left, |t| t.min(left)));
+        }
+        if let Some(l) = self.legacy.next_deadline() {
+            t = Some(t.map_or(l, |t| t.min(l)));
+        }
+        if self.capture.needs_rebind() {
+            let r = Duration::from_secs(2);
+            t = Some(t.map_or(r, |t| t.min(r)));
+        }
+        t
+    }
+
+    fn event_loop(&mut self) -> Result<(), DaemonError> {
+        loop {
+            let mut fds = vec![self.sigfd.as_raw_fd()];
+            fds.extend(self.capture.raw_fds());
+            let ready = poll_fds(&fds, self.timeout()).map_err(DaemonError::Poll)?;
+            if ready.first().copied().unwrap_or(false) {
+                while let Some(sig) = read_signal(self.sigfd.as_raw_fd()) {
+                    match sig {
+                        libc::SIGHUP => self.reload(),
+                        _ => {
+                            info!(signal = sig, "stopping on signal");
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if ready.iter().skip(1).any(|&r| r) {
+                self.drain_capture();
+            }
+            if self.capture.needs_rebind() {
+                if let Err(e) = self.capture.rebind() {
+                    tracing::debug!("interface still missing: {e}");
+                }
+            }
+            self.expire();
+            if let Some(w) = self.notifier.watchdog_interval() {
+                if self.last_watchdog.elapsed() >= w {
+                    self.notifier.watchdog();
+                    self.last_watchdog = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn drain_capture(&mut self) {
+        // Bounded: a flood yields back to signals and timers every 4096 packets.
+        for _ in 0..4096 {
+            let pkt = match self.capture.recv() {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("capture: {e}");
+                    return;
+                }
+            };
+            match pkt {
+                Packet::Spa { src, payload, .. } => {
+                    let now = unix_now();
+                    let v = verdict::judge(payload, src, now, &self.cfg, &mut self.replay);
+                    self.act_spa(src, v, now);
+                }
+                Packet::Knock {
+                    src,
+                    proto,
+                    dport,
+                    tcp_flags,
+                    ..
+                } => {
+                    let now = unix_now();
+                    let events = self.legacy.observe(&self.cfg, src, proto, dport, tcp_flags);
+                    for ev in events {
+                        self.act_knock(ev, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn act_spa(&mut self, src: IpAddr, v: Verdict, now: u64) {
+        match v {
+            Verdict::Reject(r) => {
+                if self.limiter.allow() {
+                    info!(%src, reason = r.code(), "rejected: {r}");
+                }
+            }
+            Verdict::Deny(p) => {
+                info!(%src, reason = "policy", "rejected: {p}");
+            }
+            Verdict::Accept(d) => {
+                // Durable before effective: a crash after this line cannot
+                // let the same datagram in again.
+                if let Err(e) = self.log.append(&d.seen) {
+                    error!(%src, key = %d.key_name, "rejected: cannot persist replay record, not acting: {e}");
+                    return;
+                }
+                let ports = d
+                    .grants
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let res = match d.action {
+                    Action::Open => self.grants.open(d.addr, &d.grants, d.duration_secs, now),
+                    Action::Close => self.grants.close(d.addr, &d.grants),
+                };
+                match (d.action, res) {
+                    (Action::Open, Ok(c)) => info!(
+                        %src, key = %d.key_name, addr = %d.addr, grants = %ports,
+                        duration = d.duration_secs, capped = d.capped,
+                        added = c.added, refreshed = c.refreshed,
+                        "accepted open: rule added"
+                    ),
+                    (Action::Close, Ok(c)) => info!(
+                        %src, key = %d.key_name, addr = %d.addr, grants = %ports,
+                        removed = c.removed, "accepted close: rule removed"
+                    ),
+                    (_, Err(e)) => error!(
+                        %src, key = %d.key_name, addr = %d.addr, grants = %ports,
+                        "accepted, but the firewall change failed (firewall unchanged): {e}"
+                    ),
+                }
+                if let Err(e) = self.log.maybe_compact(&self.replay) {
+                    warn!("replay log compaction failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn act_knock(&mut self, ev: crate::knocks::Outcome, now: u64) {
+        use crate::knocks::Outcome;
+        match ev {
+            Outcome::Open {
+                addr,
+                grants,
+                duration_secs,
+                via,
+            } => match self.grants.open(addr, &grants, duration_secs, now) {
+                Ok(c) => info!(%addr, via = %via, added = c.added, refreshed = c.refreshed,
+                    duration = duration_secs, "knock accepted: rule added"),
+                Err(e) => {
+                    error!(%addr, via = %via, "knock accepted, but the firewall change failed: {e}")
+                }
+            },
+            Outcome::Close { addr, grants, via } => match self.grants.close(addr, &grants) {
+                Ok(c) => {
+                    info!(%addr, via = %via, removed = c.removed, "knock accepted: rule removed")
+                }
+                Err(e) => {
+                    error!(%addr, via = %via, "knock accepted, but the firewall change failed: {e}")
+                }
+            },
+            Outcome::Rejected { addr, via, reason } => {
+                if self.limiter.allow() {
+                    info!(%addr, via = %via, "knock rejected: {reason}");
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = unix_now();
+        match self.grants.expire(now) {
+            Ok(gone) => {
+                for a in gone {
+                    info!(addr = %a.addr, grant = %a.grant, "grant expired: rule removed");
+                }
+            }
+            Err(e) => warn!("removing expired rules failed (the kernel already ignores them): {e}"),
+        }
+    }
+
+    /// SIGHUP: re-read configuration and keys; keep current grants. A bad
+    /// configuration is refused and the old one stays in force.
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        let new = match self.source.load() {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused, old configuration stays in force: {e}");
+                self.notifier
+                    .status("reload refused; old configuration in force");
+                return;
+            }
+        };
+        if new.firewall != self.cfg.firewall || new.state_dir != self.cfg.state_dir {
+            warn!("reload: firewall backend and state_dir changes take effect at the next restart");
+        }
+        if new.interfaces != self.cfg.interfaces || filter_spec(&new) != filter_spec(&self.cfg) {
+            match Capture::open(&new.interfaces, &filter_spec(&new)) {
+                Ok(c) => self.capture = c,
+                Err(e) => {
+                    error!("reload refused, old configuration stays in force: capture: {e}");
+                    self.notifier
+                        .status("reload refused; old configuration in force");
+                    return;
+                }
+            }
+        }
+        self.replay.set_limits(new.window, new.replay_capacity);
+        self.legacy = crate::knocks::Runtime::new(&new);
+        info!(
+            keys = new.keys.len(),
+            grants = self.grants.len(),
+            "reloaded: current grants kept"
+        );
+        self.cfg = new;
+        self.notifier.status("listening");
+    }
+}
+
+/// `spa-server flush`: remove every grant and our chain/sets without a
+/// running daemon (systemd's ExecStopPost, also after a crash).
+pub fn flush(backend: firewall::BackendKind) -> Result<(), FwError> {
+    let mut fw = firewall::backend(backend, &firewall::FirewallOptions::default());
+    fw.teardown()
+}

@@ -1,0 +1,134 @@
+//! The live grants: what is open, for whom, until when. Every change is one
+//! firewall batch, and the in-memory view changes only when the batch
+//! succeeded, so memory and firewall never disagree about what we added.
+
+use crate::firewall::{Access, Firewall, FwError};
+use spa_proto::Grant;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// What an `open` or `close` changed, for the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Change {
+    pub added: usize,
+    pub refreshed: usize,
+    pub removed: usize,
+}
+
+pub struct Grants {
+    fw: Box<dyn Firewall>,
+    live: HashMap<(IpAddr, Grant), Access>,
+}
+
+impl Grants {
+    pub fn new(fw: Box<dyn Firewall>) -> Self {
+        Grants {
+            fw,
+            live: HashMap::new(),
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.fw.name()
+    }
+
+    /// Clears what a previous instance left and installs our chain/sets.
+    pub fn setup(&mut self) -> Result<(), FwError> {
+        self.live.clear();
+        self.fw.setup()
+    }
+
+    /// Opens (or refreshes) `grants` for `addr` until `now + duration`.
+    /// Refreshing replaces the old rule in the same batch: never a duplicate.
+    pub fn open(
+        &mut self,
+        addr: IpAddr,
+        grants: &[Grant],
+        duration_secs: u32,
+        now: u64,
+    ) -> Result<Change, FwError> {
+        let expires_at = now.saturating_add(u64::from(duration_secs));
+        let add: Vec<Access> = grants
+            .iter()
+            .map(|&grant| Access {
+                addr,
+                grant,
+                expires_at,
+            })
+            .collect();
+        let remove: Vec<Access> = grants
+            .iter()
+            .filter_map(|g| self.live.get(&(addr, *g)).copied())
+            .collect();
+        self.fw.apply(&add, &remove)?;
+        for a in &add {
+            self.live.insert((a.addr, a.grant), *a);
+        }
+        Ok(Change {
+            added: add.len() - remove.len(),
+            refreshed: remove.len(),
+            removed: 0,
+        })
+    }
+
+    /// Removes exactly these grants for `addr`; closing what is not open is
+    /// a no-op, not an error.
+    pub fn close(&mut self, addr: IpAddr, grants: &[Grant]) -> Result<Change, FwError> {
+        let remove: Vec<Access> = grants
+            .iter()
+            .filter_map(|g| self.live.get(&(addr, *g)).copied())
+            .collect();
+        if remove.is_empty() {
+            return Ok(Change::default());
+        }
+        self.fw.apply(&[], &remove)?;
+        for a in &remove {
+            self.live.remove(&(a.addr, a.grant));
+        }
+        Ok(Change {
+            removed: remove.len(),
+            ..Change::default()
+        })
+    }
+
+    /// Removes every grant whose time is up; returns them for the log. The
+    /// kernel already stopped matching them (kernel-side expiry); this only
+    /// tidies the ruleset.
+    pub fn expire(&mut self, now: u64) -> Result<Vec<Access>, FwError> {
+        let due: Vec<Access> = self
+            .live
+            .values()
+            .filter(|a| a.expires_at <= now)
+            .copied()
+            .collect();
+        if due.is_empty() {
+            return Ok(due);
+        }
+        let res = self.fw.apply(&[], &due);
+        // Forget them even if the removal failed: the kernel no longer
+        // matches them, and retrying forever would only repeat the error.
+        for a in &due {
+            self.live.remove(&(a.addr, a.grant));
+        }
+        res.map(|_| due)
+    }
+
+    /// The earliest expiry among live grants (Unix seconds).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.live.values().map(|a| a.expires_at).min()
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Removes every grant and our chain/sets/jump.
+    pub fn teardown(&mut self) -> Result<(), FwError> {
+        self.live.clear();
+        self.fw.teardown()
+    }
+}
