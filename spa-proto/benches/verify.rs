@@ -179,7 +179,7 @@ fn garbage(c: &mut Criterion) {
 
     // An honest datagram seen before: full AEAD, then the replay lookup in
     // a record at the default capacity.
-    let mut full = filled_record(DEFAULT_CAPACITY - 1, 0, &mut f.rng);
+    let mut full = filled_record(DEFAULT_CAPACITY - 1, 1, &mut f.rng);
     let d = f.honest[0];
     verify(&d, |id| f.keys.get(id), &f.server, NOW, &mut full).unwrap();
     assert_eq!(full.len(), DEFAULT_CAPACITY);

@@ -7,7 +7,7 @@
 //! the encryption key. HKDF-SHA256 from `ring` (RFC 5869) with a fixed salt and one
 //! `info` label per purpose gives that separation.
 
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+use crate::aead::AeadKey;
 use ring::{digest, hkdf, hmac};
 use std::fmt;
 
@@ -54,11 +54,15 @@ impl MasterKey {
         expand(&prk, INFO_AEAD, &mut aead);
         expand(&prk, INFO_KEY_ID, &mut id);
         expand(&prk, INFO_KNOCK, &mut knock);
-        KeySet {
+        let keys = KeySet {
             key_id: KeyId(id),
-            aead: XChaCha20Poly1305::new(&aead.into()),
+            aead: AeadKey::new(aead),
             knock: hmac::Key::new(hmac::HMAC_SHA256, &knock),
-        }
+        };
+        aead = [0; 32];
+        knock = [0; 32];
+        std::hint::black_box((&aead, &knock));
+        keys
     }
 }
 
@@ -144,7 +148,7 @@ fn hex_val(c: u8) -> Option<u8> {
 /// The subkeys of one master key, ready for the hot path.
 pub struct KeySet {
     key_id: KeyId,
-    pub(crate) aead: XChaCha20Poly1305,
+    pub(crate) aead: AeadKey,
     pub(crate) knock: hmac::Key,
 }
 

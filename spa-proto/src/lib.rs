@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod aead;
 pub mod error;
 pub mod kdf;
 pub mod knock;

@@ -27,8 +27,6 @@
 use crate::error::{Malformed, Reject, RequestError};
 use crate::kdf::{KeyId, KeySet, ServerId, KEY_ID_LEN, SERVER_ID_LEN};
 use crate::replay::ReplayRecord;
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::XNonce;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 
@@ -250,13 +248,9 @@ impl Header<'_> {
         let (ct, tag) = self.body.split_at(PLAINTEXT_LEN);
         let mut pt = [0u8; PLAINTEXT_LEN];
         pt.copy_from_slice(ct);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Reject::AuthFailed)?;
         keys.aead
-            .decrypt_in_place_detached(
-                XNonce::from_slice(&self.nonce),
-                self.aad,
-                &mut pt,
-                tag.into(),
-            )
+            .open(&self.nonce, self.aad, &mut pt, tag)
             .map_err(|_| Reject::AuthFailed)?;
         let request = decode_plaintext(&pt).map_err(Reject::Malformed)?;
         Ok(Opened {
@@ -397,13 +391,7 @@ pub fn seal_with(
     nonce_out.copy_from_slice(nonce);
     let (ct, tag_out) = body.split_at_mut(PLAINTEXT_LEN);
     ct.copy_from_slice(&encode_plaintext(req, random));
-    // Encryption fails only for messages longer than 2^38 bytes; ours is 87.
-    #[allow(clippy::expect_used)]
-    let tag = keys
-        .aead
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), header, ct)
-        .expect("87-byte plaintext is within XChaCha20-Poly1305 limits");
-    tag_out.copy_from_slice(&tag);
+    tag_out.copy_from_slice(&keys.aead.seal(nonce, header, ct));
     out
 }
 
@@ -422,12 +410,7 @@ pub fn seal_raw_plaintext(
     let (header, body) = out.split_at_mut(HEADER_LEN);
     let (ct, tag_out) = body.split_at_mut(PLAINTEXT_LEN);
     ct.copy_from_slice(plaintext);
-    #[allow(clippy::expect_used)]
-    let tag = keys
-        .aead
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), header, ct)
-        .expect("87-byte plaintext is within XChaCha20-Poly1305 limits");
-    tag_out.copy_from_slice(&tag);
+    tag_out.copy_from_slice(&keys.aead.seal(nonce, header, ct));
     out
 }
 
