@@ -50,6 +50,15 @@ enum Command {
     /// sends arbitrary bytes to check how a server treats them. No key is
     /// involved and nothing is checked: the bytes go out as they are.
     RawSend(spa_client::RawSendArgs),
+    /// Print the current HMAC knock sequence, for a plain knock client:
+    /// `knock SERVER $(spa-client knock-seq)`.
+    ///
+    /// The sequence is derived from your key, the server id and the time
+    /// step; the server accepts it once, during this step or the next.
+    KnockSeq(spa_client::KnockArgs),
+    /// Send the current HMAC knock sequence to SERVER (TCP SYNs, or UDP
+    /// with --udp), like `knock SERVER $(spa-client knock-seq)`.
+    Knock(spa_client::KnockArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +70,8 @@ fn main() -> ExitCode {
             spa_keys::run_keygen(opts, &mut stdout).map_err(spa_client::ClientError::Key)
         }
         Command::RawSend(args) => spa_client::run_raw_send(args, &mut stdout),
+        Command::KnockSeq(args) => spa_client::run_knock_seq(args, &mut stdout),
+        Command::Knock(args) => spa_client::run_knock(args, &mut stdout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -54,7 +54,7 @@ impl std::error::Error for ConfigError {}
 pub struct KeyPolicy {
     pub name: String,
     pub key_id: KeyId,
-    pub keys: KeySet,
+    pub keys: std::sync::Arc<KeySet>,
     /// Grants this key may request; a request for anything else is refused.
     pub allow: Vec<Grant>,
     /// Longest duration this key may ask for; longer requests are capped.
@@ -93,7 +93,10 @@ pub struct Config {
     pub keys: Vec<KeyPolicy>,
     /// key-id → index into `keys`: the O(1) lookup the wire format is built for.
     pub by_id: HashMap<KeyId, usize>,
-    pub legacy: Option<toml::Table>,
+    /// The `[legacy]` section, with `--legacy-knock`/`--knockd-conf` applied.
+    pub legacy: crate::legacy::LegacyConfig,
+    /// Fixed-sequence doors in force (empty unless legacy knocks are enabled).
+    pub doors: Vec<crate::legacy::Door>,
 }
 
 impl Config {
@@ -115,7 +118,7 @@ struct RawConfig {
     replay_capacity: Option<Spanned<usize>>,
     #[serde(default)]
     key: Vec<Spanned<RawKey>>,
-    legacy: Option<toml::Table>,
+    legacy: Option<Spanned<crate::legacy::LegacyConfig>>,
     firewall_options: Option<Spanned<crate::firewall::FirewallOptions>>,
 }
 
@@ -361,7 +364,7 @@ impl Config {
             keys.push(KeyPolicy {
                 name,
                 key_id,
-                keys: kf.key.derive(),
+                keys: std::sync::Arc::new(kf.key.derive()),
                 allow,
                 max_duration,
                 allow_other_address: k.allow_other_address.unwrap_or(true),
@@ -384,14 +387,40 @@ impl Config {
             keys.push(KeyPolicy {
                 name: kf.name.clone(),
                 key_id: keys_derived.key_id(),
-                keys: keys_derived,
+                keys: std::sync::Arc::new(keys_derived),
                 allow,
                 max_duration: ov.key_max_duration.unwrap_or(DEFAULT_MAX_DURATION),
                 allow_other_address: true,
                 file: path.clone(),
             });
         }
-        if keys.is_empty() && raw.legacy.is_none() && !ov.legacy_knock {
+        let legacy_span = raw.legacy.as_ref().map(|l| l.span());
+        let mut legacy = raw.legacy.map(|l| l.into_inner()).unwrap_or_default();
+        if ov.legacy_knock {
+            legacy.enabled = true;
+        }
+        if let Some(p) = &ov.knockd_conf {
+            legacy.knockd_conf = Some(p.clone());
+            legacy.enabled = true;
+        }
+        if let Some(p) = &legacy.knockd_conf {
+            if p.is_relative() {
+                legacy.knockd_conf = Some(resolve(file, p));
+            }
+        }
+        let legacy_err = |e: crate::legacy::LegacyConfigError| match e {
+            crate::legacy::LegacyConfigError::Field { field, msg } => {
+                err(legacy_span.clone(), &field, msg)
+            }
+            other => err(legacy_span.clone(), "legacy", other.to_string()),
+        };
+        legacy.validate().map_err(legacy_err)?;
+        let doors = if legacy.enabled {
+            legacy.doors().map_err(legacy_err)?
+        } else {
+            Vec::new()
+        };
+        if keys.is_empty() && doors.is_empty() {
             return Err(err(
                 None,
                 "key",
@@ -435,7 +464,8 @@ impl Config {
             replay_capacity,
             keys,
             by_id,
-            legacy: raw.legacy,
+            legacy,
+            doors,
         })
     }
 }

@@ -369,7 +369,9 @@ impl Daemon {
                     ..
                 } => {
                     let now = unix_now();
-                    let events = self.legacy.observe(&self.cfg, src, proto, dport, tcp_flags);
+                    let events = self
+                        .legacy
+                        .observe(&self.cfg, src, proto, dport, tcp_flags, now);
                     for ev in events {
                         self.act_knock(ev, now);
                     }
@@ -499,7 +501,7 @@ impl Daemon {
             }
         }
         self.replay.set_limits(new.window, new.replay_capacity);
-        self.legacy = crate::knocks::Runtime::new(&new);
+        self.legacy.reload(&self.cfg, &new);
         info!(
             keys = new.keys.len(),
             grants = self.grants.len(),

@@ -74,7 +74,7 @@ pub fn judge(
 ) -> Verdict {
     let opened = match spa_proto::verify(
         payload,
-        |id| cfg.key(id).map(|k| &k.keys),
+        |id| cfg.key(id).map(|k| &*k.keys),
         &cfg.server_id,
         now,
         replay,

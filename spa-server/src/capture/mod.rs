@@ -34,8 +34,11 @@ pub struct FilterSpec {
     /// datagrams of any other size to `spa_port` are dropped in the kernel.
     pub spa_len: usize,
     /// TCP ports whose connection attempts (SYN without ACK) are knocks.
+    /// Sorted ascending without duplicates ([`FilterSpec::validate`] checks),
+    /// so a knock port lookup is a binary search even for an HMAC range of
+    /// tens of thousands of ports.
     pub knock_tcp: Vec<u16>,
-    /// UDP ports where any datagram is a knock.
+    /// UDP ports where any datagram is a knock. Sorted, no duplicates.
     pub knock_udp: Vec<u16>,
 }
 
@@ -71,6 +74,16 @@ impl FilterSpec {
             return Err(CaptureError::Spec(format!(
                 "knock port {p} is not a valid port"
             )));
+        }
+        for (name, list) in [
+            ("knock_tcp", &self.knock_tcp),
+            ("knock_udp", &self.knock_udp),
+        ] {
+            if list.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(CaptureError::Spec(format!(
+                    "{name} must be sorted ascending without duplicates"
+                )));
+            }
         }
         Ok(())
     }

@@ -133,7 +133,7 @@ fn transport(
                 start: start + UDP_HEADER_LEN,
                 len: spec.spa_len,
             }
-        } else if spec.knock_udp.contains(&dport) {
+        } else if spec.knock_udp.binary_search(&dport).is_ok() {
             Kind::Knock {
                 proto: Proto::Udp,
                 dport,
@@ -147,7 +147,7 @@ fn transport(
         let dport = tcp.get_destination();
         let flags = tcp.get_flags();
         let syn_only = flags & TcpFlags::SYN != 0 && flags & TcpFlags::ACK == 0;
-        if !(syn_only && spec.knock_tcp.contains(&dport)) {
+        if !(syn_only && spec.knock_tcp.binary_search(&dport).is_ok()) {
             return None;
         }
         Kind::Knock {

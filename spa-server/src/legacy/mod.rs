@@ -75,6 +75,11 @@ fn default_max_sources() -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LegacyConfig {
+    /// Fixed-sequence doors (knockd semantics) are served only when this is
+    /// true or `--legacy-knock` is given: they are replayable, so never on
+    /// by accident (an `[legacy.hmac]` section alone does not enable them).
+    #[serde(default)]
+    pub enabled: bool,
     /// Default sequence timeout in seconds for doors that set none.
     #[serde(default = "default_seq_timeout")]
     pub seq_timeout: u32,
@@ -95,6 +100,7 @@ pub struct LegacyConfig {
 impl Default for LegacyConfig {
     fn default() -> Self {
         LegacyConfig {
+            enabled: false,
             seq_timeout: DEFAULT_SEQ_TIMEOUT_SECS,
             max_sources: DEFAULT_MAX_SOURCES,
             knockd_conf: None,
