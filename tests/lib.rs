@@ -341,3 +341,188 @@ pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Daemon helpers (used by tests/tests/daemon*.rs): a scratch directory, key
+// generation with the real spa-keygen, and a running spa-server.
+
+/// A directory of our own under /tmp (keys, state, logs), removed on drop.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    /// `/tmp/spa-e2e.<tag>.<pid>`, emptied first if a killed run left it.
+    pub fn new(tag: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("spa-e2e.{tag}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Scratch { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Writes a new key file (mode 0600) with the real `spa-keygen`, for
+/// `server_id`, and returns its path as a string for argv use.
+pub fn keygen(path: &std::path::Path, name: &str, server_id: &str) -> String {
+    let out = run(Command::new(bin("spa-keygen"))
+        .arg("--out")
+        .arg(path)
+        .args(["--name", name, "--server-id", server_id]));
+    assert!(
+        out.status.success(),
+        "spa-keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path.display().to_string()
+}
+
+/// A `spa-server` running in the server namespace, its stdout and stderr in
+/// a log file the test can grep. Started and waited for (bounded) until it
+/// logs `ready`; SIGKILLed on drop, so a failing test never leaves it behind
+/// (the namespace and its firewall go with the `NetPair`).
+pub struct Server {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `spa-server <args>` in `pair`'s server namespace, logging to
+    /// `log` (truncated), and waits up to 10 s for `ready`. Panics with the
+    /// log when it exits or does not get ready.
+    pub fn start(pair: &NetPair, log: &std::path::Path, args: &[&str]) -> Server {
+        let mut s = Server::spawn(pair, log, args);
+        let ok = wait_for(Duration::from_secs(10), || {
+            s.log_text().contains("ready") || !s.is_running()
+        });
+        assert!(
+            ok && s.is_running() && s.log_text().contains("ready"),
+            "spa-server did not get ready: {}",
+            s.log_text()
+        );
+        s
+    }
+
+    /// Starts `spa-server <args>` without waiting for anything (for start-up
+    /// failure tests).
+    pub fn spawn(pair: &NetPair, log: &std::path::Path, args: &[&str]) -> Server {
+        let f =
+            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let f2 = f.try_clone().expect("dup log fd");
+        let server = bin("spa-server");
+        let mut argv: Vec<&str> = vec![server.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        let child = pair
+            .srv(&argv)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::from(f2))
+            .spawn()
+            .expect("spawn spa-server");
+        Server {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Log lines containing every one of `needles`.
+    pub fn lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` log lines contain all `needles`.
+    pub fn wait_lines(&self, needles: &[&str], n: usize, within: Duration) -> bool {
+        wait_for(within, || self.lines_with(needles).len() >= n)
+    }
+
+    /// Like `wait_lines`, but panics with the log when it times out.
+    pub fn expect_lines(&self, needles: &[&str], n: usize) {
+        assert!(
+            self.wait_lines(needles, n, Duration::from_secs(5)),
+            "expected {n} log line(s) with {needles:?} within 5 s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGTERM, then waits up to 10 s for the exit (SIGKILL after that).
+    /// Returns the exit status; None if it had to be killed.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = run(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl NetPair {
+    /// `iptables-save` and `ip6tables-save` of the server namespace, without
+    /// the date comments and packet counters, so two snapshots compare equal
+    /// exactly when the rules are the same.
+    pub fn iptables_snapshot(&self) -> String {
+        let raw = self.srv_sh("iptables-save; ip6tables-save");
+        raw.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.find(" [") {
+                Some(i) if l.starts_with(':') => &l[..i],
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `nft list ruleset` of the server namespace (stateless: no counters,
+    /// no set element timeouts drifting).
+    pub fn nft_snapshot(&self) -> String {
+        self.srv_sh("nft -s list ruleset")
+    }
+}

@@ -1,0 +1,540 @@
+//! The real daemon end to end: `spa-keygen`, `spa-client` and `spa-server`
+//! binaries, real iptables/ip6tables, in a pair of network namespaces.
+//!
+//! Namespace ids 1..=8 (7 lives in daemon_nft.rs). Every wait is bounded;
+//! the server is killed on drop and the namespaces are deleted, also when a
+//! test fails.
+
+use spa_e2e::{bin, keygen, Guard, NetPair, Scratch, Server};
+use std::net::IpAddr;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const SID: &str = "e2e-gw";
+
+/// One test's world: the namespaces with the admin's iptables baseline and a
+/// listener on tcp/22, a scratch directory and a key.
+struct Rig {
+    pair: NetPair,
+    dir: Scratch,
+    key: String,
+    _listener: Guard,
+    started: Instant,
+}
+
+fn rig(id: u8) -> Rig {
+    let started = Instant::now();
+    let pair = NetPair::new(id);
+    pair.iptables_baseline(22);
+    let listener = Guard(pair.listen(22));
+    let dir = Scratch::new(&format!("daemon{id}"));
+    let key = keygen(&dir.join("alice.key"), "alice", SID);
+    Rig {
+        pair,
+        dir,
+        key,
+        _listener: listener,
+        started,
+    }
+}
+
+impl Rig {
+    fn state(&self) -> String {
+        self.dir.join("state").display().to_string()
+    }
+
+    /// The server with the test's key allowed tcp/22, plus `extra` arguments.
+    fn server(&self, log: &str, extra: &[&str]) -> Server {
+        let state = self.state();
+        let mut args = vec![
+            "--interface",
+            &self.pair.srv_if,
+            "--key",
+            &self.key,
+            "--allow",
+            "tcp/22",
+            "--server-id",
+            SID,
+            "--state-dir",
+            &state,
+            "--firewall",
+            "iptables",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&self.pair, &self.dir.join(log), &args)
+    }
+
+    /// `spa-client <args>` in the client namespace; must exit 0.
+    fn client(&self, args: &[&str]) -> Output {
+        let client = bin("spa-client");
+        let mut argv = vec![client.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        let out = self
+            .pair
+            .cli(&argv)
+            .output()
+            .expect("spawn spa-client in the client namespace");
+        assert!(
+            out.status.success(),
+            "spa-client {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `spa-client send --key KEY <args> --source SRC SERVER`.
+    fn send(&self, src: IpAddr, dst: IpAddr, args: &[&str]) {
+        let (src, dst) = (src.to_string(), dst.to_string());
+        let mut argv = vec!["send", "--quiet", "--key", &self.key];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--source", &src, &dst]);
+        self.client(&argv);
+    }
+
+    /// `spa-client raw-send FILE SERVER --source SRC`.
+    fn raw_send(&self, file: &std::path::Path, src: IpAddr, dst: IpAddr) {
+        let (f, src, dst) = (file.display().to_string(), src.to_string(), dst.to_string());
+        self.client(&["raw-send", "--quiet", "--source", &src, &f, &dst]);
+    }
+
+    fn v4(&self) -> (IpAddr, IpAddr, IpAddr) {
+        (
+            self.pair.cli_ip4.into(),
+            self.pair.cli_ip4_b.into(),
+            self.pair.srv_ip4.into(),
+        )
+    }
+
+    fn connects(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.pair.can_connect(src, dst, 22)
+    }
+
+    /// Waits (bounded, 5 s) until a connect from `src` succeeds or fails as wanted.
+    fn expect_connect(&self, src: IpAddr, dst: IpAddr, want: bool, what: &str) {
+        assert!(
+            self.pair
+                .wait_connect(src, dst, 22, want, Duration::from_secs(5)),
+            "{what}: connect {src} -> {dst}:22 should {}",
+            if want { "succeed" } else { "be refused" }
+        );
+    }
+
+    /// Grant rules (`-A SPA -s ...`) of one tool in the server namespace.
+    fn grant_rules(&self, tool: &str) -> Vec<String> {
+        self.pair
+            .srv_sh(&format!("{tool} -w -S SPA 2>/dev/null || true"))
+            .lines()
+            .filter(|l| l.starts_with("-A SPA"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn done(&self, name: &str) {
+        eprintln!("{name}: {:.2} s", self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Cases 1, 2 (close) and 9: open from the client's address only, close,
+/// SIGTERM leaves nothing of ours and the admin's baseline intact.
+#[test]
+fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
+    let r = rig(1);
+    let (cli, cli_b, srv) = r.v4();
+    let baseline = r.pair.iptables_snapshot();
+    assert!(!r.connects(cli, srv), "port 22 must be refused before");
+
+    let mut s = r.server("server.log", &[]);
+    assert!(!r.connects(cli, srv), "still refused with the server up");
+
+    r.send(cli, srv, &["--open", "22"]);
+    s.expect_lines(&["accepted open"], 1);
+    r.expect_connect(cli, srv, true, "after --open");
+    assert!(
+        !r.connects(cli_b, srv),
+        "the second address must stay refused"
+    );
+    let rules = r.grant_rules("iptables");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(
+        rules[0].contains(&format!("-s {cli}/32")) && rules[0].contains("--dport 22"),
+        "{rules:?}"
+    );
+    let secret = std::fs::read_to_string(&r.key).expect("read key file");
+    let secret = secret
+        .lines()
+        .find_map(|l| l.strip_prefix("key = \""))
+        .and_then(|l| l.split('"').next())
+        .expect("key line");
+    assert!(
+        !s.log_text().contains(secret),
+        "the key must never be logged"
+    );
+
+    // Opening what is open refreshes it, never duplicates it.
+    r.send(cli, srv, &["--open", "22"]);
+    s.expect_lines(&["accepted open", "refreshed=1"], 1);
+    assert_eq!(r.grant_rules("iptables").len(), 1);
+
+    r.send(cli, srv, &["--close", "22"]);
+    s.expect_lines(&["accepted close", "removed=1"], 1);
+    r.expect_connect(cli, srv, false, "after --close");
+    assert!(r.grant_rules("iptables").is_empty());
+
+    // Open again, then stop with a live grant: SIGTERM removes everything.
+    r.send(cli, srv, &["--open", "22"]);
+    s.expect_lines(&["accepted open"], 3);
+    r.expect_connect(cli, srv, true, "after the second --open");
+    let st = s
+        .stop()
+        .expect("spa-server must exit on SIGTERM within 10 s");
+    assert!(st.success(), "exit status {st:?}; log:\n{}", s.log_text());
+    assert!(s.log_text().contains("stopped"), "{}", s.log_text());
+    let after = r.pair.iptables_snapshot();
+    assert!(
+        !after.contains("SPA"),
+        "chain or jump left behind:\n{after}"
+    );
+    assert_eq!(after, baseline, "the admin's baseline must be intact");
+    assert!(!r.connects(cli, srv), "refused again after stop");
+    r.done("open_close_sigterm");
+}
+
+/// Case 2 (expiry): a grant of the server's default duration (2 s) closes by
+/// itself and its rule leaves the chain.
+#[test]
+fn grant_expires_and_its_rule_is_removed() {
+    let r = rig(2);
+    let (cli, _, srv) = r.v4();
+    let s = r.server("server.log", &["--default-duration", "2"]);
+    r.send(cli, srv, &["--open", "22"]);
+    s.expect_lines(&["accepted open", "duration=2"], 1);
+    let opened = Instant::now();
+    r.expect_connect(cli, srv, true, "after --open");
+    assert_eq!(r.grant_rules("iptables").len(), 1);
+    r.expect_connect(cli, srv, false, "after the 2 s grant ran out");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "closed too early"
+    );
+    assert!(
+        s.wait_lines(&["grant expired"], 1, Duration::from_secs(5)),
+        "{}",
+        s.log_text()
+    );
+    assert!(
+        spa_e2e::wait_for(Duration::from_secs(3), || r
+            .grant_rules("iptables")
+            .is_empty()),
+        "expired rule still listed: {:?}",
+        r.grant_rules("iptables")
+    );
+    r.done("expiry");
+}
+
+/// Case 3: a captured datagram replayed is refused, also by a restarted
+/// server with the same state directory.
+#[test]
+fn replay_is_rejected_also_after_restart() {
+    let r = rig(3);
+    let (cli, _, srv) = r.v4();
+    let dg = r.dir.join("open.bin");
+    let dgs = dg.display().to_string();
+    let sid = SID;
+    r.client(&[
+        "send",
+        "--quiet",
+        "--key",
+        &r.key,
+        "--server-id",
+        sid,
+        "--open",
+        "22",
+        "--output",
+        &dgs,
+    ]);
+    assert_eq!(
+        std::fs::metadata(&dg).map(|m| m.len()).unwrap_or(0),
+        spa_proto::DATAGRAM_LEN as u64
+    );
+
+    let mut s = r.server("server1.log", &[]);
+    r.raw_send(&dg, cli, srv);
+    s.expect_lines(&["accepted open"], 1);
+    r.expect_connect(cli, srv, true, "first send");
+    r.raw_send(&dg, cli, srv);
+    s.expect_lines(&["rejected", "replayed"], 1);
+    assert_eq!(s.lines_with(&["accepted"]).len(), 1, "{}", s.log_text());
+    assert_eq!(r.grant_rules("iptables").len(), 1);
+
+    let st = s.stop().expect("exit on SIGTERM");
+    assert!(st.success());
+    assert!(r.grant_rules("iptables").is_empty());
+    let before = r.pair.iptables_snapshot();
+
+    let s2 = r.server("server2.log", &[]);
+    assert!(
+        s2.log_text().contains("restored"),
+        "state must be restored: {}",
+        s2.log_text()
+    );
+    let with_chain = r.pair.iptables_snapshot();
+    r.raw_send(&dg, cli, srv);
+    s2.expect_lines(&["rejected", "replayed"], 1);
+    assert!(s2.lines_with(&["accepted"]).is_empty(), "{}", s2.log_text());
+    assert_eq!(r.pair.iptables_snapshot(), with_chain, "nothing added");
+    assert!(!r.connects(cli, srv), "a replay must not open");
+    assert_ne!(before, with_chain);
+
+    // A fresh datagram still works after the restart.
+    r.send(cli, srv, &["--server-id", sid, "--open", "22"]);
+    s2.expect_lines(&["accepted open"], 1);
+    r.expect_connect(cli, srv, true, "fresh datagram after restart");
+    r.done("replay");
+}
+
+/// Case 4: any changed byte, another key, another server id → rejected with
+/// its reason, iptables-save unchanged. The untouched original still opens
+/// afterwards, so the changes were the only reason.
+#[test]
+fn tampered_foreign_key_and_wrong_server_are_rejected() {
+    let r = rig(4);
+    let (cli, _, srv) = r.v4();
+    let s = r.server("server.log", &[]);
+    let snap = r.pair.iptables_snapshot();
+
+    let orig = r.dir.join("orig.bin");
+    let origs = orig.display().to_string();
+    r.client(&[
+        "send", "--quiet", "--key", &r.key, "--open", "22", "--output", &origs,
+    ]);
+    let bytes = std::fs::read(&orig).expect("read datagram");
+    assert_eq!(bytes.len(), spa_proto::DATAGRAM_LEN);
+
+    // (offset, expected reason): magic, version, key-id, nonce, ciphertext
+    // (first, middle, last byte), tag (first, last).
+    let last = bytes.len() - 1;
+    let cases: &[(usize, &str)] = &[
+        (0, "bad_magic"),
+        (3, "bad_magic"),
+        (4, "unknown_version"),
+        (5, "unknown_key_id"),
+        (12, "unknown_key_id"),
+        (13, "auth_failed"),
+        (36, "auth_failed"),
+        (37, "auth_failed"),
+        (80, "auth_failed"),
+        (123, "auth_failed"),
+        (124, "auth_failed"),
+        (last, "auth_failed"),
+    ];
+    let mut rejected = 0;
+    for (i, &(off, reason)) in cases.iter().enumerate() {
+        let mut b = bytes.clone();
+        b[off] ^= if i % 2 == 0 { 0x01 } else { 0x80 };
+        let f = r.dir.join(&format!("flip{off}.bin"));
+        std::fs::write(&f, &b).expect("write");
+        r.raw_send(&f, cli, srv);
+        rejected += 1;
+        s.expect_lines(&["rejected"], rejected);
+        let lines = s.lines_with(&["rejected"]);
+        let line = &lines[rejected - 1];
+        assert!(
+            line.contains(reason),
+            "byte {off} flipped: want {reason}, got {line}"
+        );
+    }
+
+    // Made with another key (unknown to the server), same server id.
+    let other = keygen(&r.dir.join("mallory.key"), "mallory", SID);
+    r.client(&[
+        "send",
+        "--quiet",
+        "--key",
+        &other,
+        "--open",
+        "22",
+        "--source",
+        &cli.to_string(),
+        &srv.to_string(),
+    ]);
+    rejected += 1;
+    s.expect_lines(&["rejected"], rejected);
+    assert!(s.lines_with(&["rejected"])[rejected - 1].contains("unknown_key_id"));
+
+    // The right key, sealed for another server.
+    r.send(cli, srv, &["--server-id", "other-gw", "--open", "22"]);
+    rejected += 1;
+    s.expect_lines(&["rejected"], rejected);
+    assert!(s.lines_with(&["rejected"])[rejected - 1].contains("wrong_server"));
+
+    // Outside the time window, both ways.
+    r.send(cli, srv, &["--time-offset", "-120", "--open", "22"]);
+    rejected += 1;
+    s.expect_lines(&["rejected"], rejected);
+    assert!(s.lines_with(&["rejected"])[rejected - 1].contains("too_old"));
+    r.send(cli, srv, &["--time-offset", "120", "--open", "22"]);
+    rejected += 1;
+    s.expect_lines(&["rejected"], rejected);
+    assert!(s.lines_with(&["rejected"])[rejected - 1].contains("in_future"));
+
+    assert_eq!(r.pair.iptables_snapshot(), snap, "nothing may be added");
+    assert!(!r.connects(cli, srv));
+    assert!(s.lines_with(&["accepted"]).is_empty(), "{}", s.log_text());
+
+    // The untouched original is still good.
+    r.raw_send(&orig, cli, srv);
+    s.expect_lines(&["accepted open"], 1);
+    r.expect_connect(cli, srv, true, "the untouched original");
+    r.done("tamper");
+}
+
+/// Case 5: the same open/close over IPv6 with ip6tables.
+#[test]
+fn ipv6_open_close_with_ip6tables() {
+    let r = rig(5);
+    let (cli, cli_b, srv): (IpAddr, IpAddr, IpAddr) = (
+        r.pair.cli_ip6.into(),
+        r.pair.cli_ip6_b.into(),
+        r.pair.srv_ip6.into(),
+    );
+    let baseline = r.pair.iptables_snapshot();
+    assert!(!r.connects(cli, srv), "refused before");
+    let mut s = r.server("server.log", &[]);
+    r.send(cli, srv, &["-6", "--open", "22"]);
+    s.expect_lines(&["accepted open"], 1);
+    r.expect_connect(cli, srv, true, "IPv6 after --open");
+    assert!(!r.connects(cli_b, srv), "second IPv6 address refused");
+    assert!(
+        !r.connects(r.pair.cli_ip4.into(), r.pair.srv_ip4.into()),
+        "an IPv6 grant opens nothing over IPv4"
+    );
+    let rules = r.grant_rules("ip6tables");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(rules[0].contains(&format!("-s {cli}/128")), "{rules:?}");
+    assert!(r.grant_rules("iptables").is_empty());
+
+    r.send(cli, srv, &["-6", "--close", "22"]);
+    s.expect_lines(&["accepted close", "removed=1"], 1);
+    r.expect_connect(cli, srv, false, "IPv6 after --close");
+    assert!(r.grant_rules("ip6tables").is_empty());
+
+    r.send(cli, srv, &["-6", "--open", "22"]);
+    s.expect_lines(&["accepted open"], 2);
+    assert!(s.stop().is_some_and(|st| st.success()));
+    assert_eq!(r.pair.iptables_snapshot(), baseline);
+    r.done("ipv6");
+}
+
+/// Case 6: garbage of every size at the SPA port: no crash, nothing added,
+/// and a valid datagram still opens afterwards.
+#[test]
+fn garbage_of_every_size_changes_nothing() {
+    let r = rig(6);
+    let (cli, _, srv) = r.v4();
+    let mut s = r.server("server.log", &[]);
+    let snap = r.pair.iptables_snapshot();
+    // One Python process sends everything: 0..=1500 random bytes, 140
+    // random bytes, 140 bytes starting with the right magic and version, and
+    // 140 bytes with the right magic, version and key-id (AEAD must fail).
+    let key_id = {
+        let dg = r.dir.join("probe.bin");
+        r.client(&[
+            "send",
+            "--quiet",
+            "--key",
+            &r.key,
+            "--open",
+            "22",
+            "--output",
+            &dg.display().to_string(),
+        ]);
+        let b = std::fs::read(&dg).expect("read");
+        b[..13]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let script = format!(
+        "import socket,os,time\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('{cli}',0))\n\
+         dst=('{srv}',62201)\n\
+         n=0\n\
+         for size in range(0,1501):\n\
+         \x20   s.sendto(os.urandom(size),dst); n+=1\n\
+         \x20   if size%100==0: time.sleep(0.005)\n\
+         hdr=bytes.fromhex('{key_id}')\n\
+         for i in range(20):\n\
+         \x20   s.sendto(os.urandom(140),dst)\n\
+         \x20   s.sendto(b'\\x8aSPA\\x01'+os.urandom(135),dst)\n\
+         \x20   s.sendto(hdr+os.urandom(127),dst)\n\
+         \x20   n+=3\n\
+         print(n)\n"
+    );
+    let out = r
+        .pair
+        .cli(&["timeout", "30", "python3", "-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1561");
+    // The 140-byte ones reach user space and are rejected (the log is rate
+    // limited, so at least some lines, not all 61).
+    s.expect_lines(&["rejected", "auth_failed"], 1);
+    s.expect_lines(&["rejected", "bad_magic"], 1);
+    assert!(s.is_running(), "spa-server died: {}", s.log_text());
+    assert!(s.lines_with(&["accepted"]).is_empty());
+    assert_eq!(r.pair.iptables_snapshot(), snap, "nothing may be added");
+    assert!(!r.connects(cli, srv));
+
+    r.send(cli, srv, &["--open", "22"]);
+    s.expect_lines(&["accepted open"], 1);
+    r.expect_connect(cli, srv, true, "a valid datagram after the garbage");
+    assert!(s.is_running());
+    r.done("garbage");
+}
+
+/// Case 8: policy. A key allowed tcp/22 asking for tcp/443 (alone or with
+/// 22) is refused and nothing is added; a duration above the key's maximum
+/// is capped, and the capped grant closes on time.
+#[test]
+fn policy_refuses_other_ports_and_caps_duration() {
+    let r = rig(8);
+    let (cli, _, srv) = r.v4();
+    let _l443 = Guard(r.pair.listen(443));
+    let s = r.server("server.log", &["--max-duration", "2"]);
+    let snap = r.pair.iptables_snapshot();
+
+    r.send(cli, srv, &["--open", "443"]);
+    s.expect_lines(&["rejected", "policy"], 1);
+    assert!(
+        s.lines_with(&["policy"])[0].contains("tcp/443"),
+        "{}",
+        s.log_text()
+    );
+    r.send(cli, srv, &["--open", "22,443"]);
+    s.expect_lines(&["rejected", "policy"], 2);
+    r.send(cli, srv, &["--open", "udp/22"]);
+    s.expect_lines(&["rejected", "policy"], 3);
+    assert!(s.lines_with(&["accepted"]).is_empty(), "{}", s.log_text());
+    assert_eq!(r.pair.iptables_snapshot(), snap, "nothing may be added");
+    assert!(!r.connects(cli, srv));
+
+    r.send(cli, srv, &["--open", "22", "--duration", "3600"]);
+    s.expect_lines(&["accepted open", "duration=2", "capped=true"], 1);
+    let opened = Instant::now();
+    r.expect_connect(cli, srv, true, "capped grant");
+    r.expect_connect(cli, srv, false, "capped grant after 2 s");
+    assert!(opened.elapsed() < Duration::from_secs(5));
+    assert!(
+        spa_e2e::wait_for(Duration::from_secs(3), || r
+            .grant_rules("iptables")
+            .is_empty()),
+        "expired rule still listed"
+    );
+    r.done("policy");
+}
