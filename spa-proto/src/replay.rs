@@ -149,16 +149,20 @@ impl ReplayRecord {
             key_id: *key_id,
             nonce: *nonce,
         };
-        if self.seen.contains(&entry) {
-            return Err(Reject::Replayed);
-        }
         if self.seen.len() >= self.capacity {
+            // A replay is a replay even when the record is full.
+            if self.seen.contains(&entry) {
+                return Err(Reject::Replayed);
+            }
             self.prune(now);
             if self.seen.len() >= self.capacity {
                 return Err(Reject::ReplayRecordFull);
             }
         }
-        self.seen.insert(entry);
+        // One tree walk on the hot path: `insert` reports a duplicate.
+        if !self.seen.insert(entry) {
+            return Err(Reject::Replayed);
+        }
         Ok(())
     }
 
@@ -233,6 +237,18 @@ mod tests {
         );
         // Once the old entries leave the window, there is room again.
         assert!(r.check_and_insert(&id(1), &[3; 24], 1040, 1040).is_ok());
+    }
+
+    #[test]
+    fn replay_beats_full() {
+        // A full record still names a replay as a replay, not as full.
+        let mut r = ReplayRecord::new(TimeWindow::default(), 1);
+        r.check_and_insert(&id(1), &[1; 24], 1000, 1000).unwrap();
+        assert_eq!(
+            r.check_and_insert(&id(1), &[1; 24], 1000, 1000),
+            Err(Reject::Replayed)
+        );
+        assert_eq!(r.len(), 1);
     }
 
     #[test]
