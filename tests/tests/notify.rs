@@ -103,7 +103,10 @@ fn ready_after_chain_and_capture_then_watchdog_reload_and_stopping() {
     );
     // The capture is live at READY too: the very first datagram opens.
     let cli: IpAddr = env.pair.cli_ip4.into();
-    assert!(!env.can_connect(cli), "baseline must refuse before any grant");
+    assert!(
+        !env.can_connect(cli),
+        "baseline must refuse before any grant"
+    );
     env.open("a", cli, 30);
     assert!(
         env.wait_connect(cli, true, Duration::from_secs(3)),
@@ -123,7 +126,10 @@ fn ready_after_chain_and_capture_then_watchdog_reload_and_stopping() {
     }
     eprintln!("WATCHDOG=1 messages in 2 s (WATCHDOG_USEC=400000): {watchdogs}");
     assert!(watchdogs >= 3, "only {watchdogs} WATCHDOG=1 in 2 s");
-    assert!(watchdogs <= 25, "{watchdogs} WATCHDOG=1 in 2 s: far too often");
+    assert!(
+        watchdogs <= 25,
+        "{watchdogs} WATCHDOG=1 in 2 s: far too often"
+    );
 
     // SIGHUP: RELOADING=1, then READY=1 again.
     signal(pid, libc::SIGHUP);
@@ -166,5 +172,9 @@ fn no_ready_when_the_configuration_is_bad() {
         log.contains("window_secs"),
         "the error should name the field: {log}"
     );
-    assert_eq!(env.firewall_snapshot(), before, "a failed start touched the firewall");
+    assert_eq!(
+        env.firewall_snapshot(),
+        before,
+        "a failed start touched the firewall"
+    );
 }

@@ -43,10 +43,7 @@ impl Env {
             "nftables" => pair.nft_baseline(PORT),
             other => panic!("unknown backend {other}"),
         }
-        let dir = std::env::temp_dir().join(format!(
-            "spa-lifecycle-{id}-{}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("spa-lifecycle-{id}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
         let env = Env {
@@ -170,8 +167,7 @@ impl Env {
         let before = self.count_in_log(READY_LINE);
         let mut g = self.spawn(&[]);
         let ok = wait_for(Duration::from_secs(10), || {
-            self.count_in_log(READY_LINE) > before
-                || matches!(g.0.try_wait(), Ok(Some(_)))
+            self.count_in_log(READY_LINE) > before || matches!(g.0.try_wait(), Ok(Some(_)))
         });
         assert!(
             ok && matches!(g.0.try_wait(), Ok(None)),
@@ -238,7 +234,12 @@ impl Env {
         let out = Command::new(client)
             .args(["send", "--quiet", "--key"])
             .arg(self.key_path(key))
-            .args(["--open", &PORT.to_string(), "--duration", &duration.to_string()])
+            .args([
+                "--open",
+                &PORT.to_string(),
+                "--duration",
+                &duration.to_string(),
+            ])
             .arg("--output")
             .arg(file)
             .stdin(Stdio::null())
@@ -377,7 +378,12 @@ impl Drop for Env {
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a pid of a child this test spawned and still holds.
     let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Waits (≤ `within`) for the guarded child to exit; its status if it did.
