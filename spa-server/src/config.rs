@@ -85,6 +85,9 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub spa_port: u16,
     pub state_dir: PathBuf,
+    /// Volatile (tmpfs) directory for the replay log; see state.rs. None:
+    /// the log lives in `state_dir` and every entry costs a disk flush.
+    pub runtime_dir: Option<PathBuf>,
     pub firewall: BackendKind,
     pub firewall_options: crate::firewall::FirewallOptions,
     pub default_duration: u32,
@@ -112,6 +115,7 @@ struct RawConfig {
     interfaces: Option<Spanned<Vec<String>>>,
     spa_port: Option<Spanned<u16>>,
     state_dir: Option<Spanned<PathBuf>>,
+    runtime_dir: Option<Spanned<PathBuf>>,
     firewall: Option<Spanned<String>>,
     default_duration: Option<Spanned<u32>>,
     window_secs: Option<Spanned<u64>>,
@@ -143,6 +147,7 @@ pub struct Overrides {
     pub interfaces: Vec<String>,
     pub spa_port: Option<u16>,
     pub state_dir: Option<PathBuf>,
+    pub runtime_dir: Option<PathBuf>,
     pub firewall: Option<BackendKind>,
     pub default_duration: Option<u32>,
     pub window_secs: Option<u64>,
@@ -253,6 +258,10 @@ impl Config {
             .clone()
             .or(raw.state_dir.map(|s| s.into_inner()))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let runtime_dir = ov
+            .runtime_dir
+            .clone()
+            .or(raw.runtime_dir.map(|s| s.into_inner()));
         let firewall = match (ov.firewall, &raw.firewall) {
             (Some(k), _) => k,
             (None, Some(s)) => s.get_ref().parse::<BackendKind>().map_err(|_| {
@@ -454,6 +463,7 @@ impl Config {
             interfaces,
             spa_port,
             state_dir,
+            runtime_dir,
             firewall,
             firewall_options,
             default_duration,

@@ -212,9 +212,14 @@ impl Daemon {
         let sigfd = signal_fd().map_err(DaemonError::Signals)?;
         let cfg = source.load().map_err(DaemonError::Config)?;
         let now = unix_now();
-        let (log, replay, loaded) =
-            ReplayLog::open(&cfg.state_dir, cfg.window, cfg.replay_capacity, now)
-                .map_err(DaemonError::State)?;
+        let (log, replay, loaded) = ReplayLog::open(
+            &cfg.state_dir,
+            cfg.runtime_dir.as_deref(),
+            cfg.window,
+            cfg.replay_capacity,
+            now,
+        )
+        .map_err(DaemonError::State)?;
         match loaded {
             Loaded::Fresh => info!(path = %log.path().display(), "replay record: new"),
             Loaded::Restored { live, torn_tail } => info!(

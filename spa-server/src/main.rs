@@ -32,6 +32,12 @@ struct Cli {
     /// Directory for the persisted replay record. Default /var/lib/spa-server.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Keep the replay log on this tmpfs directory (e.g. /run/spa-server)
+    /// instead of flushing it to disk per datagram: survives daemon restarts,
+    /// and after a reboot a marker in --state-dir refuses one window of
+    /// possibly-seen timestamps. Saves a disk flush (ms) per request.
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
     /// Firewall backend: iptables (with ip6tables) or nftables.
     #[arg(long, global = true, value_name = "BACKEND")]
     firewall: Option<BackendKind>,
@@ -118,6 +124,7 @@ fn source(cli: &Cli) -> Result<ConfigSource, String> {
         interfaces: cli.interfaces.clone(),
         spa_port: cli.port,
         state_dir: cli.state_dir.clone(),
+        runtime_dir: cli.runtime_dir.clone(),
         firewall: cli.firewall,
         default_duration: cli.default_duration,
         window_secs: cli.window,
