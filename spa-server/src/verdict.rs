@@ -135,3 +135,420 @@ pub fn judge(
         seen,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyPolicy;
+    use crate::firewall::{BackendKind, FirewallOptions};
+    use proptest::prelude::*;
+    use spa_proto::{seal_with, Grants, KeySet, MasterKey, Proto, Request, ServerId, TimeWindow};
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::path::PathBuf;
+
+    const NOW: u64 = 1_700_000_000;
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+
+    fn master(b: u8) -> MasterKey {
+        MasterKey::from_bytes([b; 32])
+    }
+
+    fn keys(b: u8) -> KeySet {
+        master(b).derive()
+    }
+
+    fn policy(b: u8, name: &str, allow: &[Grant], max: u32, other: bool) -> KeyPolicy {
+        let k = keys(b);
+        KeyPolicy {
+            name: name.to_owned(),
+            key_id: k.key_id(),
+            keys: std::sync::Arc::new(k),
+            allow: allow.to_vec(),
+            max_duration: max,
+            allow_other_address: other,
+            file: PathBuf::from(format!("/etc/spa/{name}.key")),
+        }
+    }
+
+    /// A hand-built configuration: alice (key 0x11) may open tcp/22 and
+    /// udp/53 for up to 60 s and name other addresses; bob (key 0x22) may
+    /// open tcp/443 for up to 300 s, only for his source address.
+    fn config() -> Config {
+        let keys = vec![
+            policy(
+                0x11,
+                "alice",
+                &[tcp(22), Grant::new(Proto::Udp, 53).unwrap()],
+                60,
+                true,
+            ),
+            policy(0x22, "bob", &[tcp(443)], 300, false),
+        ];
+        let by_id: HashMap<KeyId, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.key_id, i))
+            .collect();
+        Config {
+            source: PathBuf::from("/etc/spa/server.toml"),
+            server_name: "gw".into(),
+            server_id: ServerId::from_name("gw"),
+            interfaces: vec![],
+            spa_port: 62201,
+            state_dir: PathBuf::from("/var/lib/spa-server"),
+            runtime_dir: None,
+            firewall: BackendKind::Iptables,
+            firewall_options: FirewallOptions::default(),
+            default_duration: 30,
+            window: TimeWindow::default(),
+            replay_capacity: 64,
+            keys,
+            by_id,
+            legacy: crate::legacy::LegacyConfig::default(),
+            doors: vec![],
+        }
+    }
+
+    fn tcp(p: u16) -> Grant {
+        Grant::tcp(p).unwrap()
+    }
+
+    fn req(grants: &[Grant]) -> Request {
+        Request {
+            action: Action::Open,
+            timestamp: NOW,
+            duration_secs: 0,
+            allow: AllowAddr::Source,
+            server: ServerId::from_name("gw"),
+            grants: Grants::new(grants).unwrap(),
+        }
+    }
+
+    fn seal(key: u8, r: &Request, nonce: u8) -> [u8; spa_proto::DATAGRAM_LEN] {
+        seal_with(&keys(key), r, &[nonce; 24], &[0x5a; 16])
+    }
+
+    fn replay() -> ReplayRecord {
+        ReplayRecord::new(TimeWindow::default(), 64)
+    }
+
+    fn accept(v: Verdict) -> Decision {
+        match v {
+            Verdict::Accept(d) => d,
+            other => panic!("expected Accept, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_an_open_for_the_source_with_the_default_duration() {
+        let cfg = config();
+        let mut rr = replay();
+        let d = accept(judge(
+            &seal(0x11, &req(&[tcp(22)]), 1),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+        ));
+        assert_eq!(d.key_name, "alice");
+        assert_eq!(d.key_id, keys(0x11).key_id());
+        assert_eq!(d.action, Action::Open);
+        assert_eq!(d.addr, SRC);
+        assert_eq!(d.grants, vec![tcp(22)]);
+        assert_eq!(d.duration_secs, 30, "0 asks for the server default");
+        assert!(!d.capped);
+        assert_eq!(
+            d.seen,
+            Seen {
+                timestamp: NOW,
+                key_id: keys(0x11).key_id(),
+                nonce: [1; 24]
+            }
+        );
+        assert_eq!(rr.len(), 1, "accepted datagrams are in the replay record");
+    }
+
+    #[test]
+    fn close_and_ipv6_sources_are_carried_through() {
+        let cfg = config();
+        let mut rr = replay();
+        let mut r = req(&[tcp(22)]);
+        r.action = Action::Close;
+        let src6 = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2));
+        let d = accept(judge(&seal(0x11, &r, 2), src6, NOW, &cfg, &mut rr));
+        assert_eq!(d.action, Action::Close);
+        assert_eq!(d.addr, src6);
+    }
+
+    #[test]
+    fn duration_is_capped_at_the_keys_maximum() {
+        let cfg = config();
+        let mut rr = replay();
+        for (n, (asked, got, capped)) in [
+            (60, 60, false),
+            (59, 59, false),
+            (61, 60, true),
+            (u32::MAX, 60, true),
+            (1, 1, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = req(&[tcp(22)]);
+            r.duration_secs = asked;
+            let d = accept(judge(&seal(0x11, &r, n as u8), SRC, NOW, &cfg, &mut rr));
+            assert_eq!((d.duration_secs, d.capped), (got, capped), "asked {asked}");
+        }
+    }
+
+    #[test]
+    fn default_duration_above_the_keys_maximum_is_capped_too() {
+        let mut cfg = config();
+        cfg.default_duration = 1000;
+        let mut rr = replay();
+        let d = accept(judge(
+            &seal(0x11, &req(&[tcp(22)]), 1),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+        ));
+        assert_eq!(d.duration_secs, 60);
+        assert!(d.capped);
+    }
+
+    #[test]
+    fn grants_the_key_may_not_open_are_denied() {
+        let cfg = config();
+        let mut rr = replay();
+        let cases: &[(&[Grant], Grant)] = &[
+            (&[tcp(443)], tcp(443)),
+            (&[tcp(22), tcp(443)], tcp(443)),
+            (
+                &[Grant::new(Proto::Udp, 22).unwrap()],
+                Grant::new(Proto::Udp, 22).unwrap(),
+            ),
+            (&[tcp(53)], tcp(53)),
+        ];
+        for (n, (grants, bad)) in cases.iter().enumerate() {
+            let v = judge(&seal(0x11, &req(grants), n as u8), SRC, NOW, &cfg, &mut rr);
+            assert_eq!(
+                v,
+                Verdict::Deny(PolicyReject::NotAllowed {
+                    key_name: "alice".into(),
+                    grant: *bad
+                })
+            );
+        }
+        // Bob's policy is his own: tcp/443 yes, tcp/22 no.
+        let v = judge(&seal(0x22, &req(&[tcp(22)]), 9), SRC, NOW, &cfg, &mut rr);
+        assert!(
+            matches!(v, Verdict::Deny(PolicyReject::NotAllowed { .. })),
+            "{v:?}"
+        );
+        let d = accept(judge(
+            &seal(0x22, &req(&[tcp(443)]), 10),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+        ));
+        assert_eq!(d.key_name, "bob");
+        assert_eq!(d.duration_secs, 30);
+    }
+
+    #[test]
+    fn deny_display_names_the_key_and_the_grant() {
+        let p = PolicyReject::NotAllowed {
+            key_name: "alice".into(),
+            grant: tcp(443),
+        };
+        assert_eq!(p.to_string(), "key `alice` may not open tcp/443");
+        let p = PolicyReject::OtherAddress {
+            key_name: "bob".into(),
+            addr: SRC,
+        };
+        assert!(p.to_string().contains("198.18.0.2"));
+    }
+
+    #[test]
+    fn grants_are_sorted_and_deduplicated() {
+        let cfg = config();
+        let mut rr = replay();
+        let udp53 = Grant::new(Proto::Udp, 53).unwrap();
+        let d = accept(judge(
+            &seal(0x11, &req(&[udp53, tcp(22), udp53, tcp(22)]), 1),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+        ));
+        assert_eq!(d.grants, vec![tcp(22), udp53]);
+    }
+
+    #[test]
+    fn another_address_needs_the_keys_permission() {
+        let cfg = config();
+        let mut rr = replay();
+        let other = Ipv4Addr::new(198, 19, 0, 7);
+        let mut r = req(&[tcp(22)]);
+        r.allow = AllowAddr::V4(other);
+        let d = accept(judge(&seal(0x11, &r, 1), SRC, NOW, &cfg, &mut rr));
+        assert_eq!(d.addr, IpAddr::V4(other), "alice may name another address");
+
+        let mut r = req(&[tcp(443)]);
+        r.allow = AllowAddr::V4(other);
+        let v = judge(&seal(0x22, &r, 2), SRC, NOW, &cfg, &mut rr);
+        assert_eq!(
+            v,
+            Verdict::Deny(PolicyReject::OtherAddress {
+                key_name: "bob".into(),
+                addr: IpAddr::V4(other)
+            })
+        );
+        // Naming one's own source explicitly is not "another address".
+        let mut r = req(&[tcp(443)]);
+        r.allow = AllowAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let d = accept(judge(&seal(0x22, &r, 3), SRC, NOW, &cfg, &mut rr));
+        assert_eq!(d.addr, SRC);
+    }
+
+    #[test]
+    fn unspecified_and_multicast_addresses_are_denied() {
+        let cfg = config();
+        let mut rr = replay();
+        let bad = [
+            AllowAddr::V4(Ipv4Addr::UNSPECIFIED),
+            AllowAddr::V4(Ipv4Addr::new(224, 0, 0, 1)),
+            AllowAddr::V6(Ipv6Addr::UNSPECIFIED),
+            AllowAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
+        ];
+        for (n, a) in bad.into_iter().enumerate() {
+            let mut r = req(&[tcp(22)]);
+            r.allow = a;
+            let v = judge(&seal(0x11, &r, n as u8), SRC, NOW, &cfg, &mut rr);
+            assert!(
+                matches!(v, Verdict::Deny(PolicyReject::FamilyMismatch { .. })),
+                "{a:?}: {v:?}"
+            );
+        }
+        // A source that is itself unspecified cannot be scoped either.
+        let v = judge(
+            &seal(0x11, &req(&[tcp(22)]), 9),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            NOW,
+            &cfg,
+            &mut rr,
+        );
+        assert!(matches!(v, Verdict::Deny(_)), "{v:?}");
+    }
+
+    #[test]
+    fn protocol_rejections_come_through_with_their_reason() {
+        let cfg = config();
+        let mut rr = replay();
+        let good = seal(0x11, &req(&[tcp(22)]), 1);
+        accept(judge(&good, SRC, NOW, &cfg, &mut rr));
+        assert_eq!(
+            judge(&good, SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::Replayed)
+        );
+        // Unknown key, wrong server, outside the window, garbage, a flipped bit.
+        assert_eq!(
+            judge(&seal(0x33, &req(&[tcp(22)]), 2), SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::UnknownKeyId)
+        );
+        let mut r = req(&[tcp(22)]);
+        r.server = ServerId::from_name("other");
+        assert_eq!(
+            judge(&seal(0x11, &r, 3), SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::WrongServer)
+        );
+        let mut r = req(&[tcp(22)]);
+        r.timestamp = NOW - 31;
+        assert!(matches!(
+            judge(&seal(0x11, &r, 4), SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::TooOld { .. })
+        ));
+        r.timestamp = NOW + 31;
+        assert!(matches!(
+            judge(&seal(0x11, &r, 5), SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::InFuture { .. })
+        ));
+        assert_eq!(
+            judge(&[0u8; 10], SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::WrongLength { got: 10 })
+        );
+        let mut flipped = seal(0x11, &req(&[tcp(22)]), 6);
+        flipped[100] ^= 1;
+        assert_eq!(
+            judge(&flipped, SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::AuthFailed)
+        );
+        assert_eq!(rr.len(), 1, "only the accepted datagram is recorded");
+    }
+
+    #[test]
+    fn a_key_removed_from_the_config_is_unknown() {
+        let mut cfg = config();
+        cfg.by_id.clear();
+        let mut rr = replay();
+        assert_eq!(
+            judge(&seal(0x11, &req(&[tcp(22)]), 1), SRC, NOW, &cfg, &mut rr),
+            Verdict::Reject(Reject::UnknownKeyId)
+        );
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic and are never accepted.
+        #[test]
+        fn arbitrary_bytes_are_never_accepted(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let cfg = config();
+            let mut rr = replay();
+            let v = judge(&bytes, SRC, NOW, &cfg, &mut rr);
+            prop_assert!(matches!(v, Verdict::Reject(_)));
+        }
+
+        /// Any single flipped bit of an authentic datagram is rejected.
+        #[test]
+        fn any_flipped_bit_is_rejected(pos in 0usize..spa_proto::DATAGRAM_LEN, bit in 0u8..8) {
+            let cfg = config();
+            let mut rr = replay();
+            let mut d = seal(0x11, &req(&[tcp(22)]), 1);
+            d[pos] ^= 1 << bit;
+            let v = judge(&d, SRC, NOW, &cfg, &mut rr);
+            prop_assert!(matches!(v, Verdict::Reject(_)), "{:?}", v);
+        }
+
+        /// An authentic request is accepted exactly when every grant is
+        /// allowed, and its duration never exceeds the key's maximum.
+        #[test]
+        fn policy_holds_for_any_request(
+            ports in proptest::collection::vec((any::<bool>(), 1u16..100), 1..=8),
+            duration in any::<u32>(),
+        ) {
+            let cfg = config();
+            let mut rr = replay();
+            let grants: Vec<Grant> = ports
+                .iter()
+                .map(|&(t, p)| Grant::new(if t { Proto::Tcp } else { Proto::Udp }, p).unwrap())
+                .collect();
+            let mut r = req(&grants);
+            r.duration_secs = duration;
+            let allowed = cfg.keys[0].allow.clone();
+            let v = judge(&seal(0x11, &r, 1), SRC, NOW, &cfg, &mut rr);
+            match v {
+                Verdict::Accept(d) => {
+                    prop_assert!(grants.iter().all(|g| allowed.contains(g)));
+                    prop_assert!(d.duration_secs <= 60 && d.duration_secs >= 1);
+                }
+                Verdict::Deny(PolicyReject::NotAllowed { grant, .. }) => {
+                    prop_assert!(!allowed.contains(&grant));
+                    prop_assert!(grants.contains(&grant));
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+}
