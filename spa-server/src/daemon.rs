@@ -494,15 +494,23 @@ impl Daemon {
         if new.firewall != self.cfg.firewall || new.state_dir != self.cfg.state_dir {
             warn!("reload: firewall backend and state_dir changes take effect at the next restart");
         }
-        if new.interfaces != self.cfg.interfaces || filter_spec(&new) != filter_spec(&self.cfg) {
-            match Capture::open(&new.interfaces, &filter_spec(&new)) {
-                Ok(c) => self.capture = c,
-                Err(e) => {
-                    error!("reload refused, old configuration stays in force: capture: {e}");
-                    self.notifier
-                        .status("reload refused; old configuration in force");
-                    return;
-                }
+        let spec = filter_spec(&new);
+        let recapture = if new.interfaces != self.cfg.interfaces {
+            Capture::open(&new.interfaces, &spec).map(Some)
+        } else if spec != *self.capture.spec() {
+            // Same sockets, new kernel filter: swapped atomically.
+            self.capture.set_filter(&spec).map(|_| None)
+        } else {
+            Ok(None)
+        };
+        match recapture {
+            Ok(Some(c)) => self.capture = c,
+            Ok(None) => {}
+            Err(e) => {
+                error!("reload refused, old configuration stays in force: capture: {e}");
+                self.notifier
+                    .status("reload refused; old configuration in force");
+                return;
             }
         }
         self.replay.set_limits(new.window, new.replay_capacity);
@@ -519,7 +527,10 @@ impl Daemon {
 
 /// `spa-server flush`: remove every grant and our chain/sets without a
 /// running daemon (systemd's ExecStopPost, also after a crash).
-pub fn flush(backend: firewall::BackendKind) -> Result<(), FwError> {
-    let mut fw = firewall::backend(backend, &firewall::FirewallOptions::default());
+pub fn flush(
+    backend: firewall::BackendKind,
+    opts: &firewall::FirewallOptions,
+) -> Result<(), FwError> {
+    let mut fw = firewall::backend(backend, opts);
     fw.teardown()
 }

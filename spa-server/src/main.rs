@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use spa_server::config::{self, Config, Overrides};
 use spa_server::daemon::{self, ConfigSource, Daemon};
-use spa_server::firewall::BackendKind;
+use spa_server::firewall::{BackendKind, FirewallOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -152,19 +152,34 @@ fn source(cli: &Cli) -> Result<ConfigSource, String> {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Some(Command::Flush) => {
-            let backends = match (
-                cli.firewall,
-                source(&cli).and_then(|s| s.load().map_err(|e| e.to_string())),
-            ) {
-                (Some(b), _) => vec![b],
-                (None, Ok(cfg)) => vec![cfg.firewall],
-                (None, Err(_)) => vec![BackendKind::Iptables, BackendKind::Nftables],
+            // Flush must work even when the configuration no longer loads
+            // (that may be why the daemon died): then it uses the defaults,
+            // and without --firewall it clears both backends.
+            let loaded = source(&cli).and_then(|s| s.load().map_err(|e| e.to_string()));
+            let (backends, opts) = match (&loaded, cli.firewall) {
+                (Ok(cfg), Some(b)) => (vec![b], cfg.firewall_options.clone()),
+                (Ok(cfg), None) => (vec![cfg.firewall], cfg.firewall_options.clone()),
+                (Err(_), Some(b)) => (vec![b], FirewallOptions::default()),
+                (Err(_), None) => (
+                    vec![BackendKind::Iptables, BackendKind::Nftables],
+                    FirewallOptions::default(),
+                ),
             };
-            for b in backends {
-                daemon::flush(b).map_err(|e| format!("flush: {e}"))?;
-                eprintln!("spa-server: flushed {b:?} grants and chain");
+            if let Err(e) = &loaded {
+                eprintln!("spa-server: flush: configuration not loaded ({e}); using defaults");
             }
-            Ok(())
+            let mut failed = Vec::new();
+            for b in backends {
+                match daemon::flush(b, &opts) {
+                    Ok(()) => eprintln!("spa-server: flushed every {b} grant and our chain/sets"),
+                    Err(e) => failed.push(format!("{b}: {e}")),
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("flush: {}", failed.join("; ")))
+            }
         }
         Some(Command::CheckConfig) => {
             let src = source(&cli)?;
