@@ -312,7 +312,7 @@ impl Env {
 
     /// The whole firewall of the server namespace, in a form that compares
     /// equal across runs: iptables-save and ip6tables-save without comments
-    /// and counters, plus the nftables ruleset without handles.
+    /// and counters, plus (nftables backend) the nftables ruleset.
     pub fn firewall_snapshot(&self) -> String {
         let mut s = String::new();
         for save in ["iptables-save", "ip6tables-save"] {
@@ -329,7 +329,11 @@ impl Env {
                 s.push('\n');
             }
         }
-        s.push_str(&self.srv_out(&["nft", "list", "ruleset"]));
+        // With iptables-nft, `nft list ruleset` is a second view of the same
+        // tables; read it only for the nftables backend.
+        if self.backend == "nftables" {
+            s.push_str(&self.srv_out(&["nft", "list", "ruleset"]));
+        }
         s
     }
 

@@ -1,0 +1,343 @@
+//! Fail-closed operation of the real daemon, in network namespaces with the
+//! real firewall tools: kill -9 (grants die in the kernel), restart after
+//! kill -9 (no duplicates, replay record kept), SIGTERM (nothing of ours
+//! left, both backends), SIGHUP (key list changed, broken configuration),
+//! and an interface that goes down and comes back.
+//!
+//! Namespace ids: 51-57.
+
+mod lifecycle_env;
+
+use lifecycle_env::{signal, wait_exit, Env, KeySpec};
+use spa_e2e::wait_for;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+const A: KeySpec = KeySpec {
+    name: "a",
+    allow: &["tcp/22"],
+};
+const B: KeySpec = KeySpec {
+    name: "b",
+    allow: &["tcp/22"],
+};
+
+/// Rules of ours in the IPv4 and IPv6 filter tables: the jump lines in INPUT
+/// and the lines of the SPA chain (including its `-N SPA`).
+fn our_iptables(env: &Env) -> (Vec<String>, Vec<String>) {
+    let mut jumps = Vec::new();
+    let mut chain = Vec::new();
+    for t in ["iptables", "ip6tables"] {
+        for l in env.srv_out(&[t, "-w", "-S"]).lines() {
+            if l.starts_with("-A INPUT") && l.contains("-j SPA") {
+                jumps.push(format!("{t}: {l}"));
+            }
+            if l.starts_with("-N SPA") || l.starts_with("-A SPA") {
+                chain.push(format!("{t}: {l}"));
+            }
+        }
+    }
+    (jumps, chain)
+}
+
+#[test]
+fn kill_9_with_a_grant_open_closes_in_the_kernel() {
+    let env = Env::new(51, "iptables", &["a"]);
+    env.write_config(&[A]);
+    let mut server = env.start();
+    let cli: IpAddr = env.pair.cli_ip4.into();
+    assert!(!env.can_connect(cli));
+    let sent = Instant::now();
+    env.open("a", cli, 3);
+    assert!(
+        env.wait_connect(cli, true, Duration::from_secs(2)),
+        "grant did not open; log:\n{}",
+        env.log()
+    );
+    server.0.kill().expect("kill -9");
+    let _ = server.0.wait();
+    assert!(
+        env.server_pids().is_empty(),
+        "a spa-server process is still running in the namespace"
+    );
+    // The rule is still listed (nobody removed it) ...
+    let (_, chain) = our_iptables(&env);
+    assert!(
+        chain.iter().any(|l| l.contains("-A SPA")),
+        "the grant should still be listed after kill -9: {chain:?}"
+    );
+    // ... but the kernel stops matching it at its end: refused within
+    // duration + 2 s of the request, with no process of ours running.
+    let closed = env.wait_connect(cli, false, Duration::from_secs(5) - sent.elapsed());
+    let at = sent.elapsed();
+    eprintln!(
+        "kill -9, 3 s grant: refused again {:.2} s after the request",
+        at.as_secs_f64()
+    );
+    assert!(closed, "grant still open {at:?} after the request");
+    assert!(at <= Duration::from_secs(5), "closed only after {at:?}");
+    assert!(env.server_pids().is_empty());
+}
+
+#[test]
+fn restart_after_kill_9_reconciles_without_duplicates_and_keeps_the_replay_record() {
+    let env = Env::new(52, "iptables", &["a"]);
+    env.write_config(&[A]);
+    let baseline = env.firewall_snapshot();
+    let cli: IpAddr = env.pair.cli_ip4.into();
+    let mut server = env.start();
+    // One datagram accepted before the kill, kept byte for byte.
+    let dg = env.dir.join("open.bin");
+    env.seal_to_file("a", 60, &dg);
+    env.raw_send(&dg, cli);
+    assert!(
+        env.wait_connect(cli, true, Duration::from_secs(2)),
+        "grant did not open; log:\n{}",
+        env.log()
+    );
+    server.0.kill().expect("kill -9");
+    let _ = server.0.wait();
+
+    // Restart: the stale grant is gone, one jump per family, an empty chain.
+    let _server = env.start();
+    let (jumps, chain) = our_iptables(&env);
+    assert_eq!(jumps.len(), 2, "one jump per family expected: {jumps:?}");
+    assert_eq!(
+        chain,
+        vec![
+            "iptables: -N SPA".to_owned(),
+            "ip6tables: -N SPA".to_owned()
+        ],
+        "the SPA chains should be empty after restart"
+    );
+    assert!(
+        !env.can_connect(cli),
+        "a grant from before the kill survived the restart"
+    );
+    // Apart from our (empty) chain and jump, the ruleset is the baseline.
+    let now: String = env
+        .firewall_snapshot()
+        .lines()
+        .filter(|l| !l.contains("SPA"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(now, baseline, "restart changed the admin's rules");
+
+    // The replay record survived the kill: the same datagram is refused.
+    let replays = env.count_in_log("replayed");
+    env.raw_send(&dg, cli);
+    assert!(
+        env.wait_log("replayed", replays, Duration::from_secs(3)),
+        "the datagram accepted before kill -9 was not refused as a replay; log:\n{}",
+        env.log()
+    );
+    assert!(
+        !env.can_connect(cli),
+        "the replayed datagram opened the port"
+    );
+    // And a fresh request works.
+    env.open("a", cli, 30);
+    assert!(env.wait_connect(cli, true, Duration::from_secs(2)));
+    let (jumps, _) = our_iptables(&env);
+    assert_eq!(jumps.len(), 2, "{jumps:?}");
+}
+
+fn sigterm_leaves_only_the_baseline(id: u8, backend: &'static str) {
+    let env = Env::new(id, backend, &["a"]);
+    env.write_config(&[A]);
+    let baseline = env.firewall_snapshot();
+    let mut server = env.start();
+    let cli: IpAddr = env.pair.cli_ip4.into();
+    let cli6: IpAddr = env.pair.cli_ip6.into();
+    env.open("a", cli, 60);
+    assert!(
+        env.wait_connect(cli, true, Duration::from_secs(2)),
+        "grant did not open; log:\n{}",
+        env.log()
+    );
+    assert_ne!(env.firewall_snapshot(), baseline);
+    signal(server.pid(), libc::SIGTERM);
+    let st = wait_exit(&mut server, Duration::from_secs(10)).expect("no exit after SIGTERM");
+    assert!(st.success(), "exit status {st}; log:\n{}", env.log());
+    assert_eq!(
+        env.firewall_snapshot(),
+        baseline,
+        "{backend}: something of ours is left after SIGTERM"
+    );
+    assert!(!env.can_connect(cli), "port open after SIGTERM");
+    let srv6: IpAddr = env.pair.srv_ip6.into();
+    assert!(
+        !env.pair.can_connect(cli6, srv6, lifecycle_env::PORT),
+        "port open over IPv6 after SIGTERM"
+    );
+    assert!(
+        env.log().contains("stopped: every grant removed"),
+        "{}",
+        env.log()
+    );
+}
+
+#[test]
+fn sigterm_removes_every_rule_of_ours_iptables() {
+    sigterm_leaves_only_the_baseline(53, "iptables");
+}
+
+#[test]
+fn sigterm_removes_every_rule_of_ours_nftables() {
+    sigterm_leaves_only_the_baseline(54, "nftables");
+}
+
+#[test]
+fn sighup_with_a_changed_key_list_keeps_grants_and_drops_the_removed_key() {
+    let env = Env::new(55, "iptables", &["a", "b"]);
+    env.write_config(&[A, B]);
+    let server = env.start();
+    let c1: IpAddr = env.pair.cli_ip4.into();
+    let c2: IpAddr = env.pair.cli_ip4_b.into();
+    env.open("b", c1, 120);
+    assert!(
+        env.wait_connect(c1, true, Duration::from_secs(2)),
+        "key b did not open before the reload; log:\n{}",
+        env.log()
+    );
+
+    env.write_config(&[A]);
+    let reloads = env.count_in_log("reloaded");
+    signal(server.pid(), libc::SIGHUP);
+    assert!(
+        env.wait_log("reloaded", reloads, Duration::from_secs(5)),
+        "no reload logged; log:\n{}",
+        env.log()
+    );
+    // The grant key b opened before the reload still works.
+    assert!(env.can_connect(c1), "a grant was revoked by the reload");
+    // Key b no longer opens ...
+    let unknown = env.count_in_log("unknown_key_id");
+    env.open("b", c2, 60);
+    assert!(
+        env.wait_log("unknown_key_id", unknown, Duration::from_secs(3)),
+        "key b was not refused after the reload; log:\n{}",
+        env.log()
+    );
+    assert!(!env.can_connect(c2), "a removed key opened the port");
+    // ... and key a still does.
+    env.open("a", c2, 60);
+    assert!(
+        env.wait_connect(c2, true, Duration::from_secs(2)),
+        "key a stopped working after the reload; log:\n{}",
+        env.log()
+    );
+    assert!(env.can_connect(c1));
+}
+
+#[test]
+fn sighup_with_a_broken_configuration_keeps_the_old_one() {
+    let env = Env::new(56, "iptables", &["a"]);
+    env.write_config(&[A]);
+    let mut server = env.start();
+    let c1: IpAddr = env.pair.cli_ip4.into();
+    let c2: IpAddr = env.pair.cli_ip4_b.into();
+    env.open("a", c1, 120);
+    assert!(env.wait_connect(c1, true, Duration::from_secs(2)));
+
+    // Broken three ways in turn: TOML syntax, a bad value, a missing key file.
+    let good = env.config_text(&[A]);
+    let broken = [
+        format!("{good}\n[[key]\nname = \"x\"\n"),
+        good.replace("spa_port = 62201", "spa_port = 0"),
+        good.replace("file = \"a.key\"", "file = \"missing.key\""),
+    ];
+    for (i, text) in broken.iter().enumerate() {
+        env.write_config_text(text);
+        let refused = env.count_in_log("reload refused");
+        signal(server.pid(), libc::SIGHUP);
+        assert!(
+            env.wait_log("reload refused", refused, Duration::from_secs(5)),
+            "broken config #{i}: no refusal logged; log:\n{}",
+            env.log()
+        );
+        assert!(
+            matches!(server.0.try_wait(), Ok(None)),
+            "broken config #{i} stopped the server"
+        );
+        // The old configuration (key a, port 62201) is still in force.
+        assert!(env.can_connect(c1), "broken config #{i} revoked a grant");
+        env.send("a", c2, "--close", lifecycle_env::PORT, 0);
+        assert!(env.wait_connect(c2, false, Duration::from_secs(2)));
+        env.open("a", c2, 60);
+        assert!(
+            env.wait_connect(c2, true, Duration::from_secs(2)),
+            "broken config #{i}: key a no longer opens; log:\n{}",
+            env.log()
+        );
+    }
+    let log = env.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .unwrap_or_default();
+    eprintln!("refusal as logged: {line}");
+    assert!(
+        line.contains("server.toml"),
+        "the refusal should name the file: {line}"
+    );
+    signal(server.pid(), libc::SIGTERM);
+    assert!(wait_exit(&mut server, Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn interface_down_and_up_does_not_stop_the_server() {
+    let env = Env::new(57, "iptables", &["a"]);
+    env.write_config(&[A]);
+    let mut server = env.start();
+    let c1: IpAddr = env.pair.cli_ip4.into();
+    let c2: IpAddr = env.pair.cli_ip4_b.into();
+    env.open("a", c1, 60);
+    assert!(env.wait_connect(c1, true, Duration::from_secs(2)));
+
+    let ifname = env.pair.srv_if.clone();
+    for round in 0..2 {
+        env.pair.srv_sh(&format!(
+            "ip link set dev {ifname} down; sleep 0.5; ip link set dev {ifname} up"
+        ));
+        // Give the veth carrier a moment to come back.
+        assert!(
+            wait_for(Duration::from_secs(5), || env
+                .srv_out(&["ip", "-o", "link", "show", "dev", &ifname])
+                .contains("LOWER_UP")),
+            "{ifname} did not come back"
+        );
+        assert!(
+            matches!(server.0.try_wait(), Ok(None)),
+            "round {round}: the server exited when {ifname} went down; log:\n{}",
+            env.log()
+        );
+        let src = if round == 0 { c2 } else { c1 };
+        env.send("a", src, "--close", lifecycle_env::PORT, 0);
+        assert!(env.wait_connect(src, false, Duration::from_secs(3)));
+        // Datagrams may be lost while the link settles: retry, bounded.
+        let mut opened = false;
+        for _ in 0..10 {
+            env.open("a", src, 60);
+            if env.wait_connect(src, true, Duration::from_millis(800)) {
+                opened = true;
+                break;
+            }
+        }
+        assert!(
+            opened,
+            "round {round}: no grant after {ifname} came back; log:\n{}",
+            env.log()
+        );
+    }
+    let log = env.log();
+    eprintln!(
+        "interface events logged: {:?}",
+        log.lines()
+            .filter(|l| l.contains("capture") && !l.contains("capture open"))
+            .collect::<Vec<_>>()
+    );
+    signal(server.pid(), libc::SIGTERM);
+    let st = wait_exit(&mut server, Duration::from_secs(10)).expect("no exit");
+    assert!(st.success());
+}
