@@ -122,7 +122,9 @@ struct RawConfig {
     replay_capacity: Option<Spanned<usize>>,
     #[serde(default)]
     key: Vec<Spanned<RawKey>>,
-    legacy: Option<Spanned<crate::legacy::LegacyConfig>>,
+    /// Not `Spanned`: toml 0.8 fails on a `Spanned` table that only exists
+    /// through dotted headers (`[legacy.hmac]` without `[legacy]`).
+    legacy: Option<crate::legacy::LegacyConfig>,
     firewall_options: Option<Spanned<crate::firewall::FirewallOptions>>,
 }
 
@@ -403,8 +405,17 @@ impl Config {
                 file: path.clone(),
             });
         }
-        let legacy_span = raw.legacy.as_ref().map(|l| l.span());
-        let mut legacy = raw.legacy.map(|l| l.into_inner()).unwrap_or_default();
+        // The first `[legacy` header locates errors in the section.
+        let legacy_span = text
+            .match_indices("[legacy")
+            .find(|(i, _)| {
+                text[..*i]
+                    .trim_end_matches([' ', '\t', '['])
+                    .ends_with('\n')
+                    || text[..*i].trim().is_empty()
+            })
+            .map(|(i, _)| i..i);
+        let mut legacy = raw.legacy.unwrap_or_default();
         if ov.legacy_knock {
             legacy.enabled = true;
         }
@@ -489,4 +500,459 @@ fn resolve(config: &Path, p: &Path) -> PathBuf {
         .parent()
         .map(|d| d.join(p))
         .unwrap_or_else(|| p.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use spa_proto::MasterKey;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A temporary folder holding `server.toml`'s key files (mode 0600).
+    struct Env {
+        dir: tempfile::TempDir,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            let e = Env {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            e.key("alice.key", "alice", 0x11);
+            e.key("bob.key", "bob", 0x22);
+            e
+        }
+        fn key(&self, file: &str, name: &str, byte: u8) -> PathBuf {
+            let p = self.dir.path().join(file);
+            KeyFile {
+                name: name.into(),
+                key: MasterKey::from_bytes([byte; 32]),
+                server_id: None,
+            }
+            .write_new(&p, true)
+            .unwrap();
+            p
+        }
+        fn conf(&self) -> PathBuf {
+            self.dir.path().join("server.toml")
+        }
+        fn load(&self, text: &str) -> Result<Config, ConfigError> {
+            Config::from_text(text, &self.conf(), &Overrides::default())
+        }
+        fn load_ov(&self, text: &str, ov: &Overrides) -> Result<Config, ConfigError> {
+            Config::from_text(text, &self.conf(), ov)
+        }
+        /// Asserts the error names this file, `line` and `field`, and that
+        /// its message contains `msg`.
+        fn err(&self, text: &str, line: usize, field: &str, msg: &str) -> ConfigError {
+            let e = match self.load(text) {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => e,
+            };
+            assert_eq!(e.file, self.conf(), "{e}");
+            assert_eq!(e.line, Some(line), "line of: {e}\n{text}");
+            assert_eq!(e.field.as_deref(), Some(field), "field of: {e}");
+            assert!(e.msg.contains(msg), "`{msg}` not in: {e}");
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with(&format!("{}:{line}: field `{field}`: ", self.conf().display())),
+                "{shown}"
+            );
+            e
+        }
+    }
+
+    const ALICE: &str = "[[key]]\nname = \"alice\"\nfile = \"alice.key\"\nallow = [\"tcp/22\"]\n";
+
+    fn tcp(p: u16) -> Grant {
+        Grant::tcp(p).unwrap()
+    }
+
+    #[test]
+    fn minimal_file_gets_the_documented_defaults() {
+        let env = Env::new();
+        let cfg = env.load(ALICE).unwrap();
+        assert_eq!(cfg.spa_port, DEFAULT_SPA_PORT);
+        assert_eq!(cfg.default_duration, DEFAULT_DURATION);
+        assert_eq!(cfg.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(cfg.firewall, BackendKind::Iptables);
+        assert_eq!(cfg.server_name, hostname());
+        assert_eq!(cfg.server_id, ServerId::from_name(&hostname()));
+        assert!(cfg.interfaces.is_empty());
+        assert_eq!(cfg.window.past_secs, spa_proto::replay::DEFAULT_WINDOW_SECS);
+        assert_eq!(cfg.window.future_secs, spa_proto::replay::DEFAULT_WINDOW_SECS);
+        assert_eq!(cfg.replay_capacity, spa_proto::replay::DEFAULT_CAPACITY);
+        assert_eq!(cfg.keys.len(), 1);
+        let k = &cfg.keys[0];
+        assert_eq!(k.name, "alice");
+        assert_eq!(k.allow, vec![tcp(22)]);
+        assert_eq!(k.max_duration, DEFAULT_MAX_DURATION);
+        assert_eq!(k.file, env.dir.path().join("alice.key"), "relative to the config");
+        let id = MasterKey::from_bytes([0x11; 32]).derive().key_id();
+        assert_eq!(k.key_id, id);
+        assert_eq!(cfg.key(&id).map(|k| k.name.as_str()), Some("alice"));
+        assert!(cfg.key(&KeyId([0; 8])).is_none());
+        assert!(cfg.doors.is_empty());
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let env = Env::new();
+        let id = MasterKey::from_bytes([0x22; 32]).derive().key_id();
+        let bob = env.dir.path().join("bob.key");
+        let text = format!(
+            "server_id = \"gw1\"\n\
+             interfaces = [\"eth0\", \"wg0\"]\n\
+             spa_port = 40000\n\
+             state_dir = \"/tmp/spa-state\"\n\
+             firewall = \"nftables\"\n\
+             default_duration = 45\n\
+             window_secs = 10\n\
+             replay_capacity = 1024\n\
+             {ALICE}\
+             [[key]]\n\
+             name = \"bob\"\n\
+             file = \"{}\"\n\
+             allow = [\"22\", \"udp/53\", \"TCP/443\"]\n\
+             max_duration = 3600\n\
+             allow_other_address = false\n\
+             key_id = \"{id}\"\n",
+            bob.display()
+        );
+        let cfg = env.load(&text).unwrap();
+        assert_eq!(cfg.server_name, "gw1");
+        assert_eq!(cfg.server_id, ServerId::from_name("gw1"));
+        assert_eq!(cfg.interfaces, vec!["eth0", "wg0"]);
+        assert_eq!(cfg.spa_port, 40000);
+        assert_eq!(cfg.state_dir, PathBuf::from("/tmp/spa-state"));
+        assert_eq!(cfg.firewall, BackendKind::Nftables);
+        assert_eq!(cfg.default_duration, 45);
+        assert_eq!(cfg.window.past_secs, 10);
+        assert_eq!(cfg.replay_capacity, 1024);
+        let b = cfg.key(&id).unwrap();
+        assert_eq!(b.name, "bob");
+        assert_eq!(b.file, bob);
+        assert_eq!(b.max_duration, 3600);
+        assert!(!b.allow_other_address);
+        assert!(cfg.keys[0].allow_other_address, "default: may name an address");
+        assert_eq!(
+            b.allow,
+            vec![tcp(22), Grant::new(Proto::Udp, 53).unwrap(), tcp(443)]
+        );
+    }
+
+    #[test]
+    fn command_line_overrides_the_file() {
+        let env = Env::new();
+        let ov = Overrides {
+            server_id: Some("cli-gw".into()),
+            interfaces: vec!["veth0".into()],
+            spa_port: Some(1234),
+            state_dir: Some("/tmp/x".into()),
+            firewall: Some(BackendKind::Nftables),
+            default_duration: Some(5),
+            window_secs: Some(7),
+            keys: vec![env.dir.path().join("bob.key")],
+            key_allow: vec![tcp(443)],
+            key_max_duration: Some(9),
+            ..Overrides::default()
+        };
+        let text = format!(
+            "server_id = \"file-gw\"\nspa_port = 99\nfirewall = \"iptables\"\ndefault_duration = 60\n{ALICE}"
+        );
+        let cfg = env.load_ov(&text, &ov).unwrap();
+        assert_eq!(cfg.server_name, "cli-gw");
+        assert_eq!(cfg.interfaces, vec!["veth0"]);
+        assert_eq!(cfg.spa_port, 1234);
+        assert_eq!(cfg.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.firewall, BackendKind::Nftables);
+        assert_eq!(cfg.default_duration, 5);
+        assert_eq!(cfg.window.future_secs, 7);
+        assert_eq!(cfg.keys.len(), 2, "file keys and --key keys together");
+        let bob = &cfg.keys[1];
+        assert_eq!(bob.name, "bob", "a --key key is named by its file");
+        assert_eq!(bob.allow, vec![tcp(443)]);
+        assert_eq!(bob.max_duration, 9);
+    }
+
+    #[test]
+    fn command_line_alone_is_a_configuration() {
+        let env = Env::new();
+        let ov = Overrides {
+            keys: vec![env.dir.path().join("alice.key")],
+            ..Overrides::default()
+        };
+        let cfg = Config::load(None, &ov).unwrap();
+        assert_eq!(cfg.keys[0].allow, vec![tcp(22)], "--allow defaults to tcp/22");
+        assert_eq!(cfg.keys[0].max_duration, DEFAULT_MAX_DURATION);
+        // Without keys there is nothing to serve.
+        let e = Config::load(None, &Overrides::default()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("key"));
+        assert!(e.msg.contains("no keys configured"), "{e}");
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_it_when_missing() {
+        let env = Env::new();
+        std::fs::write(env.conf(), ALICE).unwrap();
+        let cfg = Config::load(Some(&env.conf()), &Overrides::default()).unwrap();
+        assert_eq!(cfg.source, env.conf());
+        let missing = env.dir.path().join("nope.toml");
+        let e = Config::load(Some(&missing), &Overrides::default()).unwrap_err();
+        assert_eq!(e.file, missing);
+        assert!(e.to_string().contains("nope.toml"), "{e}");
+        assert!(e.msg.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn top_level_value_errors_name_line_and_field() {
+        let env = Env::new();
+        env.err(&format!("spa_port = 0\n{ALICE}"), 1, "spa_port", "1-65535");
+        env.err(
+            &format!("# comment\n\nfirewall = \"pf\"\n{ALICE}"),
+            3,
+            "firewall",
+            "unknown backend `pf`",
+        );
+        env.err(
+            &format!("{ALICE}default_duration = 0\n"),
+            5,
+            "default_duration",
+            "at least 1",
+        );
+        env.err(&format!("window_secs = 0\n{ALICE}"), 1, "window_secs", "1-3600");
+        env.err(&format!("window_secs = 3601\n{ALICE}"), 1, "window_secs", "1-3600");
+        env.err(
+            &format!("replay_capacity = 15\n{ALICE}"),
+            1,
+            "replay_capacity",
+            "at least 16",
+        );
+        env.err(&format!("server_id = \" \"\n{ALICE}"), 1, "server_id", "empty");
+        env.err(
+            &format!("spa_port = 1\n[firewall_options]\nchain = \"a b\"\n{ALICE}"),
+            2,
+            "firewall_options",
+            "chain",
+        );
+    }
+
+    #[test]
+    fn key_table_errors_name_line_and_field() {
+        let env = Env::new();
+        let k = |body: &str| format!("spa_port = 1\n\n[[key]]\n{body}");
+        env.err(
+            &k("name = \"\"\nfile = \"alice.key\"\nallow = [\"22\"]\n"),
+            4,
+            "key.name",
+            "empty",
+        );
+        env.err(
+            &k("name = \"a\"\nfile = \"alice.key\"\nallow = [\"sctp/22\"]\n"),
+            6,
+            "key.allow",
+            "unknown protocol `sctp`",
+        );
+        for bad in ["tcp/0", "tcp/65536", "tcp/x", "tcp/"] {
+            env.err(
+                &k(&format!("name = \"a\"\nfile = \"alice.key\"\nallow = [\"{bad}\"]\n")),
+                6,
+                "key.allow",
+                "invalid port",
+            );
+        }
+        env.err(
+            &k("name = \"a\"\nfile = \"alice.key\"\nallow = []\n"),
+            6,
+            "key.allow",
+            "allows nothing",
+        );
+        env.err(
+            &k("name = \"a\"\nfile = \"alice.key\"\nallow = [\"22\"]\nmax_duration = 0\n"),
+            7,
+            "key.max_duration",
+            "at least 1",
+        );
+        env.err(
+            &k("name = \"a\"\nfile = \"missing.key\"\nallow = [\"22\"]\n"),
+            5,
+            "key.file",
+            "missing.key",
+        );
+        env.err(
+            &k("name = \"a\"\nfile = \"alice.key\"\nallow = [\"22\"]\nkey_id = \"0011223344556677\"\n"),
+            7,
+            "key.key_id",
+            "wrong key file",
+        );
+        env.err(
+            &k("name = \"a\"\nfile = \"alice.key\"\nallow = [\"22\"]\nkey_id = \"zz\"\n"),
+            7,
+            "key.key_id",
+            "",
+        );
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        let env = Env::new();
+        let p = env.dir.path().join("alice.key");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = env.err(&format!("\n{ALICE}"), 4, "key.file", "alice.key");
+        assert!(
+            e.msg.contains("permission") || e.msg.contains("0644") || e.msg.contains("mode"),
+            "{e}"
+        );
+        // The same for --key: the error names the file and the option.
+        let ov = Overrides {
+            keys: vec![p.clone()],
+            ..Overrides::default()
+        };
+        let e = Config::load(None, &ov).unwrap_err();
+        assert_eq!(e.file, p);
+        assert_eq!(e.field.as_deref(), Some("--key"));
+    }
+
+    #[test]
+    fn the_same_key_twice_is_refused() {
+        let env = Env::new();
+        env.key("alice-copy.key", "alice2", 0x11);
+        let text = format!(
+            "{ALICE}\n[[key]]\nname = \"alice2\"\nfile = \"alice-copy.key\"\nallow = [\"22\"]\n"
+        );
+        let e = env.load(&text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("key"));
+        assert!(e.msg.contains("same key-id"), "{e}");
+        assert!(e.msg.contains("alice-copy.key"), "{e}");
+    }
+
+    #[test]
+    fn no_keys_is_an_error() {
+        let env = Env::new();
+        let e = env.load("spa_port = 5\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("key"));
+        assert!(e.msg.contains("spa-keygen"), "{e}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_the_line_and_field() {
+        let env = Env::new();
+        // Syntax: the line is what matters.
+        let e = env.load(&format!("{ALICE}spa_port = = 3\n")).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        // Wrong type and unknown field: the line and the field.
+        env.err(&format!("\nspa_port = \"x\"\n{ALICE}"), 2, "spa_port", "");
+        env.err(&format!("spa_port = 70000\n{ALICE}"), 1, "spa_port", "");
+        env.err(&format!("{ALICE}colour = \"blue\"\n"), 5, "key.colour", "colour");
+        env.err(&format!("colour = \"blue\"\n{ALICE}"), 1, "colour", "colour");
+        env.err(
+            &format!("{ALICE}max_duration = \"long\"\n"),
+            5,
+            "key.max_duration",
+            "",
+        );
+    }
+
+    #[test]
+    fn command_line_values_are_checked_too() {
+        let env = Env::new();
+        let bad = [
+            (
+                Overrides {
+                    spa_port: Some(0),
+                    ..Overrides::default()
+                },
+                "--port",
+            ),
+            (
+                Overrides {
+                    window_secs: Some(0),
+                    ..Overrides::default()
+                },
+                "--window",
+            ),
+            (
+                Overrides {
+                    window_secs: Some(3601),
+                    ..Overrides::default()
+                },
+                "--window",
+            ),
+            (
+                Overrides {
+                    default_duration: Some(0),
+                    ..Overrides::default()
+                },
+                "--default-duration",
+            ),
+            (
+                Overrides {
+                    key_max_duration: Some(0),
+                    keys: vec![env.dir.path().join("bob.key")],
+                    ..Overrides::default()
+                },
+                "--max-duration",
+            ),
+            (
+                Overrides {
+                    server_id: Some("  ".into()),
+                    ..Overrides::default()
+                },
+                "--server-id",
+            ),
+        ];
+        for (ov, field) in bad {
+            let e = match env.load_ov(ALICE, &ov) {
+                Ok(_) => panic!("{field} accepted: {ov:?}"),
+                Err(e) => e,
+            };
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            assert_eq!(e.line, None, "a command-line value has no line: {e}");
+        }
+    }
+
+    #[test]
+    fn parse_grant_accepts_the_documented_forms() {
+        assert_eq!(parse_grant("22"), Ok(tcp(22)));
+        assert_eq!(parse_grant(" tcp/22 "), Ok(tcp(22)));
+        assert_eq!(parse_grant("UDP/53"), Grant::new(Proto::Udp, 53).map_err(|_| String::new()));
+        assert_eq!(parse_grant("tcp/65535"), Ok(tcp(65535)));
+        for bad in ["", "0", "tcp/0", "65536", "icmp/1", "tcp/-1", "tcp/22/1", "/22", "udp/"] {
+            assert!(parse_grant(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn line_of_counts_from_one() {
+        let t = "a\nb\nc";
+        assert_eq!(line_of(t, 0), 1);
+        assert_eq!(line_of(t, 1), 1);
+        assert_eq!(line_of(t, 2), 2);
+        assert_eq!(line_of(t, 4), 3);
+        assert_eq!(line_of(t, 999), 3, "past the end stays on the last line");
+    }
+
+    proptest! {
+        #[test]
+        fn parse_grant_round_trips_and_never_panics(s in ".{0,12}", port in 1u16.., udp: bool) {
+            let _ = parse_grant(&s);
+            let g = Grant::new(if udp { Proto::Udp } else { Proto::Tcp }, port).unwrap();
+            prop_assert_eq!(parse_grant(&g.to_string()), Ok(g));
+        }
+
+        /// Whatever the text, loading never panics, and an error always
+        /// names the file (and a line inside the text when it has one).
+        #[test]
+        fn any_text_gives_a_config_or_a_located_error(text in "[a-z_\\[\\]=\" 0-9\n./]{0,80}") {
+            let env = Env::new();
+            let full = format!("{ALICE}{text}");
+            if let Err(e) = env.load(&full) {
+                prop_assert_eq!(&e.file, &env.conf());
+                if let Some(l) = e.line {
+                    prop_assert!(l >= 1 && l <= full.lines().count().max(1) + 1, "{}", e);
+                }
+            }
+        }
+    }
 }
