@@ -133,6 +133,12 @@ impl Env {
     /// `spa-server --config FILE` in the server namespace; stderr goes to
     /// the log file (appended: a restart keeps the earlier lines).
     pub fn spawn(&self, envs: &[(&str, &str)]) -> Guard {
+        self.spawn_with(&[], envs)
+    }
+
+    /// `spawn` with `prefix` (e.g. `setpriv ...` or `strace ...`) in front
+    /// of the server's command line.
+    pub fn spawn_with(&self, prefix: &[&str], envs: &[(&str, &str)]) -> Guard {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -141,11 +147,13 @@ impl Env {
         let log2 = log.try_clone().expect("clone log fd");
         let server = bin("spa-server");
         let config = self.config_path();
-        let mut cmd = self.pair.srv(&[
+        let mut argv: Vec<&str> = prefix.to_vec();
+        argv.extend([
             server.to_str().expect("utf-8 path"),
             "--config",
             config.to_str().expect("utf-8 path"),
         ]);
+        let mut cmd = self.pair.srv(&argv);
         cmd.env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID");
@@ -164,8 +172,13 @@ impl Env {
     /// Starts the server and waits (≤ 10 s) for its `ready` line; the
     /// number of `ready` lines before the start tells a restart apart.
     pub fn start(&self) -> Guard {
+        self.start_with(&[])
+    }
+
+    /// `start` with a command prefix (see `spawn_with`).
+    pub fn start_with(&self, prefix: &[&str]) -> Guard {
         let before = self.count_in_log(READY_LINE);
-        let mut g = self.spawn(&[]);
+        let mut g = self.spawn_with(prefix, &[]);
         let ok = wait_for(Duration::from_secs(10), || {
             self.count_in_log(READY_LINE) > before || matches!(g.0.try_wait(), Ok(Some(_)))
         });

@@ -1,0 +1,443 @@
+//! The systemd unit `spa-server/dist/spa-server.service`, tested as far as a
+//! machine without systemd as PID 1 allows (we cannot `systemctl start`):
+//!
+//! * `systemd-analyze verify` passes with no warning (on a temporary copy
+//!   whose paths point at the built binary: verify wants the executables to
+//!   exist), and the exposure score of `systemd-analyze security --offline`
+//!   is below 2.0;
+//! * the directives the design relies on are there;
+//! * the unit's `ExecStopPost=` command line, run in a namespace after
+//!   `kill -9`, removes our chain, jump, sets and grants and leaves the
+//!   admin's baseline, also with a custom chain name and with a broken
+//!   configuration;
+//! * the daemon works under the unit's capability bounding set with
+//!   no_new_privs (`setpriv`), both backends;
+//! * every system call the daemon and the tools it runs make is inside the
+//!   unit's `SystemCallFilter=` (traced with strace, both backends).
+//!
+//! Namespace ids: 59-66.
+
+mod lifecycle_env;
+
+use lifecycle_env::{signal, wait_exit, Env, KeySpec};
+use spa_e2e::bin;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const A: KeySpec = KeySpec {
+    name: "a",
+    allow: &["tcp/22"],
+};
+
+const INSTALLED_BIN: &str = "/usr/local/sbin/spa-server";
+const INSTALLED_CONFIG: &str = "/etc/spa/server.toml";
+
+fn unit_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spa-server/dist/spa-server.service")
+}
+
+fn unit_text() -> String {
+    std::fs::read_to_string(unit_path()).expect("read spa-server.service")
+}
+
+/// Every `Key=Value` of section `[section]`, in order (keys may repeat).
+fn directives(section: &str) -> Vec<(String, String)> {
+    let mut cur = String::new();
+    let mut out = Vec::new();
+    for l in unit_text().lines() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if l.starts_with('[') && l.ends_with(']') {
+            cur = l[1..l.len() - 1].to_owned();
+            continue;
+        }
+        if cur == section {
+            if let Some((k, v)) = l.split_once('=') {
+                out.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+    }
+    out
+}
+
+fn service(key: &str) -> Vec<String> {
+    directives("Service")
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn one(key: &str) -> String {
+    let v = service(key);
+    assert_eq!(v.len(), 1, "{key}= should appear once: {v:?}");
+    v[0].clone()
+}
+
+/// A private copy of the unit whose paths point at the built binary.
+fn unit_copy(dir: &std::path::Path) -> PathBuf {
+    let text = unit_text().replace(
+        INSTALLED_BIN,
+        bin("spa-server").to_str().expect("utf-8 path"),
+    );
+    let p = dir.join("spa-server.service");
+    std::fs::write(&p, text).expect("write unit copy");
+    p
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("spa-unit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+#[test]
+fn the_unit_has_the_directives_the_design_relies_on() {
+    assert_eq!(one("Type"), "notify");
+    assert_eq!(one("NotifyAccess"), "main");
+    assert_eq!(one("Restart"), "on-failure");
+    assert!(one("WatchdogSec").ends_with('s'));
+    assert_eq!(
+        one("ExecStart"),
+        format!("{INSTALLED_BIN} --config {INSTALLED_CONFIG}")
+    );
+    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(
+        one("ExecStopPost"),
+        format!("{INSTALLED_BIN} --config {INSTALLED_CONFIG} flush")
+    );
+    assert_eq!(one("StateDirectory"), "spa-server");
+    assert_eq!(one("CapabilityBoundingSet"), "CAP_NET_ADMIN CAP_NET_RAW");
+    assert_eq!(
+        one("RestrictAddressFamilies"),
+        "AF_UNIX AF_NETLINK AF_PACKET AF_INET AF_INET6"
+    );
+    for yes in [
+        "NoNewPrivileges",
+        "ProtectHome",
+        "PrivateTmp",
+        "MemoryDenyWriteExecute",
+        "LockPersonality",
+        "RestrictRealtime",
+        "RestrictNamespaces",
+        "ProtectKernelModules",
+        "ProtectKernelTunables",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+    ] {
+        assert_eq!(one(yes), "yes", "{yes}=");
+    }
+    assert_eq!(one("ProtectSystem"), "strict");
+    assert_eq!(one("SystemCallArchitectures"), "native");
+    assert_eq!(one("UMask"), "0077");
+    assert!(service("SystemCallFilter").contains(&"@system-service".to_owned()));
+    // The default state_dir (config.rs) is what StateDirectory= creates.
+    assert_eq!(spa_server::config::DEFAULT_STATE_DIR, "/var/lib/spa-server");
+    assert_eq!(spa_server::config::DEFAULT_CONFIG, INSTALLED_CONFIG);
+}
+
+#[test]
+fn systemd_analyze_verify_passes_without_warnings() {
+    let dir = tmpdir("verify");
+    let unit = unit_copy(&dir);
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("systemd-analyze (systemd 252+) must be installed");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "verify failed: {text}");
+    assert!(text.trim().is_empty(), "verify warned: {text}");
+}
+
+#[test]
+fn systemd_analyze_security_exposure_is_below_2() {
+    let dir = tmpdir("security");
+    let unit = unit_copy(&dir);
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no overall score: {text}"));
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+    eprintln!("systemd-analyze security --offline: {}", line.trim());
+    assert!(score < 2.0, "exposure {score} (want < 2.0):\n{text}");
+}
+
+/// The unit's ExecStopPost= command, pointed at the built binary and the
+/// test's configuration, run in the server namespace.
+fn exec_stop_post(env: &Env) -> std::process::Output {
+    let server = bin("spa-server");
+    let config = env.config_path();
+    let line = one("ExecStopPost")
+        .replace(INSTALLED_BIN, server.to_str().expect("utf-8 path"))
+        .replace(INSTALLED_CONFIG, config.to_str().expect("utf-8 path"));
+    let argv: Vec<&str> = line.split_whitespace().collect();
+    env.pair
+        .srv(&argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn ExecStopPost command")
+}
+
+fn flush_after_kill_9(id: u8, backend: &'static str, extra_config: &str, break_config: bool) {
+    let env = Env::new(id, backend, &["a"]);
+    let text = format!("{}{extra_config}", env.config_text(&[A]));
+    env.write_config_text(&text);
+    let baseline = env.firewall_snapshot();
+    let mut server = env.start();
+    let cli: IpAddr = env.pair.cli_ip4.into();
+    env.open("a", cli, 120);
+    assert!(
+        env.wait_connect(cli, true, Duration::from_secs(2)),
+        "grant did not open; log:\n{}",
+        env.log()
+    );
+    server.0.kill().expect("kill -9");
+    let _ = server.0.wait();
+    assert!(env.server_pids().is_empty());
+    assert_ne!(env.firewall_snapshot(), baseline, "kill -9 left nothing?");
+    if break_config {
+        // What ExecStopPost meets after an admin's bad edit.
+        env.write_config_text(&format!("{text}\nthis is not toml\n"));
+    }
+    let out = exec_stop_post(&env);
+    assert!(
+        out.status.success(),
+        "ExecStopPost failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.firewall_snapshot(),
+        baseline,
+        "ExecStopPost left something of ours ({backend}); flush said: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!env.can_connect(cli), "port open after the flush");
+    // Idempotent: a second run (systemd may run it after a clean stop too).
+    let again = exec_stop_post(&env);
+    assert!(again.status.success());
+    assert_eq!(env.firewall_snapshot(), baseline);
+}
+
+#[test]
+fn exec_stop_post_after_kill_9_restores_the_baseline_iptables() {
+    flush_after_kill_9(59, "iptables", "", false);
+}
+
+#[test]
+fn exec_stop_post_after_kill_9_restores_the_baseline_nftables() {
+    flush_after_kill_9(60, "nftables", "", false);
+}
+
+#[test]
+fn exec_stop_post_honours_custom_firewall_names() {
+    flush_after_kill_9(
+        61,
+        "iptables",
+        "\n[firewall_options]\nchain = \"SPAX\"\ncomment = \"spa-x\"\n",
+        false,
+    );
+}
+
+#[test]
+fn exec_stop_post_with_a_broken_configuration_still_flushes() {
+    flush_after_kill_9(62, "iptables", "", true);
+}
+
+/// `setpriv` arguments for the unit's CapabilityBoundingSet= and
+/// NoNewPrivileges=: root whose capabilities are only those listed.
+fn unit_caps_prefix() -> Vec<String> {
+    let caps: Vec<String> = one("CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect();
+    assert_eq!(one("NoNewPrivileges"), "yes");
+    vec![
+        "setpriv".into(),
+        format!("--bounding-set=-all,{}", caps.join(",")),
+        format!("--inh-caps=-all,{}", caps.join(",")),
+        "--no-new-privs".into(),
+    ]
+}
+
+fn works_under_the_units_capabilities(id: u8, backend: &'static str) {
+    let env = Env::new(id, backend, &["a"]);
+    env.write_config(&[A]);
+    let baseline = env.firewall_snapshot();
+    let prefix = unit_caps_prefix();
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let mut server = env.start_with(&prefix);
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+    let capbnd = status
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .unwrap_or_default()
+        .to_owned();
+    // CAP_NET_ADMIN = 12, CAP_NET_RAW = 13.
+    assert!(
+        capbnd.ends_with("0000000000003000"),
+        "bounding set not applied: {capbnd}"
+    );
+    let cli: IpAddr = env.pair.cli_ip4.into();
+    env.open("a", cli, 60);
+    assert!(
+        env.wait_connect(cli, true, Duration::from_secs(3)),
+        "{backend}: no grant with only CAP_NET_ADMIN+CAP_NET_RAW; log:\n{}",
+        env.log()
+    );
+    env.send("a", cli, "--close", lifecycle_env::PORT, 0);
+    assert!(env.wait_connect(cli, false, Duration::from_secs(3)));
+    signal(server.pid(), libc::SIGHUP);
+    signal(server.pid(), libc::SIGTERM);
+    let st = wait_exit(&mut server, Duration::from_secs(10)).expect("no exit");
+    assert!(st.success(), "log:\n{}", env.log());
+    assert_eq!(env.firewall_snapshot(), baseline);
+}
+
+#[test]
+fn works_with_only_the_units_capabilities_iptables() {
+    works_under_the_units_capabilities(63, "iptables");
+}
+
+#[test]
+fn works_with_only_the_units_capabilities_nftables() {
+    works_under_the_units_capabilities(64, "nftables");
+}
+
+/// Expands a systemd syscall group (`@name`) into syscall names.
+fn syscall_group(name: &str, depth: u32) -> BTreeSet<String> {
+    assert!(depth < 8, "syscall groups nest too deep at {name}");
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager", name])
+        .stdin(Stdio::null())
+        .output()
+        .expect("systemd-analyze syscall-filter");
+    let mut set = BTreeSet::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if l.starts_with('@') {
+            set.extend(syscall_group(l, depth + 1));
+        } else {
+            set.insert(l.to_owned());
+        }
+    }
+    set
+}
+
+/// The set the unit's SystemCallFilter= lines allow: the first (allow)
+/// line's groups, minus every `~` line's groups.
+fn unit_syscall_allowlist() -> BTreeSet<String> {
+    let mut allowed = BTreeSet::new();
+    for v in service("SystemCallFilter") {
+        let (deny, list) = match v.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, v.as_str()),
+        };
+        for item in list.split_whitespace() {
+            let names = if item.starts_with('@') {
+                syscall_group(item, 0)
+            } else {
+                BTreeSet::from([item.to_owned()])
+            };
+            if deny {
+                allowed.retain(|s| !names.contains(s));
+            } else {
+                allowed.extend(names);
+            }
+        }
+    }
+    allowed
+}
+
+fn syscalls_inside_the_filter(id: u8, backend: &'static str) {
+    let env = Env::new(id, backend, &["a"]);
+    env.write_config(&[A]);
+    let allowed = unit_syscall_allowlist();
+    assert!(allowed.contains("read") && !allowed.contains("setrlimit"));
+    let trace = env.dir.join("strace.out");
+    let trace_s = trace.to_str().expect("utf-8 path").to_owned();
+    let mut server = env.start_with(&["strace", "-f", "-qq", "-o", &trace_s]);
+    let cli: IpAddr = env.pair.cli_ip4.into();
+    env.open("a", cli, 60);
+    assert!(
+        env.wait_connect(cli, true, Duration::from_secs(5)),
+        "log:\n{}",
+        env.log()
+    );
+    env.send("a", cli, "--close", lifecycle_env::PORT, 0);
+    assert!(env.wait_connect(cli, false, Duration::from_secs(5)));
+    let pids = env.server_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    signal(pids[0], libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(pids[0], libc::SIGTERM);
+    assert!(wait_exit(&mut server, Duration::from_secs(15)).is_some());
+    let text = std::fs::read_to_string(&trace).expect("strace output");
+    let mut used = BTreeSet::new();
+    for l in text.lines() {
+        // "1234  openat(AT_FDCWD, ..." ; resumed calls and signals skipped.
+        let rest = l.split_once(' ').map(|(_, r)| r.trim_start()).unwrap_or("");
+        if let Some((name, _)) = rest.split_once('(') {
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                used.insert(name.to_owned());
+            }
+        }
+    }
+    // The first execve is strace starting the daemon: outside the unit.
+    let outside: Vec<&String> = used.iter().filter(|s| !allowed.contains(*s)).collect();
+    eprintln!(
+        "{backend}: {} distinct syscalls used, outside the filter: {outside:?}",
+        used.len()
+    );
+    assert!(used.len() > 20, "trace looks empty: {used:?}");
+    assert!(
+        outside.is_empty(),
+        "{backend}: syscalls outside SystemCallFilter=: {outside:?}"
+    );
+}
+
+#[test]
+fn every_syscall_is_inside_the_units_filter_iptables() {
+    syscalls_inside_the_filter(65, "iptables");
+}
+
+#[test]
+fn every_syscall_is_inside_the_units_filter_nftables() {
+    syscalls_inside_the_filter(66, "nftables");
+}
