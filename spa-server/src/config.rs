@@ -231,8 +231,13 @@ impl Config {
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_owned();
-            err(e.span(), "", msg)
+            let field = e
+                .span()
+                .and_then(|s| field_at(text, s.start, &msg))
+                .unwrap_or_default();
+            err(e.span(), &field, msg)
         })?;
+        check_overrides(ov).map_err(|(field, msg)| err(None, field, msg))?;
 
         let server_name = match (&ov.server_id, &raw.server_id) {
             (Some(s), _) => s.clone(),
@@ -491,6 +496,96 @@ impl Config {
     }
 }
 
+/// Command-line values get the same range checks as the file's; their
+/// errors name the option (there is no line).
+fn check_overrides(ov: &Overrides) -> Result<(), (&'static str, String)> {
+    if ov.spa_port == Some(0) {
+        return Err(("--port", "must be 1-65535".into()));
+    }
+    if let Some(w) = ov.window_secs {
+        if w == 0 || w > 3600 {
+            return Err(("--window", format!("{w}: must be 1-3600")));
+        }
+    }
+    if ov.default_duration == Some(0) {
+        return Err(("--default-duration", "must be at least 1 second".into()));
+    }
+    if ov.key_max_duration == Some(0) {
+        return Err(("--max-duration", "must be at least 1 second".into()));
+    }
+    if ov.server_id.as_ref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(("--server-id", "must not be empty".into()));
+    }
+    Ok(())
+}
+
+/// The dotted name of the setting a TOML error at byte `pos` is about
+/// (`spa_port`, `key.allow`, `legacy.hmac.ports`): serde's type errors carry
+/// only a span, and "line 7" alone makes the reader count lines. Uses the
+/// name the message quotes (`unknown field `x``, `missing field `x``) when
+/// there is one, else the key on that line (or the nearest line above it
+/// that has one, for multi-line arrays), prefixed by the enclosing table.
+fn field_at(text: &str, pos: usize, msg: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let pos = pos.min(bytes.len());
+    let start = bytes[..pos]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let mut lines = text.get(..start)?.lines().rev();
+    let this = text.get(start..)?.lines().next().unwrap_or("");
+    let header = |l: &str| -> Option<String> {
+        let l = l.trim();
+        let inner = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
+        let inner = inner.or_else(|| l.strip_prefix('[').and_then(|r| r.split(']').next()))?;
+        Some(inner.trim().replace(['"', ' '], ""))
+    };
+    let key_of = |l: &str| -> Option<String> {
+        let (k, _) = l.split_once('=')?;
+        let k = k.trim().replace(['"', ' '], "");
+        let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+        (!k.is_empty() && k.chars().all(bare)).then_some(k)
+    };
+    let quoted = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| msg.split(p).nth(1)?.split('`').next().map(str::to_owned));
+    // The table the error is in: this line if it is a header, else the
+    // nearest header above.
+    let (table, key) = if let Some(h) = header(this) {
+        (Some(h), None)
+    } else {
+        let mut key = key_of(this);
+        // A line without a key may be inside a multi-line array: walk up
+        // the lines that continue it (ending in `[` or `,`) to its key.
+        let mut in_array = key.is_none();
+        let mut table = None;
+        for l in lines.by_ref() {
+            if let Some(h) = header(l) {
+                table = Some(h);
+                break;
+            }
+            if in_array {
+                let t = l.trim_end();
+                let continues = t.ends_with('[') || t.ends_with(',');
+                if !continues {
+                    in_array = false;
+                } else if let Some(k) = key_of(l) {
+                    key = Some(k);
+                    in_array = false;
+                }
+            }
+        }
+        (table, key)
+    };
+    let name = quoted.or(key);
+    match (table, name) {
+        (Some(t), Some(n)) => Some(format!("{t}.{n}")),
+        (None, Some(n)) => Some(n),
+        (Some(t), None) => Some(t),
+        (None, None) => None,
+    }
+}
+
 /// Key file paths in the config are relative to the config file's folder.
 fn resolve(config: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -556,7 +651,10 @@ mod tests {
             assert!(e.msg.contains(msg), "`{msg}` not in: {e}");
             let shown = e.to_string();
             assert!(
-                shown.starts_with(&format!("{}:{line}: field `{field}`: ", self.conf().display())),
+                shown.starts_with(&format!(
+                    "{}:{line}: field `{field}`: ",
+                    self.conf().display()
+                )),
                 "{shown}"
             );
             e
@@ -581,14 +679,21 @@ mod tests {
         assert_eq!(cfg.server_id, ServerId::from_name(&hostname()));
         assert!(cfg.interfaces.is_empty());
         assert_eq!(cfg.window.past_secs, spa_proto::replay::DEFAULT_WINDOW_SECS);
-        assert_eq!(cfg.window.future_secs, spa_proto::replay::DEFAULT_WINDOW_SECS);
+        assert_eq!(
+            cfg.window.future_secs,
+            spa_proto::replay::DEFAULT_WINDOW_SECS
+        );
         assert_eq!(cfg.replay_capacity, spa_proto::replay::DEFAULT_CAPACITY);
         assert_eq!(cfg.keys.len(), 1);
         let k = &cfg.keys[0];
         assert_eq!(k.name, "alice");
         assert_eq!(k.allow, vec![tcp(22)]);
         assert_eq!(k.max_duration, DEFAULT_MAX_DURATION);
-        assert_eq!(k.file, env.dir.path().join("alice.key"), "relative to the config");
+        assert_eq!(
+            k.file,
+            env.dir.path().join("alice.key"),
+            "relative to the config"
+        );
         let id = MasterKey::from_bytes([0x11; 32]).derive().key_id();
         assert_eq!(k.key_id, id);
         assert_eq!(cfg.key(&id).map(|k| k.name.as_str()), Some("alice"));
@@ -635,7 +740,10 @@ mod tests {
         assert_eq!(b.file, bob);
         assert_eq!(b.max_duration, 3600);
         assert!(!b.allow_other_address);
-        assert!(cfg.keys[0].allow_other_address, "default: may name an address");
+        assert!(
+            cfg.keys[0].allow_other_address,
+            "default: may name an address"
+        );
         assert_eq!(
             b.allow,
             vec![tcp(22), Grant::new(Proto::Udp, 53).unwrap(), tcp(443)]
@@ -684,7 +792,11 @@ mod tests {
             ..Overrides::default()
         };
         let cfg = Config::load(None, &ov).unwrap();
-        assert_eq!(cfg.keys[0].allow, vec![tcp(22)], "--allow defaults to tcp/22");
+        assert_eq!(
+            cfg.keys[0].allow,
+            vec![tcp(22)],
+            "--allow defaults to tcp/22"
+        );
         assert_eq!(cfg.keys[0].max_duration, DEFAULT_MAX_DURATION);
         // Without keys there is nothing to serve.
         let e = Config::load(None, &Overrides::default()).unwrap_err();
@@ -716,20 +828,35 @@ mod tests {
             "unknown backend `pf`",
         );
         env.err(
-            &format!("{ALICE}default_duration = 0\n"),
-            5,
+            &format!("\ndefault_duration = 0\n{ALICE}"),
+            2,
             "default_duration",
             "at least 1",
         );
-        env.err(&format!("window_secs = 0\n{ALICE}"), 1, "window_secs", "1-3600");
-        env.err(&format!("window_secs = 3601\n{ALICE}"), 1, "window_secs", "1-3600");
+        env.err(
+            &format!("window_secs = 0\n{ALICE}"),
+            1,
+            "window_secs",
+            "1-3600",
+        );
+        env.err(
+            &format!("window_secs = 3601\n{ALICE}"),
+            1,
+            "window_secs",
+            "1-3600",
+        );
         env.err(
             &format!("replay_capacity = 15\n{ALICE}"),
             1,
             "replay_capacity",
             "at least 16",
         );
-        env.err(&format!("server_id = \" \"\n{ALICE}"), 1, "server_id", "empty");
+        env.err(
+            &format!("server_id = \" \"\n{ALICE}"),
+            1,
+            "server_id",
+            "empty",
+        );
         env.err(
             &format!("spa_port = 1\n[firewall_options]\nchain = \"a b\"\n{ALICE}"),
             2,
@@ -756,7 +883,9 @@ mod tests {
         );
         for bad in ["tcp/0", "tcp/65536", "tcp/x", "tcp/"] {
             env.err(
-                &k(&format!("name = \"a\"\nfile = \"alice.key\"\nallow = [\"{bad}\"]\n")),
+                &k(&format!(
+                    "name = \"a\"\nfile = \"alice.key\"\nallow = [\"{bad}\"]\n"
+                )),
                 6,
                 "key.allow",
                 "invalid port",
@@ -844,13 +973,49 @@ mod tests {
         // Wrong type and unknown field: the line and the field.
         env.err(&format!("\nspa_port = \"x\"\n{ALICE}"), 2, "spa_port", "");
         env.err(&format!("spa_port = 70000\n{ALICE}"), 1, "spa_port", "");
-        env.err(&format!("{ALICE}colour = \"blue\"\n"), 5, "key.colour", "colour");
-        env.err(&format!("colour = \"blue\"\n{ALICE}"), 1, "colour", "colour");
+        env.err(
+            &format!("{ALICE}colour = \"blue\"\n"),
+            5,
+            "key.colour",
+            "colour",
+        );
+        env.err(
+            &format!("colour = \"blue\"\n{ALICE}"),
+            1,
+            "colour",
+            "colour",
+        );
         env.err(
             &format!("{ALICE}max_duration = \"long\"\n"),
             5,
             "key.max_duration",
             "",
+        );
+        // Inside a multi-line array: the array's key.
+        env.err(
+            "[[key]]\nname = \"a\"\nfile = \"alice.key\"\nallow = [\n  \"tcp/22\",\n  22,\n]\n",
+            6,
+            "key.allow",
+            "",
+        );
+        // A table missing a required field names table and field.
+        let e = env
+            .load("spa_port = 1\n[[key]]\nname = \"a\"\nfile = \"alice.key\"\n")
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("key.allow"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        // A stray line is not blamed on the key above it.
+        let e = env
+            .load(&format!("spa_port = 1\nhello\n{ALICE}"))
+            .unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert_ne!(e.field.as_deref(), Some("spa_port"), "{e}");
+        // Nested tables keep their whole path.
+        env.err(
+            &format!("{ALICE}[firewall_options]\nchian = \"x\"\n"),
+            6,
+            "firewall_options.chian",
+            "chian",
         );
     }
 
@@ -916,9 +1081,14 @@ mod tests {
     fn parse_grant_accepts_the_documented_forms() {
         assert_eq!(parse_grant("22"), Ok(tcp(22)));
         assert_eq!(parse_grant(" tcp/22 "), Ok(tcp(22)));
-        assert_eq!(parse_grant("UDP/53"), Grant::new(Proto::Udp, 53).map_err(|_| String::new()));
+        assert_eq!(
+            parse_grant("UDP/53"),
+            Grant::new(Proto::Udp, 53).map_err(|_| String::new())
+        );
         assert_eq!(parse_grant("tcp/65535"), Ok(tcp(65535)));
-        for bad in ["", "0", "tcp/0", "65536", "icmp/1", "tcp/-1", "tcp/22/1", "/22", "udp/"] {
+        for bad in [
+            "", "0", "tcp/0", "65536", "icmp/1", "tcp/-1", "tcp/22/1", "/22", "udp/",
+        ] {
             assert!(parse_grant(bad).is_err(), "{bad:?} accepted");
         }
     }
