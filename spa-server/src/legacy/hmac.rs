@@ -89,7 +89,21 @@ pub struct HmacKnocks {
     first: HashMap<u16, Vec<(u32, u64)>>,
     used: HashSet<(KeyId, u64)>,
     table: BoundedTable<Vec<Cand>>,
+    replays: ReplayNotes,
 }
+
+/// Knocks of already used sequences, and the rate limit of their log line:
+/// whoever saw a sequence on the wire can repeat its ports at will, so the
+/// line is written at most once per [`REPLAY_LOG_EVERY_MS`] with a count.
+#[derive(Debug, Default)]
+struct ReplayNotes {
+    total: u64,
+    last_log_ms: Option<u64>,
+    since_log: u64,
+}
+
+/// At most one "already used" log line per this many milliseconds.
+const REPLAY_LOG_EVERY_MS: u64 = 1000;
 
 fn advanced(c: &[Cand]) -> bool {
     c.iter().any(|c| c.matched >= 2)
@@ -117,6 +131,7 @@ impl HmacKnocks {
             first: HashMap::new(),
             used: HashSet::new(),
             table: BoundedTable::new(max_sources),
+            replays: ReplayNotes::default(),
         }
     }
 
@@ -147,6 +162,36 @@ impl HmacKnocks {
     /// Accepted (key, step) pairs currently remembered.
     pub fn remembered(&self) -> usize {
         self.used.len()
+    }
+
+    /// Knocks refused because their sequence was already used: first knocks
+    /// of a used sequence (they create no state) and completions that lost
+    /// a race with another source.
+    pub fn replays_ignored(&self) -> u64 {
+        self.replays.total
+    }
+
+    /// Counts a knock of a used sequence and logs it, rate-limited.
+    fn note_replay(&mut self, src: IpAddr, c: &Cand, now_ms: u64) {
+        let key = self.key_id(c.key);
+        let r = &mut self.replays;
+        r.total = r.total.saturating_add(1);
+        r.since_log = r.since_log.saturating_add(1);
+        if r.last_log_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < REPLAY_LOG_EVERY_MS)
+        {
+            return;
+        }
+        let key = key.map(|k| k.to_string()).unwrap_or_default();
+        tracing::warn!(
+            %src,
+            key = %key,
+            step = c.step,
+            knocks = r.since_log,
+            "HMAC knock sequence replayed: already used, ignored (each sequence opens once)"
+        );
+        r.last_log_ms = Some(now_ms);
+        r.since_log = 0;
     }
 
     fn window(s: u64) -> impl Iterator<Item = u64> {
@@ -237,7 +282,7 @@ impl HmacKnocks {
         }
         if let Some(cands) = progress {
             let mut next = Vec::with_capacity(cands.len());
-            let mut replayed = false;
+            let mut replayed = None;
             for c in cands {
                 let Some(seq) = self.seqs.get(&(c.key, c.step)) else {
                     continue; // its step left the window
@@ -249,7 +294,7 @@ impl HmacKnocks {
                     };
                     if c.matched >= seq.len {
                         if self.is_used(&c) {
-                            replayed = true;
+                            replayed = Some(c);
                             continue;
                         }
                         self.table.remove(&src);
@@ -260,8 +305,8 @@ impl HmacKnocks {
                     next.push(c); // a repeat of the knock just matched
                 }
             }
-            if replayed {
-                tracing::warn!(%src, "HMAC knock sequence replayed: already used in this time step, ignored");
+            if let Some(c) = replayed {
+                self.note_replay(src, &c, now_ms);
             }
             if !next.is_empty() {
                 if let Some(slot) = self.table.get_mut(&src) {
@@ -273,6 +318,7 @@ impl HmacKnocks {
         }
         // A possible first knock.
         let mut cands = Vec::new();
+        let mut used_first = None;
         for &(key, step) in self.first.get(&dport).map(Vec::as_slice).unwrap_or(&[]) {
             let c = Cand {
                 key,
@@ -280,6 +326,7 @@ impl HmacKnocks {
                 matched: 1,
             };
             if self.is_used(&c) {
+                used_first = Some(c);
                 continue;
             }
             let len = self.seqs.get(&(key, step)).map_or(0, |s| s.len);
@@ -287,6 +334,9 @@ impl HmacKnocks {
                 return self.accept(src, c);
             }
             cands.push(c);
+        }
+        if let Some(c) = used_first {
+            self.note_replay(src, &c, now_ms);
         }
         if !cands.is_empty() {
             self.table
@@ -370,6 +420,10 @@ mod tests {
         assert_eq!(knock(&mut h, a, &seq, 100, T0 + 1), None);
         assert_eq!(knock(&mut h, ip(2), &seq, 200, T0 + 2), None);
         assert_eq!(h.remembered(), 1);
+        // Each repeat is counted (and logged, rate-limited) at its first
+        // knock, which creates no progress.
+        assert_eq!(h.replays_ignored(), 2);
+        assert_eq!(h.tracked_sources(), 0);
     }
 
     #[test]
