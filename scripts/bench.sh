@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Daemon benchmark: spa-server side by side with knockd and fwknopd in the
+# shared harness (../shared/bench, see its README.md), as root.
+#
+#   scripts/bench.sh                      # spa-rust knockd fwknopd fwknopd-udp, all phases (~12 min)
+#   scripts/bench.sh --quick              # 5 trials, 3 s idle/flood, no fail-closed
+#   scripts/bench.sh spa-rust --phases latency,failclosed
+#
+# Arguments are passed to the harness's run.sh; without an adapter name the
+# anchors (knockd, fwknopd, fwknopd-udp) run in the same run as ours, because
+# only ratios between daemons measured together mean anything on a shared box.
+# Results: target/bench/<stamp>/summary.md (and summary.json, raw per adapter).
+#
+# Environment:
+#   SPA_BENCH_RUN    path of the harness's run.sh
+#                    (default: <repo's parent>/shared/bench/run.sh)
+#   SPA_ACCESS_TIMEOUT, TRIALS, FLOOD_PPS, ... are the harness's tunables.
+#   SPA_FIREWALL=nftables  measure the nftables backend instead of iptables
+#                    (needs an `inet filter input` chain: not the harness's
+#                    baseline, so the default stays iptables).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+[[ $(id -u) == 0 ]] || { echo "bench: run as root (network namespaces, iptables inside them)" >&2; exit 1; }
+
+REPO=$PWD
+RUN=${SPA_BENCH_RUN:-$(dirname "$REPO")/shared/bench/run.sh}
+[[ -x $RUN || -f $RUN ]] || { echo "bench: harness not found at $RUN (set SPA_BENCH_RUN)" >&2; exit 1; }
+
+echo "== building release binaries" >&2
+cargo build --release --workspace --bins --quiet
+
+stamp=$(date +%Y%m%d-%H%M%S)
+out=$REPO/target/bench/$stamp
+# Does the caller name an adapter (or 'all')? Otherwise measure ours + anchors.
+args=("$@") named=0 has_out=0
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+        --out) has_out=1; i=$((i + 1)); out=$(realpath -m "${args[i]:-}") ;;
+        --phases) i=$((i + 1)) ;;
+        -*) ;;
+        *) named=1 ;;
+    esac
+done
+((named)) || args=(spa-rust knockd fwknopd fwknopd-udp "${args[@]}")
+((has_out)) || args+=(--out "$out")
+
+# The adapter (shared/bench/adapters/spa-rust.sh) takes our CLI as variables;
+# {IF} {SRV_IP} {CLI_IP} {PORT} {WORK} {TIMEOUT} are expanded by it.
+export SPA_SERVER_BIN=$REPO/target/release/spa-server
+export SPA_CLIENT_BIN=$REPO/target/release/spa-client
+export SPA_ACCESS_TIMEOUT=${SPA_ACCESS_TIMEOUT:-30}
+export SPA_KEYGEN_ARGS="keygen --out {WORK}/spa.key --name bench --server-id bench"
+fw=${SPA_FIREWALL:-iptables}
+export SPA_SERVER_ARGS="--interface {IF} --port {PORT} --key {WORK}/spa.key --allow tcp/22 \
+--max-duration {TIMEOUT} --default-duration {TIMEOUT} --server-id bench --state-dir {WORK}/state --firewall $fw"
+export SPA_CLIENT_ARGS="send --quiet --key {WORK}/spa.key --server-id bench --open 22 --duration {TIMEOUT} \
+--source {CLI_IP} -p {PORT} {SRV_IP}"
+# No socket is opened (AF_PACKET capture), so readiness is the log line.
+export SPA_READY_REGEX=ready
+# Revoke between trials with our own mechanism, a signed close from the
+# client namespace (the harness runs SPA_CLOSE_CMD inside the server netns and
+# does not expand placeholders, hence the nested netns exec and the literal
+# key path: run.sh puts the adapter's scratch dir at <out>/spa-rust/work).
+# SPA_CLOSE=flush instead empties our chain behind the daemon's back, as the
+# fwknopd adapters do with FWKNOP_INPUT; the next open of the same address
+# then takes the daemon's "grant vanished" refresh path (a failed
+# iptables-restore, then a retry), which is slower than a fresh add.
+key=$out/spa-rust/work/spa.key
+if [[ ${SPA_CLOSE:-client} == flush ]]; then
+    if [[ $fw == nftables ]]; then
+        export SPA_CLOSE_CMD="nft flush set inet filter spa4"
+    else
+        export SPA_CLOSE_CMD="iptables -F SPA"
+    fi
+else
+    export SPA_CLOSE_CMD="ip netns exec spab-cli $SPA_CLIENT_BIN send --quiet --key $key --server-id bench \
+--close 22 --source 198.18.0.2 -p 62201 198.18.0.1"
+fi
+if [[ $fw == nftables ]]; then export SPA_NFT_SET="inet filter spa4"; fi
+
+echo "== $RUN ${args[*]}" >&2
+exec "$RUN" "${args[@]}"
