@@ -288,11 +288,43 @@ fn unit_caps_prefix() -> Vec<String> {
     ]
 }
 
+/// A rough stand-in for the unit's file-system sandbox, in a private mount
+/// namespace: ProtectSystem=strict (every mount read-only except /proc, /sys,
+/// /dev and, like StateDirectory=, the test's directory), ProtectHome=yes
+/// (/root, /home, /run/user inaccessible), then `unit_caps_prefix`.
+fn sandbox_prefix(env: &Env) -> Vec<String> {
+    assert_eq!(one("ProtectSystem"), "strict");
+    assert_eq!(one("ProtectHome"), "yes");
+    let dir = env.dir.to_str().expect("utf-8 path");
+    let script = format!(
+        "set -e\n\
+         for m in $(awk '{{print $2}}' /proc/self/mounts | sort -u); do\n\
+         \x20 case \"$m\" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac\n\
+         \x20 mount -o remount,bind,ro \"$m\" 2>/dev/null || true\n\
+         done\n\
+         mount --bind '{dir}' '{dir}'\n\
+         mount -o remount,bind,rw '{dir}'\n\
+         for h in /root /home /run/user; do\n\
+         \x20 if [ -d \"$h\" ]; then mount -t tmpfs -o ro,mode=000 tmpfs \"$h\"; fi\n\
+         done\n\
+         touch /usr/.spa-sandbox-probe 2>/dev/null && {{ echo 'sandbox: / still writable' >&2; exit 9; }}\n\
+         exec \"$@\"\n"
+    );
+    let mut p: Vec<String> = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    p.push(script);
+    p.push("sandbox".into());
+    p.extend(unit_caps_prefix());
+    p
+}
+
 fn works_under_the_units_capabilities(id: u8, backend: &'static str) {
     let env = Env::new(id, backend, &["a"]);
     env.write_config(&[A]);
     let baseline = env.firewall_snapshot();
-    let prefix = unit_caps_prefix();
+    let prefix = sandbox_prefix(&env);
     let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
     let mut server = env.start_with(&prefix);
     let status =
