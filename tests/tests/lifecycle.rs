@@ -4,7 +4,7 @@
 //! left, both backends), SIGHUP (key list changed, broken configuration),
 //! and an interface that goes down and comes back.
 //!
-//! Namespace ids: 51-57.
+//! Namespace ids: 51-58 (58: nftables kill -9).
 
 mod lifecycle_env;
 
@@ -41,8 +41,17 @@ fn our_iptables(env: &Env) -> (Vec<String>, Vec<String>) {
 }
 
 #[test]
-fn kill_9_with_a_grant_open_closes_in_the_kernel() {
-    let env = Env::new(51, "iptables", &["a"]);
+fn kill_9_with_a_grant_open_closes_in_the_kernel_iptables() {
+    kill_9_closes_in_the_kernel(51, "iptables");
+}
+
+#[test]
+fn kill_9_with_a_grant_open_closes_in_the_kernel_nftables() {
+    kill_9_closes_in_the_kernel(58, "nftables");
+}
+
+fn kill_9_closes_in_the_kernel(id: u8, backend: &'static str) {
+    let env = Env::new(id, backend, &["a"]);
     env.write_config(&[A]);
     let mut server = env.start();
     let cli: IpAddr = env.pair.cli_ip4.into();
@@ -60,18 +69,30 @@ fn kill_9_with_a_grant_open_closes_in_the_kernel() {
         env.server_pids().is_empty(),
         "a spa-server process is still running in the namespace"
     );
-    // The rule is still listed (nobody removed it) ...
-    let (_, chain) = our_iptables(&env);
-    assert!(
-        chain.iter().any(|l| l.contains("-A SPA")),
-        "the grant should still be listed after kill -9: {chain:?}"
-    );
+    // The grant is still listed (nobody removed it) ...
+    if backend == "iptables" {
+        let (_, chain) = our_iptables(&env);
+        assert!(
+            chain.iter().any(|l| l.contains("-A SPA")),
+            "the grant should still be listed after kill -9: {chain:?}"
+        );
+    } else {
+        let set = env.srv_out(&["nft", "list", "set", "inet", "filter", "spa4"]);
+        assert!(
+            set.contains(&env.pair.cli_ip4.to_string()),
+            "the grant should still be listed after kill -9: {set}"
+        );
+    }
     // ... but the kernel stops matching it at its end: refused within
     // duration + 2 s of the request, with no process of ours running.
-    let closed = env.wait_connect(cli, false, Duration::from_secs(5) - sent.elapsed());
+    let closed = env.wait_connect(
+        cli,
+        false,
+        Duration::from_secs(5).saturating_sub(sent.elapsed()),
+    );
     let at = sent.elapsed();
     eprintln!(
-        "kill -9, 3 s grant: refused again {:.2} s after the request",
+        "{backend}: kill -9, 3 s grant: refused again {:.2} s after the request",
         at.as_secs_f64()
     );
     assert!(closed, "grant still open {at:?} after the request");

@@ -5,7 +5,7 @@
 //! RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM, and no
 //! READY=1 at all when the configuration is bad.
 //!
-//! Namespace ids: 50, 58.
+//! Namespace ids: 50, 67.
 
 mod lifecycle_env;
 
@@ -152,7 +152,7 @@ fn ready_after_chain_and_capture_then_watchdog_reload_and_stopping() {
 
 #[test]
 fn no_ready_when_the_configuration_is_bad() {
-    let env = Env::new(58, "iptables", &["a"]);
+    let env = Env::new(67, "iptables", &["a"]);
     env.write_config_text(
         &env.config_text(&[KeySpec {
             name: "a",

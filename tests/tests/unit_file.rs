@@ -473,3 +473,135 @@ fn every_syscall_is_inside_the_units_filter_iptables() {
 fn every_syscall_is_inside_the_units_filter_nftables() {
     syscalls_inside_the_filter(66, "nftables");
 }
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn install_script_stages_every_file_and_keeps_an_existing_config() {
+    let d = tmpdir("install");
+    let bin_dir = bin("spa-server")
+        .parent()
+        .expect("bin dir")
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned();
+    let run = || {
+        let out = Command::new(repo_root().join("scripts/install.sh"))
+            .arg("--no-build")
+            .env("DESTDIR", &d)
+            .env("PREFIX", "/opt/spa-test")
+            .env("SPA_BIN_DIR", &bin_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run install.sh");
+        assert!(
+            out.status.success(),
+            "install.sh: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    assert!(first.contains("Nothing was started"), "{first}");
+    for (p, m) in [
+        ("opt/spa-test/sbin/spa-server", 0o755),
+        ("opt/spa-test/bin/spa-client", 0o755),
+        ("opt/spa-test/bin/spa-keygen", 0o755),
+        ("etc/systemd/system/spa-server.service", 0o644),
+        ("etc/spa/keys", 0o700),
+        ("etc/spa/server.toml", 0o600),
+        ("opt/spa-test/share/doc/spa/operations.md", 0o644),
+    ] {
+        assert_eq!(mode(&d.join(p)), m, "{p}");
+    }
+    // The installed unit names the installed binary, and verifies once the
+    // staging root is put in front of its paths.
+    let unit = std::fs::read_to_string(d.join("etc/systemd/system/spa-server.service"))
+        .expect("installed unit");
+    assert!(unit.contains("ExecStart=/opt/spa-test/sbin/spa-server --config /etc/spa/server.toml"));
+    assert!(unit.contains(
+        "ExecStopPost=/opt/spa-test/sbin/spa-server --config /etc/spa/server.toml flush"
+    ));
+    let staged = d.join("verify.service");
+    std::fs::write(
+        &staged,
+        unit.replace("/opt/spa-test/", &format!("{}/opt/spa-test/", d.display())),
+    )
+    .expect("write");
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&staged)
+        .current_dir(&d)
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        v.status.success() && v.stderr.is_empty(),
+        "installed unit: {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    // A second run keeps the admin's configuration.
+    let cfg = d.join("etc/spa/server.toml");
+    std::fs::write(&cfg, "server_id = \"mine\"\n").expect("write");
+    let second = run();
+    assert!(second.contains("left as it is"), "{second}");
+    assert_eq!(
+        std::fs::read_to_string(&cfg).expect("read"),
+        "server_id = \"mine\"\n"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn example_config_is_valid_once_a_key_is_added() {
+    let d = tmpdir("example");
+    let example = std::fs::read_to_string(repo_root().join("spa-server/dist/server.toml.example"))
+        .expect("read example");
+    let key = d.join("alice.key");
+    let out = Command::new(bin("spa-keygen"))
+        .arg("--out")
+        .arg(&key)
+        .args(["--name", "alice", "--server-id", "gw"])
+        .output()
+        .expect("spa-keygen");
+    assert!(out.status.success());
+    let check = |text: &str| {
+        let cfg = d.join("server.toml");
+        std::fs::write(&cfg, text).expect("write");
+        Command::new(bin("spa-server"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check-config")
+            .output()
+            .expect("check-config")
+    };
+    // As shipped: refused, and the message says what is missing.
+    let bare = check(&example);
+    assert!(!bare.status.success());
+    let msg = String::from_utf8_lossy(&bare.stderr);
+    assert!(msg.contains("no keys configured"), "{msg}");
+    // With a key table, as spa-keygen prints it: accepted.
+    let with_key = format!(
+        "{}\n[[key]]\nname = \"alice\"\nfile = \"{}\"\nallow = [\"tcp/22\"]\nmax_duration = 300\n",
+        example.replace("CHANGE-ME", "gw"),
+        key.display()
+    );
+    let ok = check(&with_key);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
