@@ -1,0 +1,632 @@
+//! Legacy (knockd) knocks and HMAC knocks end to end: the real `spa-server`
+//! and `spa-client`, real iptables, and the stock `knock` client from
+//! Debian's knockd package, run in the client namespace.
+//!
+//! Namespace ids 30..=49, one per test. Every wait and loop is bounded; the
+//! server is killed on drop and the namespaces are deleted, also when a test
+//! fails. Single SYNs from a chosen source address (which `knock` cannot
+//! pick) and the spoofed flood are sent by small python3 scripts inside the
+//! client namespace; nothing leaves the two namespaces.
+
+use spa_e2e::{bin, keygen, wait_for, Guard, NetPair, Scratch, Server};
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SID: &str = "e2e-knock";
+const KNOCK: &str = "/usr/bin/knock";
+
+/// One test's world: namespaces with the admin's iptables baseline (new
+/// tcp/22 refused) and a listener on tcp/22, a scratch dir and a key.
+struct Rig {
+    pair: NetPair,
+    dir: Scratch,
+    key: String,
+    _listener: Guard,
+    started: Instant,
+}
+
+fn rig(id: u8) -> Rig {
+    assert!((30..=49).contains(&id), "legacy tests own ids 30..=49");
+    assert!(
+        std::path::Path::new(KNOCK).exists(),
+        "{KNOCK} missing: apt-get install knockd"
+    );
+    let started = Instant::now();
+    let pair = NetPair::new(id);
+    pair.iptables_baseline(22);
+    let listener = Guard(pair.listen(22));
+    let dir = Scratch::new(&format!("legacy{id}"));
+    let key = keygen(&dir.join("alice.key"), "alice", SID);
+    Rig {
+        pair,
+        dir,
+        key,
+        _listener: listener,
+        started,
+    }
+}
+
+impl Rig {
+    fn srv(&self) -> IpAddr {
+        self.pair.srv_ip4.into()
+    }
+    fn a(&self) -> IpAddr {
+        self.pair.cli_ip4.into()
+    }
+    fn b(&self) -> IpAddr {
+        self.pair.cli_ip4_b.into()
+    }
+
+    /// `spa-server` in the server namespace with the base arguments plus
+    /// `extra`. `with_key`: also `--key alice.key --allow tcp/22` (a config
+    /// file that lists the key itself must not get it twice).
+    fn server(&self, log: &str, with_key: bool, extra: &[&str]) -> Server {
+        let state = self.dir.join("state").display().to_string();
+        let mut args = vec![
+            "--interface",
+            &self.pair.srv_if,
+            "--server-id",
+            SID,
+            "--state-dir",
+            &state,
+            "--firewall",
+            "iptables",
+        ];
+        if with_key {
+            args.extend_from_slice(&["--key", &self.key, "--allow", "tcp/22"]);
+        }
+        args.extend_from_slice(extra);
+        let s = Server::start(&self.pair, &self.dir.join(log), &args);
+        // `Server::start` also stops at "iptables chain ready"; knocks sent
+        // before the capture is open would be lost, so wait for the
+        // daemon's own `ready` line (it carries server_id=).
+        assert!(
+            s.wait_lines(&["ready", "server_id="], 1, Duration::from_secs(10)),
+            "spa-server did not log ready:\n{}",
+            s.log_text()
+        );
+        s
+    }
+
+    /// Writes `text` to the scratch dir and returns its path.
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p.display().to_string()
+    }
+
+    /// The stock `knock` client in the client namespace (bounded by
+    /// `timeout`); must exit 0. It cannot choose its source address: it
+    /// uses the interface's primary address, `cli_ip4`.
+    fn knock(&self, args: &[&str]) -> Output {
+        let mut argv = vec!["timeout", "20", KNOCK];
+        argv.extend_from_slice(args);
+        let out = self
+            .pair
+            .cli(&argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn knock in the client namespace");
+        assert!(
+            out.status.success(),
+            "knock {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// One TCP SYN per `(source, port)`, in order, `gap_ms` apart, each
+    /// from a socket bound to that source: a non-blocking connect that is
+    /// abandoned, exactly what `knock` does per port.
+    fn syns(&self, hits: &[(IpAddr, u16)], gap_ms: u64) {
+        let list: Vec<String> = hits.iter().map(|(a, p)| format!("('{a}',{p})")).collect();
+        let script = format!(
+            "import socket,time\n\
+             keep=[]\n\
+             for src,port in [{}]:\n\
+             \x20   s=socket.socket(socket.AF_INET,socket.SOCK_STREAM)\n\
+             \x20   s.setblocking(False)\n\
+             \x20   s.bind((src,0))\n\
+             \x20   s.connect_ex(('{}',port))\n\
+             \x20   keep.append(s)\n\
+             \x20   time.sleep({})\n",
+            list.join(","),
+            self.pair.srv_ip4,
+            gap_ms as f64 / 1000.0
+        );
+        let out = self
+            .pair
+            .cli(&["timeout", "20", "python3", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn python3 in the client namespace");
+        assert!(
+            out.status.success(),
+            "SYN sender failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `spa-client <args>` in the client namespace; must exit 0; stdout.
+    fn client(&self, args: &[&str]) -> String {
+        let client = bin("spa-client");
+        let mut argv = vec![client.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        let out = self
+            .pair
+            .cli(&argv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn spa-client in the client namespace");
+        assert!(
+            out.status.success(),
+            "spa-client {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn connects(&self, src: IpAddr) -> bool {
+        self.pair.can_connect(src, self.srv(), 22)
+    }
+
+    /// Waits (bounded, 5 s) until a connect from `src` to tcp/22 succeeds
+    /// or is refused, as wanted.
+    fn expect_connect(&self, src: IpAddr, want: bool, what: &str, s: &Server) {
+        assert!(
+            self.pair
+                .wait_connect(src, self.srv(), 22, want, Duration::from_secs(5)),
+            "{what}: connect {src} -> {}:22 should {}; server log:\n{}",
+            self.srv(),
+            if want { "succeed" } else { "be refused" },
+            s.log_text()
+        );
+    }
+
+    /// Gives the daemon time to act on knocks it should ignore (it acts in
+    /// well under 100 ms), then checks tcp/22 stays refused from `src` and
+    /// no grant was added since `opens_before` lines.
+    fn expect_nothing_opens(&self, src: IpAddr, s: &Server, opens_before: usize, what: &str) {
+        std::thread::sleep(Duration::from_millis(700));
+        let opens = s.lines_with(&["knock accepted: rule added"]).len();
+        assert_eq!(
+            opens,
+            opens_before,
+            "{what}: nothing may open; server log:\n{}",
+            s.log_text()
+        );
+        assert!(
+            !self.connects(src),
+            "{what}: tcp/22 must stay refused from {src}; server log:\n{}",
+            s.log_text()
+        );
+    }
+
+    /// Grant rules (`-A SPA -s ...`) in the server namespace.
+    fn grant_rules(&self) -> Vec<String> {
+        self.pair
+            .srv_sh("iptables -w -S SPA 2>/dev/null || true")
+            .lines()
+            .filter(|l| l.starts_with("-A SPA"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn done(&self, name: &str) {
+        eprintln!("{name}: {:.2} s", self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Case 1: knockd's default doors: 7000,8000,9000 opens tcp/22 for the knocking
+/// source only; 9000,8000,7000 closes it.
+#[test]
+fn default_doors_open_for_the_source_only_and_close() {
+    let r = rig(30);
+    let (a, b, srv) = (r.a(), r.b(), r.srv().to_string());
+    assert!(!r.connects(a), "tcp/22 must be refused before");
+    let s = r.server("server.log", true, &["--legacy-knock"]);
+    assert!(
+        s.log_text().contains("INSECURE"),
+        "start must warn that legacy knocks are replayable:\n{}",
+        s.log_text()
+    );
+    assert!(!r.connects(a), "still refused with the server up");
+
+    r.knock(&["-v", &srv, "7000", "8000", "9000"]);
+    s.expect_lines(
+        &["knock accepted: rule added", &a.to_string(), "openSSH"],
+        1,
+    );
+    r.expect_connect(a, true, "after 7000,8000,9000", &s);
+    assert!(!r.connects(b), "the other client address must stay refused");
+    let rules = r.grant_rules();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(
+        rules[0].contains(&format!("-s {a}/32")) && rules[0].contains("--dport 22"),
+        "{rules:?}"
+    );
+
+    r.knock(&["-v", &srv, "9000", "8000", "7000"]);
+    s.expect_lines(
+        &["knock accepted: rule removed", &a.to_string(), "closeSSH"],
+        1,
+    );
+    r.expect_connect(a, false, "after 9000,8000,7000", &s);
+    assert!(r.grant_rules().is_empty(), "{:?}", r.grant_rules());
+    r.done("default_doors");
+}
+
+/// Case 2: The right ports in the wrong order open nothing; the same source can
+/// still knock correctly right after.
+#[test]
+fn wrong_order_opens_nothing() {
+    let r = rig(31);
+    let (a, srv) = (r.a(), r.srv().to_string());
+    let s = r.server("server.log", true, &["--legacy-knock"]);
+
+    r.knock(&[&srv, "8000", "7000", "9000"]);
+    r.expect_nothing_opens(a, &s, 0, "8000,7000,9000");
+    r.knock(&[&srv, "7000", "9000", "8000"]);
+    r.expect_nothing_opens(a, &s, 0, "7000,9000,8000");
+    assert!(r.grant_rules().is_empty());
+
+    // Control: the detector works and the source is not locked out.
+    r.knock(&[&srv, "7000", "8000", "9000"]);
+    r.expect_connect(a, true, "a correct knock after the wrong ones", &s);
+    r.done("wrong_order");
+}
+
+/// Case 3: A sequence slower than seq_timeout (1 s here, from a `[legacy]`
+/// section) opens nothing; the same sequence at full speed opens.
+#[test]
+fn too_slow_opens_nothing() {
+    let r = rig(32);
+    let (a, srv) = (r.a(), r.srv().to_string());
+    let conf = r.file("server.toml", "[legacy]\nenabled = true\nseq_timeout = 1\n");
+    let s = r.server("server.log", true, &["--config", &conf]);
+
+    let t = Instant::now();
+    r.knock(&["-d", "1500", &srv, "7000", "8000", "9000"]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(2900),
+        "knock -d 1500 must take 3 s, took {:?}",
+        t.elapsed()
+    );
+    r.expect_nothing_opens(a, &s, 0, "knocks 1.5 s apart with seq_timeout 1");
+
+    // Just inside the timeout: 2 × 400 ms = 0.8 s < 1 s.
+    r.knock(&["-d", "400", &srv, "7000", "8000", "9000"]);
+    r.expect_connect(a, true, "knocks 0.4 s apart", &s);
+    r.done("too_slow");
+}
+
+/// Case 4: Two sources knocking interleaved (A 7000, B 7000, A 8000, B 8000,
+/// A 9000, B 9000) both get in: progress is per source.
+#[test]
+fn two_sources_interleaved_both_open() {
+    let r = rig(33);
+    let (a, b) = (r.a(), r.b());
+    let s = r.server("server.log", true, &["--legacy-knock"]);
+    assert!(!r.connects(a) && !r.connects(b));
+
+    r.syns(
+        &[
+            (a, 7000),
+            (b, 7000),
+            (a, 8000),
+            (b, 8000),
+            (a, 9000),
+            (b, 9000),
+        ],
+        50,
+    );
+    s.expect_lines(&["knock accepted: rule added"], 2);
+    r.expect_connect(a, true, "A after interleaved knocks", &s);
+    r.expect_connect(b, true, "B after interleaved knocks", &s);
+    assert_eq!(r.grant_rules().len(), 2, "{:?}", r.grant_rules());
+
+    // Interleaved close by A only: B keeps its grant.
+    r.syns(&[(a, 9000), (b, 7000), (a, 8000), (a, 7000)], 50);
+    s.expect_lines(&["knock accepted: rule removed", &a.to_string()], 1);
+    r.expect_connect(a, false, "A after its close", &s);
+    assert!(r.connects(b), "B's grant must survive A's close");
+    r.done("interleaved");
+}
+
+/// Case 5: A knockd.conf imported with `--knockd-conf`: a timed door
+/// (start_command / cmd_timeout / stop_command, as knockd's openSSHtimed)
+/// opens, then closes by itself after cmd_timeout. The imported file
+/// replaces the default doors.
+#[test]
+fn knockd_conf_timed_door_opens_then_closes_itself() {
+    let r = rig(34);
+    let (a, b, srv) = (r.a(), r.b(), r.srv().to_string());
+    let conf = r.file(
+        "knockd.conf",
+        "[options]\n\
+         \tUseSyslog\n\
+         \n\
+         [openSSHtimed]\n\
+         \tsequence      = 7100,8100,9100\n\
+         \tseq_timeout   = 5\n\
+         \tstart_command = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+         \tcmd_timeout   = 3\n\
+         \tstop_command  = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+         \ttcpflags      = syn\n",
+    );
+    let s = r.server("server.log", true, &["--knockd-conf", &conf]);
+
+    // knockd's default doors are not in force: only the imported file is.
+    r.knock(&[&srv, "7000", "8000", "9000"]);
+    r.expect_nothing_opens(a, &s, 0, "default sequence with an imported knockd.conf");
+
+    r.knock(&[&srv, "7100", "8100", "9100"]);
+    let opened = Instant::now();
+    s.expect_lines(
+        &["knock accepted: rule added", "openSSHtimed", "duration=3"],
+        1,
+    );
+    r.expect_connect(a, true, "after 7100,8100,9100", &s);
+    assert!(!r.connects(b), "the other client address must stay refused");
+    assert!(
+        r.pair
+            .wait_connect(a, r.srv(), 22, false, Duration::from_secs(8)),
+        "the timed door must close by itself; log:\n{}",
+        s.log_text()
+    );
+    let closed_after = opened.elapsed();
+    // Grants expire on whole unix seconds: a 3 s grant lasts 2..=3 s.
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "closed after {closed_after:?}, well before cmd_timeout = 3 s"
+    );
+    assert!(r.grant_rules().is_empty(), "{:?}", r.grant_rules());
+    eprintln!(
+        "timed door closed {:.2} s after the knock",
+        closed_after.as_secs_f64()
+    );
+    r.done("knockd_conf");
+}
+
+/// Config for HMAC knocks: alice's key listed in the file, HMAC knocks on,
+/// no fixed-sequence doors (`enabled` stays false).
+fn hmac_conf(r: &Rig, extra: &str) -> String {
+    r.file(
+        "server.toml",
+        &format!(
+            "[[key]]\nname = \"alice\"\nfile = \"{}\"\nallow = [\"tcp/22\"]\n\n\
+             [legacy.hmac]\nenabled = true\n{extra}",
+            r.key
+        ),
+    )
+}
+
+/// Case 6: An HMAC sequence from `spa-client knock-seq`, sent by the stock
+/// `knock`, opens once; the same sequence again (same step) is refused;
+/// `spa-client knock --next` opens again.
+#[test]
+fn hmac_sequence_opens_once_not_twice() {
+    let r = rig(35);
+    let (a, b, srv) = (r.a(), r.b(), r.srv().to_string());
+    let conf = hmac_conf(&r, "");
+    let s = r.server(
+        "server.log",
+        false,
+        &["--config", &conf, "--default-duration", "2"],
+    );
+    assert!(!r.connects(a));
+
+    let seq = r.client(&["knock-seq", "--key", &r.key]);
+    let ports: Vec<&str> = seq.split_whitespace().collect();
+    assert_eq!(ports.len(), 4, "knock-seq printed {seq:?}");
+    // As documented: knock SERVER $(spa-client knock-seq).
+    let client = bin("spa-client").display().to_string();
+    r.pair.cli_sh(&format!(
+        "timeout 20 {KNOCK} {srv} $({client} knock-seq --key {})",
+        r.key
+    ));
+    s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 1);
+    r.expect_connect(a, true, "after the HMAC sequence", &s);
+    assert!(!r.connects(b), "the other client address must stay refused");
+
+    // The grant lasts 2 s; wait for it to end.
+    r.expect_connect(a, false, "after the 2 s grant expired", &s);
+
+    // The very same ports again: refused as a replay.
+    let mut argv = vec![srv.as_str()];
+    argv.extend(ports.iter().copied());
+    r.knock(&argv);
+    s.expect_lines(&["replayed"], 1);
+    r.expect_nothing_opens(a, &s, 1, "the same HMAC sequence a second time");
+
+    // The next step's sequence is fresh.
+    r.client(&["knock", "--key", &r.key, "--next", &srv]);
+    s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 2);
+    r.expect_connect(a, true, "after spa-client knock --next", &s);
+    r.done("hmac_once");
+}
+
+/// Case 7: A sequence of a step 3 steps ago (step_secs = 2) is refused; the
+/// current one opens.
+#[test]
+fn hmac_sequence_from_an_expired_step_rejected() {
+    let r = rig(36);
+    let (a, srv) = (r.a(), r.srv().to_string());
+    let conf = hmac_conf(&r, "step_secs = 2\n");
+    let s = r.server("server.log", false, &["--config", &conf]);
+
+    let old = r.client(&["knock-seq", "--key", &r.key, "--step-secs", "2"]);
+    let old_ports: Vec<String> = old.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(old_ports.len(), 4, "knock-seq printed {old:?}");
+    // Computed in step s at time t >= 2s; at t + 7 the server is in step
+    // s + 3 at least, and accepts only s + 2 ..= s + 4.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut argv = vec![srv.as_str()];
+    argv.extend(old_ports.iter().map(String::as_str));
+    r.knock(&argv);
+    r.expect_nothing_opens(a, &s, 0, "a sequence 3 steps old");
+
+    let fresh = r.client(&["knock-seq", "--key", &r.key, "--step-secs", "2"]);
+    let mut argv = vec![srv.as_str()];
+    argv.extend(fresh.split_whitespace());
+    r.knock(&argv);
+    r.expect_connect(a, true, "the current step's sequence", &s);
+    r.done("hmac_expired");
+}
+
+/// Sends `count` raw TCP SYNs to `dport` from random spoofed sources in
+/// 198.19.0.0/16 at about `pps`, from the client namespace (at most 30 s).
+/// Prints `start` before the first packet and `sent N` at the end. The
+/// server has no route to 198.19/16, so its RSTs die in its namespace.
+fn flood_script(dst: Ipv4Addr, dport: u16, count: u32, pps: u32) -> String {
+    format!(
+        r#"
+import os,random,socket,struct,sys,time
+def csum(d):
+    if len(d)%2: d+=b'\0'
+    s=sum(struct.unpack('!%dH'%(len(d)//2),d))
+    while s>>16: s=(s&0xffff)+(s>>16)
+    return (~s)&0xffff
+dst='{dst}'; dport={dport}; count={count}; pps={pps}
+rnd=random.Random(2544)
+def syn():
+    src='198.19.%d.%d'%(rnd.randrange(256),rnd.randrange(1,255))
+    sport=rnd.randrange(1024,65535)
+    tcp=struct.pack('!HHIIBBHHH',sport,dport,rnd.getrandbits(32),0,5<<4,0x02,64240,0,0)
+    ph=socket.inet_aton(src)+socket.inet_aton(dst)+struct.pack('!BBH',0,6,len(tcp))
+    tcp=tcp[:16]+struct.pack('!H',csum(ph+tcp))+tcp[18:]
+    ip=struct.pack('!BBHHHBBH4s4s',0x45,0,40,rnd.getrandbits(16),0,64,6,0,socket.inet_aton(src),socket.inet_aton(dst))
+    ip=ip[:10]+struct.pack('!H',csum(ip))+ip[12:]
+    return ip+tcp
+pkts=[syn() for _ in range(count)]
+s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)
+s.setsockopt(socket.IPPROTO_IP,socket.IP_HDRINCL,1)
+print('start',flush=True)
+t0=time.monotonic(); sent=0; batch=max(1,pps//1000)
+while sent<count and time.monotonic()-t0<30:
+    for p in pkts[sent:sent+batch]:
+        try: s.sendto(p,(dst,0)); sent+=1
+        except OSError: time.sleep(0.001)
+    ahead=sent/pps-(time.monotonic()-t0)
+    if ahead>0: time.sleep(ahead)
+print('sent %d in %.2f s'%(sent,time.monotonic()-t0),flush=True)
+"#
+    )
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    st.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn rx_packets(r: &Rig) -> u64 {
+    r.pair
+        .srv_sh(&format!(
+            "cat /sys/class/net/{}/statistics/rx_packets",
+            r.pair.srv_if
+        ))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Memory bound for the daemon under the flood (peak resident set).
+const FLOOD_HWM_LIMIT_KIB: u64 = 64 * 1024;
+
+/// Case 8: 20 000 spoofed first knocks (port 7000, random sources in
+/// 198.19.0.0/16, ~10 000 pps, a progress table of 4096 so the flood
+/// evicts) while the real `knock` runs mid-flood: the real knocker gets in,
+/// the daemon lives and its peak RSS stays under 64 MiB.
+#[test]
+fn spoofed_first_knock_flood_real_knocker_gets_in_memory_bounded() {
+    let r = rig(37);
+    let (a, srv) = (r.a(), r.srv().to_string());
+    let conf = r.file(
+        "server.toml",
+        "[legacy]\nenabled = true\nmax_sources = 4096\n",
+    );
+    let mut s = r.server("server.log", true, &["--config", &conf]);
+    let pid = s.pid().expect("server pid");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "spa-server", "pid {pid} is not the daemon");
+    let hwm_before = vm_hwm_kib(pid).expect("VmHWM of the daemon");
+    let rx_before = rx_packets(&r);
+
+    const COUNT: u32 = 20_000;
+    let script = flood_script(r.pair.srv_ip4, 7000, COUNT, 10_000);
+    let mut flood = Guard(
+        r.pair
+            .cli(&["timeout", "60", "python3", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the flood in the client namespace"),
+    );
+    // Wait (bounded) for the flood's "start" line, then let it run a while.
+    {
+        use std::io::Read;
+        let mut buf = [0u8; 6];
+        let out = flood.0.stdout.as_mut().expect("flood stdout");
+        out.read_exact(&mut buf).expect("flood start line");
+        assert_eq!(&buf, b"start\n");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    r.knock(&[&srv, "7000", "8000", "9000"]);
+    let knocked = Instant::now();
+    assert!(
+        matches!(flood.0.try_wait(), Ok(None)),
+        "the flood must still be running when the real knock is sent"
+    );
+    s.expect_lines(&["knock accepted: rule added", &a.to_string()], 1);
+    eprintln!(
+        "real knock opened {} ms after it was sent, mid-flood",
+        knocked.elapsed().as_millis()
+    );
+
+    // Let the flood finish (bounded: 20k at 10 kpps is ~2 s, cap 30 s).
+    assert!(
+        wait_for(Duration::from_secs(40), || !matches!(
+            flood.0.try_wait(),
+            Ok(None)
+        )),
+        "flood did not finish"
+    );
+    let mut report = String::new();
+    {
+        use std::io::Read;
+        let _ = flood
+            .0
+            .stdout
+            .as_mut()
+            .map(|o| o.read_to_string(&mut report));
+    }
+    let status = flood.0.wait().expect("flood status");
+    assert!(status.success(), "flood failed: {report}");
+    eprintln!("flood: {}", report.trim());
+    let rx = rx_packets(&r) - rx_before;
+    assert!(
+        rx >= u64::from(COUNT),
+        "the server interface received only {rx} packets"
+    );
+
+    assert!(s.is_running(), "the daemon died:\n{}", s.log_text());
+    r.expect_connect(a, true, "after the flood", &s);
+    let hwm = vm_hwm_kib(pid).expect("VmHWM of the daemon");
+    eprintln!(
+        "daemon VmHWM: {hwm_before} KiB before, {hwm} KiB after {COUNT} spoofed first knocks (limit {FLOOD_HWM_LIMIT_KIB} KiB)"
+    );
+    assert!(
+        hwm < FLOOD_HWM_LIMIT_KIB,
+        "peak RSS {hwm} KiB exceeds {FLOOD_HWM_LIMIT_KIB} KiB"
+    );
+    // Only the real knocker got a grant.
+    assert_eq!(r.grant_rules().len(), 1, "{:?}", r.grant_rules());
+    r.done("flood");
+}
