@@ -401,15 +401,22 @@ impl Server {
     /// log when it exits or does not get ready.
     pub fn start(pair: &NetPair, log: &std::path::Path, args: &[&str]) -> Server {
         let mut s = Server::spawn(pair, log, args);
-        let ok = wait_for(Duration::from_secs(10), || {
-            s.log_text().contains("ready") || !s.is_running()
-        });
+        let ok = wait_for(Duration::from_secs(10), || s.is_ready() || !s.is_running());
         assert!(
-            ok && s.is_running() && s.log_text().contains("ready"),
+            ok && s.is_running() && s.is_ready(),
             "spa-server did not get ready: {}",
             s.log_text()
         );
         s
+    }
+
+    /// True once the daemon logged its `ready` line (message exactly
+    /// `ready`: other lines such as "iptables chain ready" come earlier,
+    /// before the capture is open).
+    pub fn is_ready(&self) -> bool {
+        self.log_text()
+            .lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("ready"))
     }
 
     /// Starts `spa-server <args>` without waiting for anything (for start-up

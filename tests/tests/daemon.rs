@@ -180,9 +180,19 @@ fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
     r.expect_connect(cli, srv, false, "after --close");
     assert!(r.grant_rules("iptables").is_empty());
 
+    // --allow-ip: the grant is for the named address, not for the sender.
+    let b = cli_b.to_string();
+    r.send(cli, srv, &["--open", "22", "--allow-ip", &b]);
+    s.expect_lines(&["accepted open"], 3);
+    r.expect_connect(cli_b, srv, true, "the --allow-ip address");
+    assert!(!r.connects(cli, srv), "the sender was not named");
+    r.send(cli, srv, &["--close", "22", "--allow-ip", &b]);
+    s.expect_lines(&["accepted close", "removed=1"], 2);
+    r.expect_connect(cli_b, srv, false, "after closing the --allow-ip grant");
+
     // Open again, then stop with a live grant: SIGTERM removes everything.
     r.send(cli, srv, &["--open", "22"]);
-    s.expect_lines(&["accepted open"], 3);
+    s.expect_lines(&["accepted open"], 4);
     r.expect_connect(cli, srv, true, "after the second --open");
     let st = s
         .stop()
@@ -199,18 +209,25 @@ fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
     r.done("open_close_sigterm");
 }
 
-/// Case 2 (expiry): a grant of the server's default duration (2 s) closes by
-/// itself and its rule leaves the chain.
+/// Case 2 (expiry): grants of the server's default duration (2 s) close by
+/// themselves and their rules leave the chain. Then the admin removes our
+/// chain under the running server: the next open fails loudly, changes
+/// nothing, and the server keeps running.
 #[test]
 fn grant_expires_and_its_rule_is_removed() {
     let r = rig(2);
     let (cli, _, srv) = r.v4();
-    let s = r.server("server.log", &["--default-duration", "2"]);
-    r.send(cli, srv, &["--open", "22"]);
-    s.expect_lines(&["accepted open", "duration=2"], 1);
+    let mut s = r.server(
+        "server.log",
+        &["--allow", "tcp/443", "--default-duration", "2"],
+    );
+    r.send(cli, srv, &["--open", "22,443"]);
+    s.expect_lines(&["accepted open", "duration=2", "added=2"], 1);
     let opened = Instant::now();
     r.expect_connect(cli, srv, true, "after --open");
-    assert_eq!(r.grant_rules("iptables").len(), 1);
+    let rules = r.grant_rules("iptables");
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(rules.iter().any(|l| l.contains("--dport 443")), "{rules:?}");
     r.expect_connect(cli, srv, false, "after the 2 s grant ran out");
     assert!(
         opened.elapsed() >= Duration::from_millis(900),
@@ -228,6 +245,18 @@ fn grant_expires_and_its_rule_is_removed() {
         "expired rule still listed: {:?}",
         r.grant_rules("iptables")
     );
+
+    // The admin flushes our chain away: the open fails, nothing changes.
+    r.pair.srv_sh(
+        "iptables -w -D INPUT -m comment --comment spa-server -j SPA && \
+         iptables -w -F SPA && iptables -w -X SPA",
+    );
+    let snap = r.pair.iptables_snapshot();
+    r.send(cli, srv, &["--open", "22"]);
+    s.expect_lines(&["firewall change failed"], 1);
+    assert!(s.is_running(), "the server must keep running");
+    assert_eq!(r.pair.iptables_snapshot(), snap);
+    assert!(!r.connects(cli, srv));
     r.done("expiry");
 }
 
@@ -286,9 +315,33 @@ fn replay_is_rejected_also_after_restart() {
     assert_ne!(before, with_chain);
 
     // A fresh datagram still works after the restart.
-    r.send(cli, srv, &["--server-id", sid, "--open", "22"]);
+    let fresh = r.dir.join("fresh.bin");
+    let freshs = fresh.display().to_string();
+    r.client(&[
+        "send", "--quiet", "--key", &r.key, "--open", "22", "--output", &freshs,
+    ]);
+    r.raw_send(&fresh, cli, srv);
     s2.expect_lines(&["accepted open"], 1);
     r.expect_connect(cli, srv, true, "fresh datagram after restart");
+
+    // SIGKILL (no teardown): the record was on disk before the rule went
+    // in, so the next instance refuses the replay, and its setup removes
+    // the stale rule.
+    drop(s2);
+    assert_eq!(
+        r.grant_rules("iptables").len(),
+        1,
+        "a killed server leaves its rule"
+    );
+    let s3 = r.server("server3.log", &[]);
+    assert!(
+        r.grant_rules("iptables").is_empty(),
+        "stale grant removed at start"
+    );
+    r.raw_send(&fresh, cli, srv);
+    s3.expect_lines(&["rejected", "replayed"], 1);
+    assert!(r.grant_rules("iptables").is_empty());
+    assert!(!r.connects(cli, srv));
     r.done("replay");
 }
 
@@ -505,6 +558,54 @@ fn garbage_of_every_size_changes_nothing() {
 fn policy_refuses_other_ports_and_caps_duration() {
     let r = rig(8);
     let (cli, _, srv) = r.v4();
+
+    // Configuration errors: the server does not start, the message names
+    // file:line:field, and the firewall is untouched.
+    let before = r.pair.iptables_snapshot();
+    let bad = r.dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "server_id = \"{SID}\"\nspa_port = 0\n[[key]]\nname = \"a\"\nfile = \"{}\"\nallow = [\"tcp/22\"]\n",
+            r.key
+        ),
+    )
+    .expect("write config");
+    let loose = r.dir.join("loose.key");
+    std::fs::copy(&r.key, &loose).expect("copy key");
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let server = bin("spa-server");
+    let server = server.to_str().expect("utf-8 path");
+    let state = r.state();
+    let bads = bad.display().to_string();
+    let looses = loose.display().to_string();
+    for (argv, want) in [
+        (
+            vec!["--config", &bads, "--state-dir", &state],
+            format!("{bads}:2: field `spa_port`"),
+        ),
+        (
+            vec!["--key", &looses, "--server-id", SID, "--state-dir", &state],
+            looses.clone(),
+        ),
+        (
+            vec!["--key", &r.key, "--allow", "tcp/0", "--state-dir", &state],
+            "--allow".to_owned(),
+        ),
+    ] {
+        let mut full = vec!["timeout", "10", server];
+        full.extend_from_slice(&argv);
+        let out = r.pair.srv(&full).output().expect("spawn spa-server");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{argv:?}: {err}");
+        assert!(err.contains(&want), "{argv:?}: `{want}` not in: {err}");
+        assert_eq!(
+            r.pair.iptables_snapshot(),
+            before,
+            "{argv:?} touched the firewall"
+        );
+    }
     let _l443 = Guard(r.pair.listen(443));
     let s = r.server("server.log", &["--max-duration", "2"]);
     let snap = r.pair.iptables_snapshot();
