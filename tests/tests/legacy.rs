@@ -2,7 +2,7 @@
 //! and `spa-client`, real iptables, and the stock `knock` client from
 //! Debian's knockd package, run in the client namespace.
 //!
-//! Namespace ids 30..=49, one per test. Every wait and loop is bounded; the
+//! Namespace ids 30..=39 in use (30..=49 reserved), one per test. Every wait and loop is bounded; the
 //! server is killed on drop and the namespaces are deleted, also when a test
 //! fails. Single SYNs from a chosen source address (which `knock` cannot
 //! pick) and the spoofed flood are sent by small python3 scripts inside the
@@ -629,4 +629,109 @@ fn spoofed_first_knock_flood_real_knocker_gets_in_memory_bounded() {
     // Only the real knocker got a grant.
     assert_eq!(r.grant_rules().len(), 1, "{:?}", r.grant_rules());
     r.done("flood");
+}
+
+/// Case 9: protocols per step and UDP HMAC knocks. A `[[legacy.door]]` of
+/// our own with a UDP middle step (`7200,8200:udp,9200`) opens only when
+/// the middle knock is UDP; with `[legacy.hmac] protocol = "udp"`,
+/// `knock SRV $(spa-client knock-seq --udp)` (ports suffixed `:udp`) opens.
+#[test]
+fn udp_steps_and_udp_hmac_knocks() {
+    let r = rig(38);
+    let (a, srv) = (r.a(), r.srv().to_string());
+    let conf = r.file(
+        "server.toml",
+        &format!(
+            "[[key]]\nname = \"alice\"\nfile = \"{}\"\nallow = [\"tcp/22\"]\n\n\
+             [legacy]\nenabled = true\n\n\
+             [[legacy.door]]\nname = \"mixed\"\nsequence = \"7200,8200:udp,9200\"\n\
+             open = \"tcp/22\"\nduration = 2\n\n\
+             [legacy.hmac]\nenabled = true\nprotocol = \"udp\"\n",
+            r.key
+        ),
+    );
+    let s = r.server(
+        "server.log",
+        false,
+        &["--config", &conf, "--default-duration", "2"],
+    );
+
+    // All TCP: the middle step has the wrong protocol.
+    r.knock(&[&srv, "7200", "8200", "9200"]);
+    r.expect_nothing_opens(a, &s, 0, "7200,8200,9200 all TCP");
+    r.knock(&[&srv, "7200", "8200:udp", "9200"]);
+    s.expect_lines(&["knock accepted: rule added", "mixed", "duration=2"], 1);
+    r.expect_connect(a, true, "after 7200,8200:udp,9200", &s);
+    r.expect_connect(a, false, "after the 2 s door grant ended", &s);
+
+    let seq = r.client(&["knock-seq", "--key", &r.key, "--udp"]);
+    assert!(
+        seq.split_whitespace().count() == 4 && seq.split_whitespace().all(|p| p.ends_with(":udp")),
+        "knock-seq --udp printed {seq:?}"
+    );
+    // The same ports as TCP SYNs are no HMAC knocks.
+    let tcp: Vec<&str> = seq
+        .split_whitespace()
+        .map(|p| p.trim_end_matches(":udp"))
+        .collect();
+    let mut argv = vec![srv.as_str()];
+    argv.extend(tcp.iter().copied());
+    r.knock(&argv);
+    r.expect_nothing_opens(a, &s, 1, "the UDP HMAC sequence sent as TCP SYNs");
+    let client = bin("spa-client").display().to_string();
+    r.pair.cli_sh(&format!(
+        "timeout 20 {KNOCK} {srv} $({client} knock-seq --udp --key {})",
+        r.key
+    ));
+    s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 1);
+    r.expect_connect(a, true, "after the UDP HMAC sequence", &s);
+    r.done("udp");
+}
+
+/// Case 10: the default doors over IPv6 (`knock -6`): the grant is for the
+/// knocking IPv6 source only.
+#[test]
+fn default_doors_over_ipv6() {
+    let r = rig(39);
+    let srv6: IpAddr = r.pair.srv_ip6.into();
+    let (a6, b6): (IpAddr, IpAddr) = (r.pair.cli_ip6.into(), r.pair.cli_ip6_b.into());
+    let s = r.server("server.log", true, &["--legacy-knock"]);
+    let refused = |src: IpAddr| !r.pair.can_connect(src, srv6, 22);
+    assert!(
+        refused(a6) && refused(b6),
+        "tcp/22 over IPv6 must be refused before"
+    );
+
+    let srv = srv6.to_string();
+    r.knock(&["-6", &srv, "7000", "8000", "9000"]);
+    s.expect_lines(&["knock accepted: rule added", "openSSH"], 1);
+    // `knock` cannot pick its source: find which of the two it used.
+    let line = s.lines_with(&["knock accepted: rule added"]).remove(0);
+    let (from, other) = if line.contains(&format!("addr={a6} ")) {
+        (a6, b6)
+    } else if line.contains(&format!("addr={b6} ")) {
+        (b6, a6)
+    } else {
+        panic!("grant for an unexpected address: {line}")
+    };
+    assert!(
+        r.pair
+            .wait_connect(from, srv6, 22, true, Duration::from_secs(5)),
+        "{from} must get in over IPv6; log:\n{}",
+        s.log_text()
+    );
+    assert!(refused(other), "{other} must stay refused");
+    assert!(
+        !r.pair.can_connect(r.a(), r.srv(), 22),
+        "an IPv6 knock opens nothing for IPv4"
+    );
+
+    r.knock(&["-6", &srv, "9000", "8000", "7000"]);
+    s.expect_lines(&["knock accepted: rule removed", "closeSSH"], 1);
+    assert!(
+        r.pair
+            .wait_connect(from, srv6, 22, false, Duration::from_secs(5)),
+        "closed again over IPv6"
+    );
+    r.done("ipv6");
 }
