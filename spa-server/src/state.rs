@@ -124,6 +124,11 @@ impl ReplayLog {
             Err(e) => return Err(err(&path, "cannot open replay log")(e)),
         };
         record.prune(now);
+        // Everything older than the window is dropped here (and was dropped
+        // by earlier compactions). Remember that as a floor in the log, or a
+        // restart with a wider window (`window_secs` raised) would accept a
+        // replay of a datagram whose record was compacted away.
+        record.raise_floor(now.saturating_sub(window.past_secs));
         let mut log = ReplayLog {
             file: File::open("/dev/null").map_err(err(&path, "cannot open /dev/null"))?,
             path,
@@ -320,9 +325,41 @@ mod tests {
             }
         );
         assert_eq!(rec.len(), 1);
-        // Compacted: header + one record.
+        // Compacted: header + the floor + one record.
         let len = std::fs::metadata(dir.path().join(LOG_NAME)).unwrap().len();
-        assert_eq!(len as usize, HEADER.len() + RECORD_LEN);
+        assert_eq!(len as usize, HEADER.len() + 2 * RECORD_LEN);
+    }
+
+    #[test]
+    fn a_wider_window_after_restart_does_not_reopen_compacted_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let narrow = TimeWindow {
+            past_secs: 30,
+            future_secs: 30,
+        };
+        let wide = TimeWindow {
+            past_secs: 300,
+            future_secs: 300,
+        };
+        let (mut log, mut rec, _) = ReplayLog::open(dir.path(), None, narrow, 100, 1000).unwrap();
+        rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1000)
+            .unwrap();
+        log.append(&seen(1000, 1)).unwrap();
+        drop(log);
+        // Restarted at 1040 with the same window: the entry is compacted away.
+        let (log, _, _) = ReplayLog::open(dir.path(), None, narrow, 100, 1040).unwrap();
+        drop(log);
+        // Restarted at 1050 with window 300: 1000 is inside it again, and
+        // the datagram must still be refused.
+        let (_log, mut rec, _) = ReplayLog::open(dir.path(), None, wide, 100, 1050).unwrap();
+        assert_eq!(
+            rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1050),
+            Err(spa_proto::Reject::Replayed)
+        );
+        // A fresh datagram is fine.
+        assert!(rec
+            .check_and_insert(&KeyId([1; 8]), &[2; 24], 1050, 1050)
+            .is_ok());
     }
 
     #[test]
