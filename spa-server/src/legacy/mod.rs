@@ -407,9 +407,14 @@ impl LegacyConfig {
         Ok(Some((params, proto)))
     }
 
-    /// Every check, reading the knockd.conf if one is configured.
+    /// Every check, reading the knockd.conf if one is configured. Silent:
+    /// the import's warnings are logged once, by [`Self::doors`].
     pub fn validate(&self) -> Result<(), LegacyConfigError> {
-        self.doors()?;
+        let imported = match &self.knockd_conf {
+            Some(p) => Some(read_knockd_conf(p).map_err(LegacyConfigError::Knockd)?),
+            None => None,
+        };
+        self.doors_with(imported)?;
         self.hmac_params()?;
         Ok(())
     }
