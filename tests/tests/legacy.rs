@@ -357,6 +357,8 @@ fn knockd_conf_timed_door_opens_then_closes_itself() {
          \ttcpflags      = syn\n",
     );
     let s = r.server("server.log", true, &["--knockd-conf", &conf]);
+    let warned = s.lines_with(&["UseSyslog"]);
+    assert_eq!(warned.len(), 1, "one warning for UseSyslog: {warned:?}");
 
     // knockd's default doors are not in force: only the imported file is.
     r.knock(&[&srv, "7000", "8000", "9000"]);
