@@ -1,5 +1,5 @@
 //! The test hosts themselves: a pair comes up, talks, and goes away.
-use spa_e2e::NetPair;
+use spa_e2e::{Guard, NetPair};
 use std::process::Command;
 
 #[test]
@@ -8,7 +8,7 @@ fn pair_connects_and_cleans_up() {
     {
         let p = NetPair::new(9);
         names = (p.srv_ns.clone(), p.cli_ns.clone());
-        let _l = p.listen(2222);
+        let _l = Guard(p.listen(2222));
         assert!(p.can_connect(p.cli_ip4.into(), p.srv_ip4.into(), 2222));
         assert!(p.can_connect(p.cli_ip6.into(), p.srv_ip6.into(), 2222));
         p.iptables_baseline(2222);
