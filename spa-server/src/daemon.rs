@@ -53,6 +53,13 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Unix time rounded up to the next whole second: grants end at
+/// `ceil(now) + duration`, so an N-second grant lasts at least N seconds
+/// (expiry, and the kernel's `--datestop`, have one-second resolution).
+fn unix_now_ceil() -> u64 {
+    unix_now_ms().div_ceil(1000)
+}
+
 fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -364,7 +371,7 @@ impl Daemon {
                 Packet::Spa { src, payload, .. } => {
                     let now = unix_now();
                     let v = verdict::judge(payload, src, now, &self.cfg, &mut self.replay);
-                    self.act_spa(src, v, now);
+                    self.act_spa(src, v);
                 }
                 Packet::Knock {
                     src,
@@ -378,14 +385,14 @@ impl Daemon {
                         .legacy
                         .observe(&self.cfg, src, proto, dport, tcp_flags, now);
                     for ev in events {
-                        self.act_knock(ev, now);
+                        self.act_knock(ev);
                     }
                 }
             }
         }
     }
 
-    fn act_spa(&mut self, src: IpAddr, v: Verdict, now: u64) {
+    fn act_spa(&mut self, src: IpAddr, v: Verdict) {
         match v {
             Verdict::Reject(r) => {
                 if self.limiter.allow() {
@@ -409,7 +416,10 @@ impl Daemon {
                     .collect::<Vec<_>>()
                     .join(",");
                 let res = match d.action {
-                    Action::Open => self.grants.open(d.addr, &d.grants, d.duration_secs, now),
+                    Action::Open => {
+                        self.grants
+                            .open(d.addr, &d.grants, d.duration_secs, unix_now_ceil())
+                    }
                     Action::Close => self.grants.close(d.addr, &d.grants),
                 };
                 match (d.action, res) {
@@ -435,7 +445,7 @@ impl Daemon {
         }
     }
 
-    fn act_knock(&mut self, ev: crate::knocks::Outcome, now: u64) {
+    fn act_knock(&mut self, ev: crate::knocks::Outcome) {
         use crate::knocks::Outcome;
         match ev {
             Outcome::Open {
@@ -443,7 +453,10 @@ impl Daemon {
                 grants,
                 duration_secs,
                 via,
-            } => match self.grants.open(addr, &grants, duration_secs, now) {
+            } => match self
+                .grants
+                .open(addr, &grants, duration_secs, unix_now_ceil())
+            {
                 Ok(c) => info!(%addr, via = %via, added = c.added, refreshed = c.refreshed,
                     duration = duration_secs, "knock accepted: rule added"),
                 Err(e) => {

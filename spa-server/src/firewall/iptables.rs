@@ -118,7 +118,7 @@ impl Iptables {
             family = fam.label(),
             chain = %self.opts.chain,
             stale_jumps = stale,
-            "iptables chain ready, jump at the top of {}",
+            "iptables chain installed, jump at the top of {}",
             self.opts.parent_chain
         );
         Ok(())

@@ -254,7 +254,7 @@ impl Firewall for Nftables {
             table = %self.table(),
             chain = %self.opts.nft_chain,
             refresh_in_place = self.timeout_update,
-            "nftables sets ready, rules at the top of the admin's chain"
+            "nftables sets installed, rules at the top of the admin's chain"
         );
         Ok(())
     }
