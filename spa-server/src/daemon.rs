@@ -526,6 +526,15 @@ impl Daemon {
                 return;
             }
         }
+        if new.window.past_secs > self.cfg.window.past_secs {
+            // Entries older than the old window may already be forgotten:
+            // a wider window must not let them back in.
+            let floor = unix_now().saturating_sub(self.cfg.window.past_secs);
+            self.replay.raise_floor(floor);
+            if let Err(e) = self.log.append_floor(floor) {
+                warn!("reload: cannot persist the replay floor: {e}");
+            }
+        }
         self.replay.set_limits(new.window, new.replay_capacity);
         self.legacy.reload(&self.cfg, &new);
         info!(

@@ -154,6 +154,17 @@ impl ReplayLog {
         Ok(())
     }
 
+    /// Persists a floor (a record with an all-zero key-id and nonce): used
+    /// when a reload widens the window, so entries already forgotten under
+    /// the old window cannot come back, now or after a restart.
+    pub fn append_floor(&mut self, floor: u64) -> Result<(), StateError> {
+        self.append(&Seen {
+            timestamp: floor,
+            key_id: KeyId([0; 8]),
+            nonce: [0; 24],
+        })
+    }
+
     /// Rewrites the log with the live entries of `record` if the file holds
     /// mostly dead ones.
     pub fn maybe_compact(&mut self, record: &ReplayRecord) -> Result<(), StateError> {
