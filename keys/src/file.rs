@@ -544,7 +544,7 @@ mod tests {
         #[test]
         fn round_trip_any(name in "[^\\p{Cc}]{1,40}", sid in proptest::option::of("[^\\p{Cc}]{1,40}"), key in proptest::array::uniform32(0u8..)) {
             proptest::prop_assume!(!name.trim().is_empty());
-            proptest::prop_assume!(sid.as_ref().map_or(true, |s| !s.trim().is_empty()));
+            proptest::prop_assume!(sid.as_ref().is_none_or(|s| !s.trim().is_empty()));
             let kf = KeyFile { name, key: MasterKey::from_bytes(key), server_id: sid };
             proptest::prop_assert_eq!(KeyFile::parse(&kf.to_toml(), p()).unwrap(), kf);
         }
