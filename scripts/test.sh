@@ -16,10 +16,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --bins --locked
 step "tests (unit, property, end-to-end in network namespaces)"
-cargo test --workspace --locked
+log=$(mktemp /tmp/spa-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
 if [[ ${FUZZ_SECS:-60} != 0 ]]; then
     step "fuzz (${FUZZ_SECS:-60} s per target)"
     fuzz/run.sh "${FUZZ_SECS:-60}"
 fi
 echo
 echo "all checks passed"
+# One closing line for the whole run: cargo's last line is a doc-test
+# summary of a crate without doc tests ("0 passed").
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
