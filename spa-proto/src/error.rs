@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// Why a datagram was rejected. The order of the variants follows the order
-/// of the checks in [`crate::Verifier::verify`].
+/// of the checks in [`crate::verify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     /// Every v1 datagram is exactly [`crate::DATAGRAM_LEN`] bytes.
