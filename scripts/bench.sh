@@ -15,9 +15,16 @@
 #   SPA_BENCH_RUN    path of the harness's run.sh
 #                    (default: <repo's parent>/shared/bench/run.sh)
 #   SPA_ACCESS_TIMEOUT, TRIALS, FLOOD_PPS, ... are the harness's tunables.
-#   SPA_FIREWALL=nftables  measure the nftables backend instead of iptables
-#                    (needs an `inet filter input` chain: not the harness's
-#                    baseline, so the default stays iptables).
+#   SPA_RUNTIME_DIR=/dev/shm  keep the replay log on this tmpfs (--runtime-dir,
+#                    a per-run subdirectory, removed afterwards) instead of
+#                    fdatasync'ing it to --state-dir on disk per request
+#   SPA_LOG_LEVEL=debug  spa-server's --log-level (debug logs the iptables
+#                    batch time per request)
+#   SPA_FIREWALL=nftables  measure the nftables backend (persistent nft
+#                    session) instead of iptables. The harness's baseline is
+#                    iptables-nft's `ip filter INPUT` (an accept in a chain of
+#                    our own would not beat its REJECT), so a config file puts
+#                    our sets and rules into that chain: nft_family = "ip".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -53,7 +60,19 @@ export SPA_ACCESS_TIMEOUT=${SPA_ACCESS_TIMEOUT:-30}
 export SPA_KEYGEN_ARGS="keygen --out {WORK}/spa.key --name bench --server-id bench"
 fw=${SPA_FIREWALL:-iptables}
 export SPA_SERVER_ARGS="--interface {IF} --port {PORT} --key {WORK}/spa.key --allow tcp/22 \
---max-duration {TIMEOUT} --default-duration {TIMEOUT} --server-id bench --state-dir {WORK}/state --firewall $fw"
+--max-duration {TIMEOUT} --default-duration {TIMEOUT} --server-id bench --state-dir {WORK}/state --firewall $fw \
+--log-level ${SPA_LOG_LEVEL:-info}"
+if [[ $fw == nftables ]]; then
+    mkdir -p "$out"
+    printf '%s\n' '[firewall_options]' 'nft_family = "ip"' 'nft_table = "filter"' 'nft_chain = "INPUT"' \
+        >"$out/spa-server-nft.toml"
+    SPA_SERVER_ARGS+=" --config $out/spa-server-nft.toml"
+fi
+rtdir=
+if [[ -n ${SPA_RUNTIME_DIR:-} ]]; then
+    rtdir=$SPA_RUNTIME_DIR/spa-bench-$stamp
+    SPA_SERVER_ARGS+=" --runtime-dir $rtdir"
+fi
 export SPA_CLIENT_ARGS="send --quiet --key {WORK}/spa.key --server-id bench --open 22 --duration {TIMEOUT} \
 --source {CLI_IP} -p {PORT} {SRV_IP}"
 # No socket is opened (AF_PACKET capture), so readiness is the log line.
@@ -69,7 +88,7 @@ export SPA_READY_REGEX=ready
 key=$out/spa-rust/work/spa.key
 if [[ ${SPA_CLOSE:-client} == flush ]]; then
     if [[ $fw == nftables ]]; then
-        export SPA_CLOSE_CMD="nft flush set inet filter spa4"
+        export SPA_CLOSE_CMD="nft flush set ip filter spa4"
     else
         export SPA_CLOSE_CMD="iptables -F SPA"
     fi
@@ -77,7 +96,10 @@ else
     export SPA_CLOSE_CMD="ip netns exec spab-cli $SPA_CLIENT_BIN send --quiet --key $key --server-id bench \
 --close 22 --source 198.18.0.2 -p 62201 198.18.0.1"
 fi
-if [[ $fw == nftables ]]; then export SPA_NFT_SET="inet filter spa4"; fi
+if [[ $fw == nftables ]]; then export SPA_NFT_SET="ip filter spa4"; fi
 
 echo "== $RUN ${args[*]}" >&2
-exec "$RUN" "${args[@]}"
+rc=0
+"$RUN" "${args[@]}" || rc=$?
+if [[ -n $rtdir ]]; then rm -rf -- "$rtdir"; fi
+exit "$rc"
