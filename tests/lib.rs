@@ -9,11 +9,13 @@
 //! 50-69 lifecycle. Nothing here touches the root namespace's firewall: every
 //! command runs through `ip netns exec`.
 
+use spa_proto::{Grant, Proto};
+use spa_server::firewall::{backend, Access, BackendKind, FirewallOptions};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Path of a workspace binary (`spa-server`, `spa-client`, `spa-keygen`),
 /// found next to the test executable (`target/<profile>/deps/..`), so it works
@@ -85,6 +87,29 @@ fn must(mut cmd: Command) {
         "{dbg} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `cmd` to completion (stdin from /dev/null) and panics with its
+/// command line, stdout and stderr unless it exits 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One address family of a `NetPair`: the server's address, the client's,
+/// and the client's second address (for "from nowhere else" checks).
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    pub srv: IpAddr,
+    pub cli: IpAddr,
+    pub cli_b: IpAddr,
 }
 
 impl NetPair {
@@ -169,6 +194,16 @@ impl NetPair {
         }
     }
 
+    /// The baseline for a backend by its name (`--firewall` / `firewall =`):
+    /// "iptables" or "nftables".
+    pub fn baseline(&self, backend: &str, port: u16) {
+        match backend {
+            "iptables" => self.iptables_baseline(port),
+            "nftables" => self.nft_baseline(port),
+            other => panic!("unknown backend {other}"),
+        }
+    }
+
     /// The same baseline written as an nftables ruleset (`inet filter input`).
     pub fn nft_baseline(&self, port: u16) {
         self.srv_sh(&format!(
@@ -233,6 +268,53 @@ impl NetPair {
         run(&mut self.cli(&["timeout", "5", "python3", "-c", &script]))
             .status
             .success()
+    }
+
+    /// The IPv4 addresses of the pair.
+    pub fn v4(&self) -> Family {
+        Family {
+            srv: self.srv_ip4.into(),
+            cli: self.cli_ip4.into(),
+            cli_b: self.cli_ip4_b.into(),
+        }
+    }
+
+    /// The IPv6 addresses of the pair.
+    pub fn v6(&self) -> Family {
+        Family {
+            srv: self.srv_ip6.into(),
+            cli: self.cli_ip6.into(),
+            cli_b: self.cli_ip6_b.into(),
+        }
+    }
+
+    /// Asserts that a connect to tcp/`port` from the client address `pick`
+    /// chooses succeeds (`want`) or is refused right now, over IPv4 (message
+    /// `what`) and then IPv6 (`what (v6)`): a grant and the baseline must
+    /// mean the same for both families.
+    pub fn assert_connect_v4_v6(
+        &self,
+        port: u16,
+        pick: fn(&Family) -> IpAddr,
+        want: bool,
+        what: &str,
+    ) {
+        for (f, tag) in [(self.v4(), ""), (self.v6(), " (v6)")] {
+            assert_eq!(self.can_connect(pick(&f), f.srv, port), want, "{what}{tag}");
+        }
+    }
+
+    /// Pids of the processes in the server namespace whose name
+    /// (`/proc/<pid>/comm`) is `comm`: only processes a test started there.
+    pub fn srv_pids(&self, comm: &str) -> Vec<u32> {
+        let out = run(Command::new("ip").args(["netns", "pids", &self.srv_ns]));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+            })
+            .collect()
     }
 
     /// Polls `can_connect` until it equals `want` or `within` passes.
@@ -328,6 +410,19 @@ impl Drop for Guard {
     }
 }
 
+/// Waits (at most `within`) for `child` to exit; its status if it did.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let mut st = None;
+    wait_for(within, || match child.try_wait() {
+        Ok(Some(s)) => {
+            st = Some(s);
+            true
+        }
+        _ => false,
+    });
+    st
+}
+
 /// Polls `f` every 20 ms until it returns true or `within` passes.
 pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -386,6 +481,24 @@ pub fn keygen(path: &std::path::Path, name: &str, server_id: &str) -> String {
     path.display().to_string()
 }
 
+/// Spawns `cmd` with stdin from /dev/null and stdout and stderr going to
+/// `log`: appended (a restart keeps the earlier lines) or truncated first.
+pub fn spawn_logged(mut cmd: Command, log: &Path, append: bool) -> Child {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    let f2 = f.try_clone().expect("dup log fd");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(f))
+        .stderr(Stdio::from(f2))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
 /// A `spa-server` running in the server namespace, its stdout and stderr in
 /// a log file the test can grep. Started and waited for (bounded) until it
 /// logs `ready`; SIGKILLed on drop, so a failing test never leaves it behind
@@ -422,20 +535,12 @@ impl Server {
     /// Starts `spa-server <args>` without waiting for anything (for start-up
     /// failure tests).
     pub fn spawn(pair: &NetPair, log: &std::path::Path, args: &[&str]) -> Server {
-        let f =
-            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        let f2 = f.try_clone().expect("dup log fd");
         let server = bin("spa-server");
         let mut argv: Vec<&str> = vec![server.to_str().expect("utf-8 path")];
         argv.extend_from_slice(args);
-        let child = pair
-            .srv(&argv)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(f))
-            .stderr(Stdio::from(f2))
-            .spawn()
-            .expect("spawn spa-server");
+        let mut cmd = pair.srv(&argv);
+        cmd.env("NO_COLOR", "1");
+        let child = spawn_logged(cmd, log, false);
         Server {
             child: Some(child),
             log: log.to_owned(),
@@ -487,18 +592,12 @@ impl Server {
         let _ = run(Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .stderr(Stdio::null()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let st = wait_exit(&mut child, Duration::from_secs(10));
+        if st.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        st
     }
 }
 
@@ -515,21 +614,300 @@ impl NetPair {
     /// `iptables-save` and `ip6tables-save` of the server namespace, without
     /// the date comments and packet counters, so two snapshots compare equal
     /// exactly when the rules are the same.
+    /// Every line ends in a newline, so a caller may filter lines and
+    /// compare again.
     pub fn iptables_snapshot(&self) -> String {
         let raw = self.srv_sh("iptables-save; ip6tables-save");
         raw.lines()
             .filter(|l| !l.starts_with('#'))
+            // ":INPUT ACCEPT [12:345]" -> ":INPUT ACCEPT"
             .map(|l| match l.find(" [") {
-                Some(i) if l.starts_with(':') => &l[..i],
-                _ => l,
+                Some(i) if l.starts_with(':') => format!("{}\n", &l[..i]),
+                _ => format!("{l}\n"),
             })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect()
     }
 
     /// `nft list ruleset` of the server namespace (stateless: no counters,
     /// no set element timeouts drifting).
     pub fn nft_snapshot(&self) -> String {
         self.srv_sh("nft -s list ruleset")
+    }
+
+    /// The whole firewall of the server namespace for a backend by name:
+    /// `iptables_snapshot`, plus `nft_snapshot` for "nftables" (with
+    /// iptables-nft, the ruleset is a second view of the same tables, so it
+    /// is read only where nftables is the backend).
+    pub fn firewall_snapshot(&self, backend: &str) -> String {
+        let mut s = self.iptables_snapshot();
+        if backend == "nftables" {
+            s.push_str(&self.nft_snapshot());
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Firewall backend helpers (used by tests/tests/firewall_*.rs): the backends
+// driven directly, their tools run inside the server namespace.
+
+/// Unix seconds now: the clock of `Access::expires_at`.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A tcp/`port` grant for `addr` until `expires_at`, as the daemon hands it
+/// to a backend.
+pub fn tcp_access(addr: impl Into<IpAddr>, port: u16, expires_at: u64) -> Access {
+    Access {
+        addr: addr.into(),
+        grant: Grant::new(Proto::Tcp, port).expect("port > 0"),
+        expires_at,
+    }
+}
+
+impl NetPair {
+    /// Backend options whose every tool runs in the server namespace.
+    pub fn fw_options(&self) -> FirewallOptions {
+        FirewallOptions {
+            exec_prefix: vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                self.srv_ns.clone(),
+            ],
+            ..Default::default()
+        }
+    }
+}
+
+/// What `kernel_closes_at_expiry` saw, for the backend's own checks.
+pub struct Expiry {
+    /// The first grant's `expires_at`.
+    pub exp: u64,
+    /// The re-opened grant's `expires_at`.
+    pub again: u64,
+    /// When the expiry wait began (after the "open before expiry" checks).
+    pub waited_from: Instant,
+}
+
+/// The fail-closed property both backends must have: a grant for the
+/// client (both families) ending `lifetime` s from now opens; the backend
+/// is dropped, so no process of ours touches the firewall; the kernel
+/// refuses the client again (within `within`) at `expires_at`, to the
+/// second; `while_closed` runs then; a new backend re-opens by removing the
+/// lapsed grant and adding a fresh one (600 s).
+pub fn kernel_closes_at_expiry(
+    p: &NetPair,
+    kind: BackendKind,
+    port: u16,
+    lifetime: u64,
+    within: Duration,
+    while_closed: impl FnOnce(),
+) -> Expiry {
+    let (v4, v6) = (p.v4(), p.v6());
+    let (c4, c6) = (v4.cli, v6.cli);
+    let mut f = backend(kind, &p.fw_options());
+    f.setup().unwrap();
+    let exp = unix_now() + lifetime;
+    f.apply(&[tcp_access(c4, port, exp), tcp_access(c6, port, exp)], &[])
+        .unwrap();
+    drop(f);
+    p.assert_connect_v4_v6(port, |f| f.cli, true, "open before expiry");
+    let waited_from = Instant::now();
+    assert!(
+        p.wait_connect(c4, v4.srv, port, false, within),
+        "kernel never closed the grant"
+    );
+    let closed_at = unix_now();
+    assert!(!p.can_connect(c6, v6.srv, port), "v6 closed too");
+    while_closed();
+    // The daemon comes back and re-opens: remove the lapsed grant, add anew.
+    let mut f = backend(kind, &p.fw_options());
+    let again = unix_now() + 600;
+    f.apply(
+        &[tcp_access(c4, port, again), tcp_access(c6, port, again)],
+        &[tcp_access(c4, port, exp), tcp_access(c6, port, exp)],
+    )
+    .unwrap();
+    p.assert_connect_v4_v6(port, |f| f.cli, true, "re-opened after expiry");
+    // Closed at expires_at (second resolution), not before.
+    assert!(closed_at >= exp, "closed early: {closed_at} < {exp}");
+    assert!(closed_at <= exp + 1, "closed late: {closed_at} > {exp}+1");
+    Expiry {
+        exp,
+        again,
+        waited_from,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A daemon test's world (daemon*.rs, legacy.rs, and through lifecycle_env
+// lifecycle.rs, notify.rs, unit_file.rs).
+
+/// The port the baseline keeps closed, a listener serves, and grants open.
+pub const PORT: u16 = 22;
+
+/// Namespaces with the admin's baseline for a backend and a listener on
+/// tcp/`PORT`, a scratch directory, and key files made by the real
+/// `spa-keygen`. Everything goes on drop, also when a test fails.
+pub struct Testbed {
+    pub pair: NetPair,
+    pub dir: Scratch,
+    /// "iptables" or "nftables": the baseline, and `--firewall`.
+    pub backend: &'static str,
+    pub server_id: String,
+    /// Path of the first key made (argv form).
+    pub key: String,
+    started: Instant,
+    _listener: Guard,
+}
+
+impl Testbed {
+    /// Namespaces `id`, the `backend` baseline, the listener, the scratch
+    /// directory `<tag><id>`, and `<name>.key` for each of `keys`.
+    pub fn new(
+        id: u8,
+        tag: &str,
+        backend: &'static str,
+        server_id: &str,
+        keys: &[&str],
+    ) -> Testbed {
+        let started = Instant::now();
+        let pair = NetPair::new(id);
+        pair.baseline(backend, PORT);
+        let listener = Guard(pair.listen(PORT));
+        let dir = Scratch::new(&format!("{tag}{id}"));
+        let paths: Vec<String> = keys
+            .iter()
+            .map(|k| keygen(&dir.join(&format!("{k}.key")), k, server_id))
+            .collect();
+        Testbed {
+            pair,
+            dir,
+            backend,
+            server_id: server_id.to_owned(),
+            key: paths.first().cloned().unwrap_or_default(),
+            started,
+            _listener: listener,
+        }
+    }
+
+    /// Where `new` wrote key `name`.
+    pub fn key_path(&self, name: &str) -> PathBuf {
+        self.dir.join(&format!("{name}.key"))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// `spa-server` with the testbed's interface, server id, state directory
+    /// and backend, its first key allowed tcp/22, then `extra`; started as
+    /// `Server::start` does (ready, or the test fails), logging to `log` in
+    /// the scratch directory.
+    pub fn server(&self, log: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--key", &self.key, "--allow", "tcp/22"];
+        args.extend_from_slice(extra);
+        self.server_without_key(log, &args)
+    }
+
+    /// `server` without the key (for a configuration file that lists it:
+    /// it must not be given twice).
+    pub fn server_without_key(&self, log: &str, extra: &[&str]) -> Server {
+        let state = self.state_dir().display().to_string();
+        let mut args = vec![
+            "--interface",
+            &self.pair.srv_if,
+            "--server-id",
+            &self.server_id,
+            "--state-dir",
+            &state,
+            "--firewall",
+            self.backend,
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&self.pair, &self.dir.join(log), &args)
+    }
+
+    /// `spa-client <args>` in the client namespace; must exit 0.
+    pub fn client(&self, args: &[&str]) -> Output {
+        let client = bin("spa-client");
+        let mut argv = vec![client.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        run_ok(&mut self.pair.cli(&argv))
+    }
+
+    /// `spa-client send --quiet --key KEY <args> --source SRC DST`.
+    pub fn send_with_key(&self, key: &str, src: IpAddr, dst: IpAddr, args: &[&str]) {
+        let (src, dst) = (src.to_string(), dst.to_string());
+        let mut argv = vec!["send", "--quiet", "--key", key];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--source", &src, &dst]);
+        self.client(&argv);
+    }
+
+    /// `send_with_key` with the first key.
+    pub fn send(&self, src: IpAddr, dst: IpAddr, args: &[&str]) {
+        self.send_with_key(&self.key, src, dst, args);
+    }
+
+    /// `spa-client send --quiet --key KEY <args> --output FILE`: a sealed
+    /// datagram on disk, not sent, for `raw_send` or tampering.
+    pub fn seal_with_key(&self, key: &str, file: &Path, args: &[&str]) {
+        let file = file.display().to_string();
+        let mut argv = vec!["send", "--quiet", "--key", key];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--output", &file]);
+        self.client(&argv);
+    }
+
+    /// `seal_with_key` with the first key.
+    pub fn seal(&self, file: &Path, args: &[&str]) {
+        self.seal_with_key(&self.key, file, args);
+    }
+
+    /// `spa-client raw-send --quiet --source SRC FILE DST`: the file's bytes
+    /// again, unchanged.
+    pub fn raw_send(&self, file: &Path, src: IpAddr, dst: IpAddr) {
+        let (f, src, dst) = (file.display().to_string(), src.to_string(), dst.to_string());
+        self.client(&["raw-send", "--quiet", "--source", &src, &f, &dst]);
+    }
+
+    /// Can `src` connect to `dst`'s tcp/`PORT` right now?
+    pub fn connects(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.pair.can_connect(src, dst, PORT)
+    }
+
+    /// Waits (bounded, 5 s) until a connect from `src` to `dst`'s
+    /// tcp/`PORT` succeeds or is refused, as wanted; fails the test with
+    /// `what` and the server's log otherwise.
+    pub fn expect_connect(&self, src: IpAddr, dst: IpAddr, want: bool, what: &str, s: &Server) {
+        assert!(
+            self.pair
+                .wait_connect(src, dst, PORT, want, Duration::from_secs(5)),
+            "{what}: connect {src} -> {dst}:{PORT} should {}; server log:\n{}",
+            if want { "succeed" } else { "be refused" },
+            s.log_text()
+        );
+    }
+
+    /// Grant rules (`-A SPA -s ...`) of `tool` (iptables or ip6tables) in
+    /// the server namespace; none when the chain is missing.
+    pub fn grant_rules(&self, tool: &str) -> Vec<String> {
+        self.pair
+            .srv_sh(&format!("{tool} -w -S SPA 2>/dev/null || true"))
+            .lines()
+            .filter(|l| l.starts_with("-A SPA"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Prints how long the test took since `new`.
+    pub fn done(&self, name: &str) {
+        eprintln!("{name}: {:.2} s", self.started.elapsed().as_secs_f64());
     }
 }

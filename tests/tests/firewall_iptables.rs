@@ -4,47 +4,19 @@
 //! its expiry, a failed batch changes nothing, teardown leaves the admin's
 //! baseline byte for byte.
 
-use spa_e2e::{Guard, NetPair};
-use spa_proto::{Grant, Proto};
+use spa_e2e::{kernel_closes_at_expiry, tcp_access as acc, unix_now as now, Guard, NetPair};
 use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
-use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const PORT: u16 = 22;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn opts(p: &NetPair) -> FirewallOptions {
-    FirewallOptions {
-        exec_prefix: vec!["ip".into(), "netns".into(), "exec".into(), p.srv_ns.clone()],
-        ..Default::default()
-    }
-}
-
 fn fw(p: &NetPair) -> Box<dyn Firewall> {
-    backend(BackendKind::Iptables, &opts(p))
-}
-
-fn acc(addr: impl Into<IpAddr>, port: u16, expires_at: u64) -> Access {
-    Access {
-        addr: addr.into(),
-        grant: Grant::new(Proto::Tcp, port).unwrap(),
-        expires_at,
-    }
+    backend(BackendKind::Iptables, &p.fw_options())
 }
 
 /// `iptables-save` and `ip6tables-save` without the timestamped comments.
 fn save(p: &NetPair) -> String {
-    let out = p.srv_sh("iptables-save; ip6tables-save");
-    out.lines()
-        .filter(|l| !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n")
+    p.iptables_snapshot()
 }
 
 fn rules(p: &NetPair, tool: &str, chain: &str) -> Vec<String> {
@@ -107,16 +79,8 @@ fn grant_opens_refresh_keeps_one_rule_remove_closes() {
     let _l = Guard(p.listen(PORT));
     let mut f = fw(&p);
     f.setup().unwrap();
-    let s4 = IpAddr::from(p.srv_ip4);
-    let s6 = IpAddr::from(p.srv_ip6);
-    let (c4, c4b, c6, c6b) = (
-        IpAddr::from(p.cli_ip4),
-        IpAddr::from(p.cli_ip4_b),
-        IpAddr::from(p.cli_ip6),
-        IpAddr::from(p.cli_ip6_b),
-    );
-    assert!(!p.can_connect(c4, s4, PORT), "baseline refuses");
-    assert!(!p.can_connect(c6, s6, PORT), "baseline refuses (v6)");
+    let (s4, c4, c6) = (p.v4().srv, p.v4().cli, p.v6().cli);
+    p.assert_connect_v4_v6(PORT, |f| f.cli, false, "baseline refuses");
 
     let exp = now() + 600;
     let (a4, a6) = (acc(c4, PORT, exp), acc(c6, PORT, exp));
@@ -134,13 +98,8 @@ fn grant_opens_refresh_keeps_one_rule_remove_closes() {
         "{r4:?}"
     );
     assert_eq!(rules(&p, "ip6tables", "SPA").len(), 1);
-    assert!(p.can_connect(c4, s4, PORT), "granted source connects");
-    assert!(p.can_connect(c6, s6, PORT), "granted source connects (v6)");
-    assert!(!p.can_connect(c4b, s4, PORT), "other source still refused");
-    assert!(
-        !p.can_connect(c6b, s6, PORT),
-        "other source still refused (v6)"
-    );
+    p.assert_connect_v4_v6(PORT, |f| f.cli, true, "granted source connects");
+    p.assert_connect_v4_v6(PORT, |f| f.cli_b, false, "other source still refused");
 
     // Refresh: remove old, add new; never two rules for one grant.
     let (n4, n6) = (acc(c4, PORT, exp + 30), acc(c6, PORT, exp + 30));
@@ -154,8 +113,7 @@ fn grant_opens_refresh_keeps_one_rule_remove_closes() {
     f.apply(&[], &[n4, n6]).unwrap();
     assert!(rules(&p, "iptables", "SPA").is_empty());
     assert!(rules(&p, "ip6tables", "SPA").is_empty());
-    assert!(!p.can_connect(c4, s4, PORT), "closed again");
-    assert!(!p.can_connect(c6, s6, PORT), "closed again (v6)");
+    p.assert_connect_v4_v6(PORT, |f| f.cli, false, "closed again");
     f.teardown().unwrap();
 }
 
@@ -164,43 +122,21 @@ fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
     let p = NetPair::new(12);
     p.iptables_baseline(PORT);
     let _l = Guard(p.listen(PORT));
-    let mut f = fw(&p);
-    f.setup().unwrap();
-    let (s4, c4) = (IpAddr::from(p.srv_ip4), IpAddr::from(p.cli_ip4));
-    let (s6, c6) = (IpAddr::from(p.srv_ip6), IpAddr::from(p.cli_ip6));
-    let exp = now() + 3;
-    f.apply(&[acc(c4, PORT, exp), acc(c6, PORT, exp)], &[])
-        .unwrap();
-    // Drop the backend: from here on no process of ours touches the firewall.
-    drop(f);
-    assert!(p.can_connect(c4, s4, PORT), "open before expiry");
-    assert!(p.can_connect(c6, s6, PORT), "open before expiry (v6)");
-    let t0 = Instant::now();
-    assert!(
-        p.wait_connect(c4, s4, PORT, false, Duration::from_secs(6)),
-        "kernel never closed the grant"
+    let run = kernel_closes_at_expiry(
+        &p,
+        BackendKind::Iptables,
+        PORT,
+        3,
+        Duration::from_secs(6),
+        || {
+            // The rule is still there: the time match, not a process, closed it.
+            assert_eq!(rules(&p, "iptables", "SPA").len(), 1);
+        },
     );
-    let closed_at = now();
-    assert!(!p.can_connect(c6, s6, PORT), "v6 closed too");
-    // The rule is still there: the time match, not a process, closed it.
-    assert_eq!(rules(&p, "iptables", "SPA").len(), 1);
-    // The daemon comes back and re-opens: remove the lapsed grant, add anew.
-    let mut f = fw(&p);
-    let again = now() + 600;
-    f.apply(
-        &[acc(c4, PORT, again), acc(c6, PORT, again)],
-        &[acc(c4, PORT, exp), acc(c6, PORT, exp)],
-    )
-    .unwrap();
-    assert!(p.can_connect(c4, s4, PORT), "re-opened after expiry");
-    assert!(p.can_connect(c6, s6, PORT), "re-opened after expiry (v6)");
-    // Closed at expires_at (second resolution), not before.
-    assert!(closed_at >= exp, "closed early: {closed_at} < {exp}");
-    assert!(closed_at <= exp + 1, "closed late: {closed_at} > {exp}+1");
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(run.waited_from.elapsed() < Duration::from_secs(5));
     let r = rules(&p, "iptables", "SPA");
     assert_eq!(r.len(), 1, "{r:?}");
-    assert!(r[0].contains(&format!("exp={again}")), "{r:?}");
+    assert!(r[0].contains(&format!("exp={}", run.again)), "{r:?}");
 }
 
 #[test]
@@ -209,7 +145,7 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     p.iptables_baseline(PORT);
     let mut f = fw(&p);
     f.setup().unwrap();
-    let (c4, c6) = (IpAddr::from(p.cli_ip4), IpAddr::from(p.cli_ip6));
+    let (c4, c6) = (p.v4().cli, p.v6().cli);
     let exp = now() + 600;
     f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
     let before = save(&p);
@@ -219,7 +155,7 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
         BackendKind::Iptables,
         &FirewallOptions {
             chain: "NOPE".into(),
-            ..opts(&p)
+            ..p.fw_options()
         },
     );
     let e = bogus
@@ -260,7 +196,7 @@ fn without_ip6tables_v4_works_and_v6_fails_cleanly() {
     let o = FirewallOptions {
         ip6tables: "/nonexistent/ip6tables".into(),
         ip6tables_restore: "/nonexistent/ip6tables-restore".into(),
-        ..opts(&p)
+        ..p.fw_options()
     };
     let mut f = backend(BackendKind::Iptables, &o);
     f.setup().unwrap();

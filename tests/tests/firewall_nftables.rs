@@ -2,45 +2,21 @@
 //! namespace (ids 15..=19), with the admin's `inet filter input` chain
 //! holding a reject that our accept must get past.
 
-use spa_e2e::{Guard, NetPair};
-use spa_proto::{Grant, Proto};
+use spa_e2e::{kernel_closes_at_expiry, tcp_access as acc, unix_now as now, Guard, NetPair};
 use spa_server::firewall::nftables::Nftables;
-use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
-use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use spa_server::firewall::{backend, BackendKind, Firewall, FirewallOptions, FwError};
+use std::time::Duration;
 
 const PORT: u16 = 22;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn opts(p: &NetPair) -> FirewallOptions {
-    FirewallOptions {
-        exec_prefix: vec!["ip".into(), "netns".into(), "exec".into(), p.srv_ns.clone()],
-        ..Default::default()
-    }
-}
-
 fn fw(p: &NetPair) -> Box<dyn Firewall> {
-    backend(BackendKind::Nftables, &opts(p))
-}
-
-fn acc(addr: impl Into<IpAddr>, port: u16, expires_at: u64) -> Access {
-    Access {
-        addr: addr.into(),
-        grant: Grant::new(Proto::Tcp, port).unwrap(),
-        expires_at,
-    }
+    backend(BackendKind::Nftables, &p.fw_options())
 }
 
 /// The ruleset without counters and countdowns (`-s`), so two snapshots
 /// taken a moment apart compare equal when nothing changed.
 fn ruleset(p: &NetPair) -> String {
-    p.srv_sh("nft -s list ruleset")
+    p.nft_snapshot()
 }
 
 /// Elements of one of our sets, one per line, without timeouts.
@@ -128,7 +104,7 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
     let p = NetPair::new(16);
     p.nft_baseline(PORT);
     let _l = Guard(p.listen(PORT));
-    let mut f = Nftables::new(opts(&p));
+    let mut f = Nftables::new(p.fw_options());
     f.setup().unwrap();
     // This kernel (6.10+) refreshes in place; cover the delete-then-add
     // refresh older kernels need as well.
@@ -142,7 +118,7 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
     // The same through `nft -f -` per batch instead of the session.
     let mut f = Nftables::new(FirewallOptions {
         nft_session: false,
-        ..opts(&p)
+        ..p.fw_options()
     });
     f.setup().unwrap();
     open_refresh_close(&p, &mut f);
@@ -150,29 +126,16 @@ fn grant_opens_refresh_keeps_one_element_remove_closes() {
 }
 
 fn open_refresh_close(p: &NetPair, f: &mut Nftables) {
-    let s4 = IpAddr::from(p.srv_ip4);
-    let s6 = IpAddr::from(p.srv_ip6);
-    let (c4, c4b, c6, c6b) = (
-        IpAddr::from(p.cli_ip4),
-        IpAddr::from(p.cli_ip4_b),
-        IpAddr::from(p.cli_ip6),
-        IpAddr::from(p.cli_ip6_b),
-    );
-    assert!(!p.can_connect(c4, s4, PORT), "baseline refuses");
-    assert!(!p.can_connect(c6, s6, PORT), "baseline refuses (v6)");
+    let (s4, c4, c6) = (p.v4().srv, p.v4().cli, p.v6().cli);
+    p.assert_connect_v4_v6(PORT, |f| f.cli, false, "baseline refuses");
 
     let exp = now() + 600;
     let (a4, a6) = (acc(c4, PORT, exp), acc(c6, PORT, exp));
     f.apply(&[a4, a6], &[]).unwrap();
     assert_eq!(elements(p, "spa4"), vec![format!("{c4} . tcp . 22")]);
     assert_eq!(elements(p, "spa6"), vec![format!("{c6} . tcp . 22")]);
-    assert!(p.can_connect(c4, s4, PORT), "granted source connects");
-    assert!(p.can_connect(c6, s6, PORT), "granted source connects (v6)");
-    assert!(!p.can_connect(c4b, s4, PORT), "other source still refused");
-    assert!(
-        !p.can_connect(c6b, s6, PORT),
-        "other source still refused (v6)"
-    );
+    p.assert_connect_v4_v6(PORT, |f| f.cli, true, "granted source connects");
+    p.assert_connect_v4_v6(PORT, |f| f.cli_b, false, "other source still refused");
 
     // Refresh: one element, with the new (longer) timeout.
     let (n4, n6) = (acc(c4, PORT, exp + 3000), acc(c6, PORT, exp + 3000));
@@ -189,8 +152,7 @@ fn open_refresh_close(p: &NetPair, f: &mut Nftables) {
     f.apply(&[], &[n4, n6]).unwrap();
     assert!(elements(p, "spa4").is_empty());
     assert!(elements(p, "spa6").is_empty());
-    assert!(!p.can_connect(c4, s4, PORT), "closed again");
-    assert!(!p.can_connect(c6, s6, PORT), "closed again (v6)");
+    p.assert_connect_v4_v6(PORT, |f| f.cli, false, "closed again");
 }
 
 #[test]
@@ -198,34 +160,14 @@ fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
     let p = NetPair::new(17);
     p.nft_baseline(PORT);
     let _l = Guard(p.listen(PORT));
-    let mut f = fw(&p);
-    f.setup().unwrap();
-    let (s4, c4) = (IpAddr::from(p.srv_ip4), IpAddr::from(p.cli_ip4));
-    let (s6, c6) = (IpAddr::from(p.srv_ip6), IpAddr::from(p.cli_ip6));
-    let exp = now() + 2;
-    f.apply(&[acc(c4, PORT, exp), acc(c6, PORT, exp)], &[])
-        .unwrap();
-    drop(f);
-    assert!(p.can_connect(c4, s4, PORT), "open before expiry");
-    assert!(p.can_connect(c6, s6, PORT), "open before expiry (v6)");
-    assert!(
-        p.wait_connect(c4, s4, PORT, false, Duration::from_secs(5)),
-        "kernel never closed the grant"
+    kernel_closes_at_expiry(
+        &p,
+        BackendKind::Nftables,
+        PORT,
+        2,
+        Duration::from_secs(5),
+        || {},
     );
-    let closed_at = now();
-    assert!(!p.can_connect(c6, s6, PORT), "v6 closed too");
-    // The daemon comes back and re-opens: remove the lapsed grant, add anew.
-    let mut f = fw(&p);
-    let again = now() + 600;
-    f.apply(
-        &[acc(c4, PORT, again), acc(c6, PORT, again)],
-        &[acc(c4, PORT, exp), acc(c6, PORT, exp)],
-    )
-    .unwrap();
-    assert!(p.can_connect(c4, s4, PORT), "re-opened after expiry");
-    assert!(p.can_connect(c6, s6, PORT), "re-opened after expiry (v6)");
-    assert!(closed_at >= exp, "closed early: {closed_at} < {exp}");
-    assert!(closed_at <= exp + 1, "closed late: {closed_at} > {exp}+1");
 }
 
 #[test]
@@ -241,10 +183,10 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
 fn failed_batch(p: &NetPair, session: bool) {
     let mut f = Nftables::new(FirewallOptions {
         nft_session: session,
-        ..opts(p)
+        ..p.fw_options()
     });
     f.setup().unwrap();
-    let (c4, c6) = (IpAddr::from(p.cli_ip4), IpAddr::from(p.cli_ip6));
+    let (c4, c6) = (p.v4().cli, p.v6().cli);
     let exp = now() + 600;
     f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
 
@@ -277,7 +219,7 @@ fn failed_batch(p: &NetPair, session: bool) {
         BackendKind::Nftables,
         &FirewallOptions {
             nft_table: "nope".into(),
-            ..opts(p)
+            ..p.fw_options()
         },
     );
     assert!(bogus.apply(&[acc(c4, 80, exp)], &[]).is_err());
@@ -299,7 +241,7 @@ fn failed_batch(p: &NetPair, session: bool) {
     if session {
         // The session's nft dies (OOM killer, admin): the batch still goes
         // through (spawned nft), and the next one gets a new session.
-        let killed = kill_nft_in(&p.srv_ns);
+        let killed = kill_nft_in(p);
         assert_eq!(killed, 1, "exactly our session's nft runs in the namespace");
         f.apply(&[acc(c4, 444, exp)], &[]).unwrap();
         f.apply(&[acc(c4, 445, exp)], &[]).unwrap();
@@ -309,27 +251,19 @@ fn failed_batch(p: &NetPair, session: bool) {
     assert!(!ruleset(p).contains("spa"));
 }
 
-/// SIGKILLs the `nft` processes inside namespace `ns` (only ones this test
-/// started there); returns how many.
-fn kill_nft_in(ns: &str) -> usize {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "pids", ns])
-        .output()
-        .unwrap();
-    let mut n = 0;
-    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() == "nft" {
-            let ok = std::process::Command::new("kill")
-                .args(["-9", pid])
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok);
-            n += 1;
-        }
+/// SIGKILLs the `nft` processes in the server namespace (only ones this
+/// test started there); returns how many.
+fn kill_nft_in(p: &NetPair) -> usize {
+    let pids = p.srv_pids("nft");
+    for pid in &pids {
+        let ok = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
     }
     // Give the kernel a moment to reap it so the pipe is closed.
     std::thread::sleep(Duration::from_millis(100));
-    n
+    pids.len()
 }
