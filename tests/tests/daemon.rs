@@ -5,133 +5,15 @@
 //! the server is killed on drop and the namespaces are deleted, also when a
 //! test fails.
 
-use spa_e2e::{bin, keygen, Guard, NetPair, Scratch, Server};
-use std::net::IpAddr;
-use std::process::Output;
+use spa_e2e::{bin, keygen, run_ok, Family, Guard, Testbed};
 use std::time::{Duration, Instant};
 
 const SID: &str = "e2e-gw";
 
 /// One test's world: the namespaces with the admin's iptables baseline and a
 /// listener on tcp/22, a scratch directory and a key.
-struct Rig {
-    pair: NetPair,
-    dir: Scratch,
-    key: String,
-    _listener: Guard,
-    started: Instant,
-}
-
-fn rig(id: u8) -> Rig {
-    let started = Instant::now();
-    let pair = NetPair::new(id);
-    pair.iptables_baseline(22);
-    let listener = Guard(pair.listen(22));
-    let dir = Scratch::new(&format!("daemon{id}"));
-    let key = keygen(&dir.join("alice.key"), "alice", SID);
-    Rig {
-        pair,
-        dir,
-        key,
-        _listener: listener,
-        started,
-    }
-}
-
-impl Rig {
-    fn state(&self) -> String {
-        self.dir.join("state").display().to_string()
-    }
-
-    /// The server with the test's key allowed tcp/22, plus `extra` arguments.
-    fn server(&self, log: &str, extra: &[&str]) -> Server {
-        let state = self.state();
-        let mut args = vec![
-            "--interface",
-            &self.pair.srv_if,
-            "--key",
-            &self.key,
-            "--allow",
-            "tcp/22",
-            "--server-id",
-            SID,
-            "--state-dir",
-            &state,
-            "--firewall",
-            "iptables",
-        ];
-        args.extend_from_slice(extra);
-        Server::start(&self.pair, &self.dir.join(log), &args)
-    }
-
-    /// `spa-client <args>` in the client namespace; must exit 0.
-    fn client(&self, args: &[&str]) -> Output {
-        let client = bin("spa-client");
-        let mut argv = vec![client.to_str().expect("utf-8 path")];
-        argv.extend_from_slice(args);
-        let out = self
-            .pair
-            .cli(&argv)
-            .output()
-            .expect("spawn spa-client in the client namespace");
-        assert!(
-            out.status.success(),
-            "spa-client {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// `spa-client send --key KEY <args> --source SRC SERVER`.
-    fn send(&self, src: IpAddr, dst: IpAddr, args: &[&str]) {
-        let (src, dst) = (src.to_string(), dst.to_string());
-        let mut argv = vec!["send", "--quiet", "--key", &self.key];
-        argv.extend_from_slice(args);
-        argv.extend_from_slice(&["--source", &src, &dst]);
-        self.client(&argv);
-    }
-
-    /// `spa-client raw-send FILE SERVER --source SRC`.
-    fn raw_send(&self, file: &std::path::Path, src: IpAddr, dst: IpAddr) {
-        let (f, src, dst) = (file.display().to_string(), src.to_string(), dst.to_string());
-        self.client(&["raw-send", "--quiet", "--source", &src, &f, &dst]);
-    }
-
-    fn v4(&self) -> (IpAddr, IpAddr, IpAddr) {
-        (
-            self.pair.cli_ip4.into(),
-            self.pair.cli_ip4_b.into(),
-            self.pair.srv_ip4.into(),
-        )
-    }
-
-    fn connects(&self, src: IpAddr, dst: IpAddr) -> bool {
-        self.pair.can_connect(src, dst, 22)
-    }
-
-    /// Waits (bounded, 5 s) until a connect from `src` succeeds or fails as wanted.
-    fn expect_connect(&self, src: IpAddr, dst: IpAddr, want: bool, what: &str) {
-        assert!(
-            self.pair
-                .wait_connect(src, dst, 22, want, Duration::from_secs(5)),
-            "{what}: connect {src} -> {dst}:22 should {}",
-            if want { "succeed" } else { "be refused" }
-        );
-    }
-
-    /// Grant rules (`-A SPA -s ...`) of one tool in the server namespace.
-    fn grant_rules(&self, tool: &str) -> Vec<String> {
-        self.pair
-            .srv_sh(&format!("{tool} -w -S SPA 2>/dev/null || true"))
-            .lines()
-            .filter(|l| l.starts_with("-A SPA"))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn done(&self, name: &str) {
-        eprintln!("{name}: {:.2} s", self.started.elapsed().as_secs_f64());
-    }
+fn rig(id: u8) -> Testbed {
+    Testbed::new(id, "daemon", "iptables", SID, &["alice"])
 }
 
 /// Cases 1, 2 (close) and 9: open from the client's address only, close,
@@ -139,7 +21,7 @@ impl Rig {
 #[test]
 fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
     let r = rig(1);
-    let (cli, cli_b, srv) = r.v4();
+    let Family { cli, cli_b, srv } = r.pair.v4();
     let baseline = r.pair.iptables_snapshot();
     assert!(!r.connects(cli, srv), "port 22 must be refused before");
 
@@ -148,7 +30,7 @@ fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
 
     r.send(cli, srv, &["--open", "22"]);
     s.expect_lines(&["accepted open"], 1);
-    r.expect_connect(cli, srv, true, "after --open");
+    r.expect_connect(cli, srv, true, "after --open", &s);
     assert!(
         !r.connects(cli_b, srv),
         "the second address must stay refused"
@@ -177,23 +59,23 @@ fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
 
     r.send(cli, srv, &["--close", "22"]);
     s.expect_lines(&["accepted close", "removed=1"], 1);
-    r.expect_connect(cli, srv, false, "after --close");
+    r.expect_connect(cli, srv, false, "after --close", &s);
     assert!(r.grant_rules("iptables").is_empty());
 
     // --allow-ip: the grant is for the named address, not for the sender.
     let b = cli_b.to_string();
     r.send(cli, srv, &["--open", "22", "--allow-ip", &b]);
     s.expect_lines(&["accepted open"], 3);
-    r.expect_connect(cli_b, srv, true, "the --allow-ip address");
+    r.expect_connect(cli_b, srv, true, "the --allow-ip address", &s);
     assert!(!r.connects(cli, srv), "the sender was not named");
     r.send(cli, srv, &["--close", "22", "--allow-ip", &b]);
     s.expect_lines(&["accepted close", "removed=1"], 2);
-    r.expect_connect(cli_b, srv, false, "after closing the --allow-ip grant");
+    r.expect_connect(cli_b, srv, false, "after closing the --allow-ip grant", &s);
 
     // Open again, then stop with a live grant: SIGTERM removes everything.
     r.send(cli, srv, &["--open", "22"]);
     s.expect_lines(&["accepted open"], 4);
-    r.expect_connect(cli, srv, true, "after the second --open");
+    r.expect_connect(cli, srv, true, "after the second --open", &s);
     let st = s
         .stop()
         .expect("spa-server must exit on SIGTERM within 10 s");
@@ -216,7 +98,7 @@ fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
 #[test]
 fn grant_expires_and_its_rule_is_removed() {
     let r = rig(2);
-    let (cli, _, srv) = r.v4();
+    let Family { cli, srv, .. } = r.pair.v4();
     let mut s = r.server(
         "server.log",
         &["--allow", "tcp/443", "--default-duration", "2"],
@@ -224,11 +106,11 @@ fn grant_expires_and_its_rule_is_removed() {
     r.send(cli, srv, &["--open", "22,443"]);
     s.expect_lines(&["accepted open", "duration=2", "added=2"], 1);
     let opened = Instant::now();
-    r.expect_connect(cli, srv, true, "after --open");
+    r.expect_connect(cli, srv, true, "after --open", &s);
     let rules = r.grant_rules("iptables");
     assert_eq!(rules.len(), 2, "{rules:?}");
     assert!(rules.iter().any(|l| l.contains("--dport 443")), "{rules:?}");
-    r.expect_connect(cli, srv, false, "after the 2 s grant ran out");
+    r.expect_connect(cli, srv, false, "after the 2 s grant ran out", &s);
     assert!(
         opened.elapsed() >= Duration::from_millis(900),
         "closed too early"
@@ -265,22 +147,9 @@ fn grant_expires_and_its_rule_is_removed() {
 #[test]
 fn replay_is_rejected_also_after_restart() {
     let r = rig(3);
-    let (cli, _, srv) = r.v4();
+    let Family { cli, srv, .. } = r.pair.v4();
     let dg = r.dir.join("open.bin");
-    let dgs = dg.display().to_string();
-    let sid = SID;
-    r.client(&[
-        "send",
-        "--quiet",
-        "--key",
-        &r.key,
-        "--server-id",
-        sid,
-        "--open",
-        "22",
-        "--output",
-        &dgs,
-    ]);
+    r.seal(&dg, &["--server-id", SID, "--open", "22"]);
     assert_eq!(
         std::fs::metadata(&dg).map(|m| m.len()).unwrap_or(0),
         spa_proto::DATAGRAM_LEN as u64
@@ -289,7 +158,7 @@ fn replay_is_rejected_also_after_restart() {
     let mut s = r.server("server1.log", &[]);
     r.raw_send(&dg, cli, srv);
     s.expect_lines(&["accepted open"], 1);
-    r.expect_connect(cli, srv, true, "first send");
+    r.expect_connect(cli, srv, true, "first send", &s);
     r.raw_send(&dg, cli, srv);
     s.expect_lines(&["rejected", "replayed"], 1);
     assert_eq!(s.lines_with(&["accepted"]).len(), 1, "{}", s.log_text());
@@ -316,13 +185,10 @@ fn replay_is_rejected_also_after_restart() {
 
     // A fresh datagram still works after the restart.
     let fresh = r.dir.join("fresh.bin");
-    let freshs = fresh.display().to_string();
-    r.client(&[
-        "send", "--quiet", "--key", &r.key, "--open", "22", "--output", &freshs,
-    ]);
+    r.seal(&fresh, &["--open", "22"]);
     r.raw_send(&fresh, cli, srv);
     s2.expect_lines(&["accepted open"], 1);
-    r.expect_connect(cli, srv, true, "fresh datagram after restart");
+    r.expect_connect(cli, srv, true, "fresh datagram after restart", &s2);
 
     // SIGKILL (no teardown): the record was on disk before the rule went
     // in, so the next instance refuses the replay, and its setup removes
@@ -351,15 +217,12 @@ fn replay_is_rejected_also_after_restart() {
 #[test]
 fn tampered_foreign_key_and_wrong_server_are_rejected() {
     let r = rig(4);
-    let (cli, _, srv) = r.v4();
+    let Family { cli, srv, .. } = r.pair.v4();
     let s = r.server("server.log", &[]);
     let snap = r.pair.iptables_snapshot();
 
     let orig = r.dir.join("orig.bin");
-    let origs = orig.display().to_string();
-    r.client(&[
-        "send", "--quiet", "--key", &r.key, "--open", "22", "--output", &origs,
-    ]);
+    r.seal(&orig, &["--open", "22"]);
     let bytes = std::fs::read(&orig).expect("read datagram");
     assert_eq!(bytes.len(), spa_proto::DATAGRAM_LEN);
 
@@ -399,17 +262,7 @@ fn tampered_foreign_key_and_wrong_server_are_rejected() {
 
     // Made with another key (unknown to the server), same server id.
     let other = keygen(&r.dir.join("mallory.key"), "mallory", SID);
-    r.client(&[
-        "send",
-        "--quiet",
-        "--key",
-        &other,
-        "--open",
-        "22",
-        "--source",
-        &cli.to_string(),
-        &srv.to_string(),
-    ]);
+    r.send_with_key(&other, cli, srv, &["--open", "22"]);
     rejected += 1;
     s.expect_lines(&["rejected"], rejected);
     assert!(s.lines_with(&["rejected"])[rejected - 1].contains("unknown_key_id"));
@@ -437,7 +290,7 @@ fn tampered_foreign_key_and_wrong_server_are_rejected() {
     // The untouched original is still good.
     r.raw_send(&orig, cli, srv);
     s.expect_lines(&["accepted open"], 1);
-    r.expect_connect(cli, srv, true, "the untouched original");
+    r.expect_connect(cli, srv, true, "the untouched original", &s);
     r.done("tamper");
 }
 
@@ -445,17 +298,13 @@ fn tampered_foreign_key_and_wrong_server_are_rejected() {
 #[test]
 fn ipv6_open_close_with_ip6tables() {
     let r = rig(5);
-    let (cli, cli_b, srv): (IpAddr, IpAddr, IpAddr) = (
-        r.pair.cli_ip6.into(),
-        r.pair.cli_ip6_b.into(),
-        r.pair.srv_ip6.into(),
-    );
+    let Family { cli, cli_b, srv } = r.pair.v6();
     let baseline = r.pair.iptables_snapshot();
     assert!(!r.connects(cli, srv), "refused before");
     let mut s = r.server("server.log", &[]);
     r.send(cli, srv, &["-6", "--open", "22"]);
     s.expect_lines(&["accepted open"], 1);
-    r.expect_connect(cli, srv, true, "IPv6 after --open");
+    r.expect_connect(cli, srv, true, "IPv6 after --open", &s);
     assert!(!r.connects(cli_b, srv), "second IPv6 address refused");
     assert!(
         !r.connects(r.pair.cli_ip4.into(), r.pair.srv_ip4.into()),
@@ -468,7 +317,7 @@ fn ipv6_open_close_with_ip6tables() {
 
     r.send(cli, srv, &["-6", "--close", "22"]);
     s.expect_lines(&["accepted close", "removed=1"], 1);
-    r.expect_connect(cli, srv, false, "IPv6 after --close");
+    r.expect_connect(cli, srv, false, "IPv6 after --close", &s);
     assert!(r.grant_rules("ip6tables").is_empty());
 
     r.send(cli, srv, &["-6", "--open", "22"]);
@@ -483,7 +332,7 @@ fn ipv6_open_close_with_ip6tables() {
 #[test]
 fn garbage_of_every_size_changes_nothing() {
     let r = rig(6);
-    let (cli, _, srv) = r.v4();
+    let Family { cli, srv, .. } = r.pair.v4();
     let mut s = r.server("server.log", &[]);
     let snap = r.pair.iptables_snapshot();
     // One Python process sends everything: 0..=1500 random bytes, 140
@@ -491,16 +340,7 @@ fn garbage_of_every_size_changes_nothing() {
     // 140 bytes with the right magic, version and key-id (AEAD must fail).
     let key_id = {
         let dg = r.dir.join("probe.bin");
-        r.client(&[
-            "send",
-            "--quiet",
-            "--key",
-            &r.key,
-            "--open",
-            "22",
-            "--output",
-            &dg.display().to_string(),
-        ]);
+        r.seal(&dg, &["--open", "22"]);
         let b = std::fs::read(&dg).expect("read");
         b[..13]
             .iter()
@@ -524,16 +364,7 @@ fn garbage_of_every_size_changes_nothing() {
          \x20   n+=3\n\
          print(n)\n"
     );
-    let out = r
-        .pair
-        .cli(&["timeout", "30", "python3", "-c", &script])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut r.pair.cli(&["timeout", "30", "python3", "-c", &script]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1561");
     // The 140-byte ones reach user space and are rejected (the log is rate
     // limited, so at least some lines, not all 61).
@@ -546,7 +377,7 @@ fn garbage_of_every_size_changes_nothing() {
 
     r.send(cli, srv, &["--open", "22"]);
     s.expect_lines(&["accepted open"], 1);
-    r.expect_connect(cli, srv, true, "a valid datagram after the garbage");
+    r.expect_connect(cli, srv, true, "a valid datagram after the garbage", &s);
     assert!(s.is_running());
     r.done("garbage");
 }
@@ -557,7 +388,7 @@ fn garbage_of_every_size_changes_nothing() {
 #[test]
 fn policy_refuses_other_ports_and_caps_duration() {
     let r = rig(8);
-    let (cli, _, srv) = r.v4();
+    let Family { cli, srv, .. } = r.pair.v4();
 
     // Configuration errors: the server does not start, the message names
     // file:line:field, and the firewall is untouched.
@@ -577,7 +408,7 @@ fn policy_refuses_other_ports_and_caps_duration() {
         .expect("chmod");
     let server = bin("spa-server");
     let server = server.to_str().expect("utf-8 path");
-    let state = r.state();
+    let state = r.state_dir().display().to_string();
     let bads = bad.display().to_string();
     let looses = loose.display().to_string();
     for (argv, want) in [
@@ -628,8 +459,8 @@ fn policy_refuses_other_ports_and_caps_duration() {
     r.send(cli, srv, &["--open", "22", "--duration", "3600"]);
     s.expect_lines(&["accepted open", "duration=2", "capped=true"], 1);
     let opened = Instant::now();
-    r.expect_connect(cli, srv, true, "capped grant");
-    r.expect_connect(cli, srv, false, "capped grant after 2 s");
+    r.expect_connect(cli, srv, true, "capped grant", &s);
+    r.expect_connect(cli, srv, false, "capped grant after 2 s", &s);
     assert!(opened.elapsed() < Duration::from_secs(5));
     assert!(
         spa_e2e::wait_for(Duration::from_secs(3), || r
