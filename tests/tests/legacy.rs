@@ -8,7 +8,7 @@
 //! pick) and the spoofed flood are sent by small python3 scripts inside the
 //! client namespace; nothing leaves the two namespaces.
 
-use spa_e2e::{bin, keygen, wait_for, Guard, NetPair, Scratch, Server};
+use spa_e2e::{bin, run_ok, wait_for, Guard, Server, Testbed};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,13 +17,15 @@ const SID: &str = "e2e-knock";
 const KNOCK: &str = "/usr/bin/knock";
 
 /// One test's world: namespaces with the admin's iptables baseline (new
-/// tcp/22 refused) and a listener on tcp/22, a scratch dir and a key.
-struct Rig {
-    pair: NetPair,
-    dir: Scratch,
-    key: String,
-    _listener: Guard,
-    started: Instant,
+/// tcp/22 refused) and a listener on tcp/22, a scratch dir and a key, plus
+/// the knock-specific helpers below.
+struct Rig(Testbed);
+
+impl std::ops::Deref for Rig {
+    type Target = Testbed;
+    fn deref(&self) -> &Testbed {
+        &self.0
+    }
 }
 
 fn rig(id: u8) -> Rig {
@@ -32,55 +34,31 @@ fn rig(id: u8) -> Rig {
         std::path::Path::new(KNOCK).exists(),
         "{KNOCK} missing: apt-get install knockd"
     );
-    let started = Instant::now();
-    let pair = NetPair::new(id);
-    pair.iptables_baseline(22);
-    let listener = Guard(pair.listen(22));
-    let dir = Scratch::new(&format!("legacy{id}"));
-    let key = keygen(&dir.join("alice.key"), "alice", SID);
-    Rig {
-        pair,
-        dir,
-        key,
-        _listener: listener,
-        started,
-    }
+    Rig(Testbed::new(id, "legacy", "iptables", SID, &["alice"]))
 }
 
 impl Rig {
     fn srv(&self) -> IpAddr {
-        self.pair.srv_ip4.into()
+        self.pair.v4().srv
     }
     fn a(&self) -> IpAddr {
-        self.pair.cli_ip4.into()
+        self.pair.v4().cli
     }
     fn b(&self) -> IpAddr {
-        self.pair.cli_ip4_b.into()
+        self.pair.v4().cli_b
     }
 
     /// `spa-server` in the server namespace with the base arguments plus
     /// `extra`. `with_key`: also `--key alice.key --allow tcp/22` (a config
     /// file that lists the key itself must not get it twice).
     fn server(&self, log: &str, with_key: bool, extra: &[&str]) -> Server {
-        let state = self.dir.join("state").display().to_string();
-        let mut args = vec![
-            "--interface",
-            &self.pair.srv_if,
-            "--server-id",
-            SID,
-            "--state-dir",
-            &state,
-            "--firewall",
-            "iptables",
-        ];
-        if with_key {
-            args.extend_from_slice(&["--key", &self.key, "--allow", "tcp/22"]);
-        }
-        args.extend_from_slice(extra);
-        let s = Server::start(&self.pair, &self.dir.join(log), &args);
-        // `Server::start` also stops at "iptables chain ready"; knocks sent
-        // before the capture is open would be lost, so wait for the
-        // daemon's own `ready` line (it carries server_id=).
+        let s = if with_key {
+            self.0.server(log, extra)
+        } else {
+            self.0.server_without_key(log, extra)
+        };
+        // Knocks sent before the capture is open would be lost: the
+        // daemon's own `ready` line (it carries server_id=) must be there.
         assert!(
             s.wait_lines(&["ready", "server_id="], 1, Duration::from_secs(10)),
             "spa-server did not log ready:\n{}",
@@ -102,19 +80,7 @@ impl Rig {
     fn knock(&self, args: &[&str]) -> Output {
         let mut argv = vec!["timeout", "20", KNOCK];
         argv.extend_from_slice(args);
-        let out = self
-            .pair
-            .cli(&argv)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn knock in the client namespace");
-        assert!(
-            out.status.success(),
-            "knock {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        run_ok(&mut self.pair.cli(&argv))
     }
 
     /// One TCP SYN per `(source, port)`, in order, `gap_ms` apart, each
@@ -136,53 +102,12 @@ impl Rig {
             self.pair.srv_ip4,
             gap_ms as f64 / 1000.0
         );
-        let out = self
-            .pair
-            .cli(&["timeout", "20", "python3", "-c", &script])
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn python3 in the client namespace");
-        assert!(
-            out.status.success(),
-            "SYN sender failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(&mut self.pair.cli(&["timeout", "20", "python3", "-c", &script]));
     }
 
     /// `spa-client <args>` in the client namespace; must exit 0; stdout.
-    fn client(&self, args: &[&str]) -> String {
-        let client = bin("spa-client");
-        let mut argv = vec![client.to_str().expect("utf-8 path")];
-        argv.extend_from_slice(args);
-        let out = self
-            .pair
-            .cli(&argv)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn spa-client in the client namespace");
-        assert!(
-            out.status.success(),
-            "spa-client {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn connects(&self, src: IpAddr) -> bool {
-        self.pair.can_connect(src, self.srv(), 22)
-    }
-
-    /// Waits (bounded, 5 s) until a connect from `src` to tcp/22 succeeds
-    /// or is refused, as wanted.
-    fn expect_connect(&self, src: IpAddr, want: bool, what: &str, s: &Server) {
-        assert!(
-            self.pair
-                .wait_connect(src, self.srv(), 22, want, Duration::from_secs(5)),
-            "{what}: connect {src} -> {}:22 should {}; server log:\n{}",
-            self.srv(),
-            if want { "succeed" } else { "be refused" },
-            s.log_text()
-        );
+    fn client_stdout(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.client(args).stdout).into_owned()
     }
 
     /// Gives the daemon time to act on knocks it should ignore (it acts in
@@ -198,24 +123,10 @@ impl Rig {
             s.log_text()
         );
         assert!(
-            !self.connects(src),
+            !self.connects(src, self.srv()),
             "{what}: tcp/22 must stay refused from {src}; server log:\n{}",
             s.log_text()
         );
-    }
-
-    /// Grant rules (`-A SPA -s ...`) in the server namespace.
-    fn grant_rules(&self) -> Vec<String> {
-        self.pair
-            .srv_sh("iptables -w -S SPA 2>/dev/null || true")
-            .lines()
-            .filter(|l| l.starts_with("-A SPA"))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn done(&self, name: &str) {
-        eprintln!("{name}: {:.2} s", self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -225,23 +136,26 @@ impl Rig {
 fn default_doors_open_for_the_source_only_and_close() {
     let r = rig(30);
     let (a, b, srv) = (r.a(), r.b(), r.srv().to_string());
-    assert!(!r.connects(a), "tcp/22 must be refused before");
+    assert!(!r.connects(a, r.srv()), "tcp/22 must be refused before");
     let s = r.server("server.log", true, &["--legacy-knock"]);
     assert!(
         s.log_text().contains("INSECURE"),
         "start must warn that legacy knocks are replayable:\n{}",
         s.log_text()
     );
-    assert!(!r.connects(a), "still refused with the server up");
+    assert!(!r.connects(a, r.srv()), "still refused with the server up");
 
     r.knock(&["-v", &srv, "7000", "8000", "9000"]);
     s.expect_lines(
         &["knock accepted: rule added", &a.to_string(), "openSSH"],
         1,
     );
-    r.expect_connect(a, true, "after 7000,8000,9000", &s);
-    assert!(!r.connects(b), "the other client address must stay refused");
-    let rules = r.grant_rules();
+    r.expect_connect(a, r.srv(), true, "after 7000,8000,9000", &s);
+    assert!(
+        !r.connects(b, r.srv()),
+        "the other client address must stay refused"
+    );
+    let rules = r.grant_rules("iptables");
     assert_eq!(rules.len(), 1, "{rules:?}");
     assert!(
         rules[0].contains(&format!("-s {a}/32")) && rules[0].contains("--dport 22"),
@@ -253,8 +167,12 @@ fn default_doors_open_for_the_source_only_and_close() {
         &["knock accepted: rule removed", &a.to_string(), "closeSSH"],
         1,
     );
-    r.expect_connect(a, false, "after 9000,8000,7000", &s);
-    assert!(r.grant_rules().is_empty(), "{:?}", r.grant_rules());
+    r.expect_connect(a, r.srv(), false, "after 9000,8000,7000", &s);
+    assert!(
+        r.grant_rules("iptables").is_empty(),
+        "{:?}",
+        r.grant_rules("iptables")
+    );
     r.done("default_doors");
 }
 
@@ -270,11 +188,11 @@ fn wrong_order_opens_nothing() {
     r.expect_nothing_opens(a, &s, 0, "8000,7000,9000");
     r.knock(&[&srv, "7000", "9000", "8000"]);
     r.expect_nothing_opens(a, &s, 0, "7000,9000,8000");
-    assert!(r.grant_rules().is_empty());
+    assert!(r.grant_rules("iptables").is_empty());
 
     // Control: the detector works and the source is not locked out.
     r.knock(&[&srv, "7000", "8000", "9000"]);
-    r.expect_connect(a, true, "a correct knock after the wrong ones", &s);
+    r.expect_connect(a, r.srv(), true, "a correct knock after the wrong ones", &s);
     r.done("wrong_order");
 }
 
@@ -298,7 +216,7 @@ fn too_slow_opens_nothing() {
 
     // Just inside the timeout: 2 × 400 ms = 0.8 s < 1 s.
     r.knock(&["-d", "400", &srv, "7000", "8000", "9000"]);
-    r.expect_connect(a, true, "knocks 0.4 s apart", &s);
+    r.expect_connect(a, r.srv(), true, "knocks 0.4 s apart", &s);
     r.done("too_slow");
 }
 
@@ -309,7 +227,7 @@ fn two_sources_interleaved_both_open() {
     let r = rig(33);
     let (a, b) = (r.a(), r.b());
     let s = r.server("server.log", true, &["--legacy-knock"]);
-    assert!(!r.connects(a) && !r.connects(b));
+    assert!(!r.connects(a, r.srv()) && !r.connects(b, r.srv()));
 
     r.syns(
         &[
@@ -323,15 +241,20 @@ fn two_sources_interleaved_both_open() {
         50,
     );
     s.expect_lines(&["knock accepted: rule added"], 2);
-    r.expect_connect(a, true, "A after interleaved knocks", &s);
-    r.expect_connect(b, true, "B after interleaved knocks", &s);
-    assert_eq!(r.grant_rules().len(), 2, "{:?}", r.grant_rules());
+    r.expect_connect(a, r.srv(), true, "A after interleaved knocks", &s);
+    r.expect_connect(b, r.srv(), true, "B after interleaved knocks", &s);
+    assert_eq!(
+        r.grant_rules("iptables").len(),
+        2,
+        "{:?}",
+        r.grant_rules("iptables")
+    );
 
     // Interleaved close by A only: B keeps its grant.
     r.syns(&[(a, 9000), (b, 7000), (a, 8000), (a, 7000)], 50);
     s.expect_lines(&["knock accepted: rule removed", &a.to_string()], 1);
-    r.expect_connect(a, false, "A after its close", &s);
-    assert!(r.connects(b), "B's grant must survive A's close");
+    r.expect_connect(a, r.srv(), false, "A after its close", &s);
+    assert!(r.connects(b, r.srv()), "B's grant must survive A's close");
     r.done("interleaved");
 }
 
@@ -370,8 +293,11 @@ fn knockd_conf_timed_door_opens_then_closes_itself() {
         &["knock accepted: rule added", "openSSHtimed", "duration=3"],
         1,
     );
-    r.expect_connect(a, true, "after 7100,8100,9100", &s);
-    assert!(!r.connects(b), "the other client address must stay refused");
+    r.expect_connect(a, r.srv(), true, "after 7100,8100,9100", &s);
+    assert!(
+        !r.connects(b, r.srv()),
+        "the other client address must stay refused"
+    );
     assert!(
         r.pair
             .wait_connect(a, r.srv(), 22, false, Duration::from_secs(8)),
@@ -384,7 +310,11 @@ fn knockd_conf_timed_door_opens_then_closes_itself() {
         closed_after >= Duration::from_millis(1500),
         "closed after {closed_after:?}, well before cmd_timeout = 3 s"
     );
-    assert!(r.grant_rules().is_empty(), "{:?}", r.grant_rules());
+    assert!(
+        r.grant_rules("iptables").is_empty(),
+        "{:?}",
+        r.grant_rules("iptables")
+    );
     eprintln!(
         "timed door closed {:.2} s after the knock",
         closed_after.as_secs_f64()
@@ -418,9 +348,9 @@ fn hmac_sequence_opens_once_not_twice() {
         false,
         &["--config", &conf, "--default-duration", "2"],
     );
-    assert!(!r.connects(a));
+    assert!(!r.connects(a, r.srv()));
 
-    let seq = r.client(&["knock-seq", "--key", &r.key]);
+    let seq = r.client_stdout(&["knock-seq", "--key", &r.key]);
     let ports: Vec<&str> = seq.split_whitespace().collect();
     assert_eq!(ports.len(), 4, "knock-seq printed {seq:?}");
     // As documented: knock SERVER $(spa-client knock-seq).
@@ -430,11 +360,14 @@ fn hmac_sequence_opens_once_not_twice() {
         r.key
     ));
     s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 1);
-    r.expect_connect(a, true, "after the HMAC sequence", &s);
-    assert!(!r.connects(b), "the other client address must stay refused");
+    r.expect_connect(a, r.srv(), true, "after the HMAC sequence", &s);
+    assert!(
+        !r.connects(b, r.srv()),
+        "the other client address must stay refused"
+    );
 
     // The grant lasts 2 s; wait for it to end.
-    r.expect_connect(a, false, "after the 2 s grant expired", &s);
+    r.expect_connect(a, r.srv(), false, "after the 2 s grant expired", &s);
 
     // The very same ports again: refused as a replay.
     let mut argv = vec![srv.as_str()];
@@ -444,9 +377,9 @@ fn hmac_sequence_opens_once_not_twice() {
     r.expect_nothing_opens(a, &s, 1, "the same HMAC sequence a second time");
 
     // The next step's sequence is fresh.
-    r.client(&["knock", "--key", &r.key, "--next", &srv]);
+    r.client_stdout(&["knock", "--key", &r.key, "--next", &srv]);
     s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 2);
-    r.expect_connect(a, true, "after spa-client knock --next", &s);
+    r.expect_connect(a, r.srv(), true, "after spa-client knock --next", &s);
     r.done("hmac_once");
 }
 
@@ -459,7 +392,7 @@ fn hmac_sequence_from_an_expired_step_rejected() {
     let conf = hmac_conf(&r, "step_secs = 2\n");
     let s = r.server("server.log", false, &["--config", &conf]);
 
-    let old = r.client(&["knock-seq", "--key", &r.key, "--step-secs", "2"]);
+    let old = r.client_stdout(&["knock-seq", "--key", &r.key, "--step-secs", "2"]);
     let old_ports: Vec<String> = old.split_whitespace().map(str::to_owned).collect();
     assert_eq!(old_ports.len(), 4, "knock-seq printed {old:?}");
     // Computed in step s at time t >= 2s; at t + 7 the server is in step
@@ -470,11 +403,11 @@ fn hmac_sequence_from_an_expired_step_rejected() {
     r.knock(&argv);
     r.expect_nothing_opens(a, &s, 0, "a sequence 3 steps old");
 
-    let fresh = r.client(&["knock-seq", "--key", &r.key, "--step-secs", "2"]);
+    let fresh = r.client_stdout(&["knock-seq", "--key", &r.key, "--step-secs", "2"]);
     let mut argv = vec![srv.as_str()];
     argv.extend(fresh.split_whitespace());
     r.knock(&argv);
-    r.expect_connect(a, true, "the current step's sequence", &s);
+    r.expect_connect(a, r.srv(), true, "the current step's sequence", &s);
     r.done("hmac_expired");
 }
 
@@ -619,7 +552,7 @@ fn spoofed_first_knock_flood_real_knocker_gets_in_memory_bounded() {
     );
 
     assert!(s.is_running(), "the daemon died:\n{}", s.log_text());
-    r.expect_connect(a, true, "after the flood", &s);
+    r.expect_connect(a, r.srv(), true, "after the flood", &s);
     let hwm = vm_hwm_kib(pid).expect("VmHWM of the daemon");
     eprintln!(
         "daemon VmHWM: {hwm_before} KiB before, {hwm} KiB after {COUNT} spoofed first knocks (limit {FLOOD_HWM_LIMIT_KIB} KiB)"
@@ -629,7 +562,12 @@ fn spoofed_first_knock_flood_real_knocker_gets_in_memory_bounded() {
         "peak RSS {hwm} KiB exceeds {FLOOD_HWM_LIMIT_KIB} KiB"
     );
     // Only the real knocker got a grant.
-    assert_eq!(r.grant_rules().len(), 1, "{:?}", r.grant_rules());
+    assert_eq!(
+        r.grant_rules("iptables").len(),
+        1,
+        "{:?}",
+        r.grant_rules("iptables")
+    );
     r.done("flood");
 }
 
@@ -663,10 +601,10 @@ fn udp_steps_and_udp_hmac_knocks() {
     r.expect_nothing_opens(a, &s, 0, "7200,8200,9200 all TCP");
     r.knock(&[&srv, "7200", "8200:udp", "9200"]);
     s.expect_lines(&["knock accepted: rule added", "mixed", "duration=2"], 1);
-    r.expect_connect(a, true, "after 7200,8200:udp,9200", &s);
-    r.expect_connect(a, false, "after the 2 s door grant ended", &s);
+    r.expect_connect(a, r.srv(), true, "after 7200,8200:udp,9200", &s);
+    r.expect_connect(a, r.srv(), false, "after the 2 s door grant ended", &s);
 
-    let seq = r.client(&["knock-seq", "--key", &r.key, "--udp"]);
+    let seq = r.client_stdout(&["knock-seq", "--key", &r.key, "--udp"]);
     assert!(
         seq.split_whitespace().count() == 4 && seq.split_whitespace().all(|p| p.ends_with(":udp")),
         "knock-seq --udp printed {seq:?}"
@@ -686,7 +624,7 @@ fn udp_steps_and_udp_hmac_knocks() {
         r.key
     ));
     s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 1);
-    r.expect_connect(a, true, "after the UDP HMAC sequence", &s);
+    r.expect_connect(a, r.srv(), true, "after the UDP HMAC sequence", &s);
     r.done("udp");
 }
 
