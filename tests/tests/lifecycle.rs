@@ -8,15 +8,11 @@
 
 mod lifecycle_env;
 
-use lifecycle_env::{signal, wait_exit, Env, KeySpec};
-use spa_e2e::wait_for;
+use lifecycle_env::{kill_9, signal, wait_exit, Env, KeySpec, KEY_A as A, PORT};
+use spa_e2e::{wait_for, Guard};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-const A: KeySpec = KeySpec {
-    name: "a",
-    allow: &["tcp/22"],
-};
 const B: KeySpec = KeySpec {
     name: "b",
     allow: &["tcp/22"],
@@ -51,20 +47,14 @@ fn kill_9_with_a_grant_open_closes_in_the_kernel_nftables() {
 }
 
 fn kill_9_closes_in_the_kernel(id: u8, backend: &'static str) {
-    let env = Env::new(id, backend, &["a"]);
-    env.write_config(&[A]);
+    let env = Env::with_key_a(id, backend);
     let mut server = env.start();
     let cli: IpAddr = env.pair.cli_ip4.into();
     assert!(!env.can_connect(cli));
     let sent = Instant::now();
     env.open("a", cli, 3);
-    assert!(
-        env.wait_connect(cli, true, Duration::from_secs(2)),
-        "grant did not open; log:\n{}",
-        env.log()
-    );
-    server.0.kill().expect("kill -9");
-    let _ = server.0.wait();
+    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
+    kill_9(&mut server);
     assert!(
         env.server_pids().is_empty(),
         "a spa-server process is still running in the namespace"
@@ -102,22 +92,16 @@ fn kill_9_closes_in_the_kernel(id: u8, backend: &'static str) {
 
 #[test]
 fn restart_after_kill_9_reconciles_without_duplicates_and_keeps_the_replay_record() {
-    let env = Env::new(52, "iptables", &["a"]);
-    env.write_config(&[A]);
+    let env = Env::with_key_a(52, "iptables");
     let baseline = env.firewall_snapshot();
     let cli: IpAddr = env.pair.cli_ip4.into();
     let mut server = env.start();
     // One datagram accepted before the kill, kept byte for byte.
     let dg = env.dir.join("open.bin");
     env.seal_to_file("a", 60, &dg);
-    env.raw_send(&dg, cli);
-    assert!(
-        env.wait_connect(cli, true, Duration::from_secs(2)),
-        "grant did not open; log:\n{}",
-        env.log()
-    );
-    server.0.kill().expect("kill -9");
-    let _ = server.0.wait();
+    env.raw_send(&dg, cli, env.pair.v4().srv);
+    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
+    kill_9(&mut server);
 
     // Restart: the stale grant is gone, one jump per family, an empty chain.
     let _server = env.start();
@@ -146,7 +130,7 @@ fn restart_after_kill_9_reconciles_without_duplicates_and_keeps_the_replay_recor
 
     // The replay record survived the kill: the same datagram is refused.
     let replays = env.count_in_log("replayed");
-    env.raw_send(&dg, cli);
+    env.raw_send(&dg, cli, env.pair.v4().srv);
     assert!(
         env.wait_log("replayed", replays, Duration::from_secs(3)),
         "the datagram accepted before kill -9 was not refused as a replay; log:\n{}",
@@ -164,18 +148,13 @@ fn restart_after_kill_9_reconciles_without_duplicates_and_keeps_the_replay_recor
 }
 
 fn sigterm_leaves_only_the_baseline(id: u8, backend: &'static str) {
-    let env = Env::new(id, backend, &["a"]);
-    env.write_config(&[A]);
+    let env = Env::with_key_a(id, backend);
     let baseline = env.firewall_snapshot();
     let mut server = env.start();
     let cli: IpAddr = env.pair.cli_ip4.into();
     let cli6: IpAddr = env.pair.cli_ip6.into();
     env.open("a", cli, 60);
-    assert!(
-        env.wait_connect(cli, true, Duration::from_secs(2)),
-        "grant did not open; log:\n{}",
-        env.log()
-    );
+    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
     assert_ne!(env.firewall_snapshot(), baseline);
     signal(server.pid(), libc::SIGTERM);
     let st = wait_exit(&mut server, Duration::from_secs(10)).expect("no exit after SIGTERM");
@@ -188,7 +167,7 @@ fn sigterm_leaves_only_the_baseline(id: u8, backend: &'static str) {
     assert!(!env.can_connect(cli), "port open after SIGTERM");
     let srv6: IpAddr = env.pair.srv_ip6.into();
     assert!(
-        !env.pair.can_connect(cli6, srv6, lifecycle_env::PORT),
+        !env.pair.can_connect(cli6, srv6, PORT),
         "port open over IPv6 after SIGTERM"
     );
     assert!(
@@ -216,10 +195,11 @@ fn sighup_with_a_changed_key_list_keeps_grants_and_drops_the_removed_key() {
     let c1: IpAddr = env.pair.cli_ip4.into();
     let c2: IpAddr = env.pair.cli_ip4_b.into();
     env.open("b", c1, 120);
-    assert!(
-        env.wait_connect(c1, true, Duration::from_secs(2)),
-        "key b did not open before the reload; log:\n{}",
-        env.log()
+    env.assert_connect(
+        c1,
+        true,
+        Duration::from_secs(2),
+        "key b did not open before the reload",
     );
 
     env.write_config(&[A]);
@@ -243,23 +223,30 @@ fn sighup_with_a_changed_key_list_keeps_grants_and_drops_the_removed_key() {
     assert!(!env.can_connect(c2), "a removed key opened the port");
     // ... and key a still does.
     env.open("a", c2, 60);
-    assert!(
-        env.wait_connect(c2, true, Duration::from_secs(2)),
-        "key a stopped working after the reload; log:\n{}",
-        env.log()
+    env.assert_connect(
+        c2,
+        true,
+        Duration::from_secs(2),
+        "key a stopped working after the reload",
     );
     assert!(env.can_connect(c1));
 }
 
+/// Env `id` (iptables, key a), the server started, and a grant of
+/// `duration` s open for the client's first address.
+fn running_with_a_grant(id: u8, duration: u32) -> (Env, Guard) {
+    let env = Env::with_key_a(id, "iptables");
+    let server = env.start();
+    let c1 = env.pair.v4().cli;
+    env.open("a", c1, duration);
+    env.assert_connect(c1, true, Duration::from_secs(2), "grant did not open");
+    (env, server)
+}
+
 #[test]
 fn sighup_with_a_broken_configuration_keeps_the_old_one() {
-    let env = Env::new(56, "iptables", &["a"]);
-    env.write_config(&[A]);
-    let mut server = env.start();
-    let c1: IpAddr = env.pair.cli_ip4.into();
-    let c2: IpAddr = env.pair.cli_ip4_b.into();
-    env.open("a", c1, 120);
-    assert!(env.wait_connect(c1, true, Duration::from_secs(2)));
+    let (env, mut server) = running_with_a_grant(56, 120);
+    let (c1, c2) = (env.pair.v4().cli, env.pair.v4().cli_b);
 
     // Broken three ways in turn: TOML syntax, a bad value, a missing key file.
     let good = env.config_text(&[A]);
@@ -283,13 +270,14 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
         );
         // The old configuration (key a, port 62201) is still in force.
         assert!(env.can_connect(c1), "broken config #{i} revoked a grant");
-        env.send("a", c2, "--close", lifecycle_env::PORT, 0);
+        env.close("a", c2);
         assert!(env.wait_connect(c2, false, Duration::from_secs(2)));
         env.open("a", c2, 60);
-        assert!(
-            env.wait_connect(c2, true, Duration::from_secs(2)),
-            "broken config #{i}: key a no longer opens; log:\n{}",
-            env.log()
+        env.assert_connect(
+            c2,
+            true,
+            Duration::from_secs(2),
+            &format!("broken config #{i}: key a no longer opens"),
         );
     }
     let log = env.log();
@@ -308,13 +296,8 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
 
 #[test]
 fn interface_down_and_up_does_not_stop_the_server() {
-    let env = Env::new(57, "iptables", &["a"]);
-    env.write_config(&[A]);
-    let mut server = env.start();
-    let c1: IpAddr = env.pair.cli_ip4.into();
-    let c2: IpAddr = env.pair.cli_ip4_b.into();
-    env.open("a", c1, 60);
-    assert!(env.wait_connect(c1, true, Duration::from_secs(2)));
+    let (env, mut server) = running_with_a_grant(57, 60);
+    let (c1, c2) = (env.pair.v4().cli, env.pair.v4().cli_b);
 
     let ifname = env.pair.srv_if.clone();
     for round in 0..2 {
@@ -334,7 +317,7 @@ fn interface_down_and_up_does_not_stop_the_server() {
             env.log()
         );
         let src = if round == 0 { c2 } else { c1 };
-        env.send("a", src, "--close", lifecycle_env::PORT, 0);
+        env.close("a", src);
         assert!(env.wait_connect(src, false, Duration::from_secs(3)));
         // Datagrams may be lost while the link settles: retry, bounded.
         let mut opened = false;

@@ -9,7 +9,7 @@
 
 mod lifecycle_env;
 
-use lifecycle_env::{signal, wait_exit, Env, KeySpec};
+use lifecycle_env::{signal, wait_exit, Env, KEY_A};
 use std::net::IpAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -71,11 +71,7 @@ fn has_line(msg: &str, line: &str) -> bool {
 
 #[test]
 fn ready_after_chain_and_capture_then_watchdog_reload_and_stopping() {
-    let env = Env::new(50, "iptables", &["a"]);
-    env.write_config(&[KeySpec {
-        name: "a",
-        allow: &["tcp/22"],
-    }]);
+    let env = Env::with_key_a(50, "iptables");
     let notify = NotifySocket::bind(&env);
     let mut server = env.spawn(&[
         ("NOTIFY_SOCKET", notify.path.as_str()),
@@ -108,10 +104,11 @@ fn ready_after_chain_and_capture_then_watchdog_reload_and_stopping() {
         "baseline must refuse before any grant"
     );
     env.open("a", cli, 30);
-    assert!(
-        env.wait_connect(cli, true, Duration::from_secs(3)),
-        "a datagram sent right after READY=1 did not open; log:\n{}",
-        env.log()
+    env.assert_connect(
+        cli,
+        true,
+        Duration::from_secs(3),
+        "a datagram sent right after READY=1 did not open",
     );
 
     // WATCHDOG=1 every 200 ms (half of 400 ms), also while idle. Drop what
@@ -160,11 +157,8 @@ fn ready_after_chain_and_capture_then_watchdog_reload_and_stopping() {
 fn no_ready_when_the_configuration_is_bad() {
     let env = Env::new(67, "iptables", &["a"]);
     env.write_config_text(
-        &env.config_text(&[KeySpec {
-            name: "a",
-            allow: &["tcp/22"],
-        }])
-        .replace("window_secs = 30", "window_secs = 0"),
+        &env.config_text(&[KEY_A])
+            .replace("window_secs = 30", "window_secs = 0"),
     );
     let before = env.firewall_snapshot();
     let notify = NotifySocket::bind(&env);

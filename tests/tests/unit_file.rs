@@ -19,18 +19,13 @@
 
 mod lifecycle_env;
 
-use lifecycle_env::{signal, wait_exit, Env, KeySpec};
-use spa_e2e::bin;
+use lifecycle_env::{kill_9, signal, wait_exit, Env, KEY_A as A};
+use spa_e2e::{bin, keygen, run_ok, Scratch};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const A: KeySpec = KeySpec {
-    name: "a",
-    allow: &["tcp/22"],
-};
 
 const INSTALLED_BIN: &str = "/usr/local/sbin/spa-server";
 const INSTALLED_CONFIG: &str = "/etc/spa/server.toml";
@@ -90,13 +85,6 @@ fn unit_copy(dir: &std::path::Path) -> PathBuf {
     p
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("spa-unit-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("mkdir");
-    d
-}
-
 #[test]
 fn the_unit_has_the_directives_the_design_relies_on() {
     assert_eq!(one("Type"), "notify");
@@ -145,16 +133,15 @@ fn the_unit_has_the_directives_the_design_relies_on() {
 
 #[test]
 fn systemd_analyze_verify_passes_without_warnings() {
-    let dir = tmpdir("verify");
-    let unit = unit_copy(&dir);
+    let dir = Scratch::new("unit-verify");
+    let unit = unit_copy(&dir.path);
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
-        .current_dir(&dir)
+        .current_dir(&dir.path)
         .stdin(Stdio::null())
         .output()
         .expect("systemd-analyze (systemd 252+) must be installed");
-    let _ = std::fs::remove_dir_all(&dir);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -166,16 +153,15 @@ fn systemd_analyze_verify_passes_without_warnings() {
 
 #[test]
 fn systemd_analyze_security_exposure_is_below_2() {
-    let dir = tmpdir("security");
-    let unit = unit_copy(&dir);
+    let dir = Scratch::new("unit-security");
+    let unit = unit_copy(&dir.path);
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager"])
         .arg(&unit)
-        .current_dir(&dir)
+        .current_dir(&dir.path)
         .stdin(Stdio::null())
         .output()
         .expect("systemd-analyze");
-    let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = text
         .lines()
@@ -215,13 +201,8 @@ fn flush_after_kill_9(id: u8, backend: &'static str, extra_config: &str, break_c
     let mut server = env.start();
     let cli: IpAddr = env.pair.cli_ip4.into();
     env.open("a", cli, 120);
-    assert!(
-        env.wait_connect(cli, true, Duration::from_secs(2)),
-        "grant did not open; log:\n{}",
-        env.log()
-    );
-    server.0.kill().expect("kill -9");
-    let _ = server.0.wait();
+    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
+    kill_9(&mut server);
     assert!(env.server_pids().is_empty());
     assert_ne!(env.firewall_snapshot(), baseline, "kill -9 left nothing?");
     if break_config {
@@ -295,7 +276,7 @@ fn unit_caps_prefix() -> Vec<String> {
 fn sandbox_prefix(env: &Env) -> Vec<String> {
     assert_eq!(one("ProtectSystem"), "strict");
     assert_eq!(one("ProtectHome"), "yes");
-    let dir = env.dir.to_str().expect("utf-8 path");
+    let dir = env.dir.path.to_str().expect("utf-8 path");
     let script = format!(
         "set -e\n\
          for m in $(awk '{{print $2}}' /proc/self/mounts | sort -u); do\n\
@@ -321,8 +302,7 @@ fn sandbox_prefix(env: &Env) -> Vec<String> {
 }
 
 fn works_under_the_units_capabilities(id: u8, backend: &'static str) {
-    let env = Env::new(id, backend, &["a"]);
-    env.write_config(&[A]);
+    let env = Env::with_key_a(id, backend);
     let baseline = env.firewall_snapshot();
     let prefix = sandbox_prefix(&env);
     let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
@@ -341,12 +321,13 @@ fn works_under_the_units_capabilities(id: u8, backend: &'static str) {
     );
     let cli: IpAddr = env.pair.cli_ip4.into();
     env.open("a", cli, 60);
-    assert!(
-        env.wait_connect(cli, true, Duration::from_secs(3)),
-        "{backend}: no grant with only CAP_NET_ADMIN+CAP_NET_RAW; log:\n{}",
-        env.log()
+    env.assert_connect(
+        cli,
+        true,
+        Duration::from_secs(3),
+        &format!("{backend}: no grant with only CAP_NET_ADMIN+CAP_NET_RAW"),
     );
-    env.send("a", cli, "--close", lifecycle_env::PORT, 0);
+    env.close("a", cli);
     assert!(env.wait_connect(cli, false, Duration::from_secs(3)));
     signal(server.pid(), libc::SIGHUP);
     signal(server.pid(), libc::SIGTERM);
@@ -419,8 +400,7 @@ fn syscalls_inside_the_filter(id: u8, backend: &'static str) {
         eprintln!("SKIPPED: strace is not installed (apt-get install strace)");
         return;
     }
-    let env = Env::new(id, backend, &["a"]);
-    env.write_config(&[A]);
+    let env = Env::with_key_a(id, backend);
     let allowed = unit_syscall_allowlist();
     assert!(allowed.contains("read") && !allowed.contains("setrlimit"));
     let trace = env.dir.join("strace.out");
@@ -428,12 +408,13 @@ fn syscalls_inside_the_filter(id: u8, backend: &'static str) {
     let mut server = env.start_with(&["strace", "-f", "-qq", "-o", &trace_s]);
     let cli: IpAddr = env.pair.cli_ip4.into();
     env.open("a", cli, 60);
-    assert!(
-        env.wait_connect(cli, true, Duration::from_secs(5)),
-        "log:\n{}",
-        env.log()
+    env.assert_connect(
+        cli,
+        true,
+        Duration::from_secs(5),
+        &format!("{backend}: no grant under strace"),
     );
-    env.send("a", cli, "--close", lifecycle_env::PORT, 0);
+    env.close("a", cli);
     assert!(env.wait_connect(cli, false, Duration::from_secs(5)));
     let pids = env.server_pids();
     assert_eq!(pids.len(), 1, "{pids:?}");
@@ -494,7 +475,8 @@ fn mode(p: &std::path::Path) -> u32 {
 
 #[test]
 fn install_script_stages_every_file_and_keeps_an_existing_config() {
-    let d = tmpdir("install");
+    let scratch = Scratch::new("unit-install");
+    let d = &scratch.path;
     let bin_dir = bin("spa-server")
         .parent()
         .expect("bin dir")
@@ -502,19 +484,12 @@ fn install_script_stages_every_file_and_keeps_an_existing_config() {
         .expect("utf-8 path")
         .to_owned();
     let run = || {
-        let out = Command::new(repo_root().join("scripts/install.sh"))
-            .arg("--no-build")
-            .env("DESTDIR", &d)
-            .env("PREFIX", "/opt/spa-test")
-            .env("SPA_BIN_DIR", &bin_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run install.sh");
-        assert!(
-            out.status.success(),
-            "install.sh: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(repo_root().join("scripts/install.sh"))
+                .arg("--no-build")
+                .env("DESTDIR", d)
+                .env("PREFIX", "/opt/spa-test")
+                .env("SPA_BIN_DIR", &bin_dir),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -548,7 +523,7 @@ fn install_script_stages_every_file_and_keeps_an_existing_config() {
     let v = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&staged)
-        .current_dir(&d)
+        .current_dir(d)
         .output()
         .expect("systemd-analyze");
     assert!(
@@ -565,22 +540,15 @@ fn install_script_stages_every_file_and_keeps_an_existing_config() {
         std::fs::read_to_string(&cfg).expect("read"),
         "server_id = \"mine\"\n"
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
 fn example_config_is_valid_once_a_key_is_added() {
-    let d = tmpdir("example");
+    let d = Scratch::new("unit-example");
     let example = std::fs::read_to_string(repo_root().join("spa-server/dist/server.toml.example"))
         .expect("read example");
     let key = d.join("alice.key");
-    let out = Command::new(bin("spa-keygen"))
-        .arg("--out")
-        .arg(&key)
-        .args(["--name", "alice", "--server-id", "gw"])
-        .output()
-        .expect("spa-keygen");
-    assert!(out.status.success());
+    keygen(&key, "alice", "gw");
     let check = |text: &str| {
         let cfg = d.join("server.toml");
         std::fs::write(&cfg, text).expect("write");
@@ -608,5 +576,4 @@ fn example_config_is_valid_once_a_key_is_added() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let _ = std::fs::remove_dir_all(&d);
 }

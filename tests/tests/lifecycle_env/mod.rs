@@ -1,30 +1,40 @@
-//! Shared by `lifecycle.rs`, `notify.rs` and `unit_file.rs`: a server
-//! namespace with the admin's baseline, key files, a configuration file on
-//! disk, and spa-server started from it the way systemd would start it
+//! Shared by `lifecycle.rs`, `notify.rs` and `unit_file.rs`: a
+//! `spa_e2e::Testbed` (namespaces, the admin's baseline, a listener, key
+//! files in a scratch directory), a configuration file on disk, and
+//! spa-server started from it the way systemd would start it
 //! (`spa-server --config FILE`), with its log kept in a file.
 //!
-//! Everything lives in a private directory under /tmp that is removed on drop;
-//! the namespaces (and every process in them) go with the `NetPair`.
+//! Everything goes on drop: the scratch directory with the `Testbed`, the
+//! namespaces (and every process in them) with its `NetPair`.
 
 #![allow(dead_code)]
 
-use spa_e2e::{bin, wait_for, Guard, NetPair};
+use spa_e2e::{bin, wait_for, Guard, Testbed};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
+
+pub use spa_e2e::PORT;
 
 /// What the daemon logs once its firewall chain and capture are in place.
 pub const READY_LINE: &str = "INFO ready ";
 
-/// The port the baseline keeps closed and the grants open.
-pub const PORT: u16 = 22;
+/// The key most tests use: `a`, allowed tcp/22.
+pub const KEY_A: KeySpec = KeySpec {
+    name: "a",
+    allow: &["tcp/22"],
+};
 
-pub struct Env {
-    pub pair: NetPair,
-    pub dir: PathBuf,
-    pub server_id: String,
-    pub backend: &'static str,
+/// A `Testbed` whose server runs from a configuration file. Derefs to the
+/// `Testbed` (`pair`, `dir`, `backend`, `server_id`, `key_path`, ...).
+pub struct Env(Testbed);
+
+impl std::ops::Deref for Env {
+    type Target = Testbed;
+    fn deref(&self) -> &Testbed {
+        &self.0
+    }
 }
 
 /// One `[[key]]` table: name, and the grants it may open.
@@ -37,31 +47,20 @@ impl Env {
     /// Namespaces `id`, the baseline for `backend` ("iptables" or
     /// "nftables"), a listener on `PORT`, and keys generated for `keys`.
     pub fn new(id: u8, backend: &'static str, keys: &[&str]) -> Env {
-        let pair = NetPair::new(id);
-        match backend {
-            "iptables" => pair.iptables_baseline(PORT),
-            "nftables" => pair.nft_baseline(PORT),
-            other => panic!("unknown backend {other}"),
-        }
-        let dir = std::env::temp_dir().join(format!("spa-lifecycle-{id}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create test dir");
-        let env = Env {
-            pair,
-            dir,
-            server_id: format!("spa-test-{id}"),
+        Env(Testbed::new(
+            id,
+            "lifecycle",
             backend,
-        };
-        for k in keys {
-            env.keygen(k);
-        }
-        // The listener is killed with the namespace.
-        std::mem::forget(env.pair.listen(PORT));
-        env
+            &format!("spa-test-{id}"),
+            keys,
+        ))
     }
 
-    pub fn key_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.key"))
+    /// `new` with the one key `KEY_A`, its configuration written.
+    pub fn with_key_a(id: u8, backend: &'static str) -> Env {
+        let env = Env::new(id, backend, &[KEY_A.name]);
+        env.write_config(&[KEY_A]);
+        env
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -70,25 +69,6 @@ impl Env {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("server.log")
-    }
-
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir.join("state")
-    }
-
-    fn keygen(&self, name: &str) {
-        let out = Command::new(bin("spa-keygen"))
-            .arg("--out")
-            .arg(self.key_path(name))
-            .args(["--name", name, "--server-id", &self.server_id])
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn spa-keygen");
-        assert!(
-            out.status.success(),
-            "spa-keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     /// The configuration text for `keys` (key files relative to the config's
@@ -139,12 +119,6 @@ impl Env {
     /// `spawn` with `prefix` (e.g. `setpriv ...` or `strace ...`) in front
     /// of the server's command line.
     pub fn spawn_with(&self, prefix: &[&str], envs: &[(&str, &str)]) -> Guard {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open log");
-        let log2 = log.try_clone().expect("clone log fd");
         let server = bin("spa-server");
         let config = self.config_path();
         let mut argv: Vec<&str> = prefix.to_vec();
@@ -160,13 +134,7 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .expect("spawn spa-server");
-        Guard(child)
+        Guard(spa_e2e::spawn_logged(cmd, &self.log_path(), true))
     }
 
     /// Starts the server and waits (≤ 10 s) for its `ready` line; the
@@ -203,102 +171,61 @@ impl Env {
         wait_for(within, || self.count_in_log(needle) > before)
     }
 
-    /// `spa-client send` from the client namespace, from address `src`.
-    pub fn send(&self, key: &str, src: IpAddr, what: &str, port: u16, duration: u32) {
-        let keyp = self.key_path(key);
-        let srv = self.pair.srv_ip4.to_string();
-        let src_s = src.to_string();
-        let port_s = port.to_string();
-        let dur = duration.to_string();
-        let client = bin("spa-client");
-        let out = self
-            .pair
-            .cli(&[
-                client.to_str().expect("utf-8 path"),
-                "send",
-                "--quiet",
-                "--key",
-                keyp.to_str().expect("utf-8 path"),
-                what,
-                &port_s,
-                "--duration",
-                &dur,
-                "--source",
-                &src_s,
-                &srv,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn spa-client");
-        assert!(
-            out.status.success(),
-            "spa-client send: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
+    /// `spa-client send --open PORT --duration D` with key `key` from the
+    /// client namespace, from address `src`.
     pub fn open(&self, key: &str, src: IpAddr, duration: u32) {
-        self.send(key, src, "--open", PORT, duration);
-    }
-
-    /// Seals an open request into `file` without sending it.
-    pub fn seal_to_file(&self, key: &str, duration: u32, file: &Path) {
-        let client = bin("spa-client");
-        let out = Command::new(client)
-            .args(["send", "--quiet", "--key"])
-            .arg(self.key_path(key))
-            .args([
+        self.request(
+            key,
+            src,
+            &[
                 "--open",
                 &PORT.to_string(),
                 "--duration",
                 &duration.to_string(),
-            ])
-            .arg("--output")
-            .arg(file)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn spa-client");
-        assert!(
-            out.status.success(),
-            "spa-client --output: {}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
     }
 
-    /// Sends a sealed datagram again, byte for byte, from `src`.
-    pub fn raw_send(&self, file: &Path, src: IpAddr) {
-        let client = bin("spa-client");
-        let srv = self.pair.srv_ip4.to_string();
-        let src_s = src.to_string();
-        let out = self
-            .pair
-            .cli(&[
-                client.to_str().expect("utf-8 path"),
-                "raw-send",
-                file.to_str().expect("utf-8 path"),
-                "--source",
-                &src_s,
-                &srv,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn spa-client raw-send");
-        assert!(
-            out.status.success(),
-            "spa-client raw-send: {}",
-            String::from_utf8_lossy(&out.stderr)
+    /// `spa-client send --close PORT` with key `key`, from address `src`.
+    pub fn close(&self, key: &str, src: IpAddr) {
+        self.request(key, src, &["--close", &PORT.to_string(), "--duration", "0"]);
+    }
+
+    fn request(&self, key: &str, src: IpAddr, args: &[&str]) {
+        let keyp = self.key_path(key);
+        let keyp = keyp.to_str().expect("utf-8 path");
+        self.send_with_key(keyp, src, self.pair.v4().srv, args);
+    }
+
+    /// Seals an open request into `file` without sending it.
+    pub fn seal_to_file(&self, key: &str, duration: u32, file: &Path) {
+        let keyp = self.key_path(key);
+        let (port, duration) = (PORT.to_string(), duration.to_string());
+        self.seal_with_key(
+            keyp.to_str().expect("utf-8 path"),
+            file,
+            &["--open", &port, "--duration", &duration],
         );
     }
 
     /// Can `src` (a client address) connect to the server's PORT now?
     pub fn can_connect(&self, src: IpAddr) -> bool {
-        self.pair
-            .can_connect(src, IpAddr::V4(self.pair.srv_ip4), PORT)
+        self.pair.can_connect(src, self.pair.v4().srv, PORT)
     }
 
     pub fn wait_connect(&self, src: IpAddr, want: bool, within: Duration) -> bool {
         self.pair
-            .wait_connect(src, IpAddr::V4(self.pair.srv_ip4), PORT, want, within)
+            .wait_connect(src, self.pair.v4().srv, PORT, want, within)
+    }
+
+    /// `wait_connect`, failing the test with `what` and the log when the
+    /// connect does not go (`want`) or stay refused within `within`.
+    pub fn assert_connect(&self, src: IpAddr, want: bool, within: Duration, what: &str) {
+        assert!(
+            self.wait_connect(src, want, within),
+            "{what}; log:\n{}",
+            self.log()
+        );
     }
 
     /// A command's stdout in the server namespace (status ignored).
@@ -324,71 +251,21 @@ impl Env {
     }
 
     /// The whole firewall of the server namespace, in a form that compares
-    /// equal across runs: iptables-save and ip6tables-save without comments
-    /// and counters, plus (nftables backend) the nftables ruleset.
+    /// equal across runs (see `NetPair::firewall_snapshot`).
     pub fn firewall_snapshot(&self) -> String {
-        let mut s = String::new();
-        for save in ["iptables-save", "ip6tables-save"] {
-            for l in self.srv_out(&[save]).lines() {
-                if l.starts_with('#') {
-                    continue;
-                }
-                // ":INPUT ACCEPT [12:345]" → ":INPUT ACCEPT"
-                let l = match l.rfind(" [") {
-                    Some(i) if l.starts_with(':') => &l[..i],
-                    _ => l,
-                };
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        // With iptables-nft, `nft list ruleset` is a second view of the same
-        // tables; read it only for the nftables backend.
-        if self.backend == "nftables" {
-            s.push_str(&self.srv_out(&["nft", "list", "ruleset"]));
-        }
-        s
+        self.pair.firewall_snapshot(self.backend)
     }
 
     /// Pids of spa-server processes in the server namespace.
     pub fn server_pids(&self) -> Vec<u32> {
-        let out = Command::new("ip")
-            .args(["netns", "pids", &self.pair.srv_ns])
-            .output()
-            .expect("ip netns pids");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .map(|c| c.trim() == "spa-server")
-                    .unwrap_or(false)
-            })
-            .collect()
-    }
-
-    /// `spa-server [--config FILE] flush` (the unit's ExecStopPost) in the
-    /// server namespace.
-    pub fn flush(&self) -> std::process::Output {
-        let server = bin("spa-server");
-        let config = self.config_path();
-        self.pair
-            .srv(&[
-                server.to_str().expect("utf-8 path"),
-                "--config",
-                config.to_str().expect("utf-8 path"),
-                "flush",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn spa-server flush")
+        self.pair.srv_pids("spa-server")
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// SIGKILLs the server and reaps it: no teardown, grants left as they are.
+pub fn kill_9(server: &mut Guard) {
+    server.0.kill().expect("kill -9");
+    let _ = server.0.wait();
 }
 
 /// Sends `sig` to `pid` (a process this test started).
@@ -405,13 +282,5 @@ pub fn signal(pid: u32, sig: i32) {
 
 /// Waits (≤ `within`) for the guarded child to exit; its status if it did.
 pub fn wait_exit(g: &mut Guard, within: Duration) -> Option<std::process::ExitStatus> {
-    let mut st = None;
-    wait_for(within, || match g.0.try_wait() {
-        Ok(Some(s)) => {
-            st = Some(s);
-            true
-        }
-        _ => false,
-    });
-    st
+    spa_e2e::wait_exit(&mut g.0, within)
 }
