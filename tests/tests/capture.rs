@@ -7,7 +7,7 @@
 //! setns(2) (a thread's namespace is its own), so no helper binary is needed.
 //! Packets come from the client namespace via `python3`.
 
-use spa_e2e::NetPair;
+use spa_e2e::{Family, NetPair};
 use spa_proto::{Proto, DATAGRAM_LEN};
 use spa_server::capture::{Capture, CaptureStats, FilterSpec, Packet};
 use std::net::IpAddr;
@@ -291,7 +291,8 @@ fn is_knock(src: IpAddr, proto: Proto, dport: u16) -> impl Fn(&Ev) -> bool {
 }
 
 /// The shared body for one address family.
-fn family_checks(pair: &NetPair, probe: &mut Probe, srv: IpAddr, cli: IpAddr, cli_b: IpAddr) {
+fn family_checks(pair: &NetPair, probe: &mut Probe, f: Family) {
+    let Family { srv, cli, cli_b } = f;
     // Negatives first, then a positive marker on the same path: once the
     // marker arrives, the negatives would have too.
     udp(pair, cli, srv, SPA, DATAGRAM_LEN - 1, 1);
@@ -341,13 +342,7 @@ fn family_checks(pair: &NetPair, probe: &mut Probe, srv: IpAddr, cli: IpAddr, cl
 fn ipv4_spa_and_knocks_on_a_named_interface() {
     let pair = NetPair::new(20);
     let mut probe = Probe::start(&pair.srv_ns, vec![pair.srv_if.clone()], spec());
-    family_checks(
-        &pair,
-        &mut probe,
-        pair.srv_ip4.into(),
-        pair.cli_ip4.into(),
-        pair.cli_ip4_b.into(),
-    );
+    family_checks(&pair, &mut probe, pair.v4());
     let (_, stats) = probe.stop();
     assert_eq!(stats.unparsed, 0, "{stats:?}");
     assert_eq!(stats.frames, 4, "{stats:?}");
@@ -357,13 +352,7 @@ fn ipv4_spa_and_knocks_on_a_named_interface() {
 fn ipv6_spa_and_knocks_on_all_interfaces() {
     let pair = NetPair::new(21);
     let mut probe = Probe::start(&pair.srv_ns, Vec::new(), spec());
-    family_checks(
-        &pair,
-        &mut probe,
-        pair.srv_ip6.into(),
-        pair.cli_ip6.into(),
-        pair.cli_ip6_b.into(),
-    );
+    family_checks(&pair, &mut probe, pair.v6());
     let (_, stats) = probe.stop();
     assert_eq!(stats.unparsed, 0, "{stats:?}");
 }
@@ -451,6 +440,21 @@ fn recreate_veth(pair: &NetPair) {
     ));
 }
 
+/// Sends an SPA datagram from `src` every 200 ms until the probe sees one
+/// (a link that just came back may need a moment, for its carrier, before
+/// frames flow); fails with `what` after `WAIT`.
+fn spa_until_seen(pair: &NetPair, probe: &mut Probe, src: IpAddr, srv: IpAddr, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        udp(pair, src, srv, SPA, DATAGRAM_LEN, 1);
+        probe.settle(Duration::from_millis(200));
+        if probe.seen.iter().any(is_spa_from(src)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:?}", probe.seen);
+    }
+}
+
 #[test]
 fn interface_down_up_and_recreated() {
     let pair = NetPair::new(23);
@@ -467,20 +471,7 @@ fn interface_down_up_and_recreated() {
     ));
     pair.cli_sh(&format!("ip link set {} up", pair.cli_if));
     let cli_b: IpAddr = pair.cli_ip4_b.into();
-    // The link may need a moment (carrier) before frames flow: retry, bounded.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        udp(&pair, cli_b, srv, SPA, DATAGRAM_LEN, 1);
-        probe.settle(Duration::from_millis(200));
-        if probe.seen.iter().any(is_spa_from(cli_b)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SPA after down/up: {:?}",
-            probe.seen
-        );
-    }
+    spa_until_seen(&pair, &mut probe, cli_b, srv, "no SPA after down/up");
     let (flag, missing) = probe.rebind();
     assert!(!flag, "down/up alone must not ask for a rebind");
     assert_eq!(missing, Ok(vec![]));
@@ -497,19 +488,7 @@ fn interface_down_up_and_recreated() {
     let (_, missing) = probe.rebind();
     assert_eq!(missing, Ok(vec![]));
     probe.seen.clear();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        udp(&pair, cli, srv, SPA, DATAGRAM_LEN, 1);
-        probe.settle(Duration::from_millis(200));
-        if probe.seen.iter().any(is_spa_from(cli)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SPA after re-creation: {:?}",
-            probe.seen
-        );
-    }
+    spa_until_seen(&pair, &mut probe, cli, srv, "no SPA after re-creation");
     let (seen, _) = probe.stop();
     assert!(!seen.iter().any(|e| matches!(e, Ev::Error(_))), "{seen:?}");
 }
