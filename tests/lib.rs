@@ -906,6 +906,17 @@ impl Testbed {
             .collect()
     }
 
+    /// Asserts the iptables chain holds exactly one grant: for `src` (/32)
+    /// on tcp/22.
+    pub fn assert_one_grant(&self, src: IpAddr) {
+        let rules = self.grant_rules("iptables");
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert!(
+            rules[0].contains(&format!("-s {src}/32")) && rules[0].contains("--dport 22"),
+            "{rules:?}"
+        );
+    }
+
     /// Prints how long the test took since `new`.
     pub fn done(&self, name: &str) {
         eprintln!("{name}: {:.2} s", self.started.elapsed().as_secs_f64());

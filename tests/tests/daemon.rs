@@ -35,12 +35,7 @@ fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
         !r.connects(cli_b, srv),
         "the second address must stay refused"
     );
-    let rules = r.grant_rules("iptables");
-    assert_eq!(rules.len(), 1, "{rules:?}");
-    assert!(
-        rules[0].contains(&format!("-s {cli}/32")) && rules[0].contains("--dport 22"),
-        "{rules:?}"
-    );
+    r.assert_one_grant(cli);
     let secret = std::fs::read_to_string(&r.key).expect("read key file");
     let secret = secret
         .lines()

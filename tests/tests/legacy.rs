@@ -110,6 +110,11 @@ impl Rig {
         String::from_utf8_lossy(&self.client(args).stdout).into_owned()
     }
 
+    /// Grant rules (`-A SPA -s ...`) in the server namespace.
+    fn grants(&self) -> Vec<String> {
+        self.grant_rules("iptables")
+    }
+
     /// Gives the daemon time to act on knocks it should ignore (it acts in
     /// well under 100 ms), then checks tcp/22 stays refused from `src` and
     /// no grant was added since `opens_before` lines.
@@ -155,12 +160,7 @@ fn default_doors_open_for_the_source_only_and_close() {
         !r.connects(b, r.srv()),
         "the other client address must stay refused"
     );
-    let rules = r.grant_rules("iptables");
-    assert_eq!(rules.len(), 1, "{rules:?}");
-    assert!(
-        rules[0].contains(&format!("-s {a}/32")) && rules[0].contains("--dport 22"),
-        "{rules:?}"
-    );
+    r.assert_one_grant(a);
 
     r.knock(&["-v", &srv, "9000", "8000", "7000"]);
     s.expect_lines(
@@ -168,11 +168,7 @@ fn default_doors_open_for_the_source_only_and_close() {
         1,
     );
     r.expect_connect(a, r.srv(), false, "after 9000,8000,7000", &s);
-    assert!(
-        r.grant_rules("iptables").is_empty(),
-        "{:?}",
-        r.grant_rules("iptables")
-    );
+    assert!(r.grants().is_empty(), "{:?}", r.grants());
     r.done("default_doors");
 }
 
@@ -188,7 +184,7 @@ fn wrong_order_opens_nothing() {
     r.expect_nothing_opens(a, &s, 0, "8000,7000,9000");
     r.knock(&[&srv, "7000", "9000", "8000"]);
     r.expect_nothing_opens(a, &s, 0, "7000,9000,8000");
-    assert!(r.grant_rules("iptables").is_empty());
+    assert!(r.grants().is_empty());
 
     // Control: the detector works and the source is not locked out.
     r.knock(&[&srv, "7000", "8000", "9000"]);
@@ -243,12 +239,7 @@ fn two_sources_interleaved_both_open() {
     s.expect_lines(&["knock accepted: rule added"], 2);
     r.expect_connect(a, r.srv(), true, "A after interleaved knocks", &s);
     r.expect_connect(b, r.srv(), true, "B after interleaved knocks", &s);
-    assert_eq!(
-        r.grant_rules("iptables").len(),
-        2,
-        "{:?}",
-        r.grant_rules("iptables")
-    );
+    assert_eq!(r.grants().len(), 2, "{:?}", r.grants());
 
     // Interleaved close by A only: B keeps its grant.
     r.syns(&[(a, 9000), (b, 7000), (a, 8000), (a, 7000)], 50);
@@ -310,11 +301,7 @@ fn knockd_conf_timed_door_opens_then_closes_itself() {
         closed_after >= Duration::from_millis(1500),
         "closed after {closed_after:?}, well before cmd_timeout = 3 s"
     );
-    assert!(
-        r.grant_rules("iptables").is_empty(),
-        "{:?}",
-        r.grant_rules("iptables")
-    );
+    assert!(r.grants().is_empty(), "{:?}", r.grants());
     eprintln!(
         "timed door closed {:.2} s after the knock",
         closed_after.as_secs_f64()
@@ -562,12 +549,7 @@ fn spoofed_first_knock_flood_real_knocker_gets_in_memory_bounded() {
         "peak RSS {hwm} KiB exceeds {FLOOD_HWM_LIMIT_KIB} KiB"
     );
     // Only the real knocker got a grant.
-    assert_eq!(
-        r.grant_rules("iptables").len(),
-        1,
-        "{:?}",
-        r.grant_rules("iptables")
-    );
+    assert_eq!(r.grants().len(), 1, "{:?}", r.grants());
     r.done("flood");
 }
 
