@@ -53,7 +53,7 @@ fn kill_9_closes_in_the_kernel(id: u8, backend: &'static str) {
     assert!(!env.can_connect(cli));
     let sent = Instant::now();
     env.open("a", cli, 3);
-    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
+    env.assert_opens(cli, 2, "grant did not open");
     kill_9(&mut server);
     assert!(
         env.server_pids().is_empty(),
@@ -100,7 +100,7 @@ fn restart_after_kill_9_reconciles_without_duplicates_and_keeps_the_replay_recor
     let dg = env.dir.join("open.bin");
     env.seal_to_file("a", 60, &dg);
     env.raw_send(&dg, cli, env.pair.v4().srv);
-    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
+    env.assert_opens(cli, 2, "grant did not open");
     kill_9(&mut server);
 
     // Restart: the stale grant is gone, one jump per family, an empty chain.
@@ -154,7 +154,7 @@ fn sigterm_leaves_only_the_baseline(id: u8, backend: &'static str) {
     let cli: IpAddr = env.pair.cli_ip4.into();
     let cli6: IpAddr = env.pair.cli_ip6.into();
     env.open("a", cli, 60);
-    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
+    env.assert_opens(cli, 2, "grant did not open");
     assert_ne!(env.firewall_snapshot(), baseline);
     signal(server.pid(), libc::SIGTERM);
     let st = wait_exit(&mut server, Duration::from_secs(10)).expect("no exit after SIGTERM");
@@ -187,6 +187,13 @@ fn sigterm_removes_every_rule_of_ours_nftables() {
     sigterm_leaves_only_the_baseline(54, "nftables");
 }
 
+/// Sends SIGHUP and waits (≤ 5 s) for one more log line with `needle`.
+fn sighup_logs(env: &Env, server: &Guard, needle: &str) -> bool {
+    let before = env.count_in_log(needle);
+    signal(server.pid(), libc::SIGHUP);
+    env.wait_log(needle, before, Duration::from_secs(5))
+}
+
 #[test]
 fn sighup_with_a_changed_key_list_keeps_grants_and_drops_the_removed_key() {
     let env = Env::new(55, "iptables", &["a", "b"]);
@@ -195,18 +202,11 @@ fn sighup_with_a_changed_key_list_keeps_grants_and_drops_the_removed_key() {
     let c1: IpAddr = env.pair.cli_ip4.into();
     let c2: IpAddr = env.pair.cli_ip4_b.into();
     env.open("b", c1, 120);
-    env.assert_connect(
-        c1,
-        true,
-        Duration::from_secs(2),
-        "key b did not open before the reload",
-    );
+    env.assert_opens(c1, 2, "key b did not open before the reload");
 
     env.write_config(&[A]);
-    let reloads = env.count_in_log("reloaded");
-    signal(server.pid(), libc::SIGHUP);
     assert!(
-        env.wait_log("reloaded", reloads, Duration::from_secs(5)),
+        sighup_logs(&env, &server, "reloaded"),
         "no reload logged; log:\n{}",
         env.log()
     );
@@ -223,12 +223,7 @@ fn sighup_with_a_changed_key_list_keeps_grants_and_drops_the_removed_key() {
     assert!(!env.can_connect(c2), "a removed key opened the port");
     // ... and key a still does.
     env.open("a", c2, 60);
-    env.assert_connect(
-        c2,
-        true,
-        Duration::from_secs(2),
-        "key a stopped working after the reload",
-    );
+    env.assert_opens(c2, 2, "key a stopped working after the reload");
     assert!(env.can_connect(c1));
 }
 
@@ -239,7 +234,7 @@ fn running_with_a_grant(id: u8, duration: u32) -> (Env, Guard) {
     let server = env.start();
     let c1 = env.pair.v4().cli;
     env.open("a", c1, duration);
-    env.assert_connect(c1, true, Duration::from_secs(2), "grant did not open");
+    env.assert_opens(c1, 2, "grant did not open");
     (env, server)
 }
 
@@ -257,10 +252,8 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
     ];
     for (i, text) in broken.iter().enumerate() {
         env.write_config_text(text);
-        let refused = env.count_in_log("reload refused");
-        signal(server.pid(), libc::SIGHUP);
         assert!(
-            env.wait_log("reload refused", refused, Duration::from_secs(5)),
+            sighup_logs(&env, &server, "reload refused"),
             "broken config #{i}: no refusal logged; log:\n{}",
             env.log()
         );
@@ -273,12 +266,7 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
         env.close("a", c2);
         assert!(env.wait_connect(c2, false, Duration::from_secs(2)));
         env.open("a", c2, 60);
-        env.assert_connect(
-            c2,
-            true,
-            Duration::from_secs(2),
-            &format!("broken config #{i}: key a no longer opens"),
-        );
+        env.assert_opens(c2, 2, &format!("broken config #{i}: key a no longer opens"));
     }
     let log = env.log();
     let line = log

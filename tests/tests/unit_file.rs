@@ -201,7 +201,7 @@ fn flush_after_kill_9(id: u8, backend: &'static str, extra_config: &str, break_c
     let mut server = env.start();
     let cli: IpAddr = env.pair.cli_ip4.into();
     env.open("a", cli, 120);
-    env.assert_connect(cli, true, Duration::from_secs(2), "grant did not open");
+    env.assert_opens(cli, 2, "grant did not open");
     kill_9(&mut server);
     assert!(env.server_pids().is_empty());
     assert_ne!(env.firewall_snapshot(), baseline, "kill -9 left nothing?");
@@ -301,6 +301,16 @@ fn sandbox_prefix(env: &Env) -> Vec<String> {
     p
 }
 
+/// Key a opens tcp/22 for the client (60 s) and closes it again, each
+/// within `secs`; `what` names the open for the failure message.
+fn open_then_close(env: &Env, secs: u64, what: &str) {
+    let cli: IpAddr = env.pair.cli_ip4.into();
+    env.open("a", cli, 60);
+    env.assert_opens(cli, secs, what);
+    env.close("a", cli);
+    assert!(env.wait_connect(cli, false, Duration::from_secs(secs)));
+}
+
 fn works_under_the_units_capabilities(id: u8, backend: &'static str) {
     let env = Env::with_key_a(id, backend);
     let baseline = env.firewall_snapshot();
@@ -319,16 +329,11 @@ fn works_under_the_units_capabilities(id: u8, backend: &'static str) {
         capbnd.ends_with("0000000000003000"),
         "bounding set not applied: {capbnd}"
     );
-    let cli: IpAddr = env.pair.cli_ip4.into();
-    env.open("a", cli, 60);
-    env.assert_connect(
-        cli,
-        true,
-        Duration::from_secs(3),
+    open_then_close(
+        &env,
+        3,
         &format!("{backend}: no grant with only CAP_NET_ADMIN+CAP_NET_RAW"),
     );
-    env.close("a", cli);
-    assert!(env.wait_connect(cli, false, Duration::from_secs(3)));
     signal(server.pid(), libc::SIGHUP);
     signal(server.pid(), libc::SIGTERM);
     let st = wait_exit(&mut server, Duration::from_secs(10)).expect("no exit");
@@ -406,16 +411,7 @@ fn syscalls_inside_the_filter(id: u8, backend: &'static str) {
     let trace = env.dir.join("strace.out");
     let trace_s = trace.to_str().expect("utf-8 path").to_owned();
     let mut server = env.start_with(&["strace", "-f", "-qq", "-o", &trace_s]);
-    let cli: IpAddr = env.pair.cli_ip4.into();
-    env.open("a", cli, 60);
-    env.assert_connect(
-        cli,
-        true,
-        Duration::from_secs(5),
-        &format!("{backend}: no grant under strace"),
-    );
-    env.close("a", cli);
-    assert!(env.wait_connect(cli, false, Duration::from_secs(5)));
+    open_then_close(&env, 5, &format!("{backend}: no grant under strace"));
     let pids = env.server_pids();
     assert_eq!(pids.len(), 1, "{pids:?}");
     signal(pids[0], libc::SIGHUP);

@@ -218,11 +218,11 @@ impl Env {
             .wait_connect(src, self.pair.v4().srv, PORT, want, within)
     }
 
-    /// `wait_connect`, failing the test with `what` and the log when the
-    /// connect does not go (`want`) or stay refused within `within`.
-    pub fn assert_connect(&self, src: IpAddr, want: bool, within: Duration, what: &str) {
+    /// Waits (≤ `within_secs`) until `src` can connect (a grant opened);
+    /// fails the test with `what` and the log otherwise.
+    pub fn assert_opens(&self, src: IpAddr, within_secs: u64, what: &str) {
         assert!(
-            self.wait_connect(src, want, within),
+            self.wait_connect(src, true, Duration::from_secs(within_secs)),
             "{what}; log:\n{}",
             self.log()
         );
