@@ -438,8 +438,9 @@ pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// Daemon helpers (used by tests/tests/daemon*.rs): a scratch directory, key
-// generation with the real spa-keygen, and a running spa-server.
+// Daemon helpers (through `Testbed` below, and lifecycle_env): a scratch
+// directory, key generation with the real spa-keygen, and a running
+// spa-server with its log in a file.
 
 /// A directory of our own under /tmp (keys, state, logs), removed on drop.
 pub struct Scratch {
