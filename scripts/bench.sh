@@ -9,7 +9,8 @@
 # Arguments are passed to the harness's run.sh; without an adapter name the
 # anchors (knockd, fwknopd, fwknopd-udp) run in the same run as ours, because
 # only ratios between daemons measured together mean anything on a shared box.
-# Results: target/bench/<stamp>/summary.md (and summary.json, raw per adapter).
+# Results: target/bench/<stamp>/summary.md (and summary.json, raw per adapter);
+# ratios.md: spa-rust's figures divided by each anchor's, same run.
 #
 # Environment:
 #   SPA_BENCH_RUN    path of the harness's run.sh
@@ -102,4 +103,60 @@ echo "== $RUN ${args[*]}" >&2
 rc=0
 "$RUN" "${args[@]}" || rc=$?
 if [[ -n $rtdir ]]; then rm -rf -- "$rtdir"; fi
+# Ratios against the anchors measured in this same run (docs/benchmarks.md).
+if [[ -f $out/summary.json ]]; then
+    echo
+    python3 - "$out/summary.json" <<'PY' | tee "$out/ratios.md" || true
+import json, sys
+j = json.load(open(sys.argv[1]))
+print("Ratios spa-rust / other daemon, same run (<1 = spa-rust smaller or faster):\n")
+A = {a.get("adapter"): a for a in j.get("adapters", []) if "latency" in a or "idle" in a or "flood" in a}
+ours = A.get("spa-rust")
+if not ours:
+    sys.exit("no spa-rust figures")
+def g(a, *path):
+    for p in path:
+        if a is None: return None
+        a = a.get(p) if isinstance(a, dict) else None
+    return a
+def fl(a, mode):
+    for f in (a or {}).get("flood", []):
+        if f["name"] == mode: return f
+def num(x, nd=1): return "-" if x is None else f"{x:.{nd}f}"
+def ratio(x, y): return "-" if x is None or y in (None, 0) else f"{x / y:.2f}"
+def opened(f):
+    k = (f or {}).get("knock_during") or {}
+    return "-" if not f else (f"yes, {k['wire_ms']:.1f} ms" if k.get("ok") and k.get("wire_ms") is not None else ("yes" if k.get("ok") else "NO"))
+others = [n for n in ("knockd", "fwknopd", "fwknopd-udp") if n in A]
+rows = [("knock-to-open wire p50 (ms)", lambda a: g(a, "latency", "wire_ms", "median")),
+        ("knock-to-open wire p90 (ms)", lambda a: g(a, "latency", "wire_ms", "p90")),
+        ("idle RSS (kB)", lambda a: g(a, "idle", "rss_kb")),
+        ("idle CPU, 10 s (ms, sched)", lambda a: g(a, "idle", "self_sched_ms")),
+        ("idle wake-ups, 10 s", lambda a: g(a, "idle", "wakeups"))]
+print("| figure | spa-rust | " + " | ".join(others) + " | " + " | ".join(f"ratio vs {o}" for o in others) + " |")
+print("|---" * (2 + 2 * len(others)) + "|")
+for name, f in rows:
+    v = f(ours)
+    nd = 2 if "CPU" in name else 1 if "ms" in name else 0
+    print(f"| {name} | {num(v, nd)} | " + " | ".join(num(f(A[o]), nd) for o in others)
+          + " | " + " | ".join(ratio(v, f(A[o])) for o in others) + " |")
+for mode in ("udp-b64", "udp-random"):
+    fo = fl(ours, mode)
+    cpu = lambda f: None if not f else (g(f, "cpu", "self_sched_ms") or 0) + (g(f, "cpu", "children_ticks_ms") or 0)
+    vals = {o: fl(A[o], mode) for o in others}
+    print(f"| flood {mode}: daemon CPU self+children (ms) | {num(cpu(fo), 0)} | " + " | ".join(num(cpu(vals[o]), 0) for o in others)
+          + " | " + " | ".join(ratio(cpu(fo), cpu(vals[o])) for o in others) + " |")
+    print(f"| flood {mode}: legit knock opens during flood | {opened(fo)} | " + " | ".join(opened(vals[o]) for o in others) + " |" + " |" * len(others))
+def fc(a):
+    out = []
+    for f in (a or {}).get("failclosed", []):
+        out.append(f"{f['scope']}: {f['port_after_timeout']} after {f['waited_s']} s")
+    return "; ".join(out) or "-"
+print(f"| fail-closed (kill -9, port after timeout+5 s) | {fc(ours)} | " + " | ".join(fc(A[o]) for o in others) + " |" + " |" * len(others))
+lat = g(ours, "latency", "wire_ms", "median"); ref = g(A.get("fwknopd-udp"), "latency", "wire_ms", "median")
+if lat and ref:
+    print(f"\ntarget knock-to-open p50 <= 1/3 of fwknopd-udp: {lat:.1f} ms vs {ref / 3:.1f} ms -> {'MET' if lat <= ref / 3 else 'NOT met'} (ratio {lat / ref:.2f})")
+PY
+    echo "(also in $out/ratios.md)"
+fi
 exit "$rc"
