@@ -16,9 +16,10 @@
 #   SPA_BENCH_RUN    path of the harness's run.sh
 #                    (default: <repo's parent>/shared/bench/run.sh)
 #   SPA_ACCESS_TIMEOUT, TRIALS, FLOOD_PPS, ... are the harness's tunables.
-#   SPA_RUNTIME_DIR=/dev/shm  keep the replay log on this tmpfs (--runtime-dir,
+#   SPA_RUNTIME_DIR=DIR  keep the replay log on this tmpfs (--runtime-dir,
 #                    a per-run subdirectory, removed afterwards) instead of
-#                    fdatasync'ing it to --state-dir on disk per request
+#                    fdatasync'ing it to --state-dir on disk per request; default /dev/shm,
+#                    as the shipped config does with /run; empty: on disk
 #   SPA_LOG_LEVEL=debug  spa-server's --log-level (debug logs the iptables
 #                    batch time per request)
 #   SPA_FIREWALL=nftables  measure the nftables backend (persistent nft
@@ -70,7 +71,8 @@ if [[ $fw == nftables ]]; then
     SPA_SERVER_ARGS+=" --config $out/spa-server-nft.toml"
 fi
 rtdir=
-if [[ -n ${SPA_RUNTIME_DIR:-} ]]; then
+SPA_RUNTIME_DIR=${SPA_RUNTIME_DIR-/dev/shm}
+if [[ -n $SPA_RUNTIME_DIR ]]; then
     rtdir=$SPA_RUNTIME_DIR/spa-bench-$stamp
     SPA_SERVER_ARGS+=" --runtime-dir $rtdir"
 fi
