@@ -254,7 +254,8 @@ impl Daemon {
                 return Err(DaemonError::Capture(e.to_string()));
             }
         };
-        let legacy = crate::knocks::Runtime::new(&cfg);
+        let mut legacy = crate::knocks::Runtime::new(&cfg);
+        legacy.restore_hmac_used(&crate::state::load_hmac_used(&cfg.state_dir));
         if legacy.enabled() {
             warn!(
                 "legacy knocks enabled: INSECURE, anyone who sees a knock sequence can replay it"
@@ -453,16 +454,28 @@ impl Daemon {
                 grants,
                 duration_secs,
                 via,
-            } => match self
-                .grants
-                .open(addr, &grants, duration_secs, unix_now_ceil())
-            {
-                Ok(c) => info!(%addr, via = %via, added = c.added, refreshed = c.refreshed,
-                    duration = duration_secs, "knock accepted: rule added"),
-                Err(e) => {
-                    error!(%addr, via = %via, "knock accepted, but the firewall change failed: {e}")
+                hmac,
+            } => {
+                // Durable before effective, as for datagrams: a restart must
+                // not make this HMAC sequence usable again.
+                if hmac {
+                    let used = self.legacy.hmac_used();
+                    if let Err(e) = crate::state::save_hmac_used(&self.cfg.state_dir, &used) {
+                        error!(%addr, via = %via, "knock rejected: cannot persist the used sequence: {e}");
+                        return;
+                    }
                 }
-            },
+                match self
+                    .grants
+                    .open(addr, &grants, duration_secs, unix_now_ceil())
+                {
+                    Ok(c) => info!(%addr, via = %via, added = c.added, refreshed = c.refreshed,
+                        duration = duration_secs, "knock accepted: rule added"),
+                    Err(e) => {
+                        error!(%addr, via = %via, "knock accepted, but the firewall change failed: {e}")
+                    }
+                }
+            }
             Outcome::Close { addr, grants, via } => match self.grants.close(addr, &grants) {
                 Ok(c) => {
                     info!(%addr, via = %via, removed = c.removed, "knock accepted: rule removed")

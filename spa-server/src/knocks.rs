@@ -16,6 +16,8 @@ pub enum Outcome {
         grants: Vec<Grant>,
         duration_secs: u32,
         via: String,
+        /// An HMAC sequence: persist the used list before acting.
+        hmac: bool,
     },
     Close {
         addr: IpAddr,
@@ -117,6 +119,24 @@ impl Runtime {
         }
     }
 
+    /// HMAC sequences accepted recently (see `state::save_hmac_used`).
+    pub fn hmac_used(&self) -> Vec<(spa_proto::KeyId, u64)> {
+        self.inner
+            .as_ref()
+            .and_then(|k| k.hmac())
+            .map(|h| h.used())
+            .unwrap_or_default()
+    }
+
+    /// Restores sequences used before a restart.
+    pub fn restore_hmac_used(&mut self, used: &[(spa_proto::KeyId, u64)]) {
+        if let Some(h) = self.inner.as_mut().and_then(|k| k.hmac_mut()) {
+            for &(id, step) in used {
+                h.mark_used(id, step);
+            }
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         self.inner.is_some()
     }
@@ -153,6 +173,7 @@ impl Runtime {
                     grants: vec![grant],
                     duration_secs: duration_secs.unwrap_or(cfg.default_duration),
                     via: format!("legacy door {door}"),
+                    hmac: false,
                 },
                 LegacyEvent::Door(KnockEvent::Close { door, addr, grant }) => Outcome::Close {
                     addr,
@@ -169,6 +190,7 @@ impl Runtime {
                         grants: h.grants.as_slice().to_vec(),
                         duration_secs: h.duration_secs.unwrap_or(cfg.default_duration),
                         via: format!("hmac knock key {name} step {}", h.step),
+                        hmac: true,
                     }
                 }
             })

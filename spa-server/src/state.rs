@@ -234,6 +234,46 @@ fn write_marker(marker: &Path, dir: &Path) -> Result<(), StateError> {
         .map_err(err(dir, "cannot fsync state directory"))
 }
 
+/// The HMAC knock sequences accepted recently, one `key-id step` line each,
+/// so a restart cannot make a used sequence usable again. Rewritten whole
+/// (temp file, fsync, rename) on each HMAC open: rare, and tiny.
+pub fn save_hmac_used(dir: &Path, used: &[(KeyId, u64)]) -> Result<(), StateError> {
+    let path = dir.join("hmac-used");
+    let tmp = dir.join("hmac-used.tmp");
+    let text: String = used
+        .iter()
+        .map(|(id, step)| format!("{id} {step}\n"))
+        .collect();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err(&tmp, "cannot create"))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(err(&tmp, "cannot write"))?;
+    std::fs::rename(&tmp, &path).map_err(err(&path, "cannot replace"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir, "cannot fsync state directory"))
+}
+
+/// Reads what [`save_hmac_used`] wrote; a missing file is an empty list and
+/// unreadable lines are skipped (the step window makes old ones moot anyway).
+pub fn load_hmac_used(dir: &Path) -> Vec<(KeyId, u64)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("hmac-used")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (id, step) = l.split_once(' ')?;
+            Some((id.parse().ok()?, step.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn encode_record(s: &Seen) -> [u8; RECORD_LEN] {
     let mut r = [0u8; RECORD_LEN];
     let (ts, rest) = r.split_at_mut(8);
@@ -408,6 +448,15 @@ mod tests {
         assert!(rec
             .check_and_insert(&KeyId([9; 8]), &[9; 24], 1033, 1033)
             .is_ok());
+    }
+
+    #[test]
+    fn hmac_used_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_hmac_used(dir.path()).is_empty());
+        let used = vec![(KeyId([1; 8]), 100), (KeyId([2; 8]), 101)];
+        save_hmac_used(dir.path(), &used).unwrap();
+        assert_eq!(load_hmac_used(dir.path()), used);
     }
 
     #[test]

@@ -323,8 +323,8 @@ fn hmac_conf(r: &Rig, extra: &str) -> String {
 }
 
 /// Case 6: An HMAC sequence from `spa-client knock-seq`, sent by the stock
-/// `knock`, opens once; the same sequence again (same step) is refused;
-/// `spa-client knock --next` opens again.
+/// `knock`, opens once; the same sequence again (same step) is refused, also
+/// after a restart of the server; `spa-client knock --next` opens again.
 #[test]
 fn hmac_sequence_opens_once_not_twice() {
     let r = rig(35);
@@ -363,9 +363,21 @@ fn hmac_sequence_opens_once_not_twice() {
     s.expect_lines(&["replayed"], 1);
     r.expect_nothing_opens(a, &s, 1, "the same HMAC sequence a second time");
 
+    // And after a restart (same state directory): still used.
+    let mut s = s;
+    s.stop();
+    let s = r.server(
+        "server2.log",
+        false,
+        &["--config", &conf, "--default-duration", "2"],
+    );
+    r.knock(&argv);
+    s.expect_lines(&["replayed"], 1);
+    r.expect_nothing_opens(a, &s, 0, "the same HMAC sequence after a restart");
+
     // The next step's sequence is fresh.
     r.client_stdout(&["knock", "--key", &r.key, "--next", &srv]);
-    s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 2);
+    s.expect_lines(&["knock accepted: rule added", "hmac knock key alice"], 1);
     r.expect_connect(a, r.srv(), true, "after spa-client knock --next", &s);
     r.done("hmac_once");
 }

@@ -236,6 +236,19 @@ impl HmacKnocks {
         self.center = Some(s);
     }
 
+    /// Sequences accepted and still inside the step window, for the daemon
+    /// to persist: a restart must not make them usable again.
+    pub fn used(&self) -> Vec<(KeyId, u64)> {
+        let mut v: Vec<(KeyId, u64)> = self.used.iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Restores a sequence accepted before a restart (see [`Self::used`]).
+    pub fn mark_used(&mut self, key_id: KeyId, step: u64) {
+        self.used.insert((key_id, step));
+    }
+
     fn key_id(&self, ki: u32) -> Option<KeyId> {
         self.keys.get(ki as usize).map(|k| k.keys.key_id())
     }
