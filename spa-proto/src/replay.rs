@@ -121,9 +121,13 @@ impl ReplayRecord {
         self.seen.iter()
     }
 
-    /// Forgets every entry that the window alone now rejects.
+    /// Forgets every entry that the window alone now rejects, and raises
+    /// the floor to match: should the clock later step back, a forgotten
+    /// datagram would be inside the window again, so the floor (not the
+    /// window) must keep refusing it.
     pub fn prune(&mut self, now: u64) {
         let oldest_live = now.saturating_sub(self.window.past_secs);
+        self.raise_floor(oldest_live);
         let cut = Seen {
             timestamp: oldest_live,
             key_id: KeyId([0; crate::kdf::KEY_ID_LEN]),
@@ -249,6 +253,24 @@ mod tests {
             Err(Reject::Replayed)
         );
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn clock_stepping_back_after_a_prune_does_not_reopen_a_replay() {
+        // The record prunes at 1100 (as a full record does), forgetting the
+        // datagram of 1000; then the clock steps back to 1010, where 1000
+        // is inside the window again.
+        let mut r = ReplayRecord::new(TimeWindow::default(), 10);
+        r.check_and_insert(&id(1), &[1; 24], 1000, 1000).unwrap();
+        r.prune(1100);
+        assert!(r.is_empty());
+        assert_eq!(
+            r.check_and_insert(&id(1), &[1; 24], 1000, 1010),
+            Err(Reject::Replayed)
+        );
+        // What was never accepted is refused too until the clock is back
+        // past the old floor: fail closed, for one window at most.
+        assert!(r.check_and_insert(&id(1), &[2; 24], 1070, 1070).is_ok());
     }
 
     #[test]
