@@ -181,19 +181,95 @@ impl Runtime {
                     via: format!("legacy door {door}"),
                 },
                 LegacyEvent::Hmac(h) => {
-                    let name = cfg
-                        .key(&h.key_id)
+                    let key = cfg.key(&h.key_id);
+                    let name = key
                         .map(|k| k.name.clone())
                         .unwrap_or_else(|| h.key_id.to_string());
+                    // The key's cap binds a knock as it binds a datagram.
+                    let asked = h.duration_secs.unwrap_or(cfg.default_duration);
+                    let duration_secs = key.map_or(asked, |k| asked.min(k.max_duration));
                     Outcome::Open {
                         addr: h.addr,
                         grants: h.grants.as_slice().to_vec(),
-                        duration_secs: h.duration_secs.unwrap_or(cfg.default_duration),
+                        duration_secs,
                         via: format!("hmac knock key {name} step {}", h.step),
                         hmac: true,
                     }
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyPolicy;
+    use crate::firewall::{BackendKind, FirewallOptions};
+    use crate::legacy::{tcp_flag, LegacyConfig};
+    use spa_proto::{KnockParams, MasterKey, ServerId, TimeWindow};
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    /// One key that may open tcp/22 for at most `max` seconds, HMAC knocks
+    /// on, and a server default of `default` seconds.
+    fn config(default: u32, max: u32) -> Config {
+        let k = MasterKey::from_bytes([0x11; 32]).derive();
+        let key_id = k.key_id();
+        let mut legacy = LegacyConfig::default();
+        legacy.hmac.enabled = true;
+        Config {
+            source: PathBuf::from("/etc/spa/server.toml"),
+            server_name: "gw".into(),
+            server_id: ServerId::from_name("gw"),
+            interfaces: vec![],
+            spa_port: 62201,
+            state_dir: PathBuf::from("/var/lib/spa-server"),
+            runtime_dir: None,
+            firewall: BackendKind::Iptables,
+            firewall_options: FirewallOptions::default(),
+            default_duration: default,
+            window: TimeWindow::default(),
+            replay_capacity: 64,
+            keys: vec![KeyPolicy {
+                name: "alice".into(),
+                key_id,
+                keys: std::sync::Arc::new(k),
+                allow: vec![Grant::tcp(22).unwrap()],
+                max_duration: max,
+                allow_other_address: false,
+                file: PathBuf::from("/etc/spa/alice.key"),
+            }],
+            by_id: HashMap::from([(key_id, 0usize)]),
+            legacy,
+            doors: vec![],
+        }
+    }
+
+    fn hmac_knock(cfg: &Config) -> Vec<Outcome> {
+        let mut rt = Runtime::new(cfg);
+        let unix = 1_700_000_010;
+        let p = KnockParams::default();
+        let seq =
+            spa_proto::knock::sequence(&cfg.keys[0].keys, &cfg.server_id, p.step_at(unix), &p);
+        let src: IpAddr = "198.18.0.2".parse().unwrap();
+        let mut out = Vec::new();
+        for port in seq {
+            out.extend(rt.observe(cfg, src, Proto::Tcp, port, tcp_flag::SYN, unix));
+        }
+        out
+    }
+
+    fn duration_of(out: &[Outcome]) -> u32 {
+        match out {
+            [Outcome::Open { duration_secs, .. }] => *duration_secs,
+            other => panic!("expected one open, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hmac_knock_duration_is_capped_by_the_keys_maximum() {
+        assert_eq!(duration_of(&hmac_knock(&config(30, 300))), 30);
+        assert_eq!(duration_of(&hmac_knock(&config(600, 60))), 60);
     }
 }
