@@ -103,7 +103,10 @@ pub fn judge(
             addr,
         });
     }
-    if addr.is_unspecified() || addr.is_multicast() {
+    // The firewall writes an IPv4-mapped address as IPv4 (Access::canonical_addr),
+    // so judge the address it will write.
+    let canon = addr.to_canonical();
+    if canon.is_unspecified() || canon.is_multicast() {
         return Verdict::Deny(PolicyReject::FamilyMismatch {
             key_name: policy.name.clone(),
         });
@@ -423,6 +426,9 @@ mod tests {
             AllowAddr::V4(Ipv4Addr::new(224, 0, 0, 1)),
             AllowAddr::V6(Ipv6Addr::UNSPECIFIED),
             AllowAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
+            // IPv4-mapped forms become IPv4 rules: judged as IPv4.
+            AllowAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped()),
+            AllowAddr::V6(Ipv4Addr::new(224, 0, 0, 1).to_ipv6_mapped()),
         ];
         for (n, a) in bad.into_iter().enumerate() {
             let mut r = req(&[tcp(22)]);
