@@ -88,6 +88,10 @@ pub struct HmacKnocks {
     seqs: HashMap<(u32, u64), Seq>,
     first: HashMap<u16, Vec<(u32, u64)>>,
     used: HashSet<(KeyId, u64)>,
+    /// Steps below this are treated as used: accepted sequences that left
+    /// the window were forgotten, and a wall clock that steps back would
+    /// bring their steps into the window again.
+    floor: u64,
     table: BoundedTable<Vec<Cand>>,
     replays: ReplayNotes,
 }
@@ -104,6 +108,9 @@ struct ReplayNotes {
 
 /// At most one "already used" log line per this many milliseconds.
 const REPLAY_LOG_EVERY_MS: u64 = 1000;
+
+/// Stands for the floor in [`HmacKnocks::used`]; no real key derives it.
+const FLOOR_KEY_ID: KeyId = KeyId([0; 8]);
 
 fn advanced(c: &[Cand]) -> bool {
     c.iter().any(|c| c.matched >= 2)
@@ -130,6 +137,7 @@ impl HmacKnocks {
             seqs: HashMap::new(),
             first: HashMap::new(),
             used: HashSet::new(),
+            floor: 0,
             table: BoundedTable::new(max_sources),
             replays: ReplayNotes::default(),
         }
@@ -231,22 +239,37 @@ impl HmacKnocks {
             }
         }
         // Keep every accepted step that is not older than the window, also
-        // those ahead of it (the wall clock may have stepped back).
-        self.used.retain(|&(_, st)| st >= lo);
+        // those ahead of it (the wall clock may have stepped back). What is
+        // forgotten stays refused through the floor.
+        let floor = &mut self.floor;
+        self.used.retain(|&(_, st)| {
+            if st < lo {
+                *floor = (*floor).max(st.saturating_add(1));
+            }
+            st >= lo
+        });
         self.center = Some(s);
     }
 
     /// Sequences accepted and still inside the step window, for the daemon
-    /// to persist: a restart must not make them usable again.
+    /// to persist: a restart must not make them usable again. The floor
+    /// travels as an entry with an all-zero key-id (as in the replay log).
     pub fn used(&self) -> Vec<(KeyId, u64)> {
         let mut v: Vec<(KeyId, u64)> = self.used.iter().copied().collect();
+        if self.floor > 0 {
+            v.push((FLOOR_KEY_ID, self.floor));
+        }
         v.sort_unstable();
         v
     }
 
     /// Restores a sequence accepted before a restart (see [`Self::used`]).
     pub fn mark_used(&mut self, key_id: KeyId, step: u64) {
-        self.used.insert((key_id, step));
+        if key_id == FLOOR_KEY_ID {
+            self.floor = self.floor.max(step);
+        } else {
+            self.used.insert((key_id, step));
+        }
     }
 
     fn key_id(&self, ki: u32) -> Option<KeyId> {
@@ -254,8 +277,10 @@ impl HmacKnocks {
     }
 
     fn is_used(&self, c: &Cand) -> bool {
-        self.key_id(c.key)
-            .is_some_and(|id| self.used.contains(&(id, c.step)))
+        c.step < self.floor
+            || self
+                .key_id(c.key)
+                .is_some_and(|id| self.used.contains(&(id, c.step)))
     }
 
     fn accept(&mut self, src: IpAddr, c: Cand) -> Option<HmacOpen> {
@@ -464,6 +489,27 @@ mod tests {
             "expired step"
         );
         assert!(h.remembered() <= 3);
+    }
+
+    #[test]
+    fn clock_stepping_back_does_not_reopen_a_forgotten_sequence() {
+        let k = key(1);
+        let mut h = checker(vec![k.clone()]);
+        let seq = seq_for(&k, T0);
+        assert!(knock(&mut h, ip(1), &seq, 0, T0).is_some());
+        // The clock jumps an hour ahead: the accepted step is forgotten.
+        assert_eq!(knock(&mut h, ip(3), &[10_000], 10, T0 + 3600), None);
+        assert_eq!(h.remembered(), 0);
+        // ... and back: the old step is inside the window again.
+        assert_eq!(knock(&mut h, ip(2), &seq, 20, T0), None);
+        // The floor survives a restart through used()/mark_used().
+        let mut fresh = checker(vec![k.clone()]);
+        for (id, st) in h.used() {
+            fresh.mark_used(id, st);
+        }
+        assert_eq!(knock(&mut fresh, ip(2), &seq, 30, T0), None);
+        // Steps above the floor work.
+        assert!(knock(&mut h, ip(2), &seq_for(&k, T0 + 30), 40, T0 + 30).is_some());
     }
 
     #[test]
