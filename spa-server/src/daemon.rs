@@ -456,6 +456,18 @@ impl Daemon {
                 via,
                 hmac,
             } => {
+                if !hmac {
+                    let new = self.grants.new_count(addr, &grants);
+                    let live = self.grants.len();
+                    if new > 0
+                        && live.saturating_add(new) > crate::knocks::MAX_LIVE_GRANTS_FOR_DOORS
+                    {
+                        if self.limiter.allow() {
+                            warn!(%addr, via = %via, live, "knock rejected: too many live grants for a fixed-sequence door (spoofed knock flood?)");
+                        }
+                        return;
+                    }
+                }
                 // Durable before effective, as for datagrams: a restart must
                 // not make this HMAC sequence usable again.
                 if hmac {

@@ -113,6 +113,17 @@ impl Grants {
         res.map(|_| due)
     }
 
+    /// How many of `grants` for `addr` an open would add (not refresh).
+    pub fn new_count(&self, addr: IpAddr, grants: &[Grant]) -> usize {
+        let mut fresh: Vec<&Grant> = grants
+            .iter()
+            .filter(|g| !self.live.contains_key(&(addr, **g)))
+            .collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        fresh.len()
+    }
+
     /// The earliest expiry among live grants (Unix seconds).
     pub fn next_expiry(&self) -> Option<u64> {
         self.live.values().map(|a| a.expires_at).min()
@@ -130,5 +141,26 @@ impl Grants {
     pub fn teardown(&mut self) -> Result<(), FwError> {
         self.live.clear();
         self.fw.teardown()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::FakeFirewall;
+
+    #[test]
+    fn new_count_counts_only_what_an_open_would_add() {
+        let mut g = Grants::new(Box::new(FakeFirewall::new()));
+        g.setup().unwrap();
+        let a: IpAddr = "198.18.0.2".parse().unwrap();
+        let b: IpAddr = "198.18.0.3".parse().unwrap();
+        let ssh = Grant::tcp(22).unwrap();
+        let web = Grant::tcp(443).unwrap();
+        assert_eq!(g.new_count(a, &[ssh, ssh, web]), 2);
+        g.open(a, &[ssh], 30, 1000).unwrap();
+        assert_eq!(g.new_count(a, &[ssh]), 0, "a refresh adds nothing");
+        assert_eq!(g.new_count(a, &[ssh, web]), 1);
+        assert_eq!(g.new_count(b, &[ssh]), 1);
     }
 }

@@ -8,6 +8,13 @@ use spa_proto::{Grant, Grants, Proto};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// Live grants beyond which a fixed-sequence door opens nothing new. Door
+/// sequences are public and their knocks can carry any spoofed source, so
+/// without a bound a knock flood would grow the grant table and the
+/// firewall (one rule per source) without limit. Datagrams and HMAC knocks
+/// are authenticated and not held to it.
+pub const MAX_LIVE_GRANTS_FOR_DOORS: usize = 4096;
+
 /// What a knock did, for the daemon to apply and log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
