@@ -109,7 +109,9 @@ impl Runtime {
 
     /// Adopts a reloaded configuration. When the knock settings are
     /// unchanged, the HMAC record of used sequences is kept (only the keys
-    /// are swapped), so a reload cannot reopen an accepted sequence.
+    /// are swapped), so a reload cannot reopen an accepted sequence. When
+    /// they changed, the record is carried into the new runtime as long as
+    /// steps still count the same (`step_secs` unchanged).
     pub fn reload(&mut self, old: &Config, new: &Config) {
         let same = old.legacy == new.legacy && old.doors == new.doors;
         match (&mut self.inner, same) {
@@ -119,9 +121,15 @@ impl Runtime {
                 }
             }
             _ => {
+                let used = if old.legacy.hmac.step_secs == new.legacy.hmac.step_secs {
+                    self.hmac_used()
+                } else {
+                    Vec::new()
+                };
                 let start = self.start;
                 *self = Runtime::new(new);
                 self.start = start;
+                self.restore_hmac_used(&used);
             }
         }
     }
@@ -254,12 +262,15 @@ mod tests {
     }
 
     fn hmac_knock(cfg: &Config) -> Vec<Outcome> {
-        let mut rt = Runtime::new(cfg);
+        hmac_knock_with(&mut Runtime::new(cfg), cfg, "198.18.0.2")
+    }
+
+    fn hmac_knock_with(rt: &mut Runtime, cfg: &Config, src: &str) -> Vec<Outcome> {
         let unix = 1_700_000_010;
         let p = KnockParams::default();
         let seq =
             spa_proto::knock::sequence(&cfg.keys[0].keys, &cfg.server_id, p.step_at(unix), &p);
-        let src: IpAddr = "198.18.0.2".parse().unwrap();
+        let src: IpAddr = src.parse().unwrap();
         let mut out = Vec::new();
         for port in seq {
             out.extend(rt.observe(cfg, src, Proto::Tcp, port, tcp_flag::SYN, unix));
@@ -278,5 +289,21 @@ mod tests {
     fn hmac_knock_duration_is_capped_by_the_keys_maximum() {
         assert_eq!(duration_of(&hmac_knock(&config(30, 300))), 30);
         assert_eq!(duration_of(&hmac_knock(&config(600, 60))), 60);
+    }
+
+    #[test]
+    fn a_reload_that_changes_knock_settings_keeps_used_hmac_sequences() {
+        let old = config(30, 300);
+        let mut rt = Runtime::new(&old);
+        duration_of(&hmac_knock_with(&mut rt, &old, "198.18.0.2"));
+        // Another [legacy] setting changes: the runtime is rebuilt.
+        let mut new = config(30, 300);
+        new.legacy.seq_timeout += 1;
+        rt.reload(&old, &new);
+        assert_eq!(
+            hmac_knock_with(&mut rt, &new, "198.18.0.3"),
+            vec![],
+            "the sequence was used before the reload"
+        );
     }
 }
