@@ -253,11 +253,14 @@ impl HmacKnocks {
 
     /// Sequences accepted and still inside the step window, for the daemon
     /// to persist: a restart must not make them usable again. The floor
-    /// travels as an entry with an all-zero key-id (as in the replay log).
+    /// travels as an entry with an all-zero key-id (as in the replay log)
+    /// holding the floor step's start in Unix seconds, so a restart with a
+    /// different `step_secs` reads it as a time, not as a foreign step count.
     pub fn used(&self) -> Vec<(KeyId, u64)> {
         let mut v: Vec<(KeyId, u64)> = self.used.iter().copied().collect();
         if self.floor > 0 {
-            v.push((FLOOR_KEY_ID, self.floor));
+            let secs = self.floor.saturating_mul(self.params.step_secs.max(1));
+            v.push((FLOOR_KEY_ID, secs));
         }
         v.sort_unstable();
         v
@@ -266,7 +269,7 @@ impl HmacKnocks {
     /// Restores a sequence accepted before a restart (see [`Self::used`]).
     pub fn mark_used(&mut self, key_id: KeyId, step: u64) {
         if key_id == FLOOR_KEY_ID {
-            self.floor = self.floor.max(step);
+            self.floor = self.floor.max(self.params.step_at(step));
         } else {
             self.used.insert((key_id, step));
         }
@@ -508,6 +511,29 @@ mod tests {
             fresh.mark_used(id, st);
         }
         assert_eq!(knock(&mut fresh, ip(2), &seq, 30, T0), None);
+        // A restart with a longer step reads the floor as a time: it does
+        // not refuse the current sequences of the new step length.
+        let mut longer = HmacKnocks::new(
+            KnockParams {
+                step_secs: 60,
+                ..KnockParams::default()
+            },
+            Proto::Tcp,
+            server(),
+            5000,
+            1000,
+            vec![k.clone()],
+        );
+        for (id, st) in h.used() {
+            longer.mark_used(id, st);
+        }
+        let p60 = KnockParams {
+            step_secs: 60,
+            ..KnockParams::default()
+        };
+        let now = T0 + 3600;
+        let seq60 = sequence(&k.keys, &server(), p60.step_at(now), &p60);
+        assert!(knock(&mut longer, ip(4), &seq60, 50, now).is_some());
         // Steps above the floor work.
         assert!(knock(&mut h, ip(2), &seq_for(&k, T0 + 30), 40, T0 + 30).is_some());
     }
