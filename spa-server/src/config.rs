@@ -586,6 +586,37 @@ fn field_at(text: &str, pos: usize, msg: &str) -> Option<String> {
     }
 }
 
+#[cfg(test)]
+impl Config {
+    /// A configuration built in code, for the unit tests of the modules
+    /// that read one (verdict, knocks): server id "gw", defaults elsewhere.
+    pub(crate) fn for_tests(keys: Vec<KeyPolicy>, default_duration: u32) -> Config {
+        let by_id = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.key_id, i))
+            .collect();
+        Config {
+            source: PathBuf::from("/etc/spa/server.toml"),
+            server_name: "gw".into(),
+            server_id: ServerId::from_name("gw"),
+            interfaces: vec![],
+            spa_port: DEFAULT_SPA_PORT,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            runtime_dir: None,
+            firewall: BackendKind::Iptables,
+            firewall_options: crate::firewall::FirewallOptions::default(),
+            default_duration,
+            window: TimeWindow::default(),
+            replay_capacity: 64,
+            keys,
+            by_id,
+            legacy: crate::legacy::LegacyConfig::default(),
+            doors: vec![],
+        }
+    }
+}
+
 /// Key file paths in the config are relative to the config file's folder.
 fn resolve(config: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {

@@ -220,10 +220,8 @@ impl Runtime {
 mod tests {
     use super::*;
     use crate::config::KeyPolicy;
-    use crate::firewall::{BackendKind, FirewallOptions};
     use crate::legacy::{tcp_flag, LegacyConfig};
-    use spa_proto::{KnockParams, MasterKey, ServerId, TimeWindow};
-    use std::collections::HashMap;
+    use spa_proto::{KnockParams, MasterKey};
     use std::path::PathBuf;
 
     /// One key that may open tcp/22 for at most `max` seconds, HMAC knocks
@@ -233,20 +231,8 @@ mod tests {
         let key_id = k.key_id();
         let mut legacy = LegacyConfig::default();
         legacy.hmac.enabled = true;
-        Config {
-            source: PathBuf::from("/etc/spa/server.toml"),
-            server_name: "gw".into(),
-            server_id: ServerId::from_name("gw"),
-            interfaces: vec![],
-            spa_port: 62201,
-            state_dir: PathBuf::from("/var/lib/spa-server"),
-            runtime_dir: None,
-            firewall: BackendKind::Iptables,
-            firewall_options: FirewallOptions::default(),
-            default_duration: default,
-            window: TimeWindow::default(),
-            replay_capacity: 64,
-            keys: vec![KeyPolicy {
+        let mut cfg = Config::for_tests(
+            vec![KeyPolicy {
                 name: "alice".into(),
                 key_id,
                 keys: std::sync::Arc::new(k),
@@ -255,10 +241,10 @@ mod tests {
                 allow_other_address: false,
                 file: PathBuf::from("/etc/spa/alice.key"),
             }],
-            by_id: HashMap::from([(key_id, 0usize)]),
-            legacy,
-            doors: vec![],
-        }
+            default,
+        );
+        cfg.legacy = legacy;
+        cfg
     }
 
     fn hmac_knock(cfg: &Config) -> Vec<Outcome> {

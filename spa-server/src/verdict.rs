@@ -143,10 +143,8 @@ pub fn judge(
 mod tests {
     use super::*;
     use crate::config::KeyPolicy;
-    use crate::firewall::{BackendKind, FirewallOptions};
     use proptest::prelude::*;
     use spa_proto::{seal_with, Grants, KeySet, MasterKey, Proto, Request, ServerId, TimeWindow};
-    use std::collections::HashMap;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::path::PathBuf;
 
@@ -188,29 +186,7 @@ mod tests {
             ),
             policy(0x22, "bob", &[tcp(443)], 300, false),
         ];
-        let by_id: HashMap<KeyId, usize> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.key_id, i))
-            .collect();
-        Config {
-            source: PathBuf::from("/etc/spa/server.toml"),
-            server_name: "gw".into(),
-            server_id: ServerId::from_name("gw"),
-            interfaces: vec![],
-            spa_port: 62201,
-            state_dir: PathBuf::from("/var/lib/spa-server"),
-            runtime_dir: None,
-            firewall: BackendKind::Iptables,
-            firewall_options: FirewallOptions::default(),
-            default_duration: 30,
-            window: TimeWindow::default(),
-            replay_capacity: 64,
-            keys,
-            by_id,
-            legacy: crate::legacy::LegacyConfig::default(),
-            doors: vec![],
-        }
+        Config::for_tests(keys, 30)
     }
 
     fn tcp(p: u16) -> Grant {
