@@ -5,7 +5,7 @@
 //! Each test passes its own `id` (1..=250), which picks the namespace names
 //! (`spa<id>s`, `spa<id>c`) and the subnet (198.18.<id>.0/24,
 //! 2001:2:0:<id>::/64), so tests run in parallel without sharing anything.
-//! Ids in use: 1-9 daemon tests, 10-19 firewall, 20-24 capture, 30-49 legacy,
+//! Ids in use: 1-9 and 70 daemon tests, 10-19 firewall, 20-24 capture, 30-49 legacy,
 //! 50-69 lifecycle. Nothing here touches the root namespace's firewall: every
 //! command runs through `ip netns exec`.
 

@@ -1,7 +1,7 @@
 //! The real daemon end to end: `spa-keygen`, `spa-client` and `spa-server`
 //! binaries, real iptables/ip6tables, in a pair of network namespaces.
 //!
-//! Namespace ids 1..=8 (7 lives in daemon_nft.rs). Every wait is bounded;
+//! Namespace ids 1..=8 and 70 (7 lives in daemon_nft.rs). Every wait is bounded;
 //! the server is killed on drop and the namespaces are deleted, also when a
 //! test fails.
 
@@ -464,4 +464,68 @@ fn policy_refuses_other_ports_and_caps_duration() {
         "expired rule still listed"
     );
     r.done("policy");
+}
+
+/// Silence towards every sender: with the SPA port dropped in the admin's
+/// firewall (the capture sits before netfilter, so it still sees the
+/// datagrams), garbage, a forgery, a valid datagram and its replay make the
+/// server namespace transmit nothing at all: no reply, no ICMP, nothing.
+#[test]
+fn server_never_answers_anything() {
+    let r = rig(70);
+    let Family { cli, srv, .. } = r.pair.v4();
+    // What an admin adds so even the kernel's port-unreachable stays quiet.
+    r.pair
+        .srv_sh("iptables -w -I INPUT -p udp --dport 62201 -j DROP");
+    let s = r.server("server.log", &[]);
+    let dg = r.dir.join("valid.bin");
+    r.seal(&dg, &["--open", "22"]);
+    // Warm the neighbour entries first (the refused connect below answers
+    // with a reset; that is the admin's REJECT, before we count).
+    assert!(
+        !r.connects(cli, srv),
+        "refused before (and ARP now resolved)"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Count every IPv4 packet the server namespace sends on the veth (the
+    // link's own IPv6 router solicitations and MLD reports are not answers
+    // and would make a raw interface counter flaky).
+    r.pair.srv_sh(&format!(
+        "iptables -w -I OUTPUT 1 -o {} -m comment --comment spa-count",
+        r.pair.srv_if
+    ));
+    let tx = || -> u64 {
+        let out = r.pair.srv_sh("iptables -w -L OUTPUT 1 -v -x -n");
+        out.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let before = tx();
+    let script = format!(
+        "import socket,os\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('{cli}',0))\n\
+         for size in (0,1,100,139,140,141,1400):\n\
+         \x20   s.sendto(os.urandom(size),('{srv}',62201))\n\
+         for i in range(50):\n\
+         \x20   s.sendto(b'\\x8aSPA\\x01'+os.urandom(135),('{srv}',62201))\n"
+    );
+    run_ok(&mut r.pair.cli(&["timeout", "10", "python3", "-c", &script]));
+    // Rejection lines are limited to 20 a second; let the window pass so
+    // the replay's own line is written.
+    std::thread::sleep(Duration::from_millis(1100));
+    r.raw_send(&dg, cli, srv);
+    s.expect_lines(&["accepted open"], 1);
+    r.raw_send(&dg, cli, srv);
+    s.expect_lines(&["rejected", "replayed"], 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tx(),
+        before,
+        "the server namespace sent IPv4 packets while handling SPA traffic"
+    );
+    // And the grant works although udp/62201 is dropped by netfilter.
+    r.expect_connect(cli, srv, true, "after the datagram", &s);
+    r.done("silence");
 }
