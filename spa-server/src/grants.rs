@@ -163,4 +163,56 @@ mod tests {
         assert_eq!(g.new_count(a, &[ssh, web]), 1);
         assert_eq!(g.new_count(b, &[ssh]), 1);
     }
+
+    fn setup() -> (Grants, FakeFirewall, IpAddr, Grant) {
+        let fw = FakeFirewall::new();
+        let mut g = Grants::new(Box::new(fw.clone()));
+        g.setup().unwrap();
+        (g, fw, "198.18.0.2".parse().unwrap(), Grant::tcp(22).unwrap())
+    }
+
+    #[test]
+    fn open_refresh_close_keep_memory_and_firewall_equal() {
+        let (mut g, fw, a, ssh) = setup();
+        let c = g.open(a, &[ssh], 30, 1000).unwrap();
+        assert_eq!((c.added, c.refreshed), (1, 0));
+        let c = g.open(a, &[ssh], 30, 1010).unwrap();
+        assert_eq!((c.added, c.refreshed), (0, 1));
+        assert_eq!(fw.live().len(), 1, "a refresh never duplicates");
+        assert_eq!(fw.live()[0].expires_at, 1040);
+        assert_eq!(g.next_expiry(), Some(1040));
+        assert_eq!(g.close(a, &[ssh]).unwrap().removed, 1);
+        assert!(fw.live().is_empty() && g.is_empty());
+        // Closing what is not open is a no-op, not a firewall call.
+        let calls = fw.apply_count();
+        assert_eq!(g.close(a, &[ssh]).unwrap(), Change::default());
+        assert_eq!(fw.apply_count(), calls);
+    }
+
+    #[test]
+    fn failed_batch_changes_nothing_in_memory() {
+        let (mut g, fw, a, ssh) = setup();
+        fw.fail_next(1);
+        assert!(g.open(a, &[ssh], 30, 1000).is_err());
+        assert!(g.is_empty() && fw.live().is_empty());
+        g.open(a, &[ssh], 30, 1000).unwrap();
+        fw.fail_next(1);
+        assert!(g.close(a, &[ssh]).is_err());
+        assert_eq!(g.len(), 1, "still open, as in the firewall");
+        assert_eq!(fw.live().len(), 1);
+    }
+
+    #[test]
+    fn expire_removes_only_what_is_due() {
+        let (mut g, fw, a, ssh) = setup();
+        let web = Grant::tcp(443).unwrap();
+        g.open(a, &[ssh], 10, 1000).unwrap();
+        g.open(a, &[web], 20, 1000).unwrap();
+        assert!(g.expire(1009).unwrap().is_empty());
+        let gone = g.expire(1010).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].grant, ssh);
+        assert_eq!(fw.live().len(), 1);
+        assert_eq!(g.next_expiry(), Some(1020));
+    }
 }
