@@ -168,7 +168,12 @@ mod tests {
         let fw = FakeFirewall::new();
         let mut g = Grants::new(Box::new(fw.clone()));
         g.setup().unwrap();
-        (g, fw, "198.18.0.2".parse().unwrap(), Grant::tcp(22).unwrap())
+        (
+            g,
+            fw,
+            "198.18.0.2".parse().unwrap(),
+            Grant::tcp(22).unwrap(),
+        )
     }
 
     #[test]
