@@ -137,7 +137,7 @@ impl ReplayLog {
         };
         log.compact(&record)?;
         if runtime_dir.is_some() && !marker.exists() {
-            write_marker(&marker, state_dir)?;
+            write_marker(state_dir)?;
         }
         Ok((log, record, loaded))
     }
@@ -158,11 +158,7 @@ impl ReplayLog {
     /// when a reload widens the window, so entries already forgotten under
     /// the old window cannot come back, now or after a restart.
     pub fn append_floor(&mut self, floor: u64) -> Result<(), StateError> {
-        self.append(&Seen {
-            timestamp: floor,
-            key_id: KeyId([0; 8]),
-            nonce: [0; 24],
-        })
+        self.append(&floor_entry(floor))
     }
 
     /// Rewrites the log with the live entries of `record` if the file holds
@@ -175,33 +171,15 @@ impl ReplayLog {
     }
 
     fn compact(&mut self, record: &ReplayRecord) -> Result<(), StateError> {
-        let tmp = self.dir.join(format!("{LOG_NAME}.tmp"));
         let mut bytes = Vec::with_capacity(16 + record.len() * RECORD_LEN);
         bytes.extend_from_slice(HEADER);
-        // The floor travels as a record with an all-zero key-id and nonce.
         if record.floor() > 0 {
-            bytes.extend_from_slice(&encode_record(&Seen {
-                timestamp: record.floor(),
-                key_id: KeyId([0; 8]),
-                nonce: [0; 24],
-            }));
+            bytes.extend_from_slice(&encode_record(&floor_entry(record.floor())));
         }
         for s in record.entries() {
             bytes.extend_from_slice(&encode_record(s));
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err(&tmp, "cannot create"))?;
-        f.write_all(&bytes).map_err(err(&tmp, "cannot write"))?;
-        f.sync_all().map_err(err(&tmp, "cannot fsync"))?;
-        std::fs::rename(&tmp, &self.path).map_err(err(&self.path, "cannot replace"))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err(&self.dir, "cannot fsync state directory"))?;
+        replace_durably(&self.dir, LOG_NAME, &bytes)?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&self.path)
@@ -215,35 +193,21 @@ impl ReplayLog {
     }
 }
 
-/// Records, durably, that a volatile log exists; see the module docs.
-fn write_marker(marker: &Path, dir: &Path) -> Result<(), StateError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(marker)
-        .map_err(err(marker, "cannot create"))?;
-    f.write_all(
-        b"spa-server keeps its replay log in a runtime directory; losing it raises the floor\n",
-    )
-    .and_then(|_| f.sync_all())
-    .map_err(err(marker, "cannot write"))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err(dir, "cannot fsync state directory"))
+/// The floor travels in the log as a record with an all-zero key-id and
+/// nonce, which no accepted datagram has.
+fn floor_entry(floor: u64) -> Seen {
+    Seen {
+        timestamp: floor,
+        key_id: KeyId([0; 8]),
+        nonce: [0; 24],
+    }
 }
 
-/// The HMAC knock sequences accepted recently, one `key-id step` line each,
-/// so a restart cannot make a used sequence usable again. Rewritten whole
-/// (temp file, fsync, rename) on each HMAC open: rare, and tiny.
-pub fn save_hmac_used(dir: &Path, used: &[(KeyId, u64)]) -> Result<(), StateError> {
-    let path = dir.join("hmac-used");
-    let tmp = dir.join("hmac-used.tmp");
-    let text: String = used
-        .iter()
-        .map(|(id, step)| format!("{id} {step}\n"))
-        .collect();
+/// Replaces `dir/name` with `bytes` so that a crash leaves either the old
+/// or the new file: temp file, fsync, rename, fsync of the directory.
+fn replace_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -251,13 +215,32 @@ pub fn save_hmac_used(dir: &Path, used: &[(KeyId, u64)]) -> Result<(), StateErro
         .mode(0o600)
         .open(&tmp)
         .map_err(err(&tmp, "cannot create"))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(err(&tmp, "cannot write"))?;
+    f.write_all(bytes).map_err(err(&tmp, "cannot write"))?;
+    f.sync_all().map_err(err(&tmp, "cannot fsync"))?;
     std::fs::rename(&tmp, &path).map_err(err(&path, "cannot replace"))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err(dir, "cannot fsync state directory"))
+}
+
+/// Records, durably, that a volatile log exists; see the module docs.
+fn write_marker(dir: &Path) -> Result<(), StateError> {
+    replace_durably(
+        dir,
+        MARKER_NAME,
+        b"spa-server keeps its replay log in a runtime directory; losing it raises the floor\n",
+    )
+}
+
+/// The HMAC knock sequences accepted recently, one `key-id step` line each,
+/// so a restart cannot make a used sequence usable again. Rewritten whole
+/// (temp file, fsync, rename) on each HMAC open: rare, and tiny.
+pub fn save_hmac_used(dir: &Path, used: &[(KeyId, u64)]) -> Result<(), StateError> {
+    let text: String = used
+        .iter()
+        .map(|(id, step)| format!("{id} {step}\n"))
+        .collect();
+    replace_durably(dir, "hmac-used", text.as_bytes())
 }
 
 /// Reads what [`save_hmac_used`] wrote; a missing file is an empty list and
