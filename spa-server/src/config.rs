@@ -169,7 +169,7 @@ pub struct Overrides {
 pub fn parse_grant(s: &str) -> Result<Grant, String> {
     let s = s.trim();
     let (proto, port) = match s.split_once('/') {
-        Some((p, n)) => (p, n),
+        Some((p, n)) => (p.trim(), n.trim()),
         None => ("tcp", s),
     };
     let proto = match proto.to_ascii_lowercase().as_str() {
