@@ -378,24 +378,19 @@ pub fn element(a: &Access) -> String {
 pub fn setup_script(opts: &FirewallOptions, v4: bool, v6: bool) -> String {
     let t = format!("{} {}", opts.nft_family, opts.nft_table);
     let mut s = String::new();
-    if v4 {
+    for (on, addr_type, family, set) in [
+        (v4, "ipv4_addr", "ip", &opts.nft_set4),
+        (v6, "ipv6_addr", "ip6", &opts.nft_set6),
+    ] {
+        if !on {
+            continue;
+        }
         s.push_str(&format!(
-            "add set {t} {} {{ type ipv4_addr . inet_proto . inet_service; flags timeout; }}\n",
-            opts.nft_set4
+            "add set {t} {set} {{ type {addr_type} . inet_proto . inet_service; flags timeout; }}\n"
         ));
         s.push_str(&format!(
-            "insert rule {t} {} ip saddr . meta l4proto . th dport @{} accept comment \"{}\"\n",
-            opts.nft_chain, opts.nft_set4, opts.comment
-        ));
-    }
-    if v6 {
-        s.push_str(&format!(
-            "add set {t} {} {{ type ipv6_addr . inet_proto . inet_service; flags timeout; }}\n",
-            opts.nft_set6
-        ));
-        s.push_str(&format!(
-            "insert rule {t} {} ip6 saddr . meta l4proto . th dport @{} accept comment \"{}\"\n",
-            opts.nft_chain, opts.nft_set6, opts.comment
+            "insert rule {t} {} {family} saddr . meta l4proto . th dport @{set} accept comment \"{}\"\n",
+            opts.nft_chain, opts.comment
         ));
     }
     s
