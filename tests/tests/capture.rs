@@ -53,9 +53,17 @@ enum Ev {
 type Reply<T> = Sender<T>;
 
 enum Cmd {
-    Rebind(Reply<(bool, Result<Vec<String>, String>)>),
+    Rebind(Reply<Rebound>),
     SetFilter(FilterSpec, Reply<Result<(), String>>),
     Stop,
+}
+
+/// What one `Capture::rebind` saw: the flag before, its result, the flag after.
+#[derive(Debug)]
+struct Rebound {
+    before: bool,
+    missing: Result<Vec<String>, String>,
+    after: bool,
 }
 
 /// A capture running in the server namespace, reporting what it sees.
@@ -102,7 +110,12 @@ impl Probe {
                     Ok(Cmd::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
                     Ok(Cmd::Rebind(reply)) => {
                         let before = cap.needs_rebind();
-                        let _ = reply.send((before, cap.rebind().map_err(|e| e.to_string())));
+                        let missing = cap.rebind().map_err(|e| e.to_string());
+                        let _ = reply.send(Rebound {
+                            before,
+                            missing,
+                            after: cap.needs_rebind(),
+                        });
                     }
                     Ok(Cmd::SetFilter(s, reply)) => {
                         let _ = reply.send(cap.set_filter(&s).map_err(|e| e.to_string()));
@@ -196,7 +209,7 @@ impl Probe {
         }
     }
 
-    fn rebind(&self) -> (bool, Result<Vec<String>, String>) {
+    fn rebind(&self) -> Rebound {
         let (tx, rx) = channel();
         self.cmds.send(Cmd::Rebind(tx)).expect("probe alive");
         rx.recv_timeout(WAIT).expect("rebind answered")
@@ -464,7 +477,8 @@ fn interface_down_up_and_recreated() {
     udp(&pair, cli, srv, SPA, DATAGRAM_LEN, 1);
     probe.expect("SPA before", is_spa_from(cli));
 
-    // Down and up: the socket gets ENETDOWN once, logs it, keeps going.
+    // Down and up: the socket gets ENETDOWN once, logs it, keeps going;
+    // one check finds the interface back and up, and disarms.
     pair.srv_sh(&format!(
         "ip link set {} down && sleep 0.2 && ip link set {} up",
         pair.srv_if, pair.srv_if
@@ -472,23 +486,50 @@ fn interface_down_up_and_recreated() {
     pair.cli_sh(&format!("ip link set {} up", pair.cli_if));
     let cli_b: IpAddr = pair.cli_ip4_b.into();
     spa_until_seen(&pair, &mut probe, cli_b, srv, "no SPA after down/up");
-    let (flag, missing) = probe.rebind();
-    assert!(!flag, "down/up alone must not ask for a rebind");
-    assert_eq!(missing, Ok(vec![]));
+    let r = probe.rebind();
+    assert_eq!(r.missing, Ok(vec![]));
+    assert!(
+        !r.after,
+        "an interface back up needs no further check: {r:?}"
+    );
 
-    // Deleted: rebind reports it missing; the capture keeps running.
+    // Deleted: the link error arms the check (also when it arrived while the
+    // name still resolved); rebind reports it missing and stays armed; the
+    // capture keeps running.
     pair.srv_sh(&format!("ip link del {}", pair.srv_if));
     probe.settle(Duration::from_millis(200));
-    let (flag, missing) = probe.rebind();
-    assert!(flag, "a deleted interface must ask for a rebind");
-    assert_eq!(missing, Ok(vec![pair.srv_if.clone()]));
+    let r = probe.rebind();
+    assert!(r.before, "a deleted interface must ask for a rebind: {r:?}");
+    assert_eq!(r.missing, Ok(vec![pair.srv_if.clone()]));
+    assert!(r.after, "a missing interface stays watched: {r:?}");
 
     // Re-created with a new ifindex: rebind picks it up on the same fds.
     recreate_veth(&pair);
-    let (_, missing) = probe.rebind();
-    assert_eq!(missing, Ok(vec![]));
+    let r = probe.rebind();
+    assert_eq!(r.missing, Ok(vec![]));
     probe.seen.clear();
     spa_until_seen(&pair, &mut probe, cli, srv, "no SPA after re-creation");
+
+    // Down, then deleted while down (no second link error comes), then
+    // re-created: the check stays armed while the link is down, so the
+    // new ifindex is still picked up.
+    pair.srv_sh(&format!("ip link set {} down", pair.srv_if));
+    probe.settle(Duration::from_millis(200));
+    let r = probe.rebind();
+    assert_eq!(r.missing, Ok(vec![]));
+    assert!(r.after, "a down interface stays watched: {r:?}");
+    pair.srv_sh(&format!("ip link del {}", pair.srv_if));
+    recreate_veth(&pair);
+    let r = probe.rebind();
+    assert_eq!(r.missing, Ok(vec![]));
+    probe.seen.clear();
+    spa_until_seen(
+        &pair,
+        &mut probe,
+        cli,
+        srv,
+        "no SPA after delete-while-down",
+    );
     let (seen, _) = probe.stop();
     assert!(!seen.iter().any(|e| matches!(e, Ev::Error(_))), "{seen:?}");
 }

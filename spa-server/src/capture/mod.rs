@@ -356,10 +356,13 @@ impl Capture {
                         sock.down_logged = true;
                         tracing::warn!(on = %sock.label(), family = sock.family.name(), error = %e, "capture: interface down, waiting for it");
                     }
-                    if let Some(name) = &sock.iface {
-                        if ifindex(name) != Some(sock.ifindex) {
-                            self.needs_rebind = true;
-                        }
+                    // Any link error on a named interface arms the check:
+                    // the error can arrive while a deleted interface is
+                    // still being unregistered (its name still resolves),
+                    // and no second error follows. `rebind` disarms it
+                    // once the interface is back and up.
+                    if sock.iface.is_some() {
+                        self.needs_rebind = true;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => budget -= 1,
@@ -369,19 +372,23 @@ impl Capture {
         Ok(found.and_then(|(meta, len)| meta.into_packet(self.buf.get(..len)?)))
     }
 
-    /// True once a named interface was seen to vanish (or change ifindex);
-    /// the daemon then calls [`Capture::rebind`] every few seconds.
+    /// True once a named interface reported a link error (down, deleted)
+    /// and until [`Capture::rebind`] finds it present and up again; the
+    /// daemon calls `rebind` every few seconds meanwhile.
     pub fn needs_rebind(&self) -> bool {
         self.needs_rebind
     }
 
     /// Re-resolves every named interface and re-binds (the same fd) any
     /// whose ifindex changed, e.g. a deleted and re-created VLAN or veth.
-    /// Returns the names still missing; cheap (one ioctl per name), safe to
-    /// call at any time. A merely down-then-up interface needs no rebind:
-    /// the kernel re-attaches the socket when the link comes back.
+    /// Returns the names still missing; cheap (two ioctls per name), safe
+    /// to call at any time. A merely down-then-up interface needs no
+    /// rebind: the kernel re-attaches the socket when the link comes back,
+    /// but while it is down (it may yet be deleted and re-created) the
+    /// check stays armed.
     pub fn rebind(&mut self) -> Result<Vec<String>, CaptureError> {
         let mut missing: Vec<String> = Vec::new();
+        let mut down = false;
         for s in &mut self.socks {
             let Some(name) = s.iface.clone() else {
                 continue;
@@ -391,6 +398,7 @@ impl Capture {
                     if !missing.contains(&name) {
                         missing.push(name);
                     }
+                    continue;
                 }
                 Some(index) if index != s.ifindex => {
                     bind(&s.fd, s.family, index).map_err(|e| s.err("bind", e))?;
@@ -399,8 +407,9 @@ impl Capture {
                 }
                 Some(_) => {}
             }
+            down |= !is_up(&s.fd, &name);
         }
-        self.needs_rebind = !missing.is_empty();
+        self.needs_rebind = down || !missing.is_empty();
         Ok(missing)
     }
 
@@ -448,6 +457,26 @@ fn ifindex(name: &str) -> Option<libc::c_int> {
     // SAFETY: `c` is a valid NUL-terminated string for the whole call.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     libc::c_int::try_from(index).ok().filter(|i| *i > 0)
+}
+
+/// IFF_UP of `name`, through SIOCGIFFLAGS on one of our own sockets.
+/// An error (the interface vanished meanwhile) counts as down.
+fn is_up(fd: &OwnedFd, name: &str) -> bool {
+    // SAFETY: all-zero bytes are a valid `ifreq` (a name and a union of
+    // plain integers and pointers).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return false;
+    }
+    for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    // SAFETY: `req` is a valid, NUL-terminated ifreq that outlives the call;
+    // SIOCGIFFLAGS writes only `ifr_flags` inside it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    // SAFETY: after a successful SIOCGIFFLAGS the union holds the flags.
+    r == 0 && (i32::from(unsafe { req.ifr_ifru.ifru_flags }) & libc::IFF_UP) != 0
 }
 
 fn ethertype(family: Family) -> u16 {
