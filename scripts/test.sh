@@ -18,13 +18,25 @@ cargo build --workspace --bins --locked
 step "tests (unit, property, end-to-end in network namespaces)"
 log=$(mktemp /tmp/spa-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+status=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run: cargo's last line is a doc-test
+# summary of a crate without doc tests ("0 passed").
+summary() {
+    awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+}
+if [[ $status != 0 ]]; then
+    echo
+    echo "failing tests:"
+    grep -E '^test .* FAILED$' "$log" | sort -u || true
+    summary
+    exit "$status"
+fi
 if [[ ${FUZZ_SECS:-60} != 0 ]]; then
     step "fuzz (${FUZZ_SECS:-60} s per target)"
     fuzz/run.sh "${FUZZ_SECS:-60}"
 fi
 echo
 echo "all checks passed"
-# One closing line for the whole run: cargo's last line is a doc-test
-# summary of a crate without doc tests ("0 passed").
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+summary
