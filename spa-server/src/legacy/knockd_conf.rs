@@ -215,8 +215,9 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
                     ));
                 }
                 "TCPFLAGS" => {
-                    d.tcpflags =
-                        Some(TcpFlags::parse(v).map_err(|m| err(ln, format!("tcpflags: {m}")))?);
+                    d.tcpflags = Some(
+                        TcpFlags::parse_door(v).map_err(|m| err(ln, format!("tcpflags: {m}")))?,
+                    );
                 }
                 "COMMAND" | "START_COMMAND" => {
                     d.start = Some((
@@ -747,6 +748,7 @@ mod tests {
             ("[d]\nsequence = 1\nseq_timeout = 0\n", 3, "seq_timeout"),
             ("[d]\nsequence = 1\nseq_timeout = five\n", 3, "seq_timeout"),
             ("[d]\nsequence = 1\ntcpflags = syn,xmas\n", 3, "tcpflags"),
+            ("[d]\nsequence = 1\ntcpflags = fin,!ack\n", 3, "bare SYN"),
             ("[d]\nsequence = 1\nfrobnicate = 1\n", 3, "unsupported door key"),
             ("[d]\nsequence = 1\nbogus\n", 3, "without a value"),
             ("[d]\n  # comment\nsequence = 1\ncommand = /usr/local/bin/open-door %IP%\n", 4, "not supported"),

@@ -228,7 +228,7 @@ impl DoorConfig {
             None => default_timeout,
         };
         let tcpflags = match &self.tcpflags {
-            Some(s) => TcpFlags::parse(s).map_err(|m| field_err(f("tcpflags"), m))?,
+            Some(s) => TcpFlags::parse_door(s).map_err(|m| field_err(f("tcpflags"), m))?,
             None => TcpFlags::SYN,
         };
         let grant = |field: &str, s: &str| parse_grant(s).map_err(|m| field_err(f(field), m));
@@ -416,10 +416,6 @@ pub struct KnockPorts {
     pub tcp: Vec<u16>,
     /// UDP ports of the fixed-sequence doors, sorted.
     pub udp: Vec<u16>,
-    /// True if every TCP door requires SYN, so the kernel filter may keep
-    /// only SYNs; false if some imported door wants other flags (e.g.
-    /// knockd's default "any flags", or `fin,!ack`).
-    pub tcp_syn_only: bool,
     /// HMAC knocks: (protocol, lo, hi), every port in lo..=hi (SYNs for TCP).
     pub hmac: Option<(Proto, u16, u16)>,
 }
@@ -428,24 +424,17 @@ pub struct KnockPorts {
 pub fn knock_ports(doors: &[Door], hmac: Option<(KnockParams, Proto)>) -> KnockPorts {
     let mut tcp = BTreeSet::new();
     let mut udp = BTreeSet::new();
-    let mut syn_only = true;
     for d in doors {
         for s in &d.sequence {
             match s.proto {
-                Proto::Tcp => {
-                    tcp.insert(s.port);
-                    syn_only &= d.tcpflags.requires_syn();
-                }
-                Proto::Udp => {
-                    udp.insert(s.port);
-                }
-            }
+                Proto::Tcp => tcp.insert(s.port),
+                Proto::Udp => udp.insert(s.port),
+            };
         }
     }
     KnockPorts {
         tcp: tcp.into_iter().collect(),
         udp: udp.into_iter().collect(),
-        tcp_syn_only: syn_only,
         hmac: hmac.map(|(p, proto)| (proto, p.range.0, p.range.1)),
     }
 }
@@ -586,7 +575,6 @@ mod tests {
         let p = knock_ports(&doors, None);
         assert_eq!(p.tcp, vec![7000, 8000, 9000]);
         assert!(p.udp.is_empty());
-        assert!(p.tcp_syn_only);
     }
 
     #[test]

@@ -122,10 +122,20 @@ impl TcpFlags {
         }
     }
 
-    /// True if a plain SYN (what the `knock` client sends) can match, and
-    /// nothing but SYNs can: the capture may then filter on SYN in the kernel.
-    pub fn requires_syn(self) -> bool {
-        self.set & tcp_flag::SYN != 0
+    /// [`TcpFlags::parse`] for a door: also refuses flags that a bare SYN
+    /// does not satisfy (`ack`, `fin`, `!syn`…). Why: the capture passes TCP
+    /// knocks to user space as bare SYNs only (what every knock client
+    /// sends, and what keeps established traffic in the kernel), so such a
+    /// door could never open; knockd would accept it, we say so instead.
+    pub fn parse_door(s: &str) -> Result<Self, String> {
+        let f = Self::parse(s)?;
+        if !f.matches(Proto::Tcp, tcp_flag::SYN) {
+            return Err(format!(
+                "{s:?} never matches a bare SYN, and spa captures TCP knocks as bare SYNs \
+                 (what knock clients send): this door could never open; use \"syn\" or remove the line"
+            ));
+        }
+        Ok(f)
     }
 }
 
@@ -817,6 +827,18 @@ mod tests {
         assert!(TcpFlags::parse("xmas").is_err());
         assert!(TcpFlags::parse("").is_err());
         assert_eq!(TcpFlags::ANY.to_string(), "any");
+    }
+
+    #[test]
+    fn door_flags_must_match_a_bare_syn() {
+        for ok in ["syn", "SYN", "syn,!ack", "!fin", "!ack,!rst"] {
+            assert!(TcpFlags::parse_door(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ack", "fin,!ack", "!syn", "syn,ack", "psh"] {
+            let e = TcpFlags::parse_door(bad).unwrap_err();
+            assert!(e.contains("bare SYN"), "{bad}: {e}");
+        }
+        assert!(TcpFlags::parse_door("xmas").is_err());
     }
 
     #[test]
