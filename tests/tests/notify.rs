@@ -1,6 +1,6 @@
 //! systemd's notify protocol, spoken by the real daemon to a NOTIFY_SOCKET
-//! this test opens (this machine runs no systemd as PID 1, so the socket
-//! stands in for it): READY=1 only once the firewall chain and the capture
+//! this test opens (the socket stands in for systemd, so each message and
+//! its moment can be checked; systemd.rs runs the unit under a real one): READY=1 only once the firewall chain and the capture
 //! are in place, WATCHDOG=1 at half of WATCHDOG_USEC from the event loop,
 //! RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM, and no
 //! READY=1 at all when the configuration is bad.

@@ -1,5 +1,5 @@
-//! The systemd unit `spa-server/dist/spa-server.service`, tested as far as a
-//! machine without systemd as PID 1 allows (we cannot `systemctl start`):
+//! The systemd unit `spa-server/dist/spa-server.service`, tested piece by
+//! piece without systemd (systemd.rs starts it under a real one):
 //!
 //! * `systemd-analyze verify` passes with no warning (on a temporary copy
 //!   whose paths point at the built binary: verify wants the executables to

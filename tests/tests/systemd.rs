@@ -1,0 +1,328 @@
+//! The unit under a real systemd: `systemctl start spa-server`, a crash
+//! (`SIGKILL`), the restart, a reload and a stop, each judged by the
+//! firewall and by real connections.
+//!
+//! This machine has no systemd as PID 1, so the test boots one: systemd
+//! (Debian's, from the `systemd` package CI installs) as PID 1 of its own
+//! pid, mount, UTS, IPC and cgroup namespaces, inside the test's server
+//! network namespace, in a cgroup of its own. What it could write outside
+//! is fenced off: `/etc` and `/usr` are overlays whose upper layers live in
+//! the scratch directory, `/run` and `/var` are fresh tmpfs, `/proc/sys`
+//! and `/sys` are read-only; it starts one empty target, nothing from the
+//! host's boot. The unit is the repository's file, installed by
+//! `scripts/install.sh` as users install it. One drop-in changes what only
+//! concerns a booted machine: `DefaultDependencies=no` (no sysinit.target
+//! and its host-wide jobs) and the log to a file (no journald).
+//!
+//! Namespace id: 71.
+
+use spa_e2e::{bin, run_ok, wait_for, Testbed, PORT};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const SERVER_ID: &str = "sd-e2e";
+/// How long systemd has to boot, or a unit job to finish.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The mount point of the cgroup2 hierarchy (`/sys/fs/cgroup` on a unified
+/// host, `/sys/fs/cgroup/unified` on a hybrid one).
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .next()
+        .expect("a cgroup2 hierarchy is mounted (systemd needs one)")
+}
+
+/// systemd booted as PID 1 of its own namespaces; killed, with everything
+/// it started, and its cgroup removed on drop.
+struct Systemd {
+    /// `unshare`, the parent of systemd.
+    child: Child,
+    /// systemd's pid as seen from here.
+    pid: u32,
+    cgroup: PathBuf,
+}
+
+impl Systemd {
+    fn boot(tb: &Testbed) -> Systemd {
+        let dir = &tb.dir.path;
+        let cgroup = cgroup2_root().join(format!("spa-e2e-{}-{}", tb.pair.id, std::process::id()));
+        std::fs::create_dir_all(&cgroup).expect("create the test's cgroup");
+        let boot = dir.join("boot.sh");
+        std::fs::write(&boot, BOOT_SH).expect("write boot.sh");
+        let child = Command::new("sh")
+            .arg("-c")
+            // Into the test's cgroup first: `unshare --cgroup` makes it the
+            // root of systemd's cgroup namespace.
+            .arg(r#"echo $$ > "$1/cgroup.procs" && exec ip netns exec "$2" unshare --pid --fork --kill-child --mount --uts --ipc --cgroup sh "$3" "$4""#)
+            .arg("sh")
+            .arg(&cgroup)
+            .arg(&tb.pair.srv_ns)
+            .arg(&boot)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("boot.log")).expect("boot.log"))
+            .spawn()
+            .expect("spawn unshare");
+        let mut sd = Systemd {
+            pid: 0,
+            child,
+            cgroup,
+        };
+        let parent = sd.child.id();
+        let found = wait_for(WAIT, || {
+            let children =
+                std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+                    .unwrap_or_default();
+            match children.split_whitespace().next().map(str::parse) {
+                Some(Ok(pid)) => {
+                    sd.pid = pid;
+                    true
+                }
+                _ => false,
+            }
+        });
+        assert!(found, "systemd did not start: {}", sd.boot_log(dir));
+        let running = wait_for(WAIT, || {
+            let out = sd.sh("systemctl is-system-running 2>/dev/null || true");
+            let state = String::from_utf8_lossy(&out.stdout);
+            matches!(state.trim(), "running" | "degraded")
+        });
+        assert!(
+            running,
+            "systemd did not finish booting: {}",
+            sd.boot_log(dir)
+        );
+        sd
+    }
+
+    fn boot_log(&self, dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("boot.log")).unwrap_or_default()
+    }
+
+    /// `sh -c script` inside systemd's namespaces (its mounts, its pid
+    /// namespace, the server network namespace).
+    fn sh(&self, script: &str) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-a", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn nsenter")
+    }
+
+    /// `sh`, which must exit 0; its stdout.
+    fn sh_ok(&self, script: &str) -> String {
+        let out = run_ok(Command::new("nsenter").args([
+            "-t",
+            &self.pid.to_string(),
+            "-a",
+            "sh",
+            "-c",
+            script,
+        ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl show -p PROP --value spa-server`.
+    fn prop(&self, prop: &str) -> String {
+        self.sh_ok(&format!("systemctl show -p {prop} --value spa-server"))
+            .trim()
+            .to_owned()
+    }
+
+    /// The unit's log and status, for failure messages.
+    fn diag(&self) -> String {
+        let out = self.sh("systemctl status --no-pager spa-server; echo; cat /run/spa-e2e.log");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        // SIGKILL to PID 1 of a pid namespace ends every process in it.
+        if self.pid != 0 {
+            let _ = Command::new("kill")
+                .args(["-9", &self.pid.to_string()])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Empty once its processes are gone: remove the tree bottom-up.
+        let cgroup = self.cgroup.clone();
+        wait_for(Duration::from_secs(5), || {
+            remove_cgroup(&cgroup);
+            !cgroup.exists()
+        });
+    }
+}
+
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// PID 1's preparation; `$1` is the scratch directory.
+const BOOT_SH: &str = r#"set -e
+mount --make-rprivate /
+mount -t proc proc /proc
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+mount -o remount,ro /sys
+for d in etc usr; do
+    mkdir -p "$1/$d.upper" "$1/$d.work"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$1/$d.upper,workdir=$1/$d.work" "/$d"
+done
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=0755 tmpfs /var
+mkdir -p /run/systemd/system
+printf '[Unit]\nDescription=spa e2e\nDefaultDependencies=no\n' >/run/systemd/system/spa-e2e.target
+export container=spa-e2e
+exec /lib/systemd/systemd --system --unit=spa-e2e.target systemd.unified_cgroup_hierarchy=1
+"#;
+
+/// Are there grant rules of ours, or our chain, in the server namespace?
+fn leftovers(tb: &Testbed) -> (Vec<String>, bool) {
+    let rules = tb.grant_rules("iptables");
+    let chain = tb
+        .pair
+        .srv_sh("iptables -w -S 2>/dev/null || true")
+        .lines()
+        .any(|l| l == "-N SPA");
+    (rules, chain)
+}
+
+#[test]
+fn systemctl_start_crash_restart_reload_stop() {
+    let tb = Testbed::new(71, "systemd", "iptables", SERVER_ID, &["alice"]);
+    let sd = Systemd::boot(&tb);
+    let (cli, srv): (IpAddr, IpAddr) = (tb.pair.cli_ip4.into(), tb.pair.srv_ip4.into());
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin_dir = bin("spa-server")
+        .parent()
+        .expect("binary directory")
+        .to_path_buf();
+
+    // Installed as users install it; the key and configuration as the
+    // README says, with this testbed's interface and server id.
+    sd.sh_ok(&format!(
+        "cd {repo} && SPA_BIN_DIR={bins} scripts/install.sh --no-build >/dev/null",
+        repo = repo.display(),
+        bins = bin_dir.display()
+    ));
+    sd.sh_ok(&format!(
+        "install -m 0600 {key} /etc/spa/keys/alice.key && cat >/etc/spa/server.toml <<'EOF'
+server_id = \"{SERVER_ID}\"
+interfaces = [\"{iface}\"]
+state_dir = \"/var/lib/spa-server\"
+runtime_dir = \"/run/spa-server\"
+firewall = \"iptables\"
+
+[[key]]
+name = \"alice\"
+file = \"/etc/spa/keys/alice.key\"
+allow = [\"tcp/{PORT}\"]
+EOF
+mkdir -p /etc/systemd/system/spa-server.service.d
+printf '[Unit]\\nDefaultDependencies=no\\n[Service]\\nStandardOutput=append:/run/spa-e2e.log\\nStandardError=inherit\\n' \
+    >/etc/systemd/system/spa-server.service.d/e2e.conf
+/usr/local/sbin/spa-server --config /etc/spa/server.toml check-config
+systemctl daemon-reload",
+        key = tb.key,
+        iface = tb.pair.srv_if,
+    ));
+
+    // Start: Type=notify, so `systemctl start` returns once READY=1 came,
+    // which the daemon sends only with the chain in place.
+    assert!(!tb.connects(cli, srv), "closed before anything");
+    sd.sh_ok("systemctl start spa-server");
+    assert_eq!(sd.prop("ActiveState"), "active", "{}", sd.diag());
+    let (rules, chain) = leftovers(&tb);
+    assert!(chain && rules.is_empty(), "chain, no grant: {rules:?}");
+    let pid1 = sd.prop("MainPID");
+
+    // The sandbox is in force on the running daemon: no_new_privs, a
+    // seccomp filter, and a bounding set of CAP_NET_ADMIN + CAP_NET_RAW.
+    let status = sd.sh_ok(&format!("cat /proc/{pid1}/status"));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("NoNewPrivs"), "1", "{status}");
+    assert_eq!(field("Seccomp"), "2", "{status}");
+    assert_eq!(field("CapBnd"), "0000000000003000", "{status}");
+
+    tb.send(cli, srv, &["--open", "22", "--duration", "300"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || tb.connects(cli, srv)),
+        "open under systemd: {}",
+        sd.diag()
+    );
+
+    // Crash: SIGKILL. ExecStopPost (`spa-server flush`) removes the grant,
+    // Restart=on-failure brings the daemon back, which starts with no grant.
+    sd.sh_ok("systemctl kill -s SIGKILL spa-server");
+    assert!(
+        wait_for(WAIT, || sd.prop("NRestarts") == "1"
+            && sd.prop("ActiveState") == "active"),
+        "restarted after SIGKILL: {}",
+        sd.diag()
+    );
+    assert_ne!(sd.prop("MainPID"), pid1, "a new process");
+    let (rules, chain) = leftovers(&tb);
+    assert!(
+        chain && rules.is_empty(),
+        "restart inherits no grant: {rules:?}"
+    );
+    assert!(!tb.connects(cli, srv), "closed after the crash");
+
+    // Reload (SIGHUP) keeps grants.
+    tb.send(cli, srv, &["--open", "22", "--duration", "300"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || tb.connects(cli, srv)),
+        "open after the restart: {}",
+        sd.diag()
+    );
+    sd.sh_ok("systemctl reload spa-server");
+    assert!(
+        wait_for(Duration::from_secs(5), || sd
+            .diag()
+            .contains("reloaded: current grants kept")),
+        "reload logged: {}",
+        sd.diag()
+    );
+    assert_eq!(sd.prop("ActiveState"), "active", "{}", sd.diag());
+    assert!(tb.connects(cli, srv), "a reload keeps the grant");
+
+    // Stop: nothing of ours is left, the baseline still refuses.
+    sd.sh_ok("systemctl stop spa-server");
+    assert_eq!(sd.prop("ActiveState"), "inactive", "{}", sd.diag());
+    let (rules, chain) = leftovers(&tb);
+    assert!(!chain && rules.is_empty(), "stop leaves nothing: {rules:?}");
+    assert!(!tb.connects(cli, srv), "closed after stop");
+    assert!(
+        tb.pair.srv_pids("spa-server").is_empty(),
+        "no process of ours"
+    );
+    tb.done("systemctl_start_crash_restart_reload_stop");
+}
