@@ -5,6 +5,7 @@
 //! Order of one datagram: capture → verdict::judge (pure) → replay entry
 //! appended and fsync'd → one firewall batch → one log line.
 
+use crate::capture::local::{read_local_addrs, LocalAddrs};
 use crate::capture::{Capture, FilterSpec, Packet};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::firewall::{self, FwError};
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug)]
 pub enum DaemonError {
@@ -208,6 +209,8 @@ pub struct Daemon {
     sigfd: OwnedFd,
     limiter: LogLimiter,
     legacy: crate::knocks::Runtime,
+    /// Knocks count only when addressed to this host (not forwarded).
+    local: LocalAddrs,
     last_watchdog: Instant,
 }
 
@@ -273,6 +276,7 @@ impl Daemon {
             sigfd,
             limiter: LogLimiter::new(20),
             legacy,
+            local: LocalAddrs::from_addrs(read_local_addrs().unwrap_or_default(), Instant::now()),
             last_watchdog: Instant::now(),
         };
         let ifaces = if d.cfg.interfaces.is_empty() {
@@ -376,11 +380,15 @@ impl Daemon {
                 }
                 Packet::Knock {
                     src,
+                    dst,
                     proto,
                     dport,
                     tcp_flags,
-                    ..
                 } => {
+                    if !self.local.contains(dst, Instant::now()) {
+                        debug!(%src, %dst, dport, "knock ignored: not addressed to this host");
+                        continue;
+                    }
                     let now = unix_now();
                     let events = self
                         .legacy

@@ -2,7 +2,7 @@
 //! and `spa-client`, real iptables, and the stock `knock` client from
 //! Debian's knockd package, run in the client namespace.
 //!
-//! Namespace ids 30..=39 in use (30..=49 reserved), one per test. Every wait and loop is bounded; the
+//! Namespace ids 30..=40 in use (30..=49 reserved), one per test. Every wait and loop is bounded; the
 //! server is killed on drop and the namespaces are deleted, also when a test
 //! fails. Single SYNs from a chosen source address (which `knock` cannot
 //! pick) and the spoofed flood are sent by small python3 scripts inside the
@@ -668,4 +668,27 @@ fn default_doors_over_ipv6() {
         "closed again over IPv6"
     );
     r.done("ipv6");
+}
+
+/// Knocks that only pass through this host (routed via it to a host behind)
+/// do not count: a router running spa-server must not open its own port for
+/// a sequence aimed at someone else. The client routes 198.18.40.99 via the
+/// server; the capture sees those SYNs (same interface, same MAC), the
+/// daemon ignores them. Control: the same sequence to the server opens.
+#[test]
+fn forwarded_knocks_do_not_count() {
+    let r = rig(40);
+    let (a, srv) = (r.a(), r.srv().to_string());
+    let behind = Ipv4Addr::new(198, 18, 40, 99);
+    r.pair
+        .cli_sh(&format!("ip route add {behind}/32 via {}", r.pair.srv_ip4));
+    let s = r.server("server.log", true, &["--legacy-knock"]);
+
+    r.knock(&[&behind.to_string(), "7000", "8000", "9000"]);
+    r.expect_nothing_opens(a, &s, 0, "7000,8000,9000 to a host behind");
+    assert!(r.grants().is_empty(), "{:?}", r.grants());
+
+    r.knock(&[&srv, "7000", "8000", "9000"]);
+    r.expect_connect(a, r.srv(), true, "the same sequence to the server", &s);
+    r.done("forwarded_knocks");
 }

@@ -16,6 +16,7 @@
 //!   away `sll_pkttype`. pnet_packet still does the parsing ([`parse`]).
 
 pub mod bpf;
+pub mod local;
 mod parse;
 
 use bpf::{BpfError, Family, Insn};
