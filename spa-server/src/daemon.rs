@@ -211,7 +211,17 @@ pub struct Daemon {
     legacy: crate::knocks::Runtime,
     /// Knocks count only when addressed to this host (not forwarded).
     local: LocalAddrs,
+    /// Datagrams that reached a verdict, for the totals logged at stop.
+    judged: Judged,
     last_watchdog: Instant,
+}
+
+/// Verdict counts since start (the per-datagram log lines are rate
+/// limited; these are not).
+#[derive(Debug, Default, Clone, Copy)]
+struct Judged {
+    accepted: u64,
+    rejected: u64,
 }
 
 impl Daemon {
@@ -277,6 +287,7 @@ impl Daemon {
             limiter: LogLimiter::new(20),
             legacy,
             local: LocalAddrs::from_addrs(read_local_addrs().unwrap_or_default(), Instant::now()),
+            judged: Judged::default(),
             last_watchdog: Instant::now(),
         };
         let ifaces = if d.cfg.interfaces.is_empty() {
@@ -304,6 +315,16 @@ impl Daemon {
             Ok(()) => info!("stopped: every grant removed, firewall chain removed"),
             Err(e) => error!("stopping: could not remove our firewall chain: {e}"),
         }
+        let st = self.capture.stats();
+        info!(
+            frames = st.frames,
+            bytes = st.bytes,
+            unparsed = st.unparsed,
+            kernel_drops = st.kernel_drops,
+            datagrams_accepted = self.judged.accepted,
+            datagrams_rejected = self.judged.rejected,
+            "totals since start"
+        );
         result
     }
 
@@ -402,6 +423,10 @@ impl Daemon {
     }
 
     fn act_spa(&mut self, src: IpAddr, v: Verdict) {
+        match &v {
+            Verdict::Accept(_) => self.judged.accepted += 1,
+            Verdict::Reject(_) | Verdict::Deny(_) => self.judged.rejected += 1,
+        }
         match v {
             Verdict::Reject(r) => {
                 if self.limiter.allow() {
