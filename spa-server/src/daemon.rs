@@ -490,10 +490,8 @@ impl Daemon {
                 hmac,
             } => {
                 if !hmac {
-                    let new = self.grants.new_count(addr, &grants);
-                    let live = self.grants.len();
-                    if new > 0
-                        && live.saturating_add(new) > crate::knocks::MAX_LIVE_GRANTS_FOR_DOORS
+                    if let Some(live) =
+                        crate::knocks::door_cap_exceeded(&self.grants, addr, &grants)
                     {
                         if self.limiter.allow() {
                             warn!(%addr, via = %via, live, "knock rejected: too many live grants for a fixed-sequence door (spoofed knock flood?)");

@@ -15,6 +15,20 @@ use std::time::{Duration, Instant};
 /// are authenticated and not held to it.
 pub const MAX_LIVE_GRANTS_FOR_DOORS: usize = 4096;
 
+/// `Some(live)` when opening `grants` for `addr` through a fixed-sequence
+/// door would take the grant table past [`MAX_LIVE_GRANTS_FOR_DOORS`]
+/// (`live`: the grants in force now). A refresh of what `addr` already has
+/// adds nothing and always passes.
+pub fn door_cap_exceeded(
+    table: &crate::grants::Grants,
+    addr: IpAddr,
+    grants: &[Grant],
+) -> Option<usize> {
+    let new = table.new_count(addr, grants);
+    let live = table.len();
+    (new > 0 && live.saturating_add(new) > MAX_LIVE_GRANTS_FOR_DOORS).then_some(live)
+}
+
 /// What a knock did, for the daemon to apply and log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -219,6 +233,33 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn doors_stop_opening_new_grants_at_the_cap_refreshes_pass() {
+        use crate::firewall::FakeFirewall;
+        let mut table = crate::grants::Grants::new(Box::new(FakeFirewall::new()));
+        table.setup().unwrap();
+        let ssh = [Grant::tcp(22).unwrap()];
+        let addr = |i: usize| IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        for i in 0..MAX_LIVE_GRANTS_FOR_DOORS {
+            assert_eq!(door_cap_exceeded(&table, addr(i), &ssh), None, "{i}");
+            table.open(addr(i), &ssh, 30, 1000).unwrap();
+        }
+        assert_eq!(table.len(), MAX_LIVE_GRANTS_FOR_DOORS);
+        let next = addr(MAX_LIVE_GRANTS_FOR_DOORS);
+        assert_eq!(
+            door_cap_exceeded(&table, next, &ssh),
+            Some(MAX_LIVE_GRANTS_FOR_DOORS)
+        );
+        // A refresh of a live grant adds nothing: allowed at the cap.
+        assert_eq!(door_cap_exceeded(&table, addr(7), &ssh), None);
+        // Adding a second port to a live source is new: refused.
+        let more = [Grant::tcp(22).unwrap(), Grant::tcp(443).unwrap()];
+        assert!(door_cap_exceeded(&table, addr(7), &more).is_some());
+        // One closed: room for one more.
+        table.close(addr(0), &ssh).unwrap();
+        assert_eq!(door_cap_exceeded(&table, next, &ssh), None);
+    }
     use crate::config::KeyPolicy;
     use crate::legacy::{tcp_flag, LegacyConfig};
     use spa_proto::{KnockParams, MasterKey};
