@@ -1,6 +1,7 @@
 //! The unit under a real systemd: `systemctl start spa-server`, a crash
-//! (`SIGKILL`), the restart, a reload and a stop, each judged by the
-//! firewall and by real connections.
+//! (`SIGKILL`), the restart, a reload, a hung daemon (`SIGSTOP`) that the
+//! watchdog ends, and a stop, each judged by the firewall and by real
+//! connections.
 //!
 //! This machine has no systemd as PID 1, so the test boots one: systemd
 //! (Debian's, from the `systemd` package CI installs) as PID 1 of its own
@@ -12,7 +13,9 @@
 //! host's boot. The unit is the repository's file, installed by
 //! `scripts/install.sh` as users install it. One drop-in changes what only
 //! concerns a booted machine: `DefaultDependencies=no` (no sysinit.target
-//! and its host-wide jobs) and the log to a file (no journald).
+//! and its host-wide jobs) and the log to a file (no journald); and two
+//! timings, so the watchdog case takes seconds: `WatchdogSec=2s`,
+//! `TimeoutAbortSec=1s`.
 //!
 //! Namespace id: 71.
 
@@ -210,7 +213,7 @@ fn leftovers(tb: &Testbed) -> (Vec<String>, bool) {
 }
 
 #[test]
-fn systemctl_start_crash_restart_reload_stop() {
+fn systemctl_start_crash_restart_reload_watchdog_stop() {
     let tb = Testbed::new(71, "systemd", "iptables", SERVER_ID, &["alice"]);
     let sd = Systemd::boot(&tb);
     let (cli, srv): (IpAddr, IpAddr) = (tb.pair.cli_ip4.into(), tb.pair.srv_ip4.into());
@@ -241,7 +244,7 @@ file = \"/etc/spa/keys/alice.key\"
 allow = [\"tcp/{PORT}\"]
 EOF
 mkdir -p /etc/systemd/system/spa-server.service.d
-printf '[Unit]\\nDefaultDependencies=no\\n[Service]\\nStandardOutput=append:/run/spa-e2e.log\\nStandardError=inherit\\n' \
+printf '[Unit]\\nDefaultDependencies=no\\n[Service]\\nStandardOutput=append:/run/spa-e2e.log\\nStandardError=inherit\\nWatchdogSec=2s\\nTimeoutAbortSec=1s\\n' \
     >/etc/systemd/system/spa-server.service.d/e2e.conf
 /usr/local/sbin/spa-server --config /etc/spa/server.toml check-config
 systemctl daemon-reload",
@@ -314,6 +317,23 @@ systemctl daemon-reload",
     assert_eq!(sd.prop("ActiveState"), "active", "{}", sd.diag());
     assert!(tb.connects(cli, srv), "a reload keeps the grant");
 
+    // Hung: SIGSTOP freezes the event loop, so WATCHDOG=1 stops coming.
+    // Nothing else can end a stopped process: a second restart proves the
+    // watchdog fired (SIGABRT, then SIGKILL after TimeoutAbortSec), and
+    // ExecStopPost removed the grant.
+    let pid2 = sd.prop("MainPID");
+    sd.sh_ok(&format!("kill -STOP {pid2}"));
+    assert!(
+        wait_for(WAIT, || sd.prop("NRestarts") == "2"
+            && sd.prop("ActiveState") == "active"),
+        "restarted by the watchdog: {}",
+        sd.diag()
+    );
+    assert_ne!(sd.prop("MainPID"), pid2, "a new process");
+    let (rules, chain) = leftovers(&tb);
+    assert!(chain && rules.is_empty(), "after the watchdog: {rules:?}");
+    assert!(!tb.connects(cli, srv), "closed after the watchdog kill");
+
     // Stop: nothing of ours is left, the baseline still refuses.
     sd.sh_ok("systemctl stop spa-server");
     assert_eq!(sd.prop("ActiveState"), "inactive", "{}", sd.diag());
@@ -324,5 +344,5 @@ systemctl daemon-reload",
         tb.pair.srv_pids("spa-server").is_empty(),
         "no process of ours"
     );
-    tb.done("systemctl_start_crash_restart_reload_stop");
+    tb.done("systemctl_start_crash_restart_reload_watchdog_stop");
 }
