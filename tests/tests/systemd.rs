@@ -55,6 +55,10 @@ struct Systemd {
 
 impl Systemd {
     fn boot(tb: &Testbed) -> Systemd {
+        assert!(
+            Path::new("/lib/systemd/systemd").exists(),
+            "/lib/systemd/systemd missing: apt-get install systemd"
+        );
         let dir = &tb.dir.path;
         let cgroup = cgroup2_root().join(format!("spa-e2e-{}-{}", tb.pair.id, std::process::id()));
         std::fs::create_dir_all(&cgroup).expect("create the test's cgroup");
