@@ -4,7 +4,7 @@
 
 use crate::error::ClientError;
 use crate::knock::{format_ports, knock_seq_at_step, send_knocks};
-use crate::target::{parse_server, resolve, Family};
+use crate::target::{parse_server, resolve, FamilyArgs};
 use spa_proto::{KnockParams, Proto};
 use std::io::Write;
 use std::net::IpAddr;
@@ -46,12 +46,8 @@ pub struct KnockArgs {
     /// Pause between knocks, in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub delay_ms: u64,
-    /// IPv4 only.
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    pub ipv4: bool,
-    /// IPv6 only.
-    #[arg(short = '6')]
-    pub ipv6: bool,
+    #[command(flatten)]
+    pub family: FamilyArgs,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), ClientError> {
@@ -115,11 +111,7 @@ pub fn run_knock(args: &KnockArgs, out: &mut dyn Write) -> Result<(), ClientErro
         })?;
     let (ports, proto) = sequence(args)?;
     let (host, _) = parse_server(server, 1)?;
-    let family = match (args.ipv4, args.ipv6) {
-        (true, _) => Family::V4,
-        (_, true) => Family::V6,
-        _ => Family::Any,
-    };
+    let family = args.family.family();
     let addr = resolve(&host, 1, family, args.source)?.ip();
     send_knocks(
         addr,

@@ -4,7 +4,7 @@
 
 use crate::error::ClientError;
 use crate::grants::parse_port;
-use crate::target::{parse_server, resolve, send_datagram, Family, DEFAULT_SPA_PORT};
+use crate::target::{parse_server, resolve, send_datagram, FamilyArgs, DEFAULT_SPA_PORT};
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -27,13 +27,8 @@ pub struct RawSendArgs {
     #[arg(long, short = 'p', value_name = "N", default_value_t = DEFAULT_SPA_PORT.to_string())]
     pub port: String,
 
-    /// Use IPv4 only.
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    pub ipv4: bool,
-
-    /// Use IPv6 only.
-    #[arg(short = '6')]
-    pub ipv6: bool,
+    #[command(flatten)]
+    pub family: FamilyArgs,
 
     /// Send from this local address.
     #[arg(long, value_name = "IP")]
@@ -71,11 +66,7 @@ pub fn run_raw_send(args: &RawSendArgs, out: &mut dyn Write) -> Result<(), Clien
             len: bytes.len() as u64,
         });
     }
-    let family = match (args.ipv4, args.ipv6) {
-        (true, _) => Family::V4,
-        (_, true) => Family::V6,
-        _ => Family::Any,
-    };
+    let family = args.family.family();
     let dest = resolve(&host, port, family, args.source)?;
     send_datagram(&bytes, dest, args.source)?;
     if !args.quiet {

@@ -3,7 +3,7 @@
 use crate::error::ClientError;
 use crate::grants::{parse_grants, parse_port};
 use crate::key::load_key;
-use crate::target::{parse_server, resolve, send_datagram, Family, DEFAULT_SPA_PORT};
+use crate::target::{parse_server, resolve, send_datagram, FamilyArgs, DEFAULT_SPA_PORT};
 use spa_proto::{Action, AllowAddr, Grant, Grants, KeySet, Request, ServerId, DATAGRAM_LEN};
 use std::io::Write;
 use std::net::IpAddr;
@@ -44,13 +44,8 @@ pub struct SendArgs {
     #[arg(long, short = 'p', value_name = "N", default_value_t = DEFAULT_SPA_PORT.to_string())]
     pub port: String,
 
-    /// Use IPv4 only (when SERVER's name has both kinds of address).
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    pub ipv4: bool,
-
-    /// Use IPv6 only.
-    #[arg(short = '6')]
-    pub ipv6: bool,
+    #[command(flatten)]
+    pub family: FamilyArgs,
 
     /// The server's `server_id` setting (by default its host name): the
     /// request is only valid for that server. [default: server_id from the
@@ -148,11 +143,7 @@ pub fn run_send(args: &SendArgs, out: &mut dyn Write) -> Result<(), ClientError>
         .as_deref()
         .map(|s| parse_server(s, default_port))
         .transpose()?;
-    let family = match (args.ipv4, args.ipv6) {
-        (true, _) => Family::V4,
-        (_, true) => Family::V6,
-        _ => Family::Any,
-    };
+    let family = args.family.family();
 
     let (kf, key_path) = load_key(args.key.as_deref())?;
     let server_id = match (&args.server_id, &kf.server_id) {

@@ -17,6 +17,28 @@ pub enum Family {
     V6,
 }
 
+/// `-4` / `-6`, shared by every command that reaches a server.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct FamilyArgs {
+    /// Use IPv4 only (when SERVER's name has both kinds of address).
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+}
+
+impl FamilyArgs {
+    pub fn family(self) -> Family {
+        match (self.ipv4, self.ipv6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        }
+    }
+}
+
 impl Family {
     fn admits(self, ip: &IpAddr) -> bool {
         match self {
