@@ -7,8 +7,8 @@
 //! (Debian's, from the `systemd` package CI installs) as PID 1 of its own
 //! pid, mount, UTS, IPC and cgroup namespaces, inside the test's server
 //! network namespace, in a cgroup of its own. What it could write outside
-//! is fenced off: `/etc` and `/usr` are overlays whose upper layers live in
-//! the scratch directory, `/run` and `/var` are fresh tmpfs, `/proc/sys`
+//! is fenced off: `/etc` and `/usr` are overlays whose upper layers live on
+//! a tmpfs of the namespace, `/run` and `/var` are fresh tmpfs, `/proc/sys`
 //! and `/sys` are read-only; it starts one empty target, nothing from the
 //! host's boot. The unit is the repository's file, installed by
 //! `scripts/install.sh` as users install it. One drop-in changes what only
@@ -193,9 +193,13 @@ mount -t proc proc /proc
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
 mount -o remount,ro /sys
+# The overlays' upper layers on a tmpfs of their own: any /tmp will do
+# (an overlayfs /tmp could not hold an upper layer).
+mkdir -p "$1/ovl"
+mount -t tmpfs -o mode=0700 tmpfs "$1/ovl"
 for d in etc usr; do
-    mkdir -p "$1/$d.upper" "$1/$d.work"
-    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$1/$d.upper,workdir=$1/$d.work" "/$d"
+    mkdir -p "$1/ovl/$d.upper" "$1/ovl/$d.work"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$1/ovl/$d.upper,workdir=$1/ovl/$d.work" "/$d"
 done
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=0755 tmpfs /var
