@@ -475,16 +475,9 @@ pub fn batch(opts: &FirewallOptions, add: &[Access], remove: &[Access]) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::access;
     use proptest::prelude::*;
-    use spa_proto::{Grant, Proto};
-
-    fn acc(addr: &str, proto: Proto, port: u16, exp: u64) -> Access {
-        Access {
-            addr: addr.parse().unwrap(),
-            grant: Grant::new(proto, port).unwrap(),
-            expires_at: exp,
-        }
-    }
+    use spa_proto::Proto;
 
     #[test]
     fn datestop_is_utc_and_one_second_early() {
@@ -500,7 +493,7 @@ mod tests {
     #[test]
     fn rule_text_v4() {
         let o = FirewallOptions::default();
-        let a = acc("198.18.10.2", Proto::Tcp, 22, 1_893_456_001);
+        let a = access("198.18.10.2", Proto::Tcp, 22, 1_893_456_001);
         assert_eq!(
             restore_args(&rule_spec(&o, &a)),
             "-s 198.18.10.2/32 -p tcp -m tcp --dport 22 -m time --datestop 2030-01-01T00:00:00 \
@@ -511,21 +504,21 @@ mod tests {
     #[test]
     fn rule_text_v6_udp_and_mapped() {
         let o = FirewallOptions::default();
-        let a = acc("2001:2:0:10::2", Proto::Udp, 53, 1_893_456_001);
+        let a = access("2001:2:0:10::2", Proto::Udp, 53, 1_893_456_001);
         assert_eq!(
             restore_args(&rule_spec(&o, &a)),
             "-s 2001:2:0:10::2/128 -p udp -m udp --dport 53 -m time --datestop 2030-01-01T00:00:00 \
              -m comment --comment \"spa-server exp=1893456001\" -j ACCEPT"
         );
-        let m = acc("::ffff:198.18.10.2", Proto::Tcp, 22, 10);
+        let m = access("::ffff:198.18.10.2", Proto::Tcp, 22, 10);
         assert!(restore_args(&rule_spec(&o, &m)).starts_with("-s 198.18.10.2/32 "));
     }
 
     #[test]
     fn batch_text_removes_before_adds() {
         let o = FirewallOptions::default();
-        let old = acc("198.18.10.2", Proto::Tcp, 22, 1_893_456_001);
-        let new = acc("198.18.10.2", Proto::Tcp, 22, 1_893_456_031);
+        let old = access("198.18.10.2", Proto::Tcp, 22, 1_893_456_001);
+        let new = access("198.18.10.2", Proto::Tcp, 22, 1_893_456_031);
         assert_eq!(
             batch(&o, &[new], &[old]),
             "*filter\n\

@@ -45,6 +45,16 @@ impl Access {
     }
 }
 
+/// Test shorthand for the backends' unit tests: `access("198.18.0.2", Tcp, 22, exp)`.
+#[cfg(test)]
+pub(crate) fn access(addr: &str, proto: spa_proto::Proto, port: u16, exp: u64) -> Access {
+    Access {
+        addr: addr.parse().expect("test address"),
+        grant: Grant::new(proto, port).expect("test port"),
+        expires_at: exp,
+    }
+}
+
 impl fmt::Display for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -492,15 +492,8 @@ pub fn parse_listing(text: &str, comment: &str) -> Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spa_proto::{Grant, Proto};
-
-    fn acc(addr: &str, proto: Proto, port: u16, exp: u64) -> Access {
-        Access {
-            addr: addr.parse().unwrap(),
-            grant: Grant::new(proto, port).unwrap(),
-            expires_at: exp,
-        }
-    }
+    use crate::firewall::access;
+    use spa_proto::Proto;
 
     #[test]
     fn setup_text() {
@@ -522,9 +515,9 @@ mod tests {
     #[test]
     fn apply_text() {
         let o = FirewallOptions::default();
-        let old = acc("198.18.11.2", Proto::Tcp, 22, 1000);
-        let new = acc("198.18.11.2", Proto::Tcp, 22, 1030);
-        let v6 = acc("2001:2:0:11::2", Proto::Udp, 53, 1010);
+        let old = access("198.18.11.2", Proto::Tcp, 22, 1000);
+        let new = access("198.18.11.2", Proto::Tcp, 22, 1030);
+        let v6 = access("2001:2:0:11::2", Proto::Udp, 53, 1010);
         assert_eq!(
             apply_script(&o, &[new, v6], &[old], 999_500),
             "delete element inet filter spa4 { 198.18.11.2 . tcp . 22 }\n\
@@ -543,10 +536,10 @@ mod tests {
 
     #[test]
     fn plan_skips_expired_and_in_place_refreshes() {
-        let old = acc("198.18.11.2", Proto::Tcp, 22, 1000);
-        let new = acc("198.18.11.2", Proto::Tcp, 22, 1030);
-        let other = acc("198.18.11.3", Proto::Tcp, 22, 1000);
-        let gone = acc("198.18.11.4", Proto::Tcp, 22, 990);
+        let old = access("198.18.11.2", Proto::Tcp, 22, 1000);
+        let new = access("198.18.11.2", Proto::Tcp, 22, 1030);
+        let other = access("198.18.11.3", Proto::Tcp, 22, 1000);
+        let gone = access("198.18.11.4", Proto::Tcp, 22, 990);
         let now = 995_000;
         assert_eq!(
             plan(&[new], &[old, other, gone], now, false),
@@ -557,10 +550,10 @@ mod tests {
             (vec![new], vec![other])
         );
         // Same key through an IPv4-mapped address is still the same element.
-        let mapped = acc("::ffff:198.18.11.2", Proto::Tcp, 22, 1000);
+        let mapped = access("::ffff:198.18.11.2", Proto::Tcp, 22, 1000);
         assert_eq!(plan(&[new], &[mapped], now, true), (vec![new], vec![]));
         // Another port is another element.
-        let udp = acc("198.18.11.2", Proto::Udp, 22, 1000);
+        let udp = access("198.18.11.2", Proto::Udp, 22, 1000);
         assert_eq!(plan(&[new], &[udp], now, true), (vec![new], vec![udp]));
     }
 
