@@ -5,7 +5,7 @@
 //! Order of one datagram: capture → verdict::judge (pure) → replay entry
 //! appended and fsync'd → one firewall batch → one log line.
 
-use crate::capture::local::{read_local_addrs, LocalAddrs};
+use crate::capture::local::LocalAddrs;
 use crate::capture::{Capture, FilterSpec, Packet};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::firewall::{self, FwError};
@@ -209,7 +209,9 @@ pub struct Daemon {
     sigfd: OwnedFd,
     limiter: LogLimiter,
     legacy: crate::knocks::Runtime,
-    /// Knocks count only when addressed to this host (not forwarded).
+    /// Knocks count only when addressed to this host (not forwarded); the
+    /// list is read at the first knock, so a server without knocks never
+    /// reads it.
     local: LocalAddrs,
     /// Datagrams that reached a verdict, for the totals logged at stop.
     judged: Judged,
@@ -286,7 +288,7 @@ impl Daemon {
             sigfd,
             limiter: LogLimiter::new(20),
             legacy,
-            local: LocalAddrs::from_addrs(read_local_addrs().unwrap_or_default(), Instant::now()),
+            local: LocalAddrs::default(),
             judged: Judged::default(),
             last_watchdog: Instant::now(),
         };
@@ -423,20 +425,19 @@ impl Daemon {
     }
 
     fn act_spa(&mut self, src: IpAddr, v: Verdict) {
-        match &v {
-            Verdict::Accept(_) => self.judged.accepted += 1,
-            Verdict::Reject(_) | Verdict::Deny(_) => self.judged.rejected += 1,
-        }
         match v {
             Verdict::Reject(r) => {
+                self.judged.rejected += 1;
                 if self.limiter.allow() {
                     info!(%src, reason = r.code(), "rejected: {r}");
                 }
             }
             Verdict::Deny(p) => {
+                self.judged.rejected += 1;
                 info!(%src, reason = "policy", "rejected: {p}");
             }
             Verdict::Accept(d) => {
+                self.judged.accepted += 1;
                 // Durable before effective: a crash after this line cannot
                 // let the same datagram in again.
                 if let Err(e) = self.log.append(&d.seen) {

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 /// Shortest time between two reads of the address list.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-/// The set, and when it was last read.
+/// The set, and when it was last read (`None`: never, so the first
+/// lookup reads it).
 #[derive(Debug, Default)]
 pub struct LocalAddrs {
     set: HashSet<IpAddr>,
@@ -28,8 +29,8 @@ pub struct LocalAddrs {
 }
 
 impl LocalAddrs {
-    /// A set filled from `addrs`, as if read at `now` (tests, and the first
-    /// read).
+    /// A set filled from `addrs`, as if read at `now`.
+    #[cfg(test)]
     pub fn from_addrs(addrs: impl IntoIterator<Item = IpAddr>, now: Instant) -> LocalAddrs {
         LocalAddrs {
             set: addrs.into_iter().collect(),
