@@ -117,24 +117,20 @@ impl Systemd {
 
     /// `sh -c script` inside systemd's namespaces (its mounts, its pid
     /// namespace, the server network namespace).
+    fn nsenter(&self, script: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid.to_string(), "-a", "sh", "-c", script])
+            .stdin(Stdio::null());
+        c
+    }
+
     fn sh(&self, script: &str) -> Output {
-        Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-a", "sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn nsenter")
+        self.nsenter(script).output().expect("spawn nsenter")
     }
 
     /// `sh`, which must exit 0; its stdout.
     fn sh_ok(&self, script: &str) -> String {
-        let out = run_ok(Command::new("nsenter").args([
-            "-t",
-            &self.pid.to_string(),
-            "-a",
-            "sh",
-            "-c",
-            script,
-        ]));
+        let out = run_ok(&mut self.nsenter(script));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
