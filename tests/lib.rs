@@ -116,10 +116,13 @@ impl NetPair {
     pub fn new(id: u8) -> NetPair {
         require_root();
         assert!((1..=250).contains(&id), "namespace id {id} out of range");
+        // Namespace names are global to the host; the prefix lets two
+        // checkouts run the same tests side by side without sharing names.
+        let prefix = std::env::var("SPA_E2E_NS_PREFIX").unwrap_or_default();
         let p = NetPair {
             id,
-            srv_ns: format!("spa{id}s"),
-            cli_ns: format!("spa{id}c"),
+            srv_ns: format!("{prefix}spa{id}s"),
+            cli_ns: format!("{prefix}spa{id}c"),
             srv_if: format!("spa{id}s0"),
             cli_if: format!("spa{id}c0"),
             srv_ip4: Ipv4Addr::new(198, 18, id, 1),
