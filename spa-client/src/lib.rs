@@ -6,8 +6,10 @@
 //! before anything is sent, and to send exactly one datagram otherwise.
 //!
 //! The pieces other subcommands reuse (key lookup, server address parsing,
-//! one-datagram send) are public here; `main.rs` only dispatches.
+//! one-datagram send) are public here, and so is the command line
+//! ([`cli`]); `main.rs` only dispatches.
 
+pub mod cli;
 mod error;
 pub mod grants;
 pub mod key;
