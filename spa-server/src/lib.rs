@@ -1,10 +1,12 @@
 //! spa-server as a library: the binary in `main.rs` is a thin shell over
 //! these modules, so each part can be tested on its own.
 //!
-//! Pure parts: `verdict`, `legacy`, `config`. I/O parts: `capture`,
+//! Pure parts: `verdict`, `legacy`, `config`, `cli` (the clap definitions,
+//! shared with the man page and completion generator). I/O parts: `capture`,
 //! `firewall`, `state`, `notify`, `daemon`.
 
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod firewall;
