@@ -202,7 +202,7 @@ mod tests {
         let p = KnockParams::default();
         let t = 1_700_000_000;
         let s = knock_seq(&k, "gw1", &p, t);
-        assert_eq!(s.len(), 4);
+        assert_eq!(s.len(), p.ports);
         assert_eq!(
             s,
             spa_proto::knock::sequence(&k, &ServerId::from_name("gw1"), t / 30, &p)

@@ -25,7 +25,7 @@ pub struct KnockArgs {
     #[arg(long, value_name = "NAME")]
     pub server_id: Option<String>,
     /// Knocks per sequence (server's legacy.hmac.ports).
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = KnockParams::default().ports, value_name = "N")]
     pub ports: usize,
     /// Length of one time step in seconds (server's legacy.hmac.step_secs).
     #[arg(long, default_value_t = 30, value_name = "SECS")]

@@ -30,7 +30,7 @@ const VECTOR_3: &str = "8a535041014e7703448739b981404142434445464748494a4b4c4d4e
                         d0208b9f4d88c848083ea20357f0f721428fe4b6cc0d32ab2a7569fc1c8f96b863fdf6bc\
                         4553076f968da9bd509d1866af0ee23485adb1d2fb69e7bc332c13f5fb0db14f";
 const KNOCK_STEP: u64 = 56_666_666;
-const KNOCK_PORTS: [u16; 4] = [44303, 50368, 10753, 39692];
+const KNOCK_PORTS: [u16; 5] = [44303, 50368, 10753, 39692, 26693];
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -146,7 +146,7 @@ fn knock_vector_matches_code_and_document() {
     let p = KnockParams::default();
     assert_eq!(
         (p.ports, p.step_secs, p.range),
-        (4, 30, (10_000, 60_000)),
+        (5, 30, (10_000, 60_000)),
         "protocol.md states these defaults"
     );
     let step = p.step_at(TIMESTAMP);

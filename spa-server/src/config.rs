@@ -440,6 +440,7 @@ impl Config {
             other => err(legacy_span.clone(), "legacy", other.to_string()),
         };
         legacy.validate().map_err(legacy_err)?;
+        legacy.check_hmac_strength(keys.len()).map_err(legacy_err)?;
         let doors = if legacy.enabled {
             legacy.doors().map_err(legacy_err)?
         } else {

@@ -271,10 +271,11 @@ impl Daemon {
         };
         let mut legacy = crate::knocks::Runtime::new(&cfg);
         legacy.restore_hmac_used(&crate::state::load_hmac_used(&cfg.state_dir));
-        if legacy.enabled() {
-            warn!(
-                "legacy knocks enabled: INSECURE, anyone who sees a knock sequence can replay it"
-            );
+        for (level, note) in crate::knocks::start_notes(&cfg) {
+            match level {
+                crate::knocks::NoteLevel::Warn => warn!("{note}"),
+                crate::knocks::NoteLevel::Info => info!("{note}"),
+            }
         }
         let notifier = Notifier::from_env();
         let d = Daemon {

@@ -29,6 +29,43 @@ pub fn door_cap_exceeded(
     (new > 0 && live.saturating_add(new) > MAX_LIVE_GRANTS_FOR_DOORS).then_some(live)
 }
 
+/// Whether a start note is a warning (an insecure mode is on) or news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteLevel {
+    Warn,
+    Info,
+}
+
+/// What the daemon says at start about the knock modes in force, one line
+/// each. Why separate lines: fixed-sequence doors are replayable by anyone
+/// who sees them (INSECURE), HMAC knocks are not; an admin who turned on
+/// only HMAC knocks must not be told otherwise, nor the reverse.
+pub fn start_notes(cfg: &Config) -> Vec<(NoteLevel, String)> {
+    let mut notes = Vec::new();
+    if !cfg.doors.is_empty() {
+        notes.push((
+            NoteLevel::Warn,
+            format!(
+                "legacy knockd doors enabled ({}): INSECURE, anyone who sees a door's knock sequence can replay it, \
+                 and a spoofed sequence opens for the spoofed address",
+                cfg.doors.len()
+            ),
+        ));
+    }
+    if cfg.legacy.hmac.enabled {
+        notes.push((
+            NoteLevel::Info,
+            format!(
+                "HMAC knocks enabled: a key's sequence changes every {} s and opens once (not replayable); \
+                 knocks are not encrypted: an on-path attacker who races the last knock can take the grant \
+                 within the step, and knocks show that a key holder knocked (SPA datagrams have neither weakness)",
+                cfg.legacy.hmac.step_secs
+            ),
+        ));
+    }
+    notes
+}
+
 /// What a knock did, for the daemon to apply and log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -310,6 +347,34 @@ mod tests {
             [Outcome::Open { duration_secs, .. }] => *duration_secs,
             other => panic!("expected one open, got {other:?}"),
         }
+    }
+
+    /// Also (b): HMAC knocks alone are not called INSECURE; doors are.
+    #[test]
+    fn start_notes_call_doors_insecure_and_hmac_knocks_not() {
+        let hmac_only = config(30, 300);
+        let notes = start_notes(&hmac_only);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].0, NoteLevel::Info);
+        assert!(notes[0].1.starts_with("HMAC knocks enabled"), "{notes:?}");
+        assert!(!notes[0].1.contains("INSECURE"), "{notes:?}");
+
+        let mut both = config(30, 300);
+        both.doors = crate::legacy::default_doors(5);
+        let notes = start_notes(&both);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes[0].0, NoteLevel::Warn);
+        assert!(notes[0].1.contains("INSECURE") && notes[0].1.contains("replay"));
+
+        let mut doors_only = both;
+        doors_only.legacy.hmac.enabled = false;
+        let notes = start_notes(&doors_only);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].1.contains("INSECURE"));
+
+        let mut neither = doors_only;
+        neither.doors.clear();
+        assert!(start_notes(&neither).is_empty());
     }
 
     #[test]

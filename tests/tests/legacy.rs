@@ -335,11 +335,17 @@ fn hmac_sequence_opens_once_not_twice() {
         false,
         &["--config", &conf, "--default-duration", "2"],
     );
+    // HMAC knocks alone are not the replayable legacy doors: no INSECURE.
+    assert!(
+        !s.log_text().contains("INSECURE") && s.log_text().contains("HMAC knocks enabled"),
+        "{}",
+        s.log_text()
+    );
     assert!(!r.connects(a, r.srv()));
 
     let seq = r.client_stdout(&["knock-seq", "--key", &r.key]);
     let ports: Vec<&str> = seq.split_whitespace().collect();
-    assert_eq!(ports.len(), 4, "knock-seq printed {seq:?}");
+    assert_eq!(ports.len(), 5, "knock-seq printed {seq:?}");
     // As documented: knock SERVER $(spa-client knock-seq).
     let client = bin("spa-client").display().to_string();
     r.pair.cli_sh(&format!(
@@ -393,7 +399,7 @@ fn hmac_sequence_from_an_expired_step_rejected() {
 
     let old = r.client_stdout(&["knock-seq", "--key", &r.key, "--step-secs", "2"]);
     let old_ports: Vec<String> = old.split_whitespace().map(str::to_owned).collect();
-    assert_eq!(old_ports.len(), 4, "knock-seq printed {old:?}");
+    assert_eq!(old_ports.len(), 5, "knock-seq printed {old:?}");
     // Computed in step s at time t >= 2s; at t + 7 the server is in step
     // s + 3 at least, and accepts only s + 2 ..= s + 4.
     std::thread::sleep(Duration::from_secs(7));

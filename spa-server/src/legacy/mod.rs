@@ -42,6 +42,21 @@ pub const DEFAULT_SEQ_TIMEOUT_SECS: u32 = 5;
 pub const MAX_MAX_SOURCES: usize = 4_000_000;
 /// Longest `seq_timeout`/`duration` we accept, one day.
 const MAX_SECS: u32 = 86_400;
+/// The least guessing work HMAC knock settings may leave an attacker, in
+/// bits (see [`hmac_knock_bits`]): 2^64 knocks is out of reach at any
+/// packet rate, where the old floor (3 ports over 1001) fell in seconds.
+pub const MIN_HMAC_KNOCK_BITS: f64 = 64.0;
+
+/// Bits of work a blind guesser faces against HMAC knocks:
+/// `n·log2(range) − log2(3 × keys)`. Why per knock, not per sequence: a
+/// wrong knock restarts as a first knock, so every knock sent may be the
+/// last of a completing guess, and any of the 3 × keys sequences in the
+/// window (steps s−1, s, s+1 of every key) counts. One knock thus succeeds
+/// with probability `3 × keys / range^n`.
+pub fn hmac_knock_bits(ports: usize, range: [u16; 2], keys: usize) -> f64 {
+    let span = f64::from(range[1].saturating_sub(range[0])) + 1.0;
+    ports as f64 * span.log2() - (3.0 * keys.max(1) as f64).log2()
+}
 
 fn default_seq_timeout() -> u32 {
     DEFAULT_SEQ_TIMEOUT_SECS
@@ -67,7 +82,7 @@ fn default_max_sources() -> usize {
 ///
 /// [legacy.hmac]
 /// enabled = true
-/// ports = 4
+/// ports = 5
 /// step_secs = 30
 /// range = [10000, 60000]
 /// protocol = "tcp"
@@ -394,6 +409,43 @@ impl LegacyConfig {
         check_secs("legacy.hmac.seq_timeout", h.seq_timeout)?;
         check_max_sources("legacy.hmac.max_sources", h.max_sources)?;
         Ok(Some((params, proto)))
+    }
+
+    /// Refuses HMAC knock settings that leave a guesser fewer than
+    /// [`MIN_HMAC_KNOCK_BITS`] with `keys` keys configured (every key may
+    /// knock). Separate from [`Self::hmac_params`] because the key count
+    /// lives outside `[legacy]`.
+    pub fn check_hmac_strength(&self, keys: usize) -> Result<(), LegacyConfigError> {
+        let h = &self.hmac;
+        if !h.enabled {
+            return Ok(());
+        }
+        let bits = hmac_knock_bits(h.ports, h.range, keys);
+        if bits >= MIN_HMAC_KNOCK_BITS {
+            return Ok(());
+        }
+        let span = u32::from(h.range[1].saturating_sub(h.range[0])) + 1;
+        let need = (spa_proto::knock::MAX_KNOCK_PORTS.min(h.ports)
+            ..=spa_proto::knock::MAX_KNOCK_PORTS)
+            .find(|&n| hmac_knock_bits(n, h.range, keys) >= MIN_HMAC_KNOCK_BITS);
+        let fix = match need {
+            Some(n) => format!(
+                "set legacy.hmac.ports = {n} ({:.1} bits) or widen legacy.hmac.range",
+                hmac_knock_bits(n, h.range, keys)
+            ),
+            None => {
+                "widen legacy.hmac.range (e.g. [10000, 60000] with ports = 5) or use fewer keys"
+                    .to_string()
+            }
+        };
+        Err(field_err(
+            "legacy.hmac.ports",
+            format!(
+                "{} knocks over {span} ports with {keys} key(s) give {bits:.1} bits against a guesser, \
+                 fewer than {MIN_HMAC_KNOCK_BITS}: {fix} (clients need the same --ports/--range)",
+                h.ports
+            ),
+        ))
     }
 
     /// Every check, reading the knockd.conf if one is configured. Silent:
@@ -822,6 +874,41 @@ protocol = "udp"
                 Err(e) => proptest::prop_assert!(false, "unexpected {e}"),
             }
         }
+    }
+
+    /// Finding 15: settings a blind guesser can beat are refused, with the
+    /// bits computed and how to reach 64; the defaults pass.
+    #[test]
+    fn hmac_settings_under_64_bits_are_refused_with_the_bits_and_the_fix() {
+        // The issue's example: 3 ports over 1001 with 10 keys, ~25 bits.
+        let weak = cfg("[legacy.hmac]\nenabled = true\nports = 3\nrange = [10000, 11000]\n");
+        assert!(weak.hmac_params().is_ok(), "the structural checks pass");
+        let e = weak.check_hmac_strength(10).unwrap_err();
+        assert_eq!(field_of(Err::<(), _>(e.clone())), "legacy.hmac.ports");
+        let msg = e.to_string();
+        assert!(msg.contains("25.0 bits"), "{msg}");
+        assert!(msg.contains("fewer than 64"), "{msg}");
+        assert!(msg.contains("ports = 7"), "how to reach 64: {msg}");
+        // The old default, 4 over 50001, is 60.9 bits with one key.
+        let four = cfg("[legacy.hmac]\nenabled = true\nports = 4\n");
+        let msg = four.check_hmac_strength(1).unwrap_err().to_string();
+        assert!(
+            msg.contains("60.9 bits") && msg.contains("ports = 5"),
+            "{msg}"
+        );
+        // The new default passes, up to thousands of keys.
+        let default = cfg("[legacy.hmac]\nenabled = true\n");
+        assert_eq!(default.hmac.ports, 5);
+        assert!(default.check_hmac_strength(1).is_ok());
+        assert!(default.check_hmac_strength(5000).is_ok());
+        assert!(default.check_hmac_strength(10_000).is_err());
+        // Disabled: nothing to guess.
+        assert!(cfg("").check_hmac_strength(1_000_000).is_ok());
+        // 8 ports cannot save a range too narrow: widen it.
+        let narrow = cfg("[legacy.hmac]\nenabled = true\nports = 8\nrange = [10000, 10100]\n");
+        let msg = narrow.check_hmac_strength(1).unwrap_err().to_string();
+        assert!(msg.contains("widen legacy.hmac.range"), "{msg}");
+        assert!((hmac_knock_bits(5, [10_000, 60_000], 1) - 76.46).abs() < 0.01);
     }
 
     #[test]
