@@ -53,6 +53,10 @@ pub struct Cli {
     /// Longest grant --key keys may ask for, in seconds. Default 300.
     #[arg(long, value_name = "SECS")]
     pub max_duration: Option<u32>,
+    /// --key keys may name an address other than the datagram's source
+    /// (`spa-client send --allow-ip`). Default: they may not.
+    #[arg(long)]
+    pub allow_other_address: bool,
     /// Grant duration when a request does not name one. Default 30.
     #[arg(long, value_name = "SECS")]
     pub default_duration: Option<u32>,

@@ -7,6 +7,7 @@
 //! line and the field.
 
 use crate::firewall::BackendKind;
+use crate::limits;
 use serde::Deserialize;
 use spa_keys::KeyFile;
 use spa_proto::{Grant, KeyId, KeySet, Proto, ServerId, TimeWindow};
@@ -59,8 +60,15 @@ pub struct KeyPolicy {
     pub allow: Vec<Grant>,
     /// Longest duration this key may ask for; longer requests are capped.
     pub max_duration: u32,
-    /// Whether the request may name an address other than its source.
+    /// Whether the request may name an address other than its source
+    /// (default false: a key opens for the address it sends from).
     pub allow_other_address: bool,
+    /// Whether the request must name the address to open: then a datagram
+    /// taken off the wire and resent from another address opens nothing
+    /// for the sender (see docs/operations.md for the NAT trade-off).
+    pub require_explicit_address: bool,
+    /// Live grants this key may hold at once (`limits::DEFAULT_KEY_MAX_GRANTS`).
+    pub max_grants: usize,
     pub file: PathBuf,
 }
 
@@ -71,6 +79,9 @@ impl fmt::Debug for KeyPolicy {
             .field("key_id", &self.key_id)
             .field("allow", &self.allow)
             .field("max_duration", &self.max_duration)
+            .field("allow_other_address", &self.allow_other_address)
+            .field("require_explicit_address", &self.require_explicit_address)
+            .field("max_grants", &self.max_grants)
             .finish()
     }
 }
@@ -91,6 +102,10 @@ pub struct Config {
     pub firewall: BackendKind,
     pub firewall_options: crate::firewall::FirewallOptions,
     pub default_duration: u32,
+    /// No duration setting may exceed this (`limits`).
+    pub duration_limit: u32,
+    /// Live grants (firewall rules) in all; doors share half of it.
+    pub max_grants_total: usize,
     pub window: TimeWindow,
     pub replay_capacity: usize,
     pub keys: Vec<KeyPolicy>,
@@ -118,6 +133,8 @@ struct RawConfig {
     runtime_dir: Option<Spanned<PathBuf>>,
     firewall: Option<Spanned<String>>,
     default_duration: Option<Spanned<u32>>,
+    duration_limit: Option<Spanned<u32>>,
+    max_grants_total: Option<Spanned<usize>>,
     window_secs: Option<Spanned<u64>>,
     replay_capacity: Option<Spanned<usize>>,
     #[serde(default)]
@@ -136,6 +153,8 @@ struct RawKey {
     allow: Spanned<Vec<String>>,
     max_duration: Option<Spanned<u32>>,
     allow_other_address: Option<bool>,
+    require_explicit_address: Option<bool>,
+    max_grants: Option<Spanned<usize>>,
     /// Informational copy of the key-id (spa-keygen prints it); checked
     /// against the key file when present.
     key_id: Option<Spanned<String>>,
@@ -158,6 +177,8 @@ pub struct Overrides {
     pub keys: Vec<PathBuf>,
     pub key_allow: Vec<Grant>,
     pub key_max_duration: Option<u32>,
+    /// `--allow-other-address`: the `--key` keys may name other addresses.
+    pub key_allow_other_address: bool,
     /// `--legacy-knock`: enable knockd's default doors even without a
     /// `[legacy]` section.
     pub legacy_knock: bool,
@@ -289,17 +310,38 @@ impl Config {
             }
             None => crate::firewall::FirewallOptions::default(),
         };
-        let default_duration = match (ov.default_duration, &raw.default_duration) {
-            (Some(d), _) => d,
-            (None, Some(d)) => *d.get_ref(),
-            (None, None) => DEFAULT_DURATION,
+        let duration_limit = match &raw.duration_limit {
+            Some(l) => {
+                limits::check_duration_limit(*l.get_ref())
+                    .map_err(|m| err(Some(l.span()), "duration_limit", m))?;
+                *l.get_ref()
+            }
+            None => limits::DEFAULT_DURATION_LIMIT,
         };
-        if default_duration == 0 {
-            return Err(err(
-                raw.default_duration.as_ref().map(|d| d.span()),
-                "default_duration",
-                "must be at least 1 second".into(),
-            ));
+        let max_grants_total = match &raw.max_grants_total {
+            Some(t) => {
+                limits::check_total(*t.get_ref())
+                    .map_err(|m| err(Some(t.span()), "max_grants_total", m))?;
+                *t.get_ref()
+            }
+            None => limits::DEFAULT_MAX_GRANTS_TOTAL,
+        };
+        let default_duration = match (ov.default_duration, &raw.default_duration) {
+            (Some(d), _) => {
+                limits::check_duration(d, duration_limit)
+                    .map_err(|m| err(None, "--default-duration", m))?;
+                d
+            }
+            (None, Some(d)) => {
+                limits::check_duration(*d.get_ref(), duration_limit)
+                    .map_err(|m| err(Some(d.span()), "default_duration", m))?;
+                *d.get_ref()
+            }
+            (None, None) => DEFAULT_DURATION.min(duration_limit),
+        };
+        if let Some(d) = ov.key_max_duration {
+            limits::check_duration(d, duration_limit)
+                .map_err(|m| err(None, "--max-duration", m))?;
         }
         let window_secs = match (ov.window_secs, &raw.window_secs) {
             (Some(w), _) => w,
@@ -348,14 +390,22 @@ impl Config {
                 .max_duration
                 .as_ref()
                 .map(|d| *d.get_ref())
-                .unwrap_or(DEFAULT_MAX_DURATION);
-            if max_duration == 0 {
-                return Err(err(
+                .unwrap_or(DEFAULT_MAX_DURATION.min(duration_limit));
+            limits::check_duration(max_duration, duration_limit).map_err(|m| {
+                err(
                     k.max_duration.as_ref().map(|d| d.span()),
                     "key.max_duration",
-                    "must be at least 1 second".into(),
-                ));
-            }
+                    m,
+                )
+            })?;
+            let max_grants = match &k.max_grants {
+                Some(n) => {
+                    limits::check_key_grants(*n.get_ref(), max_grants_total)
+                        .map_err(|m| err(Some(n.span()), "key.max_grants", m))?;
+                    *n.get_ref()
+                }
+                None => limits::DEFAULT_KEY_MAX_GRANTS.min(max_grants_total),
+            };
             let path = resolve(file, k.file.get_ref());
             let kf = KeyFile::read(&path)
                 .map_err(|e| err(Some(k.file.span()), "key.file", e.to_string()))?;
@@ -383,7 +433,9 @@ impl Config {
                 keys: std::sync::Arc::new(kf.key.derive()),
                 allow,
                 max_duration,
-                allow_other_address: k.allow_other_address.unwrap_or(true),
+                allow_other_address: k.allow_other_address.unwrap_or(false),
+                require_explicit_address: k.require_explicit_address.unwrap_or(false),
+                max_grants,
                 file: path,
             });
         }
@@ -405,8 +457,12 @@ impl Config {
                 key_id: keys_derived.key_id(),
                 keys: std::sync::Arc::new(keys_derived),
                 allow,
-                max_duration: ov.key_max_duration.unwrap_or(DEFAULT_MAX_DURATION),
-                allow_other_address: true,
+                max_duration: ov
+                    .key_max_duration
+                    .unwrap_or(DEFAULT_MAX_DURATION.min(duration_limit)),
+                allow_other_address: ov.key_allow_other_address,
+                require_explicit_address: false,
+                max_grants: limits::DEFAULT_KEY_MAX_GRANTS.min(max_grants_total),
                 file: path.clone(),
             });
         }
@@ -484,6 +540,8 @@ impl Config {
             firewall,
             firewall_options,
             default_duration,
+            duration_limit,
+            max_grants_total,
             window: TimeWindow {
                 past_secs: window_secs,
                 future_secs: window_secs,
@@ -608,6 +666,8 @@ impl Config {
             firewall: BackendKind::Iptables,
             firewall_options: crate::firewall::FirewallOptions::default(),
             default_duration,
+            duration_limit: limits::DEFAULT_DURATION_LIMIT,
+            max_grants_total: limits::DEFAULT_MAX_GRANTS_TOTAL,
             window: TimeWindow::default(),
             replay_capacity: 64,
             keys,
@@ -745,6 +805,8 @@ mod tests {
              state_dir = \"/tmp/spa-state\"\n\
              firewall = \"nftables\"\n\
              default_duration = 45\n\
+             duration_limit = 7200\n\
+             max_grants_total = 100\n\
              window_secs = 10\n\
              replay_capacity = 1024\n\
              {ALICE}\
@@ -753,7 +815,9 @@ mod tests {
              file = \"{}\"\n\
              allow = [\"22\", \"udp/53\", \"TCP/443\"]\n\
              max_duration = 3600\n\
-             allow_other_address = false\n\
+             allow_other_address = true\n\
+             require_explicit_address = true\n\
+             max_grants = 3\n\
              key_id = \"{id}\"\n",
             bob.display()
         );
@@ -771,11 +835,16 @@ mod tests {
         assert_eq!(b.name, "bob");
         assert_eq!(b.file, bob);
         assert_eq!(b.max_duration, 3600);
-        assert!(!b.allow_other_address);
+        assert_eq!((cfg.duration_limit, cfg.max_grants_total), (7200, 100));
+        assert!(b.allow_other_address && b.require_explicit_address);
+        assert_eq!(b.max_grants, 3);
+        let a = &cfg.keys[0];
         assert!(
-            cfg.keys[0].allow_other_address,
-            "default: may name an address"
+            !a.allow_other_address,
+            "default: opens only for the sender's address"
         );
+        assert!(!a.require_explicit_address);
+        assert_eq!(a.max_grants, limits::DEFAULT_KEY_MAX_GRANTS);
         assert_eq!(
             b.allow,
             vec![tcp(22), Grant::new(Proto::Udp, 53).unwrap(), tcp(443)]
@@ -895,6 +964,72 @@ mod tests {
             "firewall_options",
             "chain",
         );
+    }
+
+    /// Also-item of issue 16: durations are bounded (default one day,
+    /// configurable up to 30 days) and grant caps are checked, each error
+    /// naming file, line, field and the limit.
+    #[test]
+    fn durations_and_grant_caps_are_bounded() {
+        let env = Env::new();
+        env.err(
+            &format!("{ALICE}max_duration = 4294967295\n"),
+            5,
+            "key.max_duration",
+            "above duration_limit (86400 s)",
+        );
+        env.err(
+            &format!("default_duration = 86401\n{ALICE}"),
+            1,
+            "default_duration",
+            "86400",
+        );
+        env.err(
+            &format!("duration_limit = 2592001\n{ALICE}"),
+            1,
+            "duration_limit",
+            "2592000",
+        );
+        env.err(
+            &format!("duration_limit = 60\n{ALICE}max_duration = 61\n"),
+            6,
+            "key.max_duration",
+            "above duration_limit (60 s)",
+        );
+        env.err(
+            &format!("max_grants_total = 0\n{ALICE}"),
+            1,
+            "max_grants_total",
+            "1-65536",
+        );
+        env.err(
+            &format!("max_grants_total = 8\n{ALICE}max_grants = 9\n"),
+            6,
+            "key.max_grants",
+            "above max_grants_total (8)",
+        );
+        // A raised limit admits what it says; defaults shrink to a lower one.
+        let cfg = env
+            .load(&format!(
+                "duration_limit = 2592000\n{ALICE}max_duration = 2592000\n"
+            ))
+            .unwrap();
+        assert_eq!(cfg.keys[0].max_duration, 2_592_000);
+        let cfg = env.load(&format!("duration_limit = 10\n{ALICE}")).unwrap();
+        assert_eq!((cfg.default_duration, cfg.keys[0].max_duration), (10, 10));
+        // The command line is held to the same bound.
+        let ov = Overrides {
+            key_max_duration: Some(100_000),
+            ..Overrides::default()
+        };
+        let e = env.load_ov(ALICE, &ov).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("--max-duration"), "{e}");
+        let ov = Overrides {
+            default_duration: Some(u32::MAX),
+            ..Overrides::default()
+        };
+        let e = env.load_ov(ALICE, &ov).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("--default-duration"), "{e}");
     }
 
     #[test]

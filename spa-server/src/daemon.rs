@@ -277,6 +277,7 @@ impl Daemon {
                 crate::knocks::NoteLevel::Info => info!("{note}"),
             }
         }
+        warn_source_address_keys(&cfg);
         let notifier = Notifier::from_env();
         let d = Daemon {
             source,
@@ -399,7 +400,10 @@ impl Daemon {
             match pkt {
                 Packet::Spa { src, payload, .. } => {
                     let now = unix_now();
-                    let v = verdict::judge(payload, src, now, &self.cfg, &mut self.replay);
+                    let local = &mut self.local;
+                    let v = verdict::judge(payload, src, now, &self.cfg, &mut self.replay, |a| {
+                        local.contains(a, Instant::now())
+                    });
                     self.act_spa(src, v);
                 }
                 Packet::Knock {
@@ -413,6 +417,21 @@ impl Daemon {
                         debug!(%src, %dst, dport, "knock ignored: not addressed to this host");
                         continue;
                     }
+                    // The same address check as for datagrams, before the
+                    // knock counts at all: a spoofed sequence from this
+                    // host's own (or a loopback, broadcast...) address
+                    // opens nothing.
+                    let src = match crate::address::usable(src, |a| {
+                        self.local.contains(a, Instant::now())
+                    }) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            if self.limiter.allow() {
+                                info!(%src, dport, reason = why.code(), "knock rejected: {src} is {why}");
+                            }
+                            continue;
+                        }
+                    };
                     let now = unix_now();
                     let events = self
                         .legacy
@@ -435,7 +454,7 @@ impl Daemon {
             }
             Verdict::Deny(p) => {
                 self.judged.rejected += 1;
-                info!(%src, reason = "policy", "rejected: {p}");
+                info!(%src, reason = p.code(), "rejected: {p}");
             }
             Verdict::Accept(d) => {
                 self.judged.accepted += 1;
@@ -602,6 +621,20 @@ impl Daemon {
         );
         self.cfg = new;
         self.notifier.status("listening");
+    }
+}
+
+/// One line per key that opens for the datagram's source address when the
+/// datagram does not name one: an on-path attacker who drops the datagram and
+/// resends it from its own address gets that grant (issue 16, finding 14;
+/// fwknopd warns the same way about REQUIRE_SOURCE_ADDRESS).
+fn warn_source_address_keys(cfg: &Config) {
+    for k in cfg.keys.iter().filter(|k| !k.require_explicit_address) {
+        warn!(
+            key = %k.name,
+            "key accepts datagrams without an address: whoever delivers one first gets its grant; \
+             set require_explicit_address = true (clients then send --allow-ip <public address>)"
+        );
     }
 }
 

@@ -317,6 +317,8 @@ mod tests {
                 allow: vec![Grant::tcp(22).unwrap()],
                 max_duration: max,
                 allow_other_address: false,
+                require_explicit_address: false,
+                max_grants: 16,
                 file: PathBuf::from("/etc/spa/alice.key"),
             }],
             default,

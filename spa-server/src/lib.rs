@@ -5,6 +5,7 @@
 //! shared with the man page and completion generator). I/O parts: `capture`,
 //! `firewall`, `state`, `notify`, `daemon`.
 
+pub mod address;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod firewall;
 pub mod grants;
 pub mod knocks;
 pub mod legacy;
+pub mod limits;
 pub mod notify;
 pub mod state;
 pub mod verdict;

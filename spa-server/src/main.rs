@@ -44,6 +44,7 @@ fn source(cli: &Cli) -> Result<ConfigSource, String> {
         keys: cli.keys.clone(),
         key_allow,
         key_max_duration: cli.max_duration,
+        key_allow_other_address: cli.allow_other_address,
         legacy_knock: cli.legacy_knock || cli.knockd_conf.is_some(),
         knockd_conf: cli.knockd_conf.clone(),
     };

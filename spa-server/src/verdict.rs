@@ -6,6 +6,7 @@
 //! I/O: the daemon persists the replay entry and applies the firewall change
 //! afterwards, and logs the verdict once.
 
+use crate::address::{self, Unusable};
 use crate::config::Config;
 use spa_proto::{Action, AllowAddr, Grant, KeyId, Reject, ReplayRecord, Seen};
 use std::fmt;
@@ -17,7 +18,8 @@ pub struct Decision {
     pub key_name: String,
     pub key_id: KeyId,
     pub action: Action,
-    /// The address the rule is scoped to.
+    /// The address the rule is scoped to, canonical (IPv4-mapped IPv6
+    /// becomes IPv4) and checked by `address::usable`.
     pub addr: IpAddr,
     pub grants: Vec<Grant>,
     /// Seconds, after the server default and the key's cap are applied.
@@ -35,8 +37,27 @@ pub enum PolicyReject {
     NotAllowed { key_name: String, grant: Grant },
     /// The request named an address other than its source and the key may not.
     OtherAddress { key_name: String, addr: IpAddr },
-    /// An IPv4 grant for an IPv6 source or the reverse cannot be scoped.
-    FamilyMismatch { key_name: String },
+    /// No grant may be scoped to this address (loopback, broadcast, ours...).
+    UnusableAddress {
+        key_name: String,
+        addr: IpAddr,
+        why: Unusable,
+    },
+    /// The key has `require_explicit_address` and the request said "my
+    /// source address".
+    ExplicitAddressRequired { key_name: String },
+}
+
+impl PolicyReject {
+    /// Stable name for the log's `reason=` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PolicyReject::NotAllowed { .. } => "not_allowed",
+            PolicyReject::OtherAddress { .. } => "other_address",
+            PolicyReject::UnusableAddress { .. } => "unusable_address",
+            PolicyReject::ExplicitAddressRequired { .. } => "explicit_address_required",
+        }
+    }
 }
 
 impl fmt::Display for PolicyReject {
@@ -48,9 +69,16 @@ impl fmt::Display for PolicyReject {
             PolicyReject::OtherAddress { key_name, addr } => {
                 write!(f, "key `{key_name}` may not name another address ({addr})")
             }
-            PolicyReject::FamilyMismatch { key_name } => {
-                write!(f, "key `{key_name}`: unusable allow address")
-            }
+            PolicyReject::UnusableAddress {
+                key_name,
+                addr,
+                why,
+            } => write!(f, "key `{key_name}`: {addr} is {why}, no grant for it"),
+            PolicyReject::ExplicitAddressRequired { key_name } => write!(
+                f,
+                "key `{key_name}` must name the address to open (require_explicit_address; \
+                 spa-client send --allow-ip)"
+            ),
         }
     }
 }
@@ -64,13 +92,15 @@ pub enum Verdict {
 
 /// Judges one datagram from `src`, at Unix time `now`. On success the replay
 /// record already holds the datagram (in memory); the caller persists
-/// `decision.seen` before touching the firewall.
+/// `decision.seen` before touching the firewall. `is_local` tells whether an
+/// address is this host's own (or a local broadcast); see `address::usable`.
 pub fn judge(
     payload: &[u8],
     src: IpAddr,
     now: u64,
     cfg: &Config,
     replay: &mut ReplayRecord,
+    is_local: impl FnOnce(IpAddr) -> bool,
 ) -> Verdict {
     let opened = match spa_proto::verify(
         payload,
@@ -93,22 +123,31 @@ pub fn judge(
     };
     let req = opened.request;
     let addr = match req.allow {
+        AllowAddr::Source if policy.require_explicit_address => {
+            return Verdict::Deny(PolicyReject::ExplicitAddressRequired {
+                key_name: policy.name.clone(),
+            })
+        }
         AllowAddr::Source => src,
         AllowAddr::V4(a) => IpAddr::V4(a),
         AllowAddr::V6(a) => IpAddr::V6(a),
     };
-    if addr != src && !policy.allow_other_address {
+    // The one place an address becomes canonical: `::ffff:A` and `A` are
+    // one client, one grant, one rule.
+    let addr = match address::usable(addr, is_local) {
+        Ok(a) => a,
+        Err(why) => {
+            return Verdict::Deny(PolicyReject::UnusableAddress {
+                key_name: policy.name.clone(),
+                addr: addr.to_canonical(),
+                why,
+            })
+        }
+    };
+    if addr != src.to_canonical() && !policy.allow_other_address {
         return Verdict::Deny(PolicyReject::OtherAddress {
             key_name: policy.name.clone(),
             addr,
-        });
-    }
-    // The firewall writes an IPv4-mapped address as IPv4 (Access::canonical_addr),
-    // so judge the address it will write.
-    let canon = addr.to_canonical();
-    if canon.is_unspecified() || canon.is_multicast() {
-        return Verdict::Deny(PolicyReject::FamilyMismatch {
-            key_name: policy.name.clone(),
         });
     }
     let grants = req.grants.as_slice();
@@ -151,6 +190,10 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
 
+    fn no_local(_: IpAddr) -> bool {
+        false
+    }
+
     fn master(b: u8) -> MasterKey {
         MasterKey::from_bytes([b; 32])
     }
@@ -168,6 +211,8 @@ mod tests {
             allow: allow.to_vec(),
             max_duration: max,
             allow_other_address: other,
+            require_explicit_address: false,
+            max_grants: 16,
             file: PathBuf::from(format!("/etc/spa/{name}.key")),
         }
     }
@@ -229,6 +274,7 @@ mod tests {
             NOW,
             &cfg,
             &mut rr,
+            no_local,
         ));
         assert_eq!(d.key_name, "alice");
         assert_eq!(d.key_id, keys(0x11).key_id());
@@ -255,7 +301,14 @@ mod tests {
         let mut r = req(&[tcp(22)]);
         r.action = Action::Close;
         let src6 = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2));
-        let d = accept(judge(&seal(0x11, &r, 2), src6, NOW, &cfg, &mut rr));
+        let d = accept(judge(
+            &seal(0x11, &r, 2),
+            src6,
+            NOW,
+            &cfg,
+            &mut rr,
+            no_local,
+        ));
         assert_eq!(d.action, Action::Close);
         assert_eq!(d.addr, src6);
     }
@@ -276,7 +329,14 @@ mod tests {
         {
             let mut r = req(&[tcp(22)]);
             r.duration_secs = asked;
-            let d = accept(judge(&seal(0x11, &r, n as u8), SRC, NOW, &cfg, &mut rr));
+            let d = accept(judge(
+                &seal(0x11, &r, n as u8),
+                SRC,
+                NOW,
+                &cfg,
+                &mut rr,
+                no_local,
+            ));
             assert_eq!((d.duration_secs, d.capped), (got, capped), "asked {asked}");
         }
     }
@@ -292,6 +352,7 @@ mod tests {
             NOW,
             &cfg,
             &mut rr,
+            no_local,
         ));
         assert_eq!(d.duration_secs, 60);
         assert!(d.capped);
@@ -311,7 +372,14 @@ mod tests {
             (&[tcp(53)], tcp(53)),
         ];
         for (n, (grants, bad)) in cases.iter().enumerate() {
-            let v = judge(&seal(0x11, &req(grants), n as u8), SRC, NOW, &cfg, &mut rr);
+            let v = judge(
+                &seal(0x11, &req(grants), n as u8),
+                SRC,
+                NOW,
+                &cfg,
+                &mut rr,
+                no_local,
+            );
             assert_eq!(
                 v,
                 Verdict::Deny(PolicyReject::NotAllowed {
@@ -321,7 +389,14 @@ mod tests {
             );
         }
         // Bob's policy is his own: tcp/443 yes, tcp/22 no.
-        let v = judge(&seal(0x22, &req(&[tcp(22)]), 9), SRC, NOW, &cfg, &mut rr);
+        let v = judge(
+            &seal(0x22, &req(&[tcp(22)]), 9),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+            no_local,
+        );
         assert!(
             matches!(v, Verdict::Deny(PolicyReject::NotAllowed { .. })),
             "{v:?}"
@@ -332,6 +407,7 @@ mod tests {
             NOW,
             &cfg,
             &mut rr,
+            no_local,
         ));
         assert_eq!(d.key_name, "bob");
         assert_eq!(d.duration_secs, 30);
@@ -362,6 +438,7 @@ mod tests {
             NOW,
             &cfg,
             &mut rr,
+            no_local,
         ));
         assert_eq!(d.grants, vec![tcp(22), udp53]);
     }
@@ -373,12 +450,12 @@ mod tests {
         let other = Ipv4Addr::new(198, 19, 0, 7);
         let mut r = req(&[tcp(22)]);
         r.allow = AllowAddr::V4(other);
-        let d = accept(judge(&seal(0x11, &r, 1), SRC, NOW, &cfg, &mut rr));
+        let d = accept(judge(&seal(0x11, &r, 1), SRC, NOW, &cfg, &mut rr, no_local));
         assert_eq!(d.addr, IpAddr::V4(other), "alice may name another address");
 
         let mut r = req(&[tcp(443)]);
         r.allow = AllowAddr::V4(other);
-        let v = judge(&seal(0x22, &r, 2), SRC, NOW, &cfg, &mut rr);
+        let v = judge(&seal(0x22, &r, 2), SRC, NOW, &cfg, &mut rr, no_local);
         assert_eq!(
             v,
             Verdict::Deny(PolicyReject::OtherAddress {
@@ -389,41 +466,150 @@ mod tests {
         // Naming one's own source explicitly is not "another address".
         let mut r = req(&[tcp(443)]);
         r.allow = AllowAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
-        let d = accept(judge(&seal(0x22, &r, 3), SRC, NOW, &cfg, &mut rr));
+        let d = accept(judge(&seal(0x22, &r, 3), SRC, NOW, &cfg, &mut rr, no_local));
         assert_eq!(d.addr, SRC);
     }
 
+    /// Finding 11: every address of the review is refused, named or as the
+    /// source, for a key that may name any address.
     #[test]
-    fn unspecified_and_multicast_addresses_are_denied() {
+    fn unusable_addresses_are_denied() {
         let cfg = config();
         let mut rr = replay();
-        let bad = [
-            AllowAddr::V4(Ipv4Addr::UNSPECIFIED),
-            AllowAddr::V4(Ipv4Addr::new(224, 0, 0, 1)),
-            AllowAddr::V6(Ipv6Addr::UNSPECIFIED),
-            AllowAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
-            // IPv4-mapped forms become IPv4 rules: judged as IPv4.
-            AllowAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped()),
-            AllowAddr::V6(Ipv4Addr::new(224, 0, 0, 1).to_ipv6_mapped()),
-        ];
-        for (n, a) in bad.into_iter().enumerate() {
+        let bad: Vec<IpAddr> = [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "::1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "fe80::1",
+            "169.254.0.1",
+            "224.0.0.1",
+            "ff02::1",
+            "::",
+            "::198.18.200.1",
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0",
+            "::ffff:224.0.0.1",
+            // The server's own address and its subnet's broadcast (is_local).
+            "198.18.0.1",
+            "198.18.0.255",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let local = |a: IpAddr| a == ip("198.18.0.1") || a == ip("198.18.0.255");
+        let mut n = 0u8;
+        for a in bad {
             let mut r = req(&[tcp(22)]);
-            r.allow = a;
-            let v = judge(&seal(0x11, &r, n as u8), SRC, NOW, &cfg, &mut rr);
+            r.allow = match a {
+                IpAddr::V4(v4) => AllowAddr::V4(v4),
+                IpAddr::V6(v6) => AllowAddr::V6(v6),
+            };
+            n += 1;
+            let v = judge(&seal(0x11, &r, n), SRC, NOW, &cfg, &mut rr, local);
             assert!(
-                matches!(v, Verdict::Deny(PolicyReject::FamilyMismatch { .. })),
-                "{a:?}: {v:?}"
+                matches!(v, Verdict::Deny(PolicyReject::UnusableAddress { .. })),
+                "named {a}: {v:?}"
+            );
+            // The same address as the datagram's source (spoofed by a key
+            // holder) is refused too.
+            n += 1;
+            let v = judge(
+                &seal(0x11, &req(&[tcp(22)]), n),
+                a,
+                NOW,
+                &cfg,
+                &mut rr,
+                local,
+            );
+            assert!(
+                matches!(v, Verdict::Deny(PolicyReject::UnusableAddress { .. })),
+                "source {a}: {v:?}"
             );
         }
-        // A source that is itself unspecified cannot be scoped either.
-        let v = judge(
-            &seal(0x11, &req(&[tcp(22)]), 9),
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        let p = PolicyReject::UnusableAddress {
+            key_name: "alice".into(),
+            addr: ip("127.0.0.1"),
+            why: Unusable::Loopback,
+        };
+        assert_eq!(p.code(), "unusable_address");
+        assert!(p.to_string().contains("loopback"), "{p}");
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Finding 12: `::ffff:A` is `A`. The decision carries the IPv4 form, and
+    /// naming one's own source in mapped form is not "another address".
+    #[test]
+    fn ipv4_mapped_addresses_are_canonicalised() {
+        let cfg = config();
+        let mut rr = replay();
+        let mut r = req(&[tcp(22)]);
+        r.allow = AllowAddr::V6(Ipv4Addr::new(198, 19, 0, 7).to_ipv6_mapped());
+        let d = accept(judge(&seal(0x11, &r, 1), SRC, NOW, &cfg, &mut rr, no_local));
+        assert_eq!(d.addr, ip("198.19.0.7"));
+        // Bob may not name other addresses; his own, mapped, is his own.
+        let mut r = req(&[tcp(443)]);
+        r.allow = AllowAddr::V6(Ipv4Addr::new(198, 18, 0, 2).to_ipv6_mapped());
+        let d = accept(judge(&seal(0x22, &r, 2), SRC, NOW, &cfg, &mut rr, no_local));
+        assert_eq!(d.addr, SRC);
+        // A mapped source is the IPv4 source.
+        let mapped_src = ip("::ffff:198.18.0.2");
+        let d = accept(judge(
+            &seal(0x22, &req(&[tcp(443)]), 3),
+            mapped_src,
             NOW,
             &cfg,
             &mut rr,
+            no_local,
+        ));
+        assert_eq!(d.addr, SRC);
+    }
+
+    /// Finding 14: a key with `require_explicit_address` opens only an
+    /// address the sealed request names, never "whoever sent this".
+    #[test]
+    fn require_explicit_address_refuses_the_source_form() {
+        let mut cfg = config();
+        cfg.keys[1].require_explicit_address = true;
+        let mut rr = replay();
+        let v = judge(
+            &seal(0x22, &req(&[tcp(443)]), 1),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+            no_local,
         );
-        assert!(matches!(v, Verdict::Deny(_)), "{v:?}");
+        assert_eq!(
+            v,
+            Verdict::Deny(PolicyReject::ExplicitAddressRequired {
+                key_name: "bob".into()
+            })
+        );
+        // Named: accepted, for that address only, from that address only
+        // (bob may not name others), so a copy resent from elsewhere is
+        // refused.
+        let mut r = req(&[tcp(443)]);
+        r.allow = AllowAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+        let d = accept(judge(&seal(0x22, &r, 2), SRC, NOW, &cfg, &mut rr, no_local));
+        assert_eq!(d.addr, SRC);
+        let v = judge(
+            &seal(0x22, &r, 3),
+            ip("198.18.9.9"),
+            NOW,
+            &cfg,
+            &mut rr,
+            no_local,
+        );
+        assert!(
+            matches!(v, Verdict::Deny(PolicyReject::OtherAddress { .. })),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -431,41 +617,48 @@ mod tests {
         let cfg = config();
         let mut rr = replay();
         let good = seal(0x11, &req(&[tcp(22)]), 1);
-        accept(judge(&good, SRC, NOW, &cfg, &mut rr));
+        accept(judge(&good, SRC, NOW, &cfg, &mut rr, no_local));
         assert_eq!(
-            judge(&good, SRC, NOW, &cfg, &mut rr),
+            judge(&good, SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::Replayed)
         );
         // Unknown key, wrong server, outside the window, garbage, a flipped bit.
         assert_eq!(
-            judge(&seal(0x33, &req(&[tcp(22)]), 2), SRC, NOW, &cfg, &mut rr),
+            judge(
+                &seal(0x33, &req(&[tcp(22)]), 2),
+                SRC,
+                NOW,
+                &cfg,
+                &mut rr,
+                no_local
+            ),
             Verdict::Reject(Reject::UnknownKeyId)
         );
         let mut r = req(&[tcp(22)]);
         r.server = ServerId::from_name("other");
         assert_eq!(
-            judge(&seal(0x11, &r, 3), SRC, NOW, &cfg, &mut rr),
+            judge(&seal(0x11, &r, 3), SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::WrongServer)
         );
         let mut r = req(&[tcp(22)]);
         r.timestamp = NOW - 31;
         assert!(matches!(
-            judge(&seal(0x11, &r, 4), SRC, NOW, &cfg, &mut rr),
+            judge(&seal(0x11, &r, 4), SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::TooOld { .. })
         ));
         r.timestamp = NOW + 31;
         assert!(matches!(
-            judge(&seal(0x11, &r, 5), SRC, NOW, &cfg, &mut rr),
+            judge(&seal(0x11, &r, 5), SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::InFuture { .. })
         ));
         assert_eq!(
-            judge(&[0u8; 10], SRC, NOW, &cfg, &mut rr),
+            judge(&[0u8; 10], SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::WrongLength { got: 10 })
         );
         let mut flipped = seal(0x11, &req(&[tcp(22)]), 6);
         flipped[100] ^= 1;
         assert_eq!(
-            judge(&flipped, SRC, NOW, &cfg, &mut rr),
+            judge(&flipped, SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::AuthFailed)
         );
         assert_eq!(rr.len(), 1, "only the accepted datagram is recorded");
@@ -477,7 +670,14 @@ mod tests {
         cfg.by_id.clear();
         let mut rr = replay();
         assert_eq!(
-            judge(&seal(0x11, &req(&[tcp(22)]), 1), SRC, NOW, &cfg, &mut rr),
+            judge(
+                &seal(0x11, &req(&[tcp(22)]), 1),
+                SRC,
+                NOW,
+                &cfg,
+                &mut rr,
+                no_local
+            ),
             Verdict::Reject(Reject::UnknownKeyId)
         );
     }
@@ -488,7 +688,7 @@ mod tests {
         fn arbitrary_bytes_are_never_accepted(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let cfg = config();
             let mut rr = replay();
-            let v = judge(&bytes, SRC, NOW, &cfg, &mut rr);
+            let v = judge(&bytes, SRC, NOW, &cfg, &mut rr, no_local);
             prop_assert!(matches!(v, Verdict::Reject(_)));
         }
 
@@ -499,7 +699,7 @@ mod tests {
             let mut rr = replay();
             let mut d = seal(0x11, &req(&[tcp(22)]), 1);
             d[pos] ^= 1 << bit;
-            let v = judge(&d, SRC, NOW, &cfg, &mut rr);
+            let v = judge(&d, SRC, NOW, &cfg, &mut rr, no_local);
             prop_assert!(matches!(v, Verdict::Reject(_)), "{:?}", v);
         }
 
@@ -519,7 +719,7 @@ mod tests {
             let mut r = req(&grants);
             r.duration_secs = duration;
             let allowed = cfg.keys[0].allow.clone();
-            let v = judge(&seal(0x11, &r, 1), SRC, NOW, &cfg, &mut rr);
+            let v = judge(&seal(0x11, &r, 1), SRC, NOW, &cfg, &mut rr, no_local);
             match v {
                 Verdict::Accept(d) => {
                     prop_assert!(grants.iter().all(|g| allowed.contains(g)));

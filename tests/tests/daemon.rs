@@ -25,7 +25,8 @@ fn open_is_scoped_to_the_source_close_removes_sigterm_cleans_up() {
     let baseline = r.pair.iptables_snapshot();
     assert!(!r.connects(cli, srv), "port 22 must be refused before");
 
-    let mut s = r.server("server.log", &[]);
+    // --allow-other-address: the --allow-ip case below names another address.
+    let mut s = r.server("server.log", &["--allow-other-address"]);
     assert!(!r.connects(cli, srv), "still refused with the server up");
 
     r.send(cli, srv, &["--open", "22"]);

@@ -1,4 +1,9 @@
-//! The host's own addresses, so that knocks only passing through do not count.
+//! The host's own addresses, so that knocks only passing through do not count
+//! and no grant is ever scoped to the host itself (`address::usable`).
+//!
+//! "Own" means what the kernel delivers locally: every interface address and
+//! each IPv4 subnet's broadcast address (the kernel's `local` routing table
+//! holds both).
 //!
 //! Why: a packet socket sees every packet that reaches an interface,
 //! including what a router forwards to the hosts behind it. A knock
@@ -77,7 +82,8 @@ impl LocalAddrs {
 }
 
 /// Every address configured on an interface of this network namespace
-/// (getifaddrs(3)), IPv4-mapped IPv6 included as the kernel reports them.
+/// (getifaddrs(3)), IPv4-mapped IPv6 included as the kernel reports them,
+/// plus the broadcast address of every IPv4 subnet shorter than /31.
 pub fn read_local_addrs() -> io::Result<HashSet<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `head` is a valid out-pointer; on success we own the list and
@@ -89,17 +95,25 @@ pub fn read_local_addrs() -> io::Result<HashSet<IpAddr>> {
     let mut cur = head;
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned, alive
-        // until freeifaddrs; ifa_addr is null or points to a sockaddr whose
-        // sa_family says which struct it is.
+        // until freeifaddrs; ifa_addr and ifa_netmask are null or point to
+        // a sockaddr whose sa_family says which struct it is.
         unsafe {
             let ifa = &*cur;
             if !ifa.ifa_addr.is_null() {
                 match i32::from((*ifa.ifa_addr).sa_family) {
                     libc::AF_INET => {
                         let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        out.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                            sin.sin_addr.s_addr,
-                        ))));
+                        let a = u32::from_be(sin.sin_addr.s_addr);
+                        out.insert(IpAddr::V4(Ipv4Addr::from(a)));
+                        if !ifa.ifa_netmask.is_null()
+                            && i32::from((*ifa.ifa_netmask).sa_family) == libc::AF_INET
+                        {
+                            let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                            let mask = u32::from_be(m.sin_addr.s_addr);
+                            if mask.count_zeros() >= 2 {
+                                out.insert(IpAddr::V4(Ipv4Addr::from(a | !mask)));
+                            }
+                        }
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
@@ -160,5 +174,7 @@ mod tests {
     fn reads_this_namespace() {
         let set = read_local_addrs().expect("getifaddrs");
         assert!(set.contains(&ip("127.0.0.1")), "{set:?}");
+        // lo is 127.0.0.1/8: its subnet broadcast is the kernel's too.
+        assert!(set.contains(&ip("127.255.255.255")), "{set:?}");
     }
 }

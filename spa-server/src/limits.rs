@@ -1,0 +1,96 @@
+//! Bounds on what the configuration may grant: how long one grant may last
+//! and how many may be live, per key and in all.
+//!
+//! Why: a grant is a firewall rule every new connection walks past, so an
+//! unbounded count slows the whole host (issue 16, finding 1); and a duration
+//! the kernel cannot represent is silently cut or wrapped by the backend
+//! (nftables caps element timeouts near 49.7 days, iptables' `--datestop`
+//! ends in 2038), leaving the daemon and the kernel disagreeing about when a
+//! grant ends. The checks return the message; config.rs adds file, line
+//! and field.
+
+/// Longest grant unless `duration_limit` says otherwise: one day.
+pub const DEFAULT_DURATION_LIMIT: u32 = 86_400;
+/// The most `duration_limit` may be raised to: 30 days, which both backends
+/// represent exactly (nftables' element timeout limit is ~49.7 days).
+pub const DURATION_CEILING: u32 = 30 * 86_400;
+/// Live grants one key may hold unless its `max_grants` says otherwise.
+pub const DEFAULT_KEY_MAX_GRANTS: usize = 16;
+/// Live grants (firewall rules) in all unless `max_grants_total` says
+/// otherwise. Doors share half of it (see `grants::Caps`).
+pub const DEFAULT_MAX_GRANTS_TOTAL: usize = 4096;
+/// The most `max_grants_total` may be raised to.
+pub const MAX_GRANTS_CEILING: usize = 65_536;
+
+/// `duration_limit` itself: 1 ..= [`DURATION_CEILING`].
+pub fn check_duration_limit(limit: u32) -> Result<(), String> {
+    if limit == 0 || limit > DURATION_CEILING {
+        return Err(format!(
+            "{limit} s: must be 1-{DURATION_CEILING} s (30 days, the most both firewall \
+             backends represent exactly)"
+        ));
+    }
+    Ok(())
+}
+
+/// A duration setting (`default_duration`, `max_duration`): 1 ..= `limit`.
+pub fn check_duration(secs: u32, limit: u32) -> Result<(), String> {
+    if secs == 0 {
+        return Err("must be at least 1 second".into());
+    }
+    if secs > limit {
+        return Err(format!(
+            "{secs} s is above duration_limit ({limit} s); lower it, or raise \
+             duration_limit (at most {DURATION_CEILING} s)"
+        ));
+    }
+    Ok(())
+}
+
+/// `max_grants_total`: 1 ..= [`MAX_GRANTS_CEILING`].
+pub fn check_total(total: usize) -> Result<(), String> {
+    if total == 0 || total > MAX_GRANTS_CEILING {
+        return Err(format!("{total}: must be 1-{MAX_GRANTS_CEILING}"));
+    }
+    Ok(())
+}
+
+/// A key's `max_grants`: 1 ..= `total`.
+pub fn check_key_grants(n: usize, total: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    if n > total {
+        return Err(format!(
+            "{n} is above max_grants_total ({total}); lower it or raise max_grants_total"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_hold_at_their_edges() {
+        assert!(check_duration_limit(DURATION_CEILING).is_ok());
+        assert!(check_duration_limit(DURATION_CEILING + 1).is_err());
+        assert!(check_duration_limit(0).is_err());
+        assert!(check_duration(86_400, DEFAULT_DURATION_LIMIT).is_ok());
+        let e = check_duration(86_401, DEFAULT_DURATION_LIMIT).unwrap_err();
+        assert!(e.contains("86400") && e.contains("duration_limit"), "{e}");
+        assert!(check_duration(u32::MAX, DURATION_CEILING).is_err());
+        assert!(check_duration(0, 10).is_err());
+        assert!(check_total(MAX_GRANTS_CEILING).is_ok() && check_total(0).is_err());
+        assert!(check_key_grants(16, 4096).is_ok());
+        assert!(check_key_grants(4097, 4096).is_err() && check_key_grants(0, 9).is_err());
+    }
+
+    #[test]
+    fn the_ceiling_fits_both_backends() {
+        // nftables: the timeout in ms must stay under its limit.
+        let ms = u64::from(DURATION_CEILING) * 1000;
+        assert!(ms <= crate::firewall::nftables::MAX_TIMEOUT_MS);
+    }
+}
