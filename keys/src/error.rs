@@ -22,6 +22,12 @@ pub enum KeyError {
     NotRegular { path: PathBuf, kind: &'static str },
     /// Group or others may read or write the file.
     UnsafePermissions { path: PathBuf, mode: u32 },
+    /// The file (after symlinks) belongs to a user other than the reader.
+    WrongOwner {
+        path: PathBuf,
+        owner: u32,
+        reader: u32,
+    },
     /// Far larger than any key file; refuse before reading it into memory.
     TooLarge { path: PathBuf, len: u64 },
     /// TOML syntax or schema (unknown or missing field, wrong type).
@@ -69,6 +75,17 @@ impl fmt::Display for KeyError {
                 f,
                 "UNPROTECTED KEY FILE: permissions {mode:04o} for '{p}' are too open; a key file \
                  must not be accessible by group or others, so it is ignored (fix: chmod 600 {p})",
+                p = path.display()
+            ),
+            KeyError::WrongOwner {
+                path,
+                owner,
+                reader,
+            } => write!(
+                f,
+                "key file {p} is owned by uid {owner}, not by uid {reader} that reads it; a key file \
+                 must belong to the user who uses it, so it is ignored (fix, if it is the right file: \
+                 chown {reader} {p}, keeping mode 600)",
                 p = path.display()
             ),
             KeyError::TooLarge { path, len } => write!(

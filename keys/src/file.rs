@@ -6,7 +6,7 @@ use base64::Engine as _;
 use spa_proto::{MasterKey, MASTER_KEY_LEN};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A key file is about 150 bytes; anything past this is not one.
@@ -47,8 +47,11 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 }
 
 /// Names and server ids end up in logs and config snippets: refuse the
-/// characters that would break a line or a terminal.
-pub(crate) fn check_label(s: &str) -> Result<(), String> {
+/// characters that would break a line or a terminal. The one check for
+/// every name that reaches a log line (key files, `[[key]] name`, the
+/// server id, door names, interface names): a newline in a name forged a
+/// whole log line (issue 16, finding 13).
+pub fn check_label(s: &str) -> Result<(), String> {
     if s.trim().is_empty() {
         return Err("must not be empty".into());
     }
@@ -65,9 +68,12 @@ pub(crate) fn check_label(s: &str) -> Result<(), String> {
 }
 
 impl KeyFile {
-    /// Reads a key file, refusing it unless it is a regular file that only
-    /// its owner can access. The checks run on the opened descriptor, so the
-    /// file checked is the file read.
+    /// Reads a key file, refusing it unless it is a regular file owned by
+    /// the reading user (root for the server) that only its owner can
+    /// access. The checks run on the opened descriptor, so the file checked
+    /// is the file read, symlink or not. Why the owner: a 0600 file of
+    /// another user (reached through a symlink, say) is that user's to
+    /// change, so its key is not the admin's; OpenSSH refuses it too.
     pub fn read(path: &Path) -> Result<KeyFile, KeyError> {
         let io_err = |action, source: io::Error| {
             if source.kind() == io::ErrorKind::NotFound {
@@ -105,6 +111,15 @@ impl KeyFile {
             return Err(KeyError::NotRegular {
                 path: path.to_owned(),
                 kind,
+            });
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let reader = unsafe { libc::geteuid() };
+        if meta.uid() != reader {
+            return Err(KeyError::WrongOwner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                reader,
             });
         }
         let mode = meta.permissions().mode() & 0o7777;
@@ -469,6 +484,47 @@ mod tests {
             assert_eq!(KeyFile::read(&path).unwrap(), sample());
             fs::remove_file(&path).unwrap();
         }
+    }
+
+    /// Finding 13: a 0600 key file owned by another user is refused, also
+    /// behind a symlink the reader owns; the error names the file, the
+    /// owner found and the fix. Needs root (to chown); tests run as root.
+    #[test]
+    fn read_refuses_a_file_owned_by_another_user_symlink_or_not() {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if me != 0 {
+            eprintln!("skipped: needs root to give a file to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let other = 65534; // nobody
+        let path = write_mode(dir.path(), "theirs.key", &sample().to_toml(), 0o600);
+        std::os::unix::fs::chown(&path, Some(other), None).unwrap();
+        let link = dir.path().join("mine.key");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        for p in [&path, &link] {
+            let e = KeyFile::read(p).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    KeyError::WrongOwner {
+                        owner: 65534,
+                        reader: 0,
+                        ..
+                    }
+                ),
+                "{}: {e:?}",
+                p.display()
+            );
+            let msg = e.to_string();
+            assert!(msg.contains(&p.display().to_string()), "{msg}");
+            assert!(msg.contains("owned by uid 65534"), "{msg}");
+            assert!(msg.contains(&format!("chown 0 {}", p.display())), "{msg}");
+        }
+        // Given back to the reader, the same file reads.
+        std::os::unix::fs::chown(&path, Some(me), None).unwrap();
+        assert_eq!(KeyFile::read(&link).unwrap(), sample());
     }
 
     #[test]

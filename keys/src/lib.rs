@@ -14,7 +14,7 @@ mod file;
 mod keygen;
 
 pub use error::KeyError;
-pub use file::{KeyFile, MAX_KEY_FILE_LEN};
+pub use file::{check_label, KeyFile, MAX_KEY_FILE_LEN};
 pub use keygen::{
     default_key_path, default_name, hostname, keygen, run_keygen, setup_snippet, KeygenOptions,
 };

@@ -9,7 +9,7 @@
 use crate::firewall::BackendKind;
 use crate::limits;
 use serde::Deserialize;
-use spa_keys::KeyFile;
+use spa_keys::{check_label, KeyFile};
 use spa_proto::{Grant, KeyId, KeySet, Proto, ServerId, TimeWindow};
 use std::collections::HashMap;
 use std::fmt;
@@ -262,16 +262,23 @@ impl Config {
 
         let server_name = match (&ov.server_id, &raw.server_id) {
             (Some(s), _) => s.clone(),
-            (None, Some(s)) if s.get_ref().trim().is_empty() => {
-                return Err(err(Some(s.span()), "server_id", "must not be empty".into()))
+            (None, Some(s)) => {
+                // Reaches every `ready` line: no control characters.
+                check_label(s.get_ref()).map_err(|m| err(Some(s.span()), "server_id", m))?;
+                s.get_ref().clone()
             }
-            (None, Some(s)) => s.get_ref().clone(),
             (None, None) => hostname(),
         };
         let interfaces = if !ov.interfaces.is_empty() {
             ov.interfaces.clone()
         } else {
-            raw.interfaces.map(|s| s.into_inner()).unwrap_or_default()
+            let span = raw.interfaces.as_ref().map(|s| s.span());
+            let list = raw.interfaces.map(|s| s.into_inner()).unwrap_or_default();
+            for name in &list {
+                check_label(name)
+                    .map_err(|m| err(span.clone(), "interfaces", format!("{name:?} {m}")))?;
+            }
+            list
         };
         let spa_port = match (ov.spa_port, &raw.spa_port) {
             (Some(p), _) => p,
@@ -368,13 +375,8 @@ impl Config {
             let kspan = k.span();
             let k = k.get_ref();
             let name = k.name.get_ref().trim().to_owned();
-            if name.is_empty() {
-                return Err(err(
-                    Some(k.name.span()),
-                    "key.name",
-                    "must not be empty".into(),
-                ));
-            }
+            // Names reach log lines: a newline in one forged a whole line.
+            check_label(&name).map_err(|m| err(Some(k.name.span()), "key.name", m))?;
             let mut allow = Vec::new();
             for g in k.allow.get_ref() {
                 allow.push(parse_grant(g).map_err(|m| err(Some(k.allow.span()), "key.allow", m))?);
@@ -572,8 +574,11 @@ fn check_overrides(ov: &Overrides) -> Result<(), (&'static str, String)> {
     if ov.key_max_duration == Some(0) {
         return Err(("--max-duration", "must be at least 1 second".into()));
     }
-    if ov.server_id.as_ref().is_some_and(|s| s.trim().is_empty()) {
-        return Err(("--server-id", "must not be empty".into()));
+    if let Some(s) = &ov.server_id {
+        check_label(s).map_err(|m| ("--server-id", m))?;
+    }
+    for name in &ov.interfaces {
+        check_label(name).map_err(|m| ("--interface", format!("{name:?} {m}")))?;
     }
     Ok(())
 }
@@ -1030,6 +1035,44 @@ mod tests {
         };
         let e = env.load_ov(ALICE, &ov).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("--default-duration"), "{e}");
+    }
+
+    /// Finding 13: a name that reaches a log line cannot carry a control
+    /// character (a newline in `[[key]] name` forged a whole log line).
+    #[test]
+    fn control_characters_in_names_are_refused() {
+        let env = Env::new();
+        let forged = "alice\\n2026-11-30T00:00:00Z  INFO accepted open: rule added key=root";
+        env.err(
+            &format!("spa_port = 1\n\n[[key]]\nname = \"{forged}\"\nfile = \"alice.key\"\nallow = [\"22\"]\n"),
+            4,
+            "key.name",
+            "control characters",
+        );
+        env.err(
+            &format!("server_id = \"gw\\u001b[2J\"\n{ALICE}"),
+            1,
+            "server_id",
+            "control characters",
+        );
+        env.err(
+            &format!("interfaces = [\"eth0\\r\"]\n{ALICE}"),
+            1,
+            "interfaces",
+            "control characters",
+        );
+        env.err(
+            &format!("{ALICE}\n[[legacy.door]]\nname = \"web\\nx\"\nsequence = \"7000\"\nopen = \"tcp/22\"\n[legacy]\nenabled = true\n"),
+            6,
+            "legacy.door[0].name",
+            "control characters",
+        );
+        let ov = Overrides {
+            server_id: Some("gw\n".into()),
+            ..Overrides::default()
+        };
+        let e = env.load_ov(ALICE, &ov).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("--server-id"), "{e}");
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
             if name.is_empty() {
                 return Err(err(ln, "empty section name".into()));
             }
+            // Door names reach every knock log line.
+            spa_keys::check_label(name).map_err(|m| err(ln, format!("section name {m}")))?;
             finish(
                 std::mem::replace(&mut section, Section::None),
                 file,
@@ -742,6 +744,7 @@ mod tests {
             ("[options]\nUseSyslog\nfoo = bar\n", 3, "unsupported [options] key"),
             ("sequence = 1\n", 1, "outside any [section]"),
             ("[]\n", 1, "empty section"),
+            ("[d\u{1b}[2J]\n", 1, "control characters"),
             ("[d]\nsequence = 1\ntarget = 10.0.0.1\n", 3, "target"),
             ("[d]\none_time_sequences = /etc/otp\n", 2, "one_time_sequences"),
             ("[d]\nsequence = 7000,abc\n", 2, "sequence"),

@@ -234,7 +234,11 @@ impl DoorConfig {
         let f = |name: &str| format!("legacy.door[{i}].{name}");
         let name: Arc<str> = match &self.name {
             Some(n) if n.trim().is_empty() => return Err(field_err(f("name"), "empty name")),
-            Some(n) => Arc::from(n.trim()),
+            Some(n) => {
+                // Door names reach every knock log line.
+                spa_keys::check_label(n).map_err(|m| field_err(f("name"), m))?;
+                Arc::from(n.trim())
+            }
             None => Arc::from(format!("door{i}")),
         };
         let sequence = parse_sequence(&self.sequence).map_err(|m| field_err(f("sequence"), m))?;
