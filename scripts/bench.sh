@@ -29,8 +29,10 @@
 #                    our sets and rules into that chain: nft_family = "ip".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
 [[ $(id -u) == 0 ]] || { echo "bench: run as root (network namespaces, iptables inside them)" >&2; exit 1; }
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
+prereqs bench
 
 REPO=$PWD
 RUN=${SPA_BENCH_RUN:-$(dirname "$REPO")/shared/bench/run.sh}

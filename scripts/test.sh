@@ -5,7 +5,9 @@
 #   FUZZ_SECS=N   seconds per fuzz target (default 60; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
+prereqs test
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -15,6 +17,8 @@ step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --bins --locked
+step "first run: the demo sets itself up after a prerequisite is removed"
+scripts/first-run-check.sh iptables
 step "tests (unit, property, end-to-end in network namespaces)"
 log=$(mktemp /tmp/spa-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
