@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// Single-packet authorization client: ask an SPA server to open ports for
 /// you with one authenticated, encrypted UDP datagram.
 ///
-/// Typical use: `spa-client send --open 22 gw1.example.org && ssh gw1.example.org`.
+/// Typical use: `spa-client send --open 22 --wait gw1.example.org && ssh gw1.example.org`.
 /// Key setup: `spa-client keygen` (same as spa-keygen).
 #[derive(Debug, Parser)]
 #[command(name = "spa-client", version, propagate_version = true)]
@@ -18,22 +18,35 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Send one SPA request (open or close ports).
+    /// Send one SPA request (open or close ports), and with --wait check
+    /// that they opened.
     ///
     /// Seals one request with your key and sends it as a single UDP datagram
-    /// to SERVER's SPA port (default 62201). The server never replies:
-    /// success here means "sent", not "opened"; just try the port you asked
-    /// for (e.g. ssh) within the server's time window.
+    /// to SERVER's SPA port (default 62201). The server never replies, so
+    /// without --wait success means "sent", not "opened". With --wait the
+    /// client tries the TCP ports itself and, when one stays closed, prints
+    /// what it sent (key-id, server id, clock, SPA port) and the one command
+    /// that finds the server's log line for it.
     ///
-    /// The key is looked for in this order: --key FILE, $SPA_KEY, then
-    /// ~/.config/spa/default.key. Create one with `spa-client keygen` (or
-    /// `spa-keygen`). A key file that group or others can read is refused.
+    /// SERVER may be a profile of client.toml (`spa-client send gw1` opens
+    /// its `open` ports with its key, port and server id; flags override
+    /// it) or a group (one datagram per member, each sealed for its own
+    /// server id; --wait waits for all and reports each). `spa-client list`
+    /// shows them. Any other SERVER is a host name or address.
     ///
-    /// The server id (--server-id, else the key file's server_id) must equal
-    /// the server's `server_id` setting, whose default is its host name.
+    /// The key is looked for in this order: --key FILE, the profile's key,
+    /// $SPA_KEY, then ~/.config/spa/default.key. Create one with
+    /// `spa-client keygen` (or `spa-keygen`). A key file that group or
+    /// others can read is refused.
     ///
-    /// Exit status: 0 when the datagram was sent (or printed/written with
-    /// --dry-run/--output), 1 on any error, 2 on a usage error.
+    /// The server id (--server-id, else the profile's, else the key file's
+    /// server_id) must equal the server's `server_id` setting, whose default
+    /// is its host name.
+    ///
+    /// Exit status: 0 when sent (with --wait: and every TCP port opened, or
+    /// closed with --close; UDP ports cannot be checked), 1 on any error
+    /// (nothing was sent), 2 on a usage error, 3 when --wait saw a port not
+    /// open (or not close) in time: the diagnosis is on stderr.
     Send(crate::SendArgs),
     /// Generate a key file and print the server config to install it (same as spa-keygen).
     #[command(
@@ -58,6 +71,14 @@ pub enum Command {
     /// Send the current HMAC knock sequence to SERVER (TCP SYNs, or UDP
     /// with --udp), like `knock SERVER $(spa-client knock-seq)`.
     Knock(crate::KnockArgs),
+    /// Print the profiles and groups of client.toml.
+    ///
+    /// One line per server profile (host, SPA port, server id, key, what
+    /// `send NAME` opens) and per group (its members), and the file they
+    /// came from. The file is --config FILE, else
+    /// $XDG_CONFIG_HOME/spa/client.toml, else ~/.config/spa/client.toml;
+    /// docs/client.md describes its tables.
+    List(crate::profile::ListArgs),
 }
 
 /// The clap command tree of `spa-client`, for man page and completion

@@ -71,6 +71,17 @@ pub enum ClientError {
         path: PathBuf,
         len: u64,
     },
+    /// client.toml is unusable: file, line and field when known.
+    Config {
+        path: PathBuf,
+        line: Option<usize>,
+        field: Option<String>,
+        message: String,
+    },
+    /// `send` without --open/--close, and no profile default to use.
+    NothingToOpen {
+        server: Option<String>,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -125,6 +136,29 @@ impl fmt::Display for ClientError {
                 "{} is {len} bytes; one UDP datagram carries at most 65507",
                 path.display()
             ),
+            ClientError::Config {
+                path,
+                line,
+                field,
+                message,
+            } => {
+                write!(f, "{}", path.display())?;
+                if let Some(l) = line {
+                    write!(f, ":{l}")?;
+                }
+                if let Some(field) = field {
+                    write!(f, ": field `{field}`")?;
+                }
+                write!(f, ": {message}")
+            }
+            ClientError::NothingToOpen { server: Some(s) } => write!(
+                f,
+                "nothing to open: give --open PORTS (or --close PORTS), or make '{s}' a profile \
+                 with `open = [...]` in client.toml (see `spa-client list`)"
+            ),
+            ClientError::NothingToOpen { server: None } => {
+                f.write_str("nothing to open: give --open PORTS or --close PORTS")
+            }
         }
     }
 }

@@ -74,7 +74,7 @@ pub fn send_knocks(
         }
         let dst = SocketAddr::new(addr, port);
         let r = match proto {
-            Proto::Tcp => sys::tcp_syn(dst, source),
+            Proto::Tcp => crate::sock::tcp_syn(dst, source),
             Proto::Udp => udp_knock(dst, source),
         };
         r.map_err(|e| io::Error::new(e.kind(), format!("knock on {}/{port}: {e}", proto.name())))?;
@@ -91,102 +91,6 @@ fn udp_knock(dst: SocketAddr, source: Option<IpAddr>) -> io::Result<()> {
     // One byte, like `knock -u`: some middleboxes drop empty datagrams.
     sock.send_to(&[0u8], dst)?;
     Ok(())
-}
-
-/// The syscall edge: std cannot bind a TCP socket before connecting, nor
-/// connect without waiting.
-mod sys {
-    use std::io;
-    use std::net::{IpAddr, SocketAddr};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    enum Sa {
-        V4(libc::sockaddr_in),
-        V6(libc::sockaddr_in6),
-    }
-
-    impl Sa {
-        fn new(a: SocketAddr) -> Sa {
-            match a {
-                SocketAddr::V4(a) => Sa::V4(libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                }),
-                SocketAddr::V6(a) => Sa::V6(libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: a.scope_id(),
-                }),
-            }
-        }
-
-        fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
-            match self {
-                Sa::V4(s) => (
-                    (s as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                ),
-                Sa::V6(s) => (
-                    (s as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                ),
-            }
-        }
-    }
-
-    /// Sends one SYN to `dst` and abandons the connection attempt.
-    pub fn tcp_syn(dst: SocketAddr, source: Option<IpAddr>) -> io::Result<()> {
-        let family = if dst.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        // SAFETY: socket(2) takes no pointers; a non-negative result is a new
-        // descriptor that we own and hand to OwnedFd immediately.
-        let raw = unsafe {
-            libc::socket(
-                family,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        if let Some(src) = source {
-            let sa = Sa::new(SocketAddr::new(src, 0));
-            let (ptr, len) = sa.as_ptr();
-            // SAFETY: ptr/len describe `sa`, which lives until after the call.
-            if unsafe { libc::bind(fd.as_raw_fd(), ptr, len) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        let sa = Sa::new(dst);
-        let (ptr, len) = sa.as_ptr();
-        // SAFETY: ptr/len describe `sa`, which lives until after the call.
-        // The kernel sends the SYN before a non-blocking connect returns.
-        if unsafe { libc::connect(fd.as_raw_fd(), ptr, len) } == 0 {
-            return Ok(()); // connected at once (an open port on loopback)
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            // In flight, or refused by a RST that came back already: either
-            // way the SYN went out.
-            Some(libc::EINPROGRESS) | Some(libc::ECONNREFUSED) => Ok(()),
-            _ => Err(e),
-        }
-        // `fd` is closed here: the attempt is abandoned without a packet.
-    }
 }
 
 #[cfg(test)]

@@ -4,22 +4,31 @@
 
 use clap::Parser;
 use spa_client::cli::{Cli, Command};
+use spa_client::send::Outcome;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
+    let done = |r: Result<(), spa_client::ClientError>| r.map(|()| Outcome::Done);
     let result = match &cli.command {
-        Command::Send(args) => spa_client::run_send(args, &mut stdout),
+        Command::Send(args) => spa_client::run_send(args, &mut stdout, &mut std::io::stderr()),
         Command::Keygen(opts) => {
-            spa_keys::run_keygen(opts, &mut stdout).map_err(spa_client::ClientError::Key)
+            done(spa_keys::run_keygen(opts, &mut stdout).map_err(spa_client::ClientError::Key))
         }
-        Command::RawSend(args) => spa_client::run_raw_send(args, &mut stdout),
-        Command::KnockSeq(args) => spa_client::run_knock_seq(args, &mut stdout),
-        Command::Knock(args) => spa_client::run_knock(args, &mut stdout),
+        Command::RawSend(args) => done(spa_client::run_raw_send(args, &mut stdout)),
+        Command::KnockSeq(args) => done(spa_client::run_knock_seq(args, &mut stdout)),
+        Command::Knock(args) => done(spa_client::run_knock(args, &mut stdout)),
+        Command::List(args) => done(spa_client::profile::run_list(args, &mut stdout)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::NotConfirmed) => ExitCode::from(spa_client::send::EXIT_NOT_OPENED),
+        // Nothing to open is a usage mistake, like a missing argument.
+        Err(e @ spa_client::ClientError::NothingToOpen { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -404,7 +404,12 @@ impl Daemon {
                     let v = verdict::judge(payload, src, now, &self.cfg, &mut self.replay, |a| {
                         local.contains(a, Instant::now())
                     });
-                    self.act_spa(src, v);
+                    // The cleartext key-id goes on every line, so a client's
+                    // `--wait` diagnosis can name the one grep that finds it.
+                    let key_id = spa_proto::parse_header(payload)
+                        .map(|h| h.key_id().to_string())
+                        .unwrap_or_else(|_| "-".into());
+                    self.act_spa(src, &key_id, v);
                 }
                 Packet::Knock {
                     src,
@@ -444,17 +449,17 @@ impl Daemon {
         }
     }
 
-    fn act_spa(&mut self, src: IpAddr, v: Verdict) {
+    fn act_spa(&mut self, src: IpAddr, key_id: &str, v: Verdict) {
         match v {
             Verdict::Reject(r) => {
                 self.judged.rejected += 1;
                 if self.limiter.allow() {
-                    info!(%src, reason = r.code(), "rejected: {r}");
+                    info!(%src, key_id, reason = r.code(), "rejected: {r}");
                 }
             }
             Verdict::Deny(p) => {
                 self.judged.rejected += 1;
-                info!(%src, reason = p.code(), "rejected: {p}");
+                info!(%src, key_id, reason = p.code(), "rejected: {p}");
             }
             Verdict::Accept(d) => {
                 self.judged.accepted += 1;
@@ -479,13 +484,13 @@ impl Daemon {
                 };
                 match (d.action, res) {
                     (Action::Open, Ok(c)) => info!(
-                        %src, key = %d.key_name, addr = %d.addr, grants = %ports,
+                        %src, key = %d.key_name, key_id, addr = %d.addr, grants = %ports,
                         duration = d.duration_secs, capped = d.capped,
                         added = c.added, refreshed = c.refreshed,
                         "accepted open: rule added"
                     ),
                     (Action::Close, Ok(c)) => info!(
-                        %src, key = %d.key_name, addr = %d.addr, grants = %ports,
+                        %src, key = %d.key_name, key_id, addr = %d.addr, grants = %ports,
                         removed = c.removed, "accepted close: rule removed"
                     ),
                     (_, Err(e)) => error!(
