@@ -37,6 +37,12 @@ pub enum KeyError {
         column: Option<usize>,
         message: String,
     },
+    /// Not a spa key file at all (a WireGuard or SSH key, an empty file):
+    /// say what one is instead of where the TOML parser stumbled.
+    NotAKeyFile {
+        path: PathBuf,
+        looks_like: &'static str,
+    },
     /// Well-formed TOML but a field's value is unusable.
     Invalid {
         path: PathBuf,
@@ -108,6 +114,12 @@ impl fmt::Display for KeyError {
                 }
                 write!(f, ": {message}")
             }
+            KeyError::NotAKeyFile { path, looks_like } => write!(
+                f,
+                "{} is not a spa key file ({looks_like}); {}",
+                path.display(),
+                crate::sniff::WHAT_A_KEY_FILE_IS
+            ),
             KeyError::Invalid {
                 path,
                 line,

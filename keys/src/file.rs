@@ -155,6 +155,12 @@ impl KeyFile {
 
     /// Parses key file text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<KeyFile, KeyError> {
+        if let Some(looks_like) = crate::sniff::not_a_key_file(text) {
+            return Err(KeyError::NotAKeyFile {
+                path: path.to_owned(),
+                looks_like,
+            });
+        }
         let raw: Raw = toml::from_str(text).map_err(|e| {
             // A missing field has no line of its own: toml points at the
             // whole document, and "1:1" would send the reader to the wrong place.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct KeygenOptions {
     /// Where to write the new key file (created with mode 0600; missing
-    /// directories are created with mode 0700).
+    /// directories are created with mode 0700). `-` writes the key file's
+    /// text to stdout instead (for a password manager; nothing is written
+    /// to disk) and the setup notes to stderr.
     /// [default: ~/.config/spa/default.key]
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -66,6 +68,11 @@ pub fn default_name() -> String {
     }
 }
 
+/// `--out -`: the key file's text goes to stdout, not to a file named `-`.
+fn to_stdout(opts: &KeygenOptions) -> bool {
+    opts.out.as_deref() == Some(Path::new("-"))
+}
+
 /// Generates a key from the OS CSPRNG and writes it. Returns the key and
 /// the path written (absolute when the current directory is known).
 pub fn keygen(opts: &KeygenOptions) -> Result<(KeyFile, PathBuf), KeyError> {
@@ -80,6 +87,13 @@ pub fn keygen(opts: &KeygenOptions) -> Result<(KeyFile, PathBuf), KeyError> {
     } else {
         path
     };
+    let kf = generate(opts)?;
+    kf.write_new(&path, opts.force)?;
+    Ok((kf, path))
+}
+
+/// A new key with the options' name and server id, not yet written.
+fn generate(opts: &KeygenOptions) -> Result<KeyFile, KeyError> {
     let name = opts.name.clone().unwrap_or_else(default_name);
     check_label(&name).map_err(|message| KeyError::BadOption {
         option: "--name",
@@ -95,13 +109,11 @@ pub fn keygen(opts: &KeygenOptions) -> Result<(KeyFile, PathBuf), KeyError> {
         }
         None => hostname(),
     };
-    let kf = KeyFile {
+    Ok(KeyFile {
         name,
         key: MasterKey::generate(&mut rand::rngs::OsRng),
         server_id,
-    };
-    kf.write_new(&path, opts.force)?;
-    Ok((kf, path))
+    })
 }
 
 /// A file name derived from the key name, safe to paste into a shell and a
@@ -139,14 +151,26 @@ fn shell_quote(s: &str) -> String {
 /// client command, ready to paste. Every non-config line is a `#` comment,
 /// so pasting the whole block into server.toml is harmless.
 pub fn setup_snippet(kf: &KeyFile, path: &Path) -> String {
+    snippet(kf, Some(path))
+}
+
+/// The snippet; `path` is `None` when the key file went to stdout.
+fn snippet(kf: &KeyFile, path: Option<&Path>) -> String {
     let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let server_file = format!("/etc/spa/keys/{}.key", file_stem(&kf.name));
     let mut out = String::new();
     out.push_str(&format!("key-id: {}\n", kf.key.derive().key_id()));
-    out.push_str(&format!(
-        "# Wrote {} (mode 0600). Keep it secret: it is the whole credential.\n",
-        path.display()
-    ));
+    match path {
+        Some(path) => out.push_str(&format!(
+            "# Wrote {} (mode 0600). Keep it secret: it is the whole credential.\n",
+            path.display()
+        )),
+        None => out.push_str(
+            "# The key file's text went to stdout; nothing was written to disk. Keep it \
+             secret: it is the whole credential. Save it as a file only you can read \
+             (chmod 600) to use it with spa-client --key FILE.\n",
+        ),
+    }
     out.push_str(&format!(
         "# Server (/etc/spa/server.toml): copy the key file to the server as {server_file} \
          (mode 0600), then add:\n"
@@ -175,21 +199,39 @@ pub fn setup_snippet(kf: &KeyFile, path: &Path) -> String {
     };
     out.push_str(&format!(
         "spa-client send --key {}{sid_arg} --open 22 SERVER\n",
-        shell_quote(&path.display().to_string())
+        path.map_or("FILE".into(), |p| shell_quote(&p.display().to_string()))
     ));
     out
 }
 
-/// The whole keygen command: generate, write, print the setup text.
+/// The whole keygen command: generate, write, print the setup text; with
+/// `--out -`, the key file's text on `out` and the setup text on stderr.
 pub fn run_keygen(opts: &KeygenOptions, out: &mut dyn Write) -> Result<(), KeyError> {
+    run_keygen_to(opts, out, &mut std::io::stderr())
+}
+
+/// [`run_keygen`] with the stream for the `--out -` setup notes given.
+pub fn run_keygen_to(
+    opts: &KeygenOptions,
+    out: &mut dyn Write,
+    notes: &mut dyn Write,
+) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: PathBuf::from("<stdout>"),
+        action: "print the setup for",
+        source,
+    };
+    if to_stdout(opts) {
+        let kf = generate(opts)?;
+        out.write_all(kf.to_toml().as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(io)?;
+        return notes.write_all(snippet(&kf, None).as_bytes()).map_err(io);
+    }
     let (kf, path) = keygen(opts)?;
     out.write_all(setup_snippet(&kf, &path).as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|source| KeyError::Io {
-            path: PathBuf::from("<stdout>"),
-            action: "print the setup for",
-            source,
-        })
+        .map_err(io)
 }
 
 #[cfg(test)]
@@ -272,6 +314,28 @@ mod tests {
         };
         let s = setup_snippet(&kf, Path::new("/k"));
         assert!(s.contains("--server-id NAME"), "{s}");
+    }
+
+    #[test]
+    fn out_dash_prints_the_key_file_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd_dash = dir.path().join("-");
+        let opts = KeygenOptions {
+            out: Some(PathBuf::from("-")),
+            name: Some("alice".into()),
+            server_id: Some("gw1".into()),
+            force: false,
+        };
+        let (mut out, mut notes) = (Vec::new(), Vec::new());
+        run_keygen_to(&opts, &mut out, &mut notes).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let kf = KeyFile::parse(&text, Path::new("<stdout>")).unwrap();
+        assert_eq!(kf.server_id.as_deref(), Some("gw1"));
+        let notes = String::from_utf8(notes).unwrap();
+        assert!(notes.starts_with(&format!("key-id: {}\n", kf.key.derive().key_id())));
+        assert!(notes.contains("nothing was written to disk"), "{notes}");
+        assert!(notes.contains("--key FILE"), "{notes}");
+        assert!(!cwd_dash.exists() && !Path::new("-").exists());
     }
 
     #[test]

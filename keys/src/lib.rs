@@ -12,9 +12,11 @@
 mod error;
 mod file;
 mod keygen;
+mod sniff;
 
 pub use error::KeyError;
 pub use file::{check_label, KeyFile, MAX_KEY_FILE_LEN};
 pub use keygen::{
-    default_key_path, default_name, hostname, keygen, run_keygen, setup_snippet, KeygenOptions,
+    default_key_path, default_name, hostname, keygen, run_keygen, run_keygen_to, setup_snippet,
+    KeygenOptions,
 };

@@ -72,3 +72,49 @@ fn help_mentions_defaults() {
     assert!(s.contains("--server-id"), "{s}");
     assert!(s.contains("--force"), "{s}");
 }
+
+/// `--out -` (issue 12): the key file's text on stdout, usable as is once
+/// saved, the setup notes on stderr, and no file named `-`.
+#[test]
+fn out_dash_writes_the_key_file_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = keygen()
+        .current_dir(dir.path())
+        .args(["--out", "-", "--name", "alice", "--server-id", "gw1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(!dir.path().join("-").exists(), "no file named '-'");
+    let text = String::from_utf8(o.stdout).unwrap();
+    let saved = dir.path().join("saved.key");
+    std::fs::write(&saved, &text).unwrap();
+    std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let kf = spa_keys::KeyFile::read(&saved).unwrap();
+    assert_eq!(
+        (kf.name.as_str(), kf.server_id.as_deref()),
+        ("alice", Some("gw1"))
+    );
+    let notes = String::from_utf8(o.stderr).unwrap();
+    let id = kf.key.derive().key_id().to_string();
+    assert!(notes.starts_with(&format!("key-id: {id}\n")), "{notes}");
+    assert!(notes.contains("[[key]]"), "{notes}");
+}
+
+/// A WireGuard key (one base64 line) given as a key file: the error says
+/// what a spa key file is and how to make one, not a TOML position.
+#[test]
+fn a_wireguard_key_is_not_a_spa_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wg = dir.path().join("wg0.key");
+    std::fs::write(&wg, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").unwrap();
+    std::fs::set_permissions(&wg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = spa_keys::KeyFile::read(&wg).unwrap_err().to_string();
+    for needle in [
+        &format!("{} is not a spa key file", wg.display()),
+        "such as a WireGuard key",
+        "key = \"<32 bytes in base64>\"",
+        "spa-keygen --out FILE",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in {e}");
+    }
+}

@@ -53,7 +53,8 @@ pub enum Command {
         long_about = "Generate a new SPA key: a 32-byte secret shared by one client and the \
         server. Writes a key file readable only by you (mode 0600), then prints its key-id, \
         the [[key]] table to paste into the server's /etc/spa/server.toml, and the spa-client \
-        command that uses it. Identical to spa-keygen."
+        command that uses it. `--out -` prints the key file's text instead (for a password \
+        manager), and the rest on stderr. Identical to spa-keygen."
     )]
     Keygen(spa_keys::KeygenOptions),
     /// Testing tool: send a file's bytes unchanged as one UDP datagram.

@@ -559,3 +559,32 @@ fn client_toml_errors_name_file_line_and_field() {
     assert!(o.status.success(), "{o:?}");
     assert!(stdout(&o).contains("no profiles"), "{}", stdout(&o));
 }
+
+/// The same through the client: one `error:` line that says what a spa
+/// key file looks like and how to make one.
+#[test]
+fn a_wireguard_key_file_gets_a_what_and_how_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let wg = dir.path().join("wg0.key");
+    std::fs::write(&wg, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").unwrap();
+    std::fs::set_permissions(&wg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = run(client()
+        .args([
+            "send",
+            "--open",
+            "22",
+            "--server-id",
+            "gw1",
+            "--dry-run",
+            "--key",
+        ])
+        .arg(&wg));
+    assert_error(
+        &o,
+        &[
+            "is not a spa key file",
+            "WireGuard",
+            "spa-keygen --out FILE",
+        ],
+    );
+}

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 /// Generate a new SPA key: a 32-byte secret shared by one client and the
 /// server. Writes a key file readable only by you (mode 0600), then prints its
 /// key-id, the [[key]] table to paste into the server's /etc/spa/server.toml,
-/// and the spa-client command that uses it.
+/// and the spa-client command that uses it. `--out -` prints the key file's
+/// text instead (for a password manager), and the rest on stderr.
 #[derive(Debug, Parser)]
 #[command(name = "spa-keygen", version)]
 struct Cli {
