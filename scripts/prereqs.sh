@@ -29,6 +29,8 @@ knockd            test bench
 systemd           test
 strace            test
 util-linux        test
+openssh-server    test
+openssh-client    test
 ca-certificates   build
 gcc               build
 libc6-dev         build

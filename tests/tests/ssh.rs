@@ -1,0 +1,207 @@
+//! The README's ssh recipe with the real OpenSSH (issue 12): `sshd` runs in
+//! the server namespace behind the REJECT baseline, `ssh` in the client
+//! namespace with a throwaway key and known_hosts and the recipe's
+//! `Match originalhost gw1 exec "spa-client send --wait %n"`. A plain
+//! `ssh gw1 true` succeeds with spa-server running and fails cleanly, in
+//! bounded time, without it.
+//!
+//! Namespace id 163. No sshd runs outside the test's namespace: it is
+//! started with `ip netns exec`, listens on the namespace's address only,
+//! and dies with the namespace (NetPair's drop) or the guard.
+
+use spa_e2e::{bin, keygen, run_ok, spawn_logged, Guard, NetPair, Scratch, Server};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const SSH: &str = "/usr/bin/ssh";
+const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+
+/// Fails (never skips) when OpenSSH is missing, naming the package.
+fn require_openssh() {
+    for (path, pkg) in [
+        (SSHD, "openssh-server"),
+        (SSH, "openssh-client"),
+        (SSH_KEYGEN, "openssh-client"),
+    ] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: install the Debian package {pkg} (`scripts/prereqs.sh test` does)"
+        );
+    }
+    // sshd without PAM refuses an account whose password field is locked.
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let root = shadow
+        .lines()
+        .find(|l| l.starts_with("root:"))
+        .unwrap_or("");
+    assert!(
+        !root.starts_with("root:!"),
+        "root's password is locked ('!' in /etc/shadow), so sshd refuses key logins as root \
+         without PAM; unlock it without a password: usermod -p '*' root"
+    );
+}
+
+fn ssh_keygen(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    run_ok(
+        Command::new(SSH_KEYGEN)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "spa-e2e", "-f"])
+            .arg(path),
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// `ssh -F CONFIG gw1 <argv>` in the client namespace, bounded by
+/// `timeout`, with HOME in the scratch directory.
+fn ssh(pair: &NetPair, dir: &Scratch, argv: &[&str]) -> (Output, Duration) {
+    let cfg = dir.join("ssh_config").display().to_string();
+    let mut a = vec!["timeout", "30", SSH, "-F", &cfg, "gw1"];
+    a.extend_from_slice(argv);
+    let t = Instant::now();
+    let o = pair
+        .cli(&a)
+        .env("HOME", &dir.path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn ssh");
+    (o, t.elapsed())
+}
+
+#[test]
+fn ssh_gw1_sends_the_datagram_waits_and_connects() {
+    require_openssh();
+    let pair = NetPair::new(163);
+    pair.iptables_baseline(22);
+    let dir = Scratch::new("ssh163");
+    let srv = pair.srv_ip4.to_string();
+
+    // The server side: a throwaway host key and sshd on the namespace's
+    // address only; its privilege separation directory is the one sshd
+    // expects (Debian's unit makes it at start).
+    std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+    ssh_keygen(&dir.join("host_key"));
+    ssh_keygen(&dir.join("id_ed25519"));
+    let id_pub = std::fs::read_to_string(dir.join("id_ed25519.pub")).expect("read id pub");
+    write(&dir.join("authorized_keys"), &id_pub);
+    let d = dir.path.display();
+    write(
+        &dir.join("sshd_config"),
+        &format!(
+            "ListenAddress {srv}:22\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPubkeyAuthentication yes\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n"
+        ),
+    );
+    let sshd_cfg = dir.join("sshd_config").display().to_string();
+    let sshd = Guard(spawn_logged(
+        pair.srv(&[SSHD, "-D", "-e", "-f", &sshd_cfg]),
+        &dir.join("sshd.log"),
+        false,
+    ));
+    let sshd_log = || std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+    assert!(
+        spa_e2e::wait_for(Duration::from_secs(10), || sshd_log()
+            .contains("Server listening")),
+        "sshd did not start: {}",
+        sshd_log()
+    );
+
+    // The client side: a spa key and profile, the known host, and the
+    // README's recipe.
+    let key = keygen(&dir.join("alice.key"), "alice", "gw1");
+    write(
+        &dir.join("client.toml"),
+        &format!("[server.gw1]\nhost = \"{srv}\"\nkey = \"{key}\"\nopen = [\"tcp/22\"]\n"),
+    );
+    let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");
+    let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+    write(
+        &dir.join("known_hosts"),
+        &format!("{srv} {}\n", host_pub.join(" ")),
+    );
+    let client = bin("spa-client");
+    write(
+        &dir.join("ssh_config"),
+        &format!(
+            "Host gw1\n  HostName {srv}\n  User root\n  IdentityFile {d}/id_ed25519\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n  \
+             GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n  \
+             ConnectTimeout 5\n\n\
+             Match originalhost gw1 exec \"{} send --config {d}/client.toml --quiet --wait %n\"\n",
+            client.display()
+        ),
+    );
+
+    // Without spa-server: the datagram goes nowhere, --wait gives up after
+    // 5 s with its diagnosis, and ssh meets the REJECT: a clean failure.
+    let (o, took) = ssh(&pair, &dir, &["true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!(
+        "--- ssh gw1 true, no spa-server ({:.1} s, {}):\n{err}",
+        took.as_secs_f64(),
+        o.status
+    );
+    assert!(!o.status.success(), "ssh must fail without spa-server");
+    assert_eq!(
+        o.status.code(),
+        Some(255),
+        "ssh's own failure, not the timeout: {err}"
+    );
+    assert!(took < Duration::from_secs(15), "bounded: {took:?}");
+    assert!(
+        err.contains("did not open within 5 s"),
+        "the diagnosis shows: {err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+
+    // With spa-server: the same command sends, waits for the port and logs in.
+    let state = dir.join("state").display().to_string();
+    let s = Server::start(
+        &pair,
+        &dir.join("server.log"),
+        &[
+            "--interface",
+            &pair.srv_if,
+            "--server-id",
+            "gw1",
+            "--state-dir",
+            &state,
+            "--firewall",
+            "iptables",
+            "--key",
+            &key,
+            "--allow",
+            "tcp/22",
+        ],
+    );
+    let (o, took) = ssh(&pair, &dir, &["echo", "hello-from-gw1"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    eprintln!(
+        "--- ssh gw1 echo, spa-server up ({:.2} s, {}):\n{out}{err}",
+        took.as_secs_f64(),
+        o.status
+    );
+    assert!(
+        o.status.success(),
+        "ssh gw1 must log in through the grant: {err}\nserver:\n{}\nsshd:\n{}",
+        s.log_text(),
+        sshd_log()
+    );
+    assert_eq!(out.trim(), "hello-from-gw1");
+    s.expect_lines(&["accepted open", "grants=tcp/22"], 1);
+    assert!(
+        sshd_log().contains("Accepted publickey for root"),
+        "{}",
+        sshd_log()
+    );
+    drop(sshd);
+}
