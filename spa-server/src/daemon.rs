@@ -255,7 +255,10 @@ impl Daemon {
                 "replay record unreadable: refusing every datagram that could predate it for one window"
             ),
         }
-        let fw = firewall::backend(cfg.firewall, &cfg.firewall_options);
+        // Tools by absolute path, resolved once, never from $PATH.
+        let fw_opts = firewall::tools::resolve(cfg.firewall, &cfg.firewall_options)
+            .map_err(DaemonError::Firewall)?;
+        let fw = firewall::backend(cfg.firewall, &fw_opts);
         let mut grants = Grants::new(fw);
         grants.setup().map_err(DaemonError::Firewall)?;
         info!(
@@ -649,6 +652,7 @@ pub fn flush(
     backend: firewall::BackendKind,
     opts: &firewall::FirewallOptions,
 ) -> Result<(), FwError> {
-    let mut fw = firewall::backend(backend, opts);
+    let opts = firewall::tools::resolve(backend, opts)?;
+    let mut fw = firewall::backend(backend, &opts);
     fw.teardown()
 }

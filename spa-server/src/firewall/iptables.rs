@@ -7,7 +7,7 @@
 
 use super::{split_family, Access, Firewall, FirewallOptions, FwError, Ran, Runner};
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -87,12 +87,11 @@ impl Iptables {
         let Some((prog, args)) = argv.split_first() else {
             return;
         };
-        match Command::new(prog)
+        match super::tools::command(prog)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("LC_ALL", "C")
             .spawn()
         {
             Ok(c) => *slot = Some(c),

@@ -14,6 +14,7 @@ pub mod fake;
 pub mod iptables;
 mod nft_session;
 pub mod nftables;
+pub mod tools;
 
 pub use fake::{FakeCall, FakeFirewall};
 
@@ -22,7 +23,7 @@ use spa_proto::Grant;
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::str::FromStr;
 
 /// One source-scoped grant as the firewall sees it.
@@ -91,6 +92,13 @@ pub enum FwError {
     /// A name from the configuration that would not survive being pasted
     /// into a rule (chain, set, table, comment).
     BadOption { field: &'static str, value: String },
+    /// A tool the backend runs is not where [`tools::resolve`] looks.
+    ToolMissing {
+        field: &'static str,
+        tool: String,
+        searched: String,
+        package: &'static str,
+    },
     /// `FakeFirewall` was told to fail.
     Injected { call: &'static str },
     /// `apply` before `setup` (only the fake checks this; the real tools
@@ -128,6 +136,16 @@ impl fmt::Display for FwError {
                 f,
                 "firewall.{field} = {value:?}: only letters, digits, '_', '-' and '.' \
                  (at most 28 characters) are allowed"
+            ),
+            FwError::ToolMissing {
+                field,
+                tool,
+                searched,
+                package,
+            } => write!(
+                f,
+                "firewall tool `{tool}` not found (searched {searched}); install it \
+                 (Debian: apt-get install {package}) or set firewall_options.{field} to its absolute path"
             ),
             FwError::Injected { call } => write!(f, "fake firewall: injected failure in {call}"),
             FwError::NotSetUp => write!(f, "fake firewall: apply before setup"),
@@ -381,7 +399,7 @@ impl Runner {
                 error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
             });
         };
-        let mut c = Command::new(prog);
+        let mut c = tools::command(prog);
         c.args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -389,9 +407,7 @@ impl Runner {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Tools print messages we parse; keep them untranslated.
-            .env("LC_ALL", "C");
+            .stderr(Stdio::piped());
         let mut child = c.spawn().map_err(|error| FwError::Spawn {
             cmd: cmd.clone(),
             error,

@@ -12,7 +12,7 @@
 
 use super::FwError;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -34,18 +34,17 @@ impl NftSession {
     /// stderr into stdout (std cannot), then becomes nft.
     pub fn spawn(prefix: &[String], nft: &str) -> Result<NftSession, FwError> {
         let mut argv: Vec<&str> = prefix.iter().map(String::as_str).collect();
-        argv.extend(["sh", "-c", "exec \"$0\" -e -i 2>&1", nft]);
+        argv.extend([super::tools::SH, "-c", "exec \"$0\" -e -i 2>&1", nft]);
         let cmd = format!("{} (persistent)", argv.join(" "));
         let spawn_err = |error| FwError::Spawn {
             cmd: cmd.clone(),
             error,
         };
-        let mut child = Command::new(argv[0])
+        let mut child = super::tools::command(argv[0])
             .args(&argv[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .env("LC_ALL", "C")
             .spawn()
             .map_err(spawn_err)?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
