@@ -41,7 +41,7 @@ fwknop-server     bench
 fwknop-client     bench
 dpkg-dev          package
 lintian           package
-man-db            package
+man-db            test package
 "
 SPA_MIN_RUST=1.85
 SPA_RUSTUP_CMD="curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh"

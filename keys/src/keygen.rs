@@ -7,6 +7,20 @@ use spa_proto::MasterKey;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Generate a new SPA key: a 32-byte secret shared by one client and the
+/// server. Writes a key file readable only by you (mode 0600), then prints its
+/// key-id, the [[key]] table to paste into the server's /etc/spa/server.toml,
+/// and the spa-client command that uses it. `--out -` prints the key file's
+/// text instead (for a password manager), and the rest on stderr.
+// `spa-keygen`'s whole command line: here, not in the binary, so that its man
+// page and shell completions are generated from what the binary parses.
+#[derive(Debug, clap::Parser)]
+#[command(name = "spa-keygen", version)]
+pub struct KeygenCli {
+    #[command(flatten)]
+    pub opts: KeygenOptions,
+}
+
 /// Options of `spa-keygen` / `spa-client keygen`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct KeygenOptions {

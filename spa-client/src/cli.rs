@@ -80,12 +80,31 @@ pub enum Command {
     /// $XDG_CONFIG_HOME/spa/client.toml, else ~/.config/spa/client.toml;
     /// docs/client.md describes its tables.
     List(crate::profile::ListArgs),
+    /// Print the shell completion script for spa-client (bash, zsh, fish,
+    /// elvish, powershell), to save where the shell looks, e.g. for bash
+    /// ~/.local/share/bash-completion/completions/spa-client. The Debian
+    /// packages install them for bash, zsh and fish already.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The clap command tree of `spa-client`, for man page and completion
 /// generators.
 pub fn command() -> clap::Command {
     Cli::command()
+}
+
+/// Writes the completion script for `shell`. Rendered in memory first:
+/// clap_complete panics on a write error, and a closed stdout is not a bug.
+pub fn write_completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut command(), "spa-client", &mut buf);
+    out.write_all(&buf)
 }
 
 #[cfg(test)]

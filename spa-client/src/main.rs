@@ -20,6 +20,15 @@ fn main() -> ExitCode {
         Command::KnockSeq(args) => done(spa_client::run_knock_seq(args, &mut stdout)),
         Command::Knock(args) => done(spa_client::run_knock(args, &mut stdout)),
         Command::List(args) => done(spa_client::profile::run_list(args, &mut stdout)),
+        Command::Completions { shell } => done(
+            spa_client::cli::write_completions(*shell, &mut stdout).map_err(|source| {
+                spa_client::ClientError::File {
+                    path: "standard output".into(),
+                    action: "write completions to",
+                    source,
+                }
+            }),
+        ),
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

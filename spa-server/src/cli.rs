@@ -3,7 +3,7 @@
 //! `--help` (see `xtask`), and so `main.rs` stays a thin dispatcher.
 
 use crate::firewall::BackendKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Single-packet-authorization server: opens a firewall port for the source of
@@ -86,6 +86,12 @@ pub enum Command {
     Flush,
     /// Load and check the configuration and key files, then exit.
     CheckConfig,
+    /// Print the shell completion script for spa-server (bash, zsh, fish,
+    /// elvish, powershell). The Debian package installs bash, zsh and fish's.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 pub const AFTER_HELP: &str = "\
@@ -97,3 +103,29 @@ Examples:
 The admin's own ruleset keeps ports closed (e.g. iptables -A INPUT -p tcp
 --dport 22 -j REJECT, after an ESTABLISHED,RELATED accept); spa-server only
 adds source-scoped ACCEPT rules in its own chain, jumped to from INPUT.";
+
+/// The clap command tree of `spa-server`, for man page and completion
+/// generators.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Writes the completion script for `shell`. Rendered in memory first:
+/// clap_complete panics on a write error, and a closed stdout is not a bug.
+pub fn write_completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut command(), "spa-server", &mut buf);
+    out.write_all(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate flags, bad defaults).
+    #[test]
+    fn command_tree_is_consistent() {
+        super::command().debug_assert();
+    }
+}

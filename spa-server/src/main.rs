@@ -117,6 +117,10 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Some(Command::Completions { shell }) => {
+            spa_server::cli::write_completions(shell, &mut std::io::stdout().lock())
+                .map_err(|e| format!("cannot write completions to standard output: {e}"))
+        }
         Some(Command::Run) | None => {
             let src = source(&cli)?;
             let d = Daemon::start(src).map_err(|e| e.to_string())?;
