@@ -3,10 +3,14 @@
 //! grep that finds the server's log line; profiles and groups of
 //! client.toml reach two real servers, each sealed for its own server id.
 //!
-//! Namespace ids 160-162. Every wait is bounded (`--wait=2`, and the
+//! The README's own commands run here too, against its own sample
+//! configurations (server.toml and client.toml), so the README cannot drift
+//! into an example its configuration refuses.
+//!
+//! Namespace ids 160-162 and 164. Every wait is bounded (`--wait=2`, and the
 //! helpers' own limits); servers and namespaces go on drop.
 
-use spa_e2e::{bin, Family, NetPair, Server, Testbed};
+use spa_e2e::{bin, Family, Guard, NetPair, Scratch, Server, Testbed};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -282,4 +286,108 @@ fn group_reaches_two_servers_each_with_its_own_id() {
     let kid = grep_key_id(&err);
     assert!(sb.wait_lines(&[&kid, "wrong_server"], 1, Duration::from_secs(3)));
     a.done("group_reaches_two_servers_each_with_its_own_id");
+}
+
+/// The first fenced block (```` ```LANG ````) after `marker` in `text`.
+fn block_after(text: &str, marker: &str, lang: &str) -> String {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker:?}"));
+    let fence = format!("```{lang}\n");
+    let start = at + text[at..].find(&fence).expect("a fenced block") + fence.len();
+    let len = text[start..].find("```").expect("the block's end");
+    text[start..start + len].to_owned()
+}
+
+/// Every `spa-keygen` and `spa-client` line of the README's "Use" block,
+/// run in order in the client namespace with HOME in a scratch directory,
+/// against a spa-server started with the README's server.toml (only the
+/// interface, the key file and the state paths replaced) and the README's
+/// client.toml (only the host replaced): each must exit 0, and the port
+/// must be open or closed afterwards as the command says.
+#[test]
+fn readme_client_commands_work_against_the_readme_configuration() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let pair = NetPair::new(164);
+    pair.iptables_baseline(22);
+    let _listener = Guard(pair.listen(22));
+    let dir = Scratch::new("readme164");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).expect("mkdir home");
+    let srv = pair.srv_ip4.to_string();
+    let cli = pair.cli_ip4.into();
+    let run = |line: &str| {
+        let line = line.replace("gw1.example.org", &srv);
+        assert!(!line.contains(['"', '\'', '$']), "plain words only: {line}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let exe = bin(words[0]);
+        let mut argv = vec![exe.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(&words[1..]);
+        let o = pair
+            .cli(&argv)
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("SPA_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn");
+        let (out, err) = text(&o);
+        eprintln!("$ {line}\n{out}{err}");
+        assert!(
+            o.status.success(),
+            "README command failed: {line}\n{out}{err}"
+        );
+        out
+    };
+    let commands: Vec<String> = block_after(&readme, "## Use", "")
+        .lines()
+        .filter(|l| l.starts_with("spa-client ") || l.starts_with("spa-keygen "))
+        .map(|l| l.split(" #").next().unwrap_or(l).trim().to_owned())
+        .collect();
+    assert!(commands.len() >= 5, "{commands:?}");
+    assert!(
+        commands[0].starts_with("spa-keygen"),
+        "the key comes first: {commands:?}"
+    );
+    run(&commands[0]);
+    let key = home.join(".config/spa/default.key");
+
+    // The README's server.toml, with this namespace's interface, the key
+    // just made and paths in the scratch directory.
+    let mut server_toml = format!("state_dir = \"{}\"\n", dir.join("state").display());
+    for line in block_after(&readme, "A minimal `/etc/spa/server.toml`", "toml").lines() {
+        let l = if line.starts_with("interfaces") {
+            format!("interfaces = [\"{}\"]", pair.srv_if)
+        } else if line.starts_with("file") {
+            format!("file = \"{}\"", key.display())
+        } else if line.starts_with("runtime_dir") {
+            format!("runtime_dir = \"{}\"", dir.join("run").display())
+        } else {
+            line.to_owned()
+        };
+        server_toml.push_str(&l);
+        server_toml.push('\n');
+    }
+    let server_cfg = write(&dir.join("server.toml"), &server_toml);
+    let s = Server::start(&pair, &dir.join("server.log"), &["--config", &server_cfg]);
+    let client_toml = block_after(&readme, "`~/.config/spa/client.toml`", "toml")
+        .replace("gw1.example.org", &srv);
+    write(&home.join(".config/spa/client.toml"), &client_toml);
+
+    for line in &commands[1..] {
+        let out = run(line);
+        if line.starts_with("spa-client list") {
+            assert!(out.contains("server gw1"), "{out}");
+            continue;
+        }
+        let open = !line.contains("--close");
+        assert!(
+            pair.wait_connect(cli, pair.srv_ip4.into(), 22, open, Duration::from_secs(5)),
+            "after `{line}` tcp/22 should be {}; server log:\n{}",
+            if open { "open" } else { "closed" },
+            s.log_text()
+        );
+    }
+    assert!(s.lines_with(&["rejected"]).is_empty(), "{}", s.log_text());
 }

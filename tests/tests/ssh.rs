@@ -125,16 +125,26 @@ fn ssh_gw1_sends_the_datagram_waits_and_connects() {
         &dir.join("known_hosts"),
         &format!("{srv} {}\n", host_pub.join(" ")),
     );
-    let client = bin("spa-client");
+    // The recipe's Match line as the README has it; only the client's
+    // path and the scratch configuration are filled in.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let recipe = readme
+        .lines()
+        .find(|l| l.starts_with("Match originalhost gw1 exec \"spa-client send"))
+        .expect("README.md has the ssh recipe's Match line");
+    let client = format!(
+        "{} send --config {d}/client.toml",
+        bin("spa-client").display()
+    );
+    let recipe = recipe.replacen("spa-client send", &client, 1);
     write(
         &dir.join("ssh_config"),
         &format!(
             "Host gw1\n  HostName {srv}\n  User root\n  IdentityFile {d}/id_ed25519\n  \
              IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n  \
              GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n  \
-             ConnectTimeout 5\n\n\
-             Match originalhost gw1 exec \"{} send --config {d}/client.toml --quiet --wait %n\"\n",
-            client.display()
+             ConnectTimeout 5\n\n{recipe}\n"
         ),
     );
 
