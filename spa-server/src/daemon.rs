@@ -9,7 +9,7 @@ use crate::capture::local::LocalAddrs;
 use crate::capture::{Capture, FilterSpec, Packet};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::firewall::{self, FwError};
-use crate::grants::Grants;
+use crate::grants::{Grants, Owner};
 use crate::notify::Notifier;
 use crate::state::{Loaded, ReplayLog, StateError};
 use crate::verdict::{self, Verdict};
@@ -465,13 +465,26 @@ impl Daemon {
                 info!(%src, key_id, reason = p.code(), "rejected: {p}");
             }
             Verdict::Accept(d) => {
-                self.judged.accepted += 1;
                 // Durable before effective: a crash after this line cannot
                 // let the same datagram in again.
                 if let Err(e) = self.log.append(&d.seen) {
+                    self.judged.rejected += 1;
                     error!(%src, key = %d.key_name, "rejected: cannot persist replay record, not acting: {e}");
                     return;
                 }
+                let owner = Owner::Key(d.key_name.clone());
+                let now = unix_now_ceil();
+                if d.action == Action::Open {
+                    if let Err(hit) = self.check_caps(&owner, d.addr, &d.grants, now) {
+                        self.judged.rejected += 1;
+                        if self.limiter.allow() {
+                            info!(%src, key = %d.key_name, addr = %d.addr, reason = "grant_cap",
+                                "rejected: key `{}` holds {hit}", d.key_name);
+                        }
+                        return;
+                    }
+                }
+                self.judged.accepted += 1;
                 let ports = d
                     .grants
                     .iter()
@@ -481,9 +494,9 @@ impl Daemon {
                 let res = match d.action {
                     Action::Open => {
                         self.grants
-                            .open(d.addr, &d.grants, d.duration_secs, unix_now_ceil())
+                            .open(&owner, d.addr, &d.grants, d.duration_secs, now)
                     }
-                    Action::Close => self.grants.close(d.addr, &d.grants),
+                    Action::Close => self.grants.close(&owner, d.addr, &d.grants, now),
                 };
                 match (d.action, res) {
                     (Action::Open, Ok(c)) => info!(
@@ -512,21 +525,20 @@ impl Daemon {
         use crate::knocks::Outcome;
         match ev {
             Outcome::Open {
+                owner,
                 addr,
                 grants,
                 duration_secs,
                 via,
                 hmac,
             } => {
-                if !hmac {
-                    if let Some(live) =
-                        crate::knocks::door_cap_exceeded(&self.grants, addr, &grants)
-                    {
-                        if self.limiter.allow() {
-                            warn!(%addr, via = %via, live, "knock rejected: too many live grants for a fixed-sequence door (spoofed knock flood?)");
-                        }
-                        return;
+                let now = unix_now_ceil();
+                if let Err(hit) = self.check_caps(&owner, addr, &grants, now) {
+                    if self.limiter.allow() {
+                        warn!(%addr, via = %via, reason = "grant_cap",
+                            "knock rejected: {owner} holds {hit} (a spoofed knock flood?)");
                     }
+                    return;
                 }
                 // Durable before effective, as for datagrams: a restart must
                 // not make this HMAC sequence usable again.
@@ -537,10 +549,7 @@ impl Daemon {
                         return;
                     }
                 }
-                match self
-                    .grants
-                    .open(addr, &grants, duration_secs, unix_now_ceil())
-                {
+                match self.grants.open(&owner, addr, &grants, duration_secs, now) {
                     Ok(c) => info!(%addr, via = %via, added = c.added, refreshed = c.refreshed,
                         duration = duration_secs, "knock accepted: rule added"),
                     Err(e) => {
@@ -548,7 +557,12 @@ impl Daemon {
                     }
                 }
             }
-            Outcome::Close { addr, grants, via } => match self.grants.close(addr, &grants) {
+            Outcome::Close {
+                owner,
+                addr,
+                grants,
+                via,
+            } => match self.grants.close(&owner, addr, &grants, unix_now_ceil()) {
                 Ok(c) => {
                     info!(%addr, via = %via, removed = c.removed, "knock accepted: rule removed")
                 }
@@ -562,6 +576,29 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// The caps an open by `owner` is held to: the key's `max_grants` (an
+    /// HMAC knock counts as its key), the doors' shared part of the total,
+    /// and `max_grants_total` for everyone.
+    fn check_caps(
+        &self,
+        owner: &Owner,
+        addr: IpAddr,
+        grants: &[spa_proto::Grant],
+        now: u64,
+    ) -> Result<(), crate::grants::CapHit> {
+        let total = self.cfg.max_grants_total;
+        let cap = match owner {
+            Owner::Key(name) => self
+                .cfg
+                .keys
+                .iter()
+                .find(|k| &k.name == name)
+                .map_or(0, |k| k.max_grants),
+            Owner::Door(_) => crate::limits::door_share(total),
+        };
+        self.grants.check_caps(owner, addr, grants, now, cap, total)
     }
 
     fn expire(&mut self) {

@@ -1,23 +1,124 @@
-//! The live grants: what is open, for whom, until when. Every change is one
-//! firewall batch, and the in-memory view changes only when the batch
-//! succeeded, so memory and firewall never disagree about what we added.
+//! The live grants: what is open, for whom, until when, and who asked. Every
+//! change is one firewall batch, and the in-memory view changes only when the
+//! batch succeeded, so memory and firewall never disagree about what we added.
+//!
+//! Every grant has an [`Owner`]: the key that sent the datagram or HMAC knock,
+//! or the legacy door whose sequence completed. An owner refreshes and closes
+//! only its own grant, so one key holder cannot close or shorten another's
+//! (issue 16, finding 2) and a spoofed door sequence cannot touch a key's
+//! grant (finding 5).
+//!
+//! Two owners may hold the same (address, grant). The firewall keeps ONE
+//! rule for it, expiring at the latest of its owners' expiries: the kernel
+//! needs no notion of owners, a packet matches the same single rule, and the
+//! rule stays until the last owner's grant ends (docs/firewall.md). When an
+//! owner closes or shortens, the rule is rewritten to the latest expiry of
+//! the owners that remain, in the same one-batch way as a refresh.
 
 use crate::firewall::{Access, Firewall, FwError};
 use spa_proto::Grant;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
+
+/// Who a grant is for: the key or door that opened it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// A `[[key]]` (by name), through a datagram or an HMAC knock.
+    Key(String),
+    /// A legacy fixed-sequence door (by name).
+    Door(String),
+}
+
+impl Owner {
+    /// Doors count as one class for the caps: their sequences are public,
+    /// so which door a spoofer completes makes no difference.
+    fn same_class(&self, other: &Owner) -> bool {
+        match (self, other) {
+            (Owner::Door(_), Owner::Door(_)) => true,
+            _ => self == other,
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Key(n) => write!(f, "key {n}"),
+            Owner::Door(n) => write!(f, "door {n}"),
+        }
+    }
+}
 
 /// What an `open` or `close` changed, for the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Change {
+    /// Rules the firewall did not have.
     pub added: usize,
+    /// Grants that already had a rule (this owner's or another's).
     pub refreshed: usize,
+    /// This owner's grants ended by a close.
     pub removed: usize,
+}
+
+/// Which cap an open would break (`reason=grant_cap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapHit {
+    /// The owner (or, for doors, all doors together) holds `live` grants
+    /// and may hold `cap`.
+    Owner { live: usize, cap: usize },
+    /// The firewall holds `live` grant rules in all and may hold `cap`.
+    Total { live: usize, cap: usize },
+}
+
+impl fmt::Display for CapHit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapHit::Owner { live, cap } => {
+                write!(f, "{live} live grants, its cap is {cap} (max_grants)")
+            }
+            CapHit::Total { live, cap } => write!(
+                f,
+                "{live} live grants in all, the cap is {cap} (max_grants_total)"
+            ),
+        }
+    }
+}
+
+/// One rule and the owners it stands for (owner → its own expiry).
+#[derive(Debug)]
+struct Entry {
+    rule: Access,
+    owners: HashMap<Owner, u64>,
+}
+
+impl Entry {
+    /// The latest expiry of the owners other than `but` still running at `now`.
+    fn others_until(&self, but: &Owner, now: u64) -> Option<u64> {
+        self.owners
+            .iter()
+            .filter(|(o, &t)| *o != but && t > now)
+            .map(|(_, &t)| t)
+            .max()
+    }
+
+    fn held_by_class(&self, owner: &Owner, now: u64) -> bool {
+        self.owners
+            .iter()
+            .any(|(o, &t)| t > now && o.same_class(owner))
+    }
 }
 
 pub struct Grants {
     fw: Box<dyn Firewall>,
-    live: HashMap<(IpAddr, Grant), Access>,
+    live: HashMap<(IpAddr, Grant), Entry>,
+}
+
+fn dedup(grants: &[Grant]) -> Vec<Grant> {
+    let mut g = grants.to_vec();
+    g.sort_unstable();
+    g.dedup();
+    g
 }
 
 impl Grants {
@@ -38,69 +139,184 @@ impl Grants {
         self.fw.setup()
     }
 
-    /// Opens (or refreshes) `grants` for `addr` until `now + duration`.
-    /// Refreshing replaces the old rule in the same batch: never a duplicate.
+    /// `Err` when opening `grants` for `addr` as `owner` would take the
+    /// owner past `owner_cap` live grants or the firewall past `total_cap`
+    /// rules. What the owner already holds (a refresh) never counts, and a
+    /// grant another owner already holds adds no rule. Doors share one cap.
+    pub fn check_caps(
+        &self,
+        owner: &Owner,
+        addr: IpAddr,
+        grants: &[Grant],
+        now: u64,
+        owner_cap: usize,
+        total_cap: usize,
+    ) -> Result<(), CapHit> {
+        let grants = dedup(grants);
+        let entries: Vec<Option<&Entry>> =
+            grants.iter().map(|g| self.live.get(&(addr, *g))).collect();
+        let new_owned = entries
+            .iter()
+            .filter(|e| !e.is_some_and(|e| e.held_by_class(owner, now)))
+            .count();
+        let new_rules = entries.iter().filter(|e| e.is_none()).count();
+        if new_owned > 0 {
+            let live = self
+                .live
+                .values()
+                .filter(|e| e.held_by_class(owner, now))
+                .count();
+            if live + new_owned > owner_cap {
+                return Err(CapHit::Owner {
+                    live,
+                    cap: owner_cap,
+                });
+            }
+        }
+        let live = self.live.len();
+        if new_rules > 0 && live + new_rules > total_cap {
+            return Err(CapHit::Total {
+                live,
+                cap: total_cap,
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens (or refreshes) `owner`'s `grants` for `addr` until
+    /// `now + duration`. Another owner's grant of the same (address, grant)
+    /// keeps its own expiry: the rule ends at the later of the two, so a
+    /// short refresh never shortens someone else's access. A rule that
+    /// changes is replaced in the same batch: never a duplicate.
     pub fn open(
         &mut self,
+        owner: &Owner,
         addr: IpAddr,
         grants: &[Grant],
         duration_secs: u32,
         now: u64,
     ) -> Result<Change, FwError> {
         let expires_at = now.saturating_add(u64::from(duration_secs));
-        let add: Vec<Access> = grants
-            .iter()
-            .map(|&grant| Access {
-                addr,
-                grant,
-                expires_at,
-            })
-            .collect();
-        let remove: Vec<Access> = grants
-            .iter()
-            .filter_map(|g| self.live.get(&(addr, *g)).copied())
-            .collect();
-        self.fw.apply(&add, &remove)?;
-        for a in &add {
-            self.live.insert((a.addr, a.grant), *a);
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        let mut change = Change::default();
+        for grant in dedup(grants) {
+            match self.live.get(&(addr, grant)) {
+                None => {
+                    change.added += 1;
+                    add.push(Access {
+                        addr,
+                        grant,
+                        expires_at,
+                    });
+                }
+                Some(e) => {
+                    change.refreshed += 1;
+                    let until = e
+                        .others_until(owner, now)
+                        .map_or(expires_at, |t| t.max(expires_at));
+                    if until != e.rule.expires_at {
+                        remove.push(e.rule);
+                        add.push(Access {
+                            expires_at: until,
+                            ..e.rule
+                        });
+                    }
+                }
+            }
         }
-        Ok(Change {
-            added: add.len() - remove.len(),
-            refreshed: remove.len(),
-            removed: 0,
-        })
+        if !add.is_empty() || !remove.is_empty() {
+            self.fw.apply(&add, &remove)?;
+        }
+        for a in &add {
+            let e = self.live.entry((a.addr, a.grant)).or_insert(Entry {
+                rule: *a,
+                owners: HashMap::new(),
+            });
+            e.rule = *a;
+        }
+        for grant in dedup(grants) {
+            if let Some(e) = self.live.get_mut(&(addr, grant)) {
+                e.owners.insert(owner.clone(), expires_at);
+            }
+        }
+        Ok(change)
     }
 
-    /// Removes exactly these grants for `addr`; closing what is not open is
-    /// a no-op, not an error.
-    pub fn close(&mut self, addr: IpAddr, grants: &[Grant]) -> Result<Change, FwError> {
-        let remove: Vec<Access> = grants
-            .iter()
-            .filter_map(|g| self.live.get(&(addr, *g)).copied())
-            .collect();
-        if remove.is_empty() {
+    /// Ends `owner`'s grants among `grants` for `addr`. A rule another owner
+    /// still holds stays (until that owner's expiry); closing what the owner
+    /// does not hold is a no-op, not an error.
+    pub fn close(
+        &mut self,
+        owner: &Owner,
+        addr: IpAddr,
+        grants: &[Grant],
+        now: u64,
+    ) -> Result<Change, FwError> {
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        // (grant, the rule's new expiry; None: the rule goes).
+        let mut mine: Vec<(Grant, Option<u64>)> = Vec::new();
+        for grant in dedup(grants) {
+            let Some(e) = self.live.get(&(addr, grant)) else {
+                continue;
+            };
+            if !e.owners.contains_key(owner) {
+                continue;
+            }
+            let rest = e.others_until(owner, now);
+            mine.push((grant, rest));
+            match rest {
+                None => remove.push(e.rule),
+                Some(t) if t != e.rule.expires_at => {
+                    remove.push(e.rule);
+                    add.push(Access {
+                        expires_at: t,
+                        ..e.rule
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        if mine.is_empty() {
             return Ok(Change::default());
         }
-        self.fw.apply(&[], &remove)?;
-        for a in &remove {
-            self.live.remove(&(a.addr, a.grant));
+        if !add.is_empty() || !remove.is_empty() {
+            self.fw.apply(&add, &remove)?;
+        }
+        for &(grant, rest) in &mine {
+            match rest {
+                None => {
+                    self.live.remove(&(addr, grant));
+                }
+                Some(t) => {
+                    if let Some(e) = self.live.get_mut(&(addr, grant)) {
+                        e.owners.remove(owner);
+                        e.rule.expires_at = t;
+                    }
+                }
+            }
         }
         Ok(Change {
-            removed: remove.len(),
+            removed: mine.len(),
             ..Change::default()
         })
     }
 
-    /// Removes every grant whose time is up; returns them for the log. The
-    /// kernel already stopped matching them (kernel-side expiry); this only
-    /// tidies the ruleset.
+    /// Removes every rule whose time is up (all its owners' grants ended);
+    /// returns them for the log. The kernel already stopped matching them
+    /// (kernel-side expiry); this only tidies the ruleset. Owners whose own
+    /// grant ended under a rule that stays are forgotten in memory only.
     pub fn expire(&mut self, now: u64) -> Result<Vec<Access>, FwError> {
         let due: Vec<Access> = self
             .live
             .values()
-            .filter(|a| a.expires_at <= now)
-            .copied()
+            .filter(|e| e.rule.expires_at <= now)
+            .map(|e| e.rule)
             .collect();
+        for e in self.live.values_mut() {
+            e.owners.retain(|_, t| *t > now);
+        }
         if due.is_empty() {
             return Ok(due);
         }
@@ -113,22 +329,12 @@ impl Grants {
         res.map(|_| due)
     }
 
-    /// How many of `grants` for `addr` an open would add (not refresh).
-    pub fn new_count(&self, addr: IpAddr, grants: &[Grant]) -> usize {
-        let mut fresh: Vec<&Grant> = grants
-            .iter()
-            .filter(|g| !self.live.contains_key(&(addr, **g)))
-            .collect();
-        fresh.sort_unstable();
-        fresh.dedup();
-        fresh.len()
-    }
-
-    /// The earliest expiry among live grants (Unix seconds).
+    /// The earliest rule expiry (Unix seconds).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.live.values().map(|a| a.expires_at).min()
+        self.live.values().map(|e| e.rule.expires_at).min()
     }
 
+    /// Grant rules in the firewall.
     pub fn len(&self) -> usize {
         self.live.len()
     }
@@ -149,19 +355,8 @@ mod tests {
     use super::*;
     use crate::firewall::FakeFirewall;
 
-    #[test]
-    fn new_count_counts_only_what_an_open_would_add() {
-        let mut g = Grants::new(Box::new(FakeFirewall::new()));
-        g.setup().unwrap();
-        let a: IpAddr = "198.18.0.2".parse().unwrap();
-        let b: IpAddr = "198.18.0.3".parse().unwrap();
-        let ssh = Grant::tcp(22).unwrap();
-        let web = Grant::tcp(443).unwrap();
-        assert_eq!(g.new_count(a, &[ssh, ssh, web]), 2);
-        g.open(a, &[ssh], 30, 1000).unwrap();
-        assert_eq!(g.new_count(a, &[ssh]), 0, "a refresh adds nothing");
-        assert_eq!(g.new_count(a, &[ssh, web]), 1);
-        assert_eq!(g.new_count(b, &[ssh]), 1);
+    fn key(n: &str) -> Owner {
+        Owner::Key(n.into())
     }
 
     fn setup() -> (Grants, FakeFirewall, IpAddr, Grant) {
@@ -179,45 +374,151 @@ mod tests {
     #[test]
     fn open_refresh_close_keep_memory_and_firewall_equal() {
         let (mut g, fw, a, ssh) = setup();
-        let c = g.open(a, &[ssh], 30, 1000).unwrap();
+        let alice = key("alice");
+        let c = g.open(&alice, a, &[ssh], 30, 1000).unwrap();
         assert_eq!((c.added, c.refreshed), (1, 0));
-        let c = g.open(a, &[ssh], 30, 1010).unwrap();
+        let c = g.open(&alice, a, &[ssh, ssh], 30, 1010).unwrap();
         assert_eq!((c.added, c.refreshed), (0, 1));
         assert_eq!(fw.live().len(), 1, "a refresh never duplicates");
         assert_eq!(fw.live()[0].expires_at, 1040);
         assert_eq!(g.next_expiry(), Some(1040));
-        assert_eq!(g.close(a, &[ssh]).unwrap().removed, 1);
+        // An owner may shorten its own grant.
+        g.open(&alice, a, &[ssh], 5, 1010).unwrap();
+        assert_eq!(fw.live()[0].expires_at, 1015);
+        assert_eq!(g.close(&alice, a, &[ssh], 1011).unwrap().removed, 1);
         assert!(fw.live().is_empty() && g.is_empty());
         // Closing what is not open is a no-op, not a firewall call.
         let calls = fw.apply_count();
-        assert_eq!(g.close(a, &[ssh]).unwrap(), Change::default());
+        assert_eq!(g.close(&alice, a, &[ssh], 1011).unwrap(), Change::default());
         assert_eq!(fw.apply_count(), calls);
+    }
+
+    /// Finding 2: bob's close or 1 s open for alice's (address, port) never
+    /// ends or shortens alice's grant; the one rule lasts until the last
+    /// owner's grant ends.
+    #[test]
+    fn another_owner_can_neither_close_nor_shorten_a_grant() {
+        let (mut g, fw, a, ssh) = setup();
+        let (alice, bob) = (key("alice"), key("bob"));
+        g.open(&alice, a, &[ssh], 300, 1000).unwrap();
+        // Bob closes alice's address: he holds nothing there, nothing changes.
+        let calls = fw.apply_count();
+        assert_eq!(g.close(&bob, a, &[ssh], 1001).unwrap().removed, 0);
+        assert_eq!(fw.apply_count(), calls, "no firewall call");
+        // Bob opens it for 1 s: alice's 300 s stand.
+        let c = g.open(&bob, a, &[ssh], 1, 1002).unwrap();
+        assert_eq!((c.added, c.refreshed), (0, 1));
+        assert_eq!(fw.live().len(), 1);
+        assert_eq!(fw.live()[0].expires_at, 1300, "not shortened to 1003");
+        // Bob closes his own: alice's rule stays as it was.
+        assert_eq!(g.close(&bob, a, &[ssh], 1002).unwrap().removed, 1);
+        assert_eq!(fw.live().len(), 1);
+        assert_eq!(fw.live()[0].expires_at, 1300);
+        // Bob holds it longer than alice; his close brings the rule back
+        // to alice's expiry, not to nothing.
+        g.open(&bob, a, &[ssh], 900, 1010).unwrap();
+        assert_eq!(fw.live()[0].expires_at, 1910);
+        g.close(&bob, a, &[ssh], 1011).unwrap();
+        assert_eq!(fw.live().len(), 1);
+        assert_eq!(fw.live()[0].expires_at, 1300);
+        assert_eq!(g.next_expiry(), Some(1300));
+        // The rule goes when alice, its last owner, closes.
+        assert_eq!(g.close(&alice, a, &[ssh], 1012).unwrap().removed, 1);
+        assert!(fw.live().is_empty() && g.is_empty());
+    }
+
+    /// Finding 5: a door (spoofable by anyone) closes and refreshes only
+    /// what a door opened, never a key's grant.
+    #[test]
+    fn a_door_touches_only_door_grants() {
+        let (mut g, fw, a, ssh) = setup();
+        let (alice, door) = (key("alice"), Owner::Door("default".into()));
+        g.open(&alice, a, &[ssh], 300, 1000).unwrap();
+        let calls = fw.apply_count();
+        assert_eq!(g.close(&door, a, &[ssh], 1001).unwrap().removed, 0);
+        assert_eq!(fw.apply_count(), calls);
+        assert_eq!(fw.live()[0].expires_at, 1300);
+        // A door open on top (30 s) neither shortens alice's grant nor lets
+        // the door's close end it.
+        g.open(&door, a, &[ssh], 30, 1001).unwrap();
+        assert_eq!(fw.live()[0].expires_at, 1300);
+        assert_eq!(g.close(&door, a, &[ssh], 1002).unwrap().removed, 1);
+        assert_eq!(fw.live().len(), 1);
+        assert_eq!(fw.live()[0].expires_at, 1300);
     }
 
     #[test]
     fn failed_batch_changes_nothing_in_memory() {
         let (mut g, fw, a, ssh) = setup();
+        let (alice, bob) = (key("alice"), key("bob"));
         fw.fail_next(1);
-        assert!(g.open(a, &[ssh], 30, 1000).is_err());
+        assert!(g.open(&alice, a, &[ssh], 30, 1000).is_err());
         assert!(g.is_empty() && fw.live().is_empty());
-        g.open(a, &[ssh], 30, 1000).unwrap();
+        g.open(&alice, a, &[ssh], 30, 1000).unwrap();
         fw.fail_next(1);
-        assert!(g.close(a, &[ssh]).is_err());
+        assert!(g.close(&alice, a, &[ssh], 1001).is_err());
         assert_eq!(g.len(), 1, "still open, as in the firewall");
         assert_eq!(fw.live().len(), 1);
+        // A failed rewrite keeps the owner: bob's open failed, so alice's
+        // close still removes the rule.
+        fw.fail_next(1);
+        assert!(g.open(&bob, a, &[ssh], 900, 1001).is_err());
+        assert_eq!(fw.live()[0].expires_at, 1030);
+        g.close(&alice, a, &[ssh], 1002).unwrap();
+        assert!(g.is_empty() && fw.live().is_empty());
     }
 
     #[test]
     fn expire_removes_only_what_is_due() {
         let (mut g, fw, a, ssh) = setup();
+        let alice = key("alice");
         let web = Grant::tcp(443).unwrap();
-        g.open(a, &[ssh], 10, 1000).unwrap();
-        g.open(a, &[web], 20, 1000).unwrap();
+        g.open(&alice, a, &[ssh], 10, 1000).unwrap();
+        g.open(&alice, a, &[web], 20, 1000).unwrap();
         assert!(g.expire(1009).unwrap().is_empty());
         let gone = g.expire(1010).unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].grant, ssh);
         assert_eq!(fw.live().len(), 1);
         assert_eq!(g.next_expiry(), Some(1020));
+    }
+
+    /// Finding 1: a key holds at most its cap of live grants, all owners at
+    /// most the total; refreshes pass at the cap; doors share one cap.
+    #[test]
+    fn grant_caps_per_owner_and_in_all() {
+        let (mut g, _fw, _, ssh) = setup();
+        let addr = |i: usize| IpAddr::from([198, 18, (i >> 8) as u8, i as u8]);
+        let (alice, bob) = (key("alice"), key("bob"));
+        for i in 0..16 {
+            assert_eq!(g.check_caps(&alice, addr(i), &[ssh], 1000, 16, 40), Ok(()));
+            g.open(&alice, addr(i), &[ssh], 30, 1000).unwrap();
+        }
+        assert_eq!(
+            g.check_caps(&alice, addr(16), &[ssh], 1000, 16, 40),
+            Err(CapHit::Owner { live: 16, cap: 16 })
+        );
+        // A refresh adds nothing; a second port for a held address does.
+        assert_eq!(g.check_caps(&alice, addr(3), &[ssh], 1000, 16, 40), Ok(()));
+        let web = Grant::tcp(443).unwrap();
+        assert!(g
+            .check_caps(&alice, addr(3), &[ssh, web], 1000, 16, 40)
+            .is_err());
+        // Bob has his own cap; a grant alice's rule already covers adds no rule.
+        assert_eq!(g.check_caps(&bob, addr(0), &[ssh], 1000, 16, 16), Ok(()));
+        assert_eq!(
+            g.check_caps(&bob, addr(99), &[ssh], 1000, 16, 16),
+            Err(CapHit::Total { live: 16, cap: 16 })
+        );
+        // Alice's grants that ended no longer count, even before expire().
+        assert_eq!(g.check_caps(&alice, addr(16), &[ssh], 1030, 16, 40), Ok(()));
+        // Doors: one class.
+        let (d1, d2) = (Owner::Door("a".into()), Owner::Door("b".into()));
+        g.open(&d1, addr(200), &[ssh], 30, 1000).unwrap();
+        assert_eq!(
+            g.check_caps(&d2, addr(201), &[ssh], 1000, 1, 40),
+            Err(CapHit::Owner { live: 1, cap: 1 })
+        );
+        assert_eq!(g.check_caps(&d2, addr(200), &[ssh], 1000, 1, 40), Ok(()));
     }
 }

@@ -3,31 +3,11 @@
 //! ports to let through, and turns completed sequences into grant changes.
 
 use crate::config::Config;
+use crate::grants::Owner;
 use crate::legacy::{HmacKey, KnockEvent, LegacyEvent, LegacyKnocks};
 use spa_proto::{Grant, Grants, Proto};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-
-/// Live grants beyond which a fixed-sequence door opens nothing new. Door
-/// sequences are public and their knocks can carry any spoofed source, so
-/// without a bound a knock flood would grow the grant table and the
-/// firewall (one rule per source) without limit. Datagrams and HMAC knocks
-/// are authenticated and not held to it.
-pub const MAX_LIVE_GRANTS_FOR_DOORS: usize = 4096;
-
-/// `Some(live)` when opening `grants` for `addr` through a fixed-sequence
-/// door would take the grant table past [`MAX_LIVE_GRANTS_FOR_DOORS`]
-/// (`live`: the grants in force now). A refresh of what `addr` already has
-/// adds nothing and always passes.
-pub fn door_cap_exceeded(
-    table: &crate::grants::Grants,
-    addr: IpAddr,
-    grants: &[Grant],
-) -> Option<usize> {
-    let new = table.new_count(addr, grants);
-    let live = table.len();
-    (new > 0 && live.saturating_add(new) > MAX_LIVE_GRANTS_FOR_DOORS).then_some(live)
-}
 
 /// Whether a start note is a warning (an insecure mode is on) or news.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +50,9 @@ pub fn start_notes(cfg: &Config) -> Vec<(NoteLevel, String)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Open {
+        /// The door, or the key of an HMAC knock: a door's grant is the
+        /// door's, so its close sequence (spoofable) never ends a key's.
+        owner: Owner,
         addr: IpAddr,
         grants: Vec<Grant>,
         duration_secs: u32,
@@ -78,6 +61,7 @@ pub enum Outcome {
         hmac: bool,
     },
     Close {
+        owner: Owner,
         addr: IpAddr,
         grants: Vec<Grant>,
         via: String,
@@ -235,6 +219,7 @@ impl Runtime {
                     grant,
                     duration_secs,
                 }) => Outcome::Open {
+                    owner: Owner::Door(door.to_string()),
                     addr,
                     grants: vec![grant],
                     duration_secs: duration_secs.unwrap_or(cfg.default_duration),
@@ -242,6 +227,7 @@ impl Runtime {
                     hmac: false,
                 },
                 LegacyEvent::Door(KnockEvent::Close { door, addr, grant }) => Outcome::Close {
+                    owner: Owner::Door(door.to_string()),
                     addr,
                     grants: vec![grant],
                     via: format!("legacy door {door}"),
@@ -255,6 +241,7 @@ impl Runtime {
                     let asked = h.duration_secs.unwrap_or(cfg.default_duration);
                     let duration_secs = key.map_or(asked, |k| asked.min(k.max_duration));
                     Outcome::Open {
+                        owner: Owner::Key(name.clone()),
                         addr: h.addr,
                         grants: h.grants.as_slice().to_vec(),
                         duration_secs,
@@ -271,32 +258,6 @@ impl Runtime {
 mod tests {
     use super::*;
 
-    #[test]
-    fn doors_stop_opening_new_grants_at_the_cap_refreshes_pass() {
-        use crate::firewall::FakeFirewall;
-        let mut table = crate::grants::Grants::new(Box::new(FakeFirewall::new()));
-        table.setup().unwrap();
-        let ssh = [Grant::tcp(22).unwrap()];
-        let addr = |i: usize| IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
-        for i in 0..MAX_LIVE_GRANTS_FOR_DOORS {
-            assert_eq!(door_cap_exceeded(&table, addr(i), &ssh), None, "{i}");
-            table.open(addr(i), &ssh, 30, 1000).unwrap();
-        }
-        assert_eq!(table.len(), MAX_LIVE_GRANTS_FOR_DOORS);
-        let next = addr(MAX_LIVE_GRANTS_FOR_DOORS);
-        assert_eq!(
-            door_cap_exceeded(&table, next, &ssh),
-            Some(MAX_LIVE_GRANTS_FOR_DOORS)
-        );
-        // A refresh of a live grant adds nothing: allowed at the cap.
-        assert_eq!(door_cap_exceeded(&table, addr(7), &ssh), None);
-        // Adding a second port to a live source is new: refused.
-        let more = [Grant::tcp(22).unwrap(), Grant::tcp(443).unwrap()];
-        assert!(door_cap_exceeded(&table, addr(7), &more).is_some());
-        // One closed: room for one more.
-        table.close(addr(0), &ssh).unwrap();
-        assert_eq!(door_cap_exceeded(&table, next, &ssh), None);
-    }
     use crate::config::KeyPolicy;
     use crate::legacy::{tcp_flag, LegacyConfig};
     use spa_proto::{KnockParams, MasterKey};

@@ -22,6 +22,13 @@ pub const DEFAULT_MAX_GRANTS_TOTAL: usize = 4096;
 /// The most `max_grants_total` may be raised to.
 pub const MAX_GRANTS_CEILING: usize = 65_536;
 
+/// Live grants all legacy doors together may hold: half the total. Door
+/// sequences are public and their knocks may carry any spoofed source, so a
+/// knock flood fills at most this share and keys keep the other half.
+pub fn door_share(total: usize) -> usize {
+    (total / 2).max(1)
+}
+
 /// `duration_limit` itself: 1 ..= [`DURATION_CEILING`].
 pub fn check_duration_limit(limit: u32) -> Result<(), String> {
     if limit == 0 || limit > DURATION_CEILING {

@@ -438,16 +438,16 @@ fn policy_refuses_other_ports_and_caps_duration() {
     let snap = r.pair.iptables_snapshot();
 
     r.send(cli, srv, &["--open", "443"]);
-    s.expect_lines(&["rejected", "policy"], 1);
+    s.expect_lines(&["rejected", "reason=\"not_allowed\""], 1);
     assert!(
-        s.lines_with(&["policy"])[0].contains("tcp/443"),
+        s.lines_with(&["not_allowed"])[0].contains("tcp/443"),
         "{}",
         s.log_text()
     );
     r.send(cli, srv, &["--open", "22,443"]);
-    s.expect_lines(&["rejected", "policy"], 2);
+    s.expect_lines(&["rejected", "reason=\"not_allowed\""], 2);
     r.send(cli, srv, &["--open", "udp/22"]);
-    s.expect_lines(&["rejected", "policy"], 3);
+    s.expect_lines(&["rejected", "reason=\"not_allowed\""], 3);
     assert!(s.lines_with(&["accepted"]).is_empty(), "{}", s.log_text());
     assert_eq!(r.pair.iptables_snapshot(), snap, "nothing may be added");
     assert!(!r.connects(cli, srv));

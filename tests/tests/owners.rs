@@ -1,0 +1,140 @@
+//! Grant owners end to end (issue 16, findings 2 and 5): the real daemon,
+//! client, `knock` and iptables in a pair of network namespaces. A key holder
+//! behind the same address, or a spoofable door sequence, must not end or
+//! shorten another owner's grant.
+//!
+//! Namespace ids 120..=129 (engineer B's range is 120..=139). Every wait is
+//! bounded; the server is killed on drop and the namespaces are deleted, also
+//! when a test fails.
+
+use spa_e2e::Testbed;
+use std::time::Duration;
+
+const SID: &str = "e2e-owners";
+const KNOCK: &str = "/usr/bin/knock";
+
+/// The `exp=` of the one grant rule (its end, Unix seconds).
+fn one_rule_exp(r: &Testbed) -> String {
+    let rules = r.grant_rules("iptables");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    rules[0]
+        .split("exp=")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap_or_else(|| panic!("no exp= in {rules:?}"))
+        .to_owned()
+}
+
+/// Finding 2: bob, sending from alice's address (as behind one NAT), can
+/// neither shorten alice's grant with a 1 s open nor end it with a close.
+#[test]
+fn another_key_cannot_shorten_or_close_a_grant() {
+    let r = Testbed::new(120, "owners", "iptables", SID, &["alice", "bob"]);
+    let v4 = r.pair.v4();
+    let (cli, srv) = (v4.cli, v4.srv);
+    let bob = r.key_path("bob").display().to_string();
+    let s = r.server("server.log", &["--key", &bob]);
+
+    r.send(cli, srv, &["--open", "22", "-d", "300"]);
+    s.expect_lines(&["accepted open", "key=alice"], 1);
+    r.expect_connect(cli, srv, true, "after alice's --open", &s);
+    let alice_exp = one_rule_exp(&r);
+
+    r.send_with_key(&bob, cli, srv, &["--open", "22", "-d", "1"]);
+    s.expect_lines(&["accepted open", "key=bob"], 1);
+    assert_eq!(
+        one_rule_exp(&r),
+        alice_exp,
+        "bob's 1 s open must not shorten alice's rule; log:\n{}",
+        s.log_text()
+    );
+
+    r.send_with_key(&bob, cli, srv, &["--close", "22"]);
+    s.expect_lines(&["accepted close", "key=bob"], 1);
+    assert_eq!(
+        one_rule_exp(&r),
+        alice_exp,
+        "bob's close must leave alice's rule; log:\n{}",
+        s.log_text()
+    );
+    // Past bob's 1 s, alice's grant still lets her in.
+    std::thread::sleep(Duration::from_millis(1500));
+    r.expect_connect(cli, srv, true, "after bob's open, 1 s and close", &s);
+
+    r.send(cli, srv, &["--close", "22"]);
+    s.expect_lines(&["accepted close", "key=alice", "removed=1"], 1);
+    assert!(r.grant_rules("iptables").is_empty());
+    r.done("another_key_cannot_shorten_or_close_a_grant");
+}
+
+/// Finding 5: with knockd's default doors on, a close sequence (anyone can
+/// send it, from any source) from alice's address leaves her datagram grant.
+#[test]
+fn a_door_close_sequence_leaves_a_key_grant() {
+    assert!(
+        std::path::Path::new(KNOCK).exists(),
+        "{KNOCK} missing: apt-get install knockd"
+    );
+    let r = Testbed::new(121, "owners", "iptables", SID, &["alice"]);
+    let v4 = r.pair.v4();
+    let (cli, srv) = (v4.cli, v4.srv);
+    let s = r.server("server.log", &["--legacy-knock"]);
+    assert!(
+        s.wait_lines(&["ready", "server_id="], 1, Duration::from_secs(10)),
+        "spa-server did not log ready:\n{}",
+        s.log_text()
+    );
+
+    r.send(cli, srv, &["--open", "22", "-d", "300"]);
+    s.expect_lines(&["accepted open", "key=alice"], 1);
+    let alice_exp = one_rule_exp(&r);
+
+    // `knock` sends from the client's primary address: alice's.
+    let srv_s = srv.to_string();
+    spa_e2e::run_ok(
+        &mut r
+            .pair
+            .cli(&["timeout", "20", KNOCK, &srv_s, "9000", "8000", "7000"]),
+    );
+    assert!(
+        s.wait_lines(&["knock accepted: rule removed"], 1, Duration::from_secs(5)),
+        "the close sequence was not seen:\n{}",
+        s.log_text()
+    );
+    assert_eq!(s.lines_with(&["knock accepted", "removed=0"]).len(), 1);
+    assert_eq!(
+        one_rule_exp(&r),
+        alice_exp,
+        "a door's close must not end a key's grant; log:\n{}",
+        s.log_text()
+    );
+    r.expect_connect(cli, srv, true, "after the door's close sequence", &s);
+    r.done("a_door_close_sequence_leaves_a_key_grant");
+}
+
+/// Finding 1: a key holds at most `max_grants` (default 16) live grants; the
+/// 17th, for yet another address, is refused with its own reason and adds
+/// no rule, while a refresh of a held one still passes.
+#[test]
+fn a_key_holds_at_most_its_grant_cap() {
+    let r = Testbed::new(122, "owners", "iptables", SID, &["alice"]);
+    let v4 = r.pair.v4();
+    let (cli, srv) = (v4.cli, v4.srv);
+    let s = r.server("server.log", &["--allow-other-address"]);
+    for i in 1..=17 {
+        let addr = format!("198.19.77.{i}");
+        r.send(cli, srv, &["--open", "22", "--allow-ip", &addr]);
+    }
+    assert!(
+        s.wait_lines(&["reason=\"grant_cap\""], 1, Duration::from_secs(10)),
+        "the 17th open must be refused for the cap; log:\n{}",
+        s.log_text()
+    );
+    s.expect_lines(&["accepted open"], 16);
+    assert_eq!(s.lines_with(&["accepted open"]).len(), 16);
+    assert_eq!(r.grant_rules("iptables").len(), 16);
+    r.send(cli, srv, &["--open", "22", "--allow-ip", "198.19.77.3"]);
+    s.expect_lines(&["accepted open", "refreshed=1"], 1);
+    assert_eq!(r.grant_rules("iptables").len(), 16);
+    r.done("a_key_holds_at_most_its_grant_cap");
+}
