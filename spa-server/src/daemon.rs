@@ -596,7 +596,7 @@ impl Daemon {
                 .iter()
                 .find(|k| &k.name == name)
                 .map_or(0, |k| k.max_grants),
-            Owner::Door(_) => crate::limits::door_share(total),
+            Owner::Doors => crate::limits::door_share(total),
         };
         self.grants.check_caps(owner, addr, grants, now, cap, total)
     }

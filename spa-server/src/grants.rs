@@ -3,7 +3,9 @@
 //! batch succeeded, so memory and firewall never disagree about what we added.
 //!
 //! Every grant has an [`Owner`]: the key that sent the datagram or HMAC knock,
-//! or the legacy door whose sequence completed. An owner refreshes and closes
+//! or the legacy doors (one owner for all of them: knockd pairs an open door
+//! with a separate close door, `openSSH`/`closeSSH`, so a door must close
+//! what another door opened). An owner refreshes and closes
 //! only its own grant, so one key holder cannot close or shorten another's
 //! (issue 16, finding 2) and a spoofed door sequence cannot touch a key's
 //! grant (finding 5).
@@ -21,31 +23,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-/// Who a grant is for: the key or door that opened it.
+/// Who a grant is for: the key or the doors that opened it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
     /// A `[[key]]` (by name), through a datagram or an HMAC knock.
     Key(String),
-    /// A legacy fixed-sequence door (by name).
-    Door(String),
-}
-
-impl Owner {
-    /// Doors count as one class for the caps: their sequences are public,
-    /// so which door a spoofer completes makes no difference.
-    fn same_class(&self, other: &Owner) -> bool {
-        match (self, other) {
-            (Owner::Door(_), Owner::Door(_)) => true,
-            _ => self == other,
-        }
-    }
+    /// The legacy fixed-sequence doors, all together: their sequences are
+    /// public, a close door ends what an open door opened, and they share
+    /// one cap.
+    Doors,
 }
 
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Owner::Key(n) => write!(f, "key {n}"),
-            Owner::Door(n) => write!(f, "door {n}"),
+            Owner::Doors => f.write_str("legacy doors"),
         }
     }
 }
@@ -64,8 +57,7 @@ pub struct Change {
 /// Which cap an open would break (`reason=grant_cap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapHit {
-    /// The owner (or, for doors, all doors together) holds `live` grants
-    /// and may hold `cap`.
+    /// The owner holds `live` grants and may hold `cap`.
     Owner { live: usize, cap: usize },
     /// The firewall holds `live` grant rules in all and may hold `cap`.
     Total { live: usize, cap: usize },
@@ -102,10 +94,8 @@ impl Entry {
             .max()
     }
 
-    fn held_by_class(&self, owner: &Owner, now: u64) -> bool {
-        self.owners
-            .iter()
-            .any(|(o, &t)| t > now && o.same_class(owner))
+    fn held_by(&self, owner: &Owner, now: u64) -> bool {
+        self.owners.get(owner).is_some_and(|&t| t > now)
     }
 }
 
@@ -142,7 +132,7 @@ impl Grants {
     /// `Err` when opening `grants` for `addr` as `owner` would take the
     /// owner past `owner_cap` live grants or the firewall past `total_cap`
     /// rules. What the owner already holds (a refresh) never counts, and a
-    /// grant another owner already holds adds no rule. Doors share one cap.
+    /// grant another owner already holds adds no rule.
     pub fn check_caps(
         &self,
         owner: &Owner,
@@ -157,15 +147,11 @@ impl Grants {
             grants.iter().map(|g| self.live.get(&(addr, *g))).collect();
         let new_owned = entries
             .iter()
-            .filter(|e| !e.is_some_and(|e| e.held_by_class(owner, now)))
+            .filter(|e| !e.is_some_and(|e| e.held_by(owner, now)))
             .count();
         let new_rules = entries.iter().filter(|e| e.is_none()).count();
         if new_owned > 0 {
-            let live = self
-                .live
-                .values()
-                .filter(|e| e.held_by_class(owner, now))
-                .count();
+            let live = self.live.values().filter(|e| e.held_by(owner, now)).count();
             if live + new_owned > owner_cap {
                 return Err(CapHit::Owner {
                     live,
@@ -432,7 +418,7 @@ mod tests {
     #[test]
     fn a_door_touches_only_door_grants() {
         let (mut g, fw, a, ssh) = setup();
-        let (alice, door) = (key("alice"), Owner::Door("default".into()));
+        let (alice, door) = (key("alice"), Owner::Doors);
         g.open(&alice, a, &[ssh], 300, 1000).unwrap();
         let calls = fw.apply_count();
         assert_eq!(g.close(&door, a, &[ssh], 1001).unwrap().removed, 0);
@@ -512,13 +498,15 @@ mod tests {
         );
         // Alice's grants that ended no longer count, even before expire().
         assert_eq!(g.check_caps(&alice, addr(16), &[ssh], 1030, 16, 40), Ok(()));
-        // Doors: one class.
-        let (d1, d2) = (Owner::Door("a".into()), Owner::Door("b".into()));
-        g.open(&d1, addr(200), &[ssh], 30, 1000).unwrap();
+        // Doors: one owner, one cap.
+        g.open(&Owner::Doors, addr(200), &[ssh], 30, 1000).unwrap();
         assert_eq!(
-            g.check_caps(&d2, addr(201), &[ssh], 1000, 1, 40),
+            g.check_caps(&Owner::Doors, addr(201), &[ssh], 1000, 1, 40),
             Err(CapHit::Owner { live: 1, cap: 1 })
         );
-        assert_eq!(g.check_caps(&d2, addr(200), &[ssh], 1000, 1, 40), Ok(()));
+        assert_eq!(
+            g.check_caps(&Owner::Doors, addr(200), &[ssh], 1000, 1, 40),
+            Ok(())
+        );
     }
 }

@@ -219,7 +219,7 @@ impl Runtime {
                     grant,
                     duration_secs,
                 }) => Outcome::Open {
-                    owner: Owner::Door(door.to_string()),
+                    owner: Owner::Doors,
                     addr,
                     grants: vec![grant],
                     duration_secs: duration_secs.unwrap_or(cfg.default_duration),
@@ -227,7 +227,7 @@ impl Runtime {
                     hmac: false,
                 },
                 LegacyEvent::Door(KnockEvent::Close { door, addr, grant }) => Outcome::Close {
-                    owner: Owner::Door(door.to_string()),
+                    owner: Owner::Doors,
                     addr,
                     grants: vec![grant],
                     via: format!("legacy door {door}"),
