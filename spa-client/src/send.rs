@@ -375,6 +375,7 @@ pub fn run_send(
             server_id: plan.server_id.clone(),
             action: plan.action,
             timestamp,
+            time_offset: args.time_offset,
             allow_ip: plan.allow_ip,
         });
     }

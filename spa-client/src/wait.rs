@@ -120,6 +120,9 @@ pub struct Sent {
     pub action: Action,
     /// Unix time in the datagram (the client's clock, plus any offset).
     pub timestamp: u64,
+    /// `--time-offset`, so the clock line does not pass a shifted time off
+    /// as this host's.
+    pub time_offset: i64,
     /// `--allow-ip`, when the grant is for another address than this host.
     pub allow_ip: Option<IpAddr>,
 }
@@ -177,12 +180,16 @@ pub fn diagnosis(sent: &Sent, report: &WaitReport, limit: Duration) -> String {
         "  what was sent:\n\
          \x20   key-id     {} (key file {})\n\
          \x20   server id  \"{}\" (must equal the server's server_id; its default is the server's host name)\n\
-         \x20   clock      {} (this host's; the server accepts {} s either way by default)\n\
+         \x20   clock      {} ({}; the server accepts {} s either way by default)\n\
          \x20   SPA port   udp/{} on {}\n",
         sent.key_id,
         sent.key_path,
         sent.server_id,
         utc(sent.timestamp),
+        match sent.time_offset {
+            0 => "this host's".to_owned(),
+            o => format!("this host's shifted by --time-offset {o} s"),
+        },
         spa_proto::replay::DEFAULT_WINDOW_SECS,
         sent.dest.port(),
         sent.dest.ip(),

@@ -75,6 +75,10 @@ fn refused(r: &Testbed, s: &Server, key: &str, extra: &[&str], port: u16, reason
     ] {
         assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
     }
+    if let Some(i) = extra.iter().position(|a| *a == "--time-offset") {
+        let shifted = format!("shifted by --time-offset {} s", extra[i + 1]);
+        assert!(err.contains(&shifted), "missing {shifted:?} in:\n{err}");
+    }
     let kid = grep_key_id(&err);
     match reason {
         Some(reason) => assert!(
