@@ -126,7 +126,7 @@ fn grant_expires_and_its_rule_is_removed() {
 
     // The admin flushes our chain away: the open fails, nothing changes.
     r.pair.srv_sh(
-        "iptables -w -D INPUT -m comment --comment spa-server -j SPA && \
+        "iptables -w -D INPUT -m conntrack --ctstate NEW -m comment --comment spa-server -j SPA && \
          iptables -w -F SPA && iptables -w -X SPA",
     );
     let snap = r.pair.iptables_snapshot();

@@ -62,7 +62,8 @@ fn setup_is_idempotent_and_teardown_restores_baseline() {
     assert!(rules(&p, "ip6tables", "SPA").is_empty());
     assert_eq!(jumps(&p, "iptables"), 1);
 
-    // A duplicate jump (e.g. two setups racing) is removed too.
+    // A duplicate jump, here in the form versions before issue 16 wrote
+    // (every state), is removed too.
     p.srv_sh("iptables -I INPUT 1 -m comment --comment spa-server -j SPA");
     assert_eq!(jumps(&p, "iptables"), 2);
     g.apply(&[acc(p.cli_ip4, PORT, now() + 600)], &[]).unwrap();
@@ -166,7 +167,9 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     assert_eq!(save(&p), before, "failed batch left a trace");
 
     // IPv6 half fails after the IPv4 half succeeded: the IPv4 half is undone.
-    p.srv_sh("ip6tables -D INPUT -m comment --comment spa-server -j SPA && ip6tables -X SPA");
+    p.srv_sh(
+        "ip6tables -D INPUT -m conntrack --ctstate NEW -m comment --comment spa-server -j SPA && ip6tables -X SPA",
+    );
     let before = save(&p);
     let e = f
         .apply(

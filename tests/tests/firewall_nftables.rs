@@ -59,8 +59,8 @@ fn setup_needs_the_admins_chain_is_idempotent_and_teardown_restores_baseline() {
     assert_eq!(
         ours,
         vec![
-            "ip6 saddr . meta l4proto . th dport @spa6 accept comment \"spa-server\"",
-            "ip saddr . meta l4proto . th dport @spa4 accept comment \"spa-server\"",
+            "ct state new ip6 saddr . meta l4proto . th dport @spa6 accept comment \"spa-server\"",
+            "ct state new ip saddr . meta l4proto . th dport @spa4 accept comment \"spa-server\"",
         ]
     );
     // Ours come first, before the admin's reject.

@@ -177,21 +177,29 @@ impl Iptables {
         jump_spec(&self.opts)
     }
 
-    /// Deletes every jump of ours from the parent chain (bounded).
+    /// Deletes every jump of ours from the parent chain (bounded), in
+    /// today's form and in the form earlier versions wrote (every state),
+    /// so an upgrade leaves no jump of the old kind behind.
     fn remove_jumps(&self, fam: Family) -> Result<usize, FwError> {
-        let mut args = vec!["-D".to_string(), self.opts.parent_chain.clone()];
-        args.extend(self.jump_spec());
-        for n in 0..MAX_STALE_JUMPS {
-            let ran = self.iptables(fam, &args)?;
-            if !ran.ok() {
-                return Ok(n);
+        let mut removed = 0;
+        for spec in [self.jump_spec(), old_jump_spec(&self.opts)] {
+            let mut args = vec!["-D".to_string(), self.opts.parent_chain.clone()];
+            args.extend(spec);
+            for _ in 0..MAX_STALE_JUMPS {
+                let ran = self.iptables(fam, &args)?;
+                if !ran.ok() {
+                    break;
+                }
+                removed += 1;
             }
         }
-        warn!(
-            family = fam.label(),
-            "removed {MAX_STALE_JUMPS} jumps to our chain and more remain; giving up"
-        );
-        Ok(MAX_STALE_JUMPS)
+        if removed >= MAX_STALE_JUMPS {
+            warn!(
+                family = fam.label(),
+                removed, "removed many jumps to our chain; more may remain"
+            );
+        }
+        Ok(removed)
     }
 
     fn setup_family(&self, fam: Family) -> Result<(), FwError> {
@@ -357,8 +365,25 @@ impl Drop for Iptables {
     }
 }
 
-/// Match and target of our jump, as `iptables` arguments.
+/// Match and target of our jump, as `iptables` arguments. Only new
+/// connections (`--ctstate NEW`) enter our chain: a grant admits the first
+/// packet, the admin's ESTABLISHED,RELATED accept carries the rest, and
+/// established traffic never walks the grant rules (issue 16, finding 1:
+/// 6000 rules took every packet's cost from 17 µs to over 260 µs).
 pub fn jump_spec(opts: &FirewallOptions) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "-m".into(),
+        "conntrack".into(),
+        "--ctstate".into(),
+        "NEW".into(),
+    ];
+    v.extend(old_jump_spec(opts));
+    v
+}
+
+/// The jump earlier versions installed (every state): removed at setup and
+/// teardown, never installed.
+fn old_jump_spec(opts: &FirewallOptions) -> Vec<String> {
     vec![
         "-m".into(),
         "comment".into(),
@@ -533,7 +558,7 @@ mod tests {
         let o = FirewallOptions::default();
         assert_eq!(
             restore_args(&jump_spec(&o)),
-            "-m comment --comment spa-server -j SPA"
+            "-m conntrack --ctstate NEW -m comment --comment spa-server -j SPA"
         );
     }
 

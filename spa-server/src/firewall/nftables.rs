@@ -374,7 +374,10 @@ pub fn element(a: &Access) -> String {
 }
 
 /// Sets and the two rules. Rules go to the top of the admin's chain
-/// (`insert` without a position) so nothing of theirs drops first.
+/// (`insert` without a position) so nothing of theirs drops first. They
+/// match only new connections (`ct state new`): established traffic goes
+/// on to the admin's `ct state established,related accept` without a set
+/// lookup (issue 16, finding 1).
 pub fn setup_script(opts: &FirewallOptions, v4: bool, v6: bool) -> String {
     let t = format!("{} {}", opts.nft_family, opts.nft_table);
     let mut s = String::new();
@@ -389,7 +392,7 @@ pub fn setup_script(opts: &FirewallOptions, v4: bool, v6: bool) -> String {
             "add set {t} {set} {{ type {addr_type} . inet_proto . inet_service; flags timeout; }}\n"
         ));
         s.push_str(&format!(
-            "insert rule {t} {} {family} saddr . meta l4proto . th dport @{set} accept comment \"{}\"\n",
+            "insert rule {t} {} ct state new {family} saddr . meta l4proto . th dport @{set} accept comment \"{}\"\n",
             opts.nft_chain, opts.comment
         ));
     }
@@ -501,9 +504,9 @@ mod tests {
         assert_eq!(
             setup_script(&o, true, true),
             "add set inet filter spa4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }\n\
-             insert rule inet filter input ip saddr . meta l4proto . th dport @spa4 accept comment \"spa-server\"\n\
+             insert rule inet filter input ct state new ip saddr . meta l4proto . th dport @spa4 accept comment \"spa-server\"\n\
              add set inet filter spa6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }\n\
-             insert rule inet filter input ip6 saddr . meta l4proto . th dport @spa6 accept comment \"spa-server\"\n"
+             insert rule inet filter input ct state new ip6 saddr . meta l4proto . th dport @spa6 accept comment \"spa-server\"\n"
         );
         let o = FirewallOptions {
             nft_family: "ip".into(),
