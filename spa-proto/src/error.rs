@@ -30,9 +30,12 @@ pub enum Reject {
     InFuture { ahead_secs: u64 },
     /// This exact datagram (key-id, nonce, timestamp) was accepted before.
     Replayed,
-    /// The replay record is full of live entries; fail closed rather than
-    /// forget one that could then be replayed.
+    /// This key's share of the replay record is full of live entries; fail
+    /// closed rather than forget one that could then be replayed.
     ReplayRecordFull,
+    /// Authentic and new, but over its key's rate limit (the server's token
+    /// bucket): one key holder cannot take all of the daemon's time.
+    RateLimited,
 }
 
 /// Which rule of the plaintext layout an authentic datagram broke.
@@ -62,6 +65,7 @@ impl Reject {
             Reject::InFuture { .. } => "in_future",
             Reject::Replayed => "replayed",
             Reject::ReplayRecordFull => "replay_record_full",
+            Reject::RateLimited => "rate_limited",
         }
     }
 }
@@ -83,7 +87,8 @@ impl fmt::Display for Reject {
             Reject::TooOld { age_secs } => write!(f, "too old: {age_secs} s"),
             Reject::InFuture { ahead_secs } => write!(f, "in the future: {ahead_secs} s"),
             Reject::Replayed => f.write_str("replayed"),
-            Reject::ReplayRecordFull => f.write_str("replay record full"),
+            Reject::ReplayRecordFull => f.write_str("replay record full for this key"),
+            Reject::RateLimited => f.write_str("over this key's rate limit"),
         }
     }
 }

@@ -438,13 +438,33 @@ pub fn verify<'k>(
     now: u64,
     replay: &mut ReplayRecord,
 ) -> Result<Opened, Reject> {
+    verify_admit(datagram, lookup, server, now, replay, |_| Ok(()))
+}
+
+/// [`verify`] with `admit` asked, for a new authentic datagram only, just
+/// before it is recorded (see [`ReplayRecord::check_admit_insert`]): the
+/// server's per-key rate limit goes there.
+pub fn verify_admit<'k>(
+    datagram: &[u8],
+    lookup: impl FnOnce(&KeyId) -> Option<&'k KeySet>,
+    server: &ServerId,
+    now: u64,
+    replay: &mut ReplayRecord,
+    admit: impl FnOnce(&KeyId) -> Result<(), Reject>,
+) -> Result<Opened, Reject> {
     let header = parse_header(datagram)?;
     let keys = lookup(&header.key_id()).ok_or(Reject::UnknownKeyId)?;
     let opened = header.open(keys)?;
     if opened.request.server != *server {
         return Err(Reject::WrongServer);
     }
-    replay.check_and_insert(&opened.key_id, &opened.nonce, opened.request.timestamp, now)?;
+    replay.check_admit_insert(
+        &opened.key_id,
+        &opened.nonce,
+        opened.request.timestamp,
+        now,
+        || admit(&opened.key_id),
+    )?;
     Ok(opened)
 }
 

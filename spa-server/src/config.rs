@@ -69,6 +69,8 @@ pub struct KeyPolicy {
     pub require_explicit_address: bool,
     /// Live grants this key may hold at once (`limits::DEFAULT_KEY_MAX_GRANTS`).
     pub max_grants: usize,
+    /// This key's token bucket (`rate_per_minute`, `rate_burst`).
+    pub rate: crate::ratelimit::Rate,
     pub file: PathBuf,
 }
 
@@ -155,6 +157,8 @@ struct RawKey {
     allow_other_address: Option<bool>,
     require_explicit_address: Option<bool>,
     max_grants: Option<Spanned<usize>>,
+    rate_per_minute: Option<Spanned<u32>>,
+    rate_burst: Option<Spanned<u32>>,
     /// Informational copy of the key-id (spa-keygen prints it); checked
     /// against the key file when present.
     key_id: Option<Spanned<String>>,
@@ -408,6 +412,28 @@ impl Config {
                 }
                 None => limits::DEFAULT_KEY_MAX_GRANTS.min(max_grants_total),
             };
+            let mut rate = crate::ratelimit::Rate::default();
+            for (v, field, max, slot) in [
+                (
+                    &k.rate_per_minute,
+                    "key.rate_per_minute",
+                    crate::ratelimit::MAX_RATE_PER_MINUTE,
+                    &mut rate.per_minute,
+                ),
+                (
+                    &k.rate_burst,
+                    "key.rate_burst",
+                    crate::ratelimit::MAX_BURST,
+                    &mut rate.burst,
+                ),
+            ] {
+                if let Some(v) = v {
+                    if !(1..=max).contains(v.get_ref()) {
+                        return Err(err(Some(v.span()), field, format!("must be 1-{max}")));
+                    }
+                    *slot = *v.get_ref();
+                }
+            }
             let path = resolve(file, k.file.get_ref());
             let kf = KeyFile::read(&path)
                 .map_err(|e| err(Some(k.file.span()), "key.file", e.to_string()))?;
@@ -438,6 +464,7 @@ impl Config {
                 allow_other_address: k.allow_other_address.unwrap_or(false),
                 require_explicit_address: k.require_explicit_address.unwrap_or(false),
                 max_grants,
+                rate,
                 file: path,
             });
         }
@@ -465,6 +492,7 @@ impl Config {
                 allow_other_address: ov.key_allow_other_address,
                 require_explicit_address: false,
                 max_grants: limits::DEFAULT_KEY_MAX_GRANTS.min(max_grants_total),
+                rate: crate::ratelimit::Rate::default(),
                 file: path.clone(),
             });
         }
@@ -1320,6 +1348,37 @@ mod tests {
             let g = Grant::new(if udp { Proto::Udp } else { Proto::Tcp }, port).unwrap();
             prop_assert_eq!(parse_grant(&g.to_string()), Ok(g));
         }
+    }
+
+    /// Finding 16: each key's token bucket is configurable, with a default,
+    /// and an out-of-range value names its line and field.
+    #[test]
+    fn key_rate_limit_defaults_and_bounds() {
+        let env = Env::new();
+        let cfg = env.load(ALICE).unwrap();
+        assert_eq!(cfg.keys[0].rate, crate::ratelimit::Rate::default());
+        let cfg = env
+            .load(&format!("{ALICE}rate_per_minute = 6\nrate_burst = 2\n"))
+            .unwrap();
+        assert_eq!(
+            cfg.keys[0].rate,
+            crate::ratelimit::Rate {
+                per_minute: 6,
+                burst: 2
+            }
+        );
+        env.err(
+            &format!("{ALICE}rate_per_minute = 0\n"),
+            5,
+            "key.rate_per_minute",
+            "must be 1-60000",
+        );
+        env.err(
+            &format!("{ALICE}rate_burst = 10001\n"),
+            5,
+            "key.rate_burst",
+            "must be 1-10000",
+        );
     }
 
     /// Whatever the text, loading never panics, and an error always names

@@ -12,8 +12,8 @@ use crate::firewall::{self, FwError};
 use crate::grants::{Grants, Owner};
 use crate::notify::Notifier;
 use crate::state::{Loaded, ReplayLog, StateError};
-use crate::verdict::{self, Verdict};
-use spa_proto::{Action, ReplayRecord};
+use crate::verdict::{self, JudgeState, Verdict};
+use spa_proto::{replay::share_of, Action, Reject};
 use std::fmt;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -81,8 +81,9 @@ impl ConfigSource {
     }
 }
 
-/// Logs at most `per_sec` rejections a second, then one summary line: a
-/// garbage flood must not turn into a log flood (and a CPU flood).
+/// Logs at most `per_sec` rejections and denials a second, then one summary
+/// line: a garbage flood, or a key holder's flood of denied requests, must
+/// not turn into a log flood (and a CPU flood).
 struct LogLimiter {
     per_sec: u32,
     window_start: Instant,
@@ -104,7 +105,7 @@ impl LogLimiter {
             if self.suppressed > 0 {
                 warn!(
                     suppressed = self.suppressed,
-                    "rejections not logged in the last second (rate limit)"
+                    "rejections and denials not logged in the last second (rate limit)"
                 );
             }
             self.window_start = Instant::now();
@@ -201,7 +202,8 @@ pub fn filter_spec(cfg: &Config) -> FilterSpec {
 pub struct Daemon {
     source: ConfigSource,
     cfg: Config,
-    replay: ReplayRecord,
+    /// The replay record and the per-key token buckets.
+    judge: JudgeState,
     log: ReplayLog,
     grants: Grants,
     capture: Capture,
@@ -224,6 +226,8 @@ pub struct Daemon {
 struct Judged {
     accepted: u64,
     rejected: u64,
+    /// Of `rejected`: over their key's token bucket.
+    rate_limited: u64,
 }
 
 impl Daemon {
@@ -234,26 +238,41 @@ impl Daemon {
         let sigfd = signal_fd().map_err(DaemonError::Signals)?;
         let cfg = source.load().map_err(DaemonError::Config)?;
         let now = unix_now();
-        let (log, replay, loaded) = ReplayLog::open(
+        let opened = ReplayLog::open(
             &cfg.state_dir,
             cfg.runtime_dir.as_deref(),
             cfg.window,
-            cfg.replay_capacity,
+            share_of(cfg.replay_capacity, cfg.keys.len()),
             now,
         )
         .map_err(DaemonError::State)?;
-        match loaded {
-            Loaded::Fresh => info!(path = %log.path().display(), "replay record: new"),
+        let (log, replay) = (opened.log, opened.record);
+        match opened.loaded {
+            Loaded::Fresh => {
+                info!(path = %log.path().display(), "replay record: new (first start: empty state directory)")
+            }
             Loaded::Restored { live, torn_tail } => info!(
                 path = %log.path().display(),
                 live,
                 torn_tail,
                 "replay record: restored"
             ),
-            Loaded::Lost => warn!(
+            Loaded::Lost(why) => error!(
                 path = %log.path().display(),
-                "replay record unreadable: refusing every datagram that could predate it for one window"
+                floor = replay.floor(),
+                "replay record LOST: {why}; refusing every datagram stamped before the floor \
+                 (clients are refused for up to one window, then work again)"
             ),
+        }
+        if let Some(was) = opened.capped_floor {
+            error!(
+                path = %log.path().display(),
+                was,
+                floor = replay.floor(),
+                now,
+                "replay floor on disk was beyond now + window (the clock was ahead when it was \
+                 written, or the file was altered): capped to one window; check the clock (NTP)"
+            );
         }
         // Tools by absolute path, resolved once, never from $PATH.
         let fw_opts = firewall::tools::resolve(cfg.firewall, &cfg.firewall_options)
@@ -273,7 +292,9 @@ impl Daemon {
             }
         };
         let mut legacy = crate::knocks::Runtime::new(&cfg);
-        legacy.restore_hmac_used(&crate::state::load_hmac_used(&cfg.state_dir));
+        if cfg.legacy.hmac.enabled {
+            restore_hmac_record(&mut legacy, &cfg, opened.first_start, now)?;
+        }
         for (level, note) in crate::knocks::start_notes(&cfg) {
             match level {
                 crate::knocks::NoteLevel::Warn => warn!("{note}"),
@@ -285,7 +306,7 @@ impl Daemon {
         let d = Daemon {
             source,
             cfg,
-            replay,
+            judge: JudgeState::new(replay),
             log,
             grants,
             capture,
@@ -330,6 +351,7 @@ impl Daemon {
             kernel_drops = st.kernel_drops,
             datagrams_accepted = self.judged.accepted,
             datagrams_rejected = self.judged.rejected,
+            datagrams_rate_limited = self.judged.rate_limited,
             "totals since start"
         );
         result
@@ -404,7 +426,7 @@ impl Daemon {
                 Packet::Spa { src, payload, .. } => {
                     let now = unix_now();
                     let local = &mut self.local;
-                    let v = verdict::judge(payload, src, now, &self.cfg, &mut self.replay, |a| {
+                    let v = verdict::judge(payload, src, now, &self.cfg, &mut self.judge, |a| {
                         local.contains(a, Instant::now())
                     });
                     // The cleartext key-id goes on every line, so a client's
@@ -453,23 +475,43 @@ impl Daemon {
     }
 
     fn act_spa(&mut self, src: IpAddr, key_id: &str, v: Verdict) {
+        // Durable before effective: whatever the record took (an accepted
+        // or a denied datagram) is on disk before anything else happens, so
+        // neither can come back after a restart (finding 9).
+        let persisted = match self.judge.take_unpersisted() {
+            None => true,
+            Some(seen) => match self.log.append(&seen) {
+                Ok(()) => {
+                    if let Err(e) = self.log.maybe_compact(&self.judge.replay) {
+                        warn!("replay log compaction failed: {e}");
+                    }
+                    true
+                }
+                Err(e) => {
+                    error!(%src, key_id, "cannot persist the replay record (not acting on this datagram): {e}");
+                    false
+                }
+            },
+        };
         match v {
             Verdict::Reject(r) => {
                 self.judged.rejected += 1;
+                if r == Reject::RateLimited {
+                    self.judged.rate_limited += 1;
+                }
                 if self.limiter.allow() {
                     info!(%src, key_id, reason = r.code(), "rejected: {r}");
                 }
             }
             Verdict::Deny(p) => {
                 self.judged.rejected += 1;
-                info!(%src, key_id, reason = p.code(), "rejected: {p}");
+                if self.limiter.allow() {
+                    info!(%src, key_id, reason = p.code(), "rejected: {p}");
+                }
             }
             Verdict::Accept(d) => {
-                // Durable before effective: a crash after this line cannot
-                // let the same datagram in again.
-                if let Err(e) = self.log.append(&d.seen) {
+                if !persisted {
                     self.judged.rejected += 1;
-                    error!(%src, key = %d.key_name, "rejected: cannot persist replay record, not acting: {e}");
                     return;
                 }
                 let owner = Owner::Key(d.key_name.clone());
@@ -513,9 +555,6 @@ impl Daemon {
                         %src, key = %d.key_name, addr = %d.addr, grants = %ports,
                         "accepted, but the firewall change failed (firewall unchanged): {e}"
                     ),
-                }
-                if let Err(e) = self.log.maybe_compact(&self.replay) {
-                    warn!("replay log compaction failed: {e}");
                 }
             }
         }
@@ -648,16 +687,13 @@ impl Daemon {
                 return;
             }
         }
-        if new.window.past_secs > self.cfg.window.past_secs {
-            // Entries older than the old window may already be forgotten:
-            // a wider window must not let them back in.
-            let floor = unix_now().saturating_sub(self.cfg.window.past_secs);
-            self.replay.raise_floor(floor);
-            if let Err(e) = self.log.append_floor(floor) {
-                warn!("reload: cannot persist the replay floor: {e}");
-            }
-        }
-        self.replay.set_limits(new.window, new.replay_capacity);
+        // A wider window needs no new floor: what the record forgot under
+        // the old one is below its floor already (in memory, and on disk at
+        // the next compaction; until then the entries themselves are).
+        self.judge
+            .replay
+            .set_limits(new.window, share_of(new.replay_capacity, new.keys.len()));
+        self.judge.buckets.retain(|id| new.key(id).is_some());
         self.legacy.reload(&self.cfg, &new);
         info!(
             keys = new.keys.len(),
@@ -681,6 +717,28 @@ fn warn_source_address_keys(cfg: &Config) {
              set require_explicit_address = true (clients then send --allow-ip <public address>)"
         );
     }
+}
+
+/// Reads the HMAC knock record back (lost: the steps that could have been
+/// used are refused, finding 10) and writes it at once, so a missing file
+/// at a later start always means lost state.
+fn restore_hmac_record(
+    legacy: &mut crate::knocks::Runtime,
+    cfg: &Config,
+    first_start: bool,
+    now: u64,
+) -> Result<(), DaemonError> {
+    let rec = crate::state::load_hmac_used(&cfg.state_dir, first_start);
+    legacy.restore_hmac_used(&rec.used);
+    if let Some(why) = rec.lost {
+        legacy.hmac_after_loss(now);
+        error!(
+            dir = %cfg.state_dir.display(),
+            "HMAC knock record LOST ({why}): refusing the sequences of the current and next \
+             time step (HMAC knocks work again after that)"
+        );
+    }
+    crate::state::save_hmac_used(&cfg.state_dir, &legacy.hmac_used()).map_err(DaemonError::State)
 }
 
 /// `spa-server flush`: remove every grant and our chain/sets without a

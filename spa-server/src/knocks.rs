@@ -187,6 +187,13 @@ impl Runtime {
         }
     }
 
+    /// The HMAC knock record was lost: refuse what could have been used.
+    pub fn hmac_after_loss(&mut self, now_unix: u64) {
+        if let Some(h) = self.inner.as_mut().and_then(|k| k.hmac_mut()) {
+            h.after_loss(now_unix);
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         self.inner.is_some()
     }
@@ -280,6 +287,7 @@ mod tests {
                 allow_other_address: false,
                 require_explicit_address: false,
                 max_grants: 16,
+                rate: crate::ratelimit::Rate::default(),
                 file: PathBuf::from("/etc/spa/alice.key"),
             }],
             default,

@@ -16,5 +16,7 @@ pub mod knocks;
 pub mod legacy;
 pub mod limits;
 pub mod notify;
+pub mod ratelimit;
+pub mod safefile;
 pub mod state;
 pub mod verdict;

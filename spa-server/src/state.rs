@@ -1,64 +1,114 @@
 //! The persisted replay record: an append-only log in the state directory,
-//! fsync'd before any firewall change, so a datagram accepted once is
-//! refused after a restart too.
+//! fsync'd before any firewall change, so a datagram the record took once
+//! (accepted or denied) is refused after a restart too.
 //!
-//! Format (`replay.log`): an 8-byte header `SPARPL1\n`, then fixed 40-byte
-//! records `timestamp u64 BE | key-id 8 | nonce 24`. A torn final record (a
-//! crash mid-write) is dropped: its datagram was never acted on, because the
+//! Format (`replay.log`): an 8-byte header `SPARPL2\n`, then fixed 44-byte
+//! records `timestamp u64 BE | key-id 8 | nonce 24 | CRC-32C 4 BE` (the
+//! checksum covers the 40 bytes before it). A torn final record (a crash
+//! mid-write) is dropped: its datagram was never acted on, because the
 //! grant is applied only after the write returned from fdatasync. The log is
 //! compacted (rewritten with the live entries, then renamed into place) at
 //! start and when dead entries dominate.
 //!
-//! A header that does not match means the record is lost: the server then
-//! starts from [`ReplayRecord::after_loss`], refusing every timestamp that
-//! could have been accepted before, rather than trusting an empty record.
+//! **Lost or suspect state fails closed.** The server then starts from
+//! [`ReplayRecord::after_loss`], refusing every timestamp that could have
+//! been accepted before, rather than trusting a partial record: a header
+//! that does not match (also the version-1 header of an older build), a
+//! record whose checksum fails, a log over [`MAX_LOG_BYTES`], and a missing
+//! log unless this is provably the first start (the state directory was
+//! empty: every start leaves [`MARKER_NAME`] in it). A floor read back
+//! beyond what a loss at the current time would need (written while the
+//! clock was far ahead) is capped to that, and logged.
 //!
 //! **Volatile mode** (`runtime_dir`, e.g. /run/spa-server on tmpfs): on a
 //! disk whose cache flush costs milliseconds (4 ms on our test VMs), an
 //! fdatasync per datagram dominates knock-to-open latency. A log on tmpfs
 //! survives every daemon crash, kill and restart (the kernel keeps it), and
-//! is lost only with the kernel itself. That loss is detectable: a marker
-//! written once (fsync'd) in the persistent state directory says a log
-//! existed, so a missing log with a marker present means "lost", and the
-//! server starts with the floor above. Replays stay rejected across restarts
-//! and reboots; a reboot costs clients at most one window of refusals.
+//! is lost only with the kernel itself. That loss is detectable: the marker
+//! (fsync'd) in the persistent state directory says a log existed, so a
+//! missing log means "lost", and the server starts with the floor above.
+//! Replays stay rejected across restarts and reboots; a reboot costs clients
+//! at most one window of refusals.
+//!
+//! Both directories are checked and every file is opened as
+//! [`crate::safefile`] describes (owner, mode, no symlinks, capped reads).
 
+pub use crate::safefile::StateError;
+use crate::safefile::{self, err, Contents, DirState};
 use spa_proto::{KeyId, ReplayRecord, Seen, TimeWindow};
-use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const HEADER: &[u8; 8] = b"SPARPL1\n";
-const RECORD_LEN: usize = 40;
+const HEADER: &[u8; 8] = b"SPARPL2\n";
+/// The header of the unchecksummed format of older builds: read as lost.
+const HEADER_V1: &[u8; 8] = b"SPARPL1\n";
+const ENTRY_LEN: usize = 40;
+const RECORD_LEN: usize = ENTRY_LEN + 4;
 const LOG_NAME: &str = "replay.log";
-const MARKER_NAME: &str = "replay.marker";
+pub const MARKER_NAME: &str = "replay.marker";
+const HMAC_NAME: &str = "hmac-used";
+const HMAC_HEADER: &str = "spa-hmac-used 1";
+/// No log this size is ever written: live entries are bounded by the
+/// shares, and compaction keeps dead ones under half. 64 MiB is 1.5 M
+/// records; a larger file is not read (lost state: the floor).
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+/// The HMAC record holds a few lines per key.
+const MAX_HMAC_BYTES: u64 = 1 << 20;
 
-#[derive(Debug)]
-pub struct StateError {
-    pub path: PathBuf,
-    pub what: &'static str,
-    pub source: io::Error,
+/// Why the record was treated as lost, for the start-up log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostWhy {
+    /// No log, in a state directory that was used before.
+    Missing,
+    /// The header is not this format's.
+    BadHeader,
+    /// The header of the older format without checksums.
+    OldFormat,
+    /// Over [`MAX_LOG_BYTES`].
+    TooLarge,
+    /// This many records failed their checksum (the others were restored).
+    BadRecords(usize),
 }
 
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.path.display(), self.what, self.source)
+impl std::fmt::Display for LostWhy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LostWhy::Missing => f.write_str(
+                "the log is missing from a state directory used before (moved, deleted, or runtime_dir changed)",
+            ),
+            LostWhy::BadHeader => f.write_str("the log's header is not SPARPL2 (corrupt)"),
+            LostWhy::OldFormat => {
+                f.write_str("the log is in the older format without checksums (SPARPL1)")
+            }
+            LostWhy::TooLarge => write!(f, "the log is over {MAX_LOG_BYTES} bytes"),
+            LostWhy::BadRecords(n) => write!(f, "{n} record(s) failed their checksum"),
+        }
     }
 }
-
-impl std::error::Error for StateError {}
 
 /// How the record was found at start, for the start-up log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loaded {
-    /// No log yet: a first start.
+    /// No log and an empty state directory: provably the first start.
     Fresh,
     /// Read back, `live` entries still inside the window.
     Restored { live: usize, torn_tail: bool },
-    /// The log was unreadable; the floor protects the past window.
-    Lost,
+    /// Lost or suspect; the floor protects the past window.
+    Lost(LostWhy),
+}
+
+/// What [`ReplayLog::open`] found and made.
+pub struct Opened {
+    pub log: ReplayLog,
+    pub record: ReplayRecord,
+    pub loaded: Loaded,
+    /// The floor read from disk, when it lay beyond now + window and was
+    /// capped (the clock was far ahead when it was written).
+    pub capped_floor: Option<u64>,
+    /// The state directory was empty: nothing was ever kept (the HMAC knock
+    /// record reads a missing file as "nothing used" only then).
+    pub first_start: bool,
 }
 
 pub struct ReplayLog {
@@ -68,67 +118,39 @@ pub struct ReplayLog {
     records: usize,
 }
 
-fn err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| StateError {
-        path: path.to_owned(),
-        what,
-        source,
-    }
-}
-
 impl ReplayLog {
     /// Opens (creating if needed) the log in `state_dir`, or in `runtime_dir`
     /// (volatile mode, see the module docs) when given; loads it into a
-    /// record with `window`/`capacity`, compacts it, and returns both.
+    /// record with `window` and each key's `share`, compacts it, and leaves
+    /// the marker in `state_dir`.
     pub fn open(
         state_dir: &Path,
         runtime_dir: Option<&Path>,
         window: TimeWindow,
-        capacity: usize,
+        share: usize,
         now: u64,
-    ) -> Result<(ReplayLog, ReplayRecord, Loaded), StateError> {
-        let mkdir = |d: &Path| {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(d)
-                .map_err(err(d, "cannot create state directory"))
-        };
-        mkdir(state_dir)?;
+    ) -> Result<Opened, StateError> {
+        let first_start = safefile::ensure_private_dir(state_dir)? == DirState::Empty;
         let dir = match runtime_dir {
             Some(r) => {
-                mkdir(r)?;
+                safefile::ensure_private_dir(r)?;
                 r
             }
             None => state_dir,
         };
         let path = dir.join(LOG_NAME);
-        let marker = state_dir.join(MARKER_NAME);
-        let (mut record, loaded) = match File::open(&path) {
-            Ok(mut f) => {
-                let mut bytes = Vec::new();
-                f.read_to_end(&mut bytes)
-                    .map_err(err(&path, "cannot read replay log"))?;
-                decode(&bytes, window, capacity, now)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if runtime_dir.is_some() && marker.exists() {
-                    (
-                        ReplayRecord::after_loss(window, capacity, now),
-                        Loaded::Lost,
-                    )
-                } else {
-                    (ReplayRecord::new(window, capacity), Loaded::Fresh)
-                }
-            }
-            Err(e) => return Err(err(&path, "cannot open replay log")(e)),
+        let (mut record, loaded) = match safefile::read_capped(&path, MAX_LOG_BYTES)
+            .map_err(err(&path, "cannot read replay log"))?
+        {
+            Contents::Bytes(bytes) => decode(&bytes, window, share, now),
+            Contents::TooLarge => lost(window, share, now, LostWhy::TooLarge),
+            Contents::Missing if first_start => (ReplayRecord::new(window, share), Loaded::Fresh),
+            Contents::Missing => lost(window, share, now, LostWhy::Missing),
         };
+        let capped_floor = record.cap_floor(now);
+        // Forgets what the window no longer accepts; the floor rises past
+        // it (and only past it), and compaction writes that floor.
         record.prune(now);
-        // Everything older than the window is dropped here (and was dropped
-        // by earlier compactions). Remember that as a floor in the log, or a
-        // restart with a wider window (`window_secs` raised) would accept a
-        // replay of a datagram whose record was compacted away.
-        record.raise_floor(now.saturating_sub(window.past_secs));
         let mut log = ReplayLog {
             file: File::open("/dev/null").map_err(err(&path, "cannot open /dev/null"))?,
             path,
@@ -136,13 +158,19 @@ impl ReplayLog {
             records: 0,
         };
         log.compact(&record)?;
-        if runtime_dir.is_some() && !marker.exists() {
+        if safefile::open_read(&state_dir.join(MARKER_NAME)).is_err() {
             write_marker(state_dir)?;
         }
-        Ok((log, record, loaded))
+        Ok(Opened {
+            log,
+            record,
+            loaded,
+            capped_floor,
+            first_start,
+        })
     }
 
-    /// Appends one accepted datagram and waits until it is on disk.
+    /// Appends one recorded datagram and waits until it is on disk.
     pub fn append(&mut self, seen: &Seen) -> Result<(), StateError> {
         self.file
             .write_all(&encode_record(seen))
@@ -152,13 +180,6 @@ impl ReplayLog {
             .map_err(err(&self.path, "cannot fsync replay log"))?;
         self.records += 1;
         Ok(())
-    }
-
-    /// Persists a floor (a record with an all-zero key-id and nonce): used
-    /// when a reload widens the window, so entries already forgotten under
-    /// the old window cannot come back, now or after a restart.
-    pub fn append_floor(&mut self, floor: u64) -> Result<(), StateError> {
-        self.append(&floor_entry(floor))
     }
 
     /// Rewrites the log with the live entries of `record` if the file holds
@@ -171,7 +192,7 @@ impl ReplayLog {
     }
 
     fn compact(&mut self, record: &ReplayRecord) -> Result<(), StateError> {
-        let mut bytes = Vec::with_capacity(16 + record.len() * RECORD_LEN);
+        let mut bytes = Vec::with_capacity(HEADER.len() + (record.len() + 1) * RECORD_LEN);
         bytes.extend_from_slice(HEADER);
         if record.floor() > 0 {
             bytes.extend_from_slice(&encode_record(&floor_entry(record.floor())));
@@ -179,11 +200,9 @@ impl ReplayLog {
         for s in record.entries() {
             bytes.extend_from_slice(&encode_record(s));
         }
-        replace_durably(&self.dir, LOG_NAME, &bytes)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(err(&self.path, "cannot open replay log"))?;
+        safefile::replace_durably(&self.dir, LOG_NAME, &bytes)?;
+        self.file =
+            safefile::open_append(&self.path).map_err(err(&self.path, "cannot open replay log"))?;
         self.records = (bytes.len() - HEADER.len()) / RECORD_LEN;
         Ok(())
     }
@@ -193,8 +212,15 @@ impl ReplayLog {
     }
 }
 
+fn lost(window: TimeWindow, share: usize, now: u64, why: LostWhy) -> (ReplayRecord, Loaded) {
+    (
+        ReplayRecord::after_loss(window, share, now),
+        Loaded::Lost(why),
+    )
+}
+
 /// The floor travels in the log as a record with an all-zero key-id and
-/// nonce, which no accepted datagram has.
+/// nonce, which no authentic datagram has.
 fn floor_entry(floor: u64) -> Seen {
     Seen {
         timestamp: floor,
@@ -203,103 +229,151 @@ fn floor_entry(floor: u64) -> Seen {
     }
 }
 
-/// Replaces `dir/name` with `bytes` so that a crash leaves either the old
-/// or the new file: temp file, fsync, rename, fsync of the directory.
-fn replace_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err(&tmp, "cannot create"))?;
-    f.write_all(bytes).map_err(err(&tmp, "cannot write"))?;
-    f.sync_all().map_err(err(&tmp, "cannot fsync"))?;
-    std::fs::rename(&tmp, &path).map_err(err(&path, "cannot replace"))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err(dir, "cannot fsync state directory"))
-}
-
-/// Records, durably, that a volatile log exists; see the module docs.
+/// Records, durably, that this state directory was used; see the module docs.
 fn write_marker(dir: &Path) -> Result<(), StateError> {
-    replace_durably(
+    safefile::replace_durably(
         dir,
         MARKER_NAME,
-        b"spa-server keeps its replay log in a runtime directory; losing it raises the floor\n",
+        b"spa-server kept its replay record for this directory; a missing log now means lost state (a floor)\n",
     )
 }
 
-/// The HMAC knock sequences accepted recently, one `key-id step` line each,
-/// so a restart cannot make a used sequence usable again. Rewritten whole
-/// (temp file, fsync, rename) on each HMAC open: rare, and tiny.
+/// The HMAC knock sequences accepted recently, one `key-id step` line each
+/// after a header line, so a restart cannot make a used sequence usable
+/// again. Rewritten whole (temp file, fsync, rename) at start and on each
+/// HMAC open: rare, and tiny.
 pub fn save_hmac_used(dir: &Path, used: &[(KeyId, u64)]) -> Result<(), StateError> {
-    let text: String = used
-        .iter()
-        .map(|(id, step)| format!("{id} {step}\n"))
-        .collect();
-    replace_durably(dir, "hmac-used", text.as_bytes())
+    let mut text = format!("{HMAC_HEADER}\n");
+    for (id, step) in used {
+        text.push_str(&format!("{id} {step}\n"));
+    }
+    safefile::replace_durably(dir, HMAC_NAME, text.as_bytes())
 }
 
-/// Reads what [`save_hmac_used`] wrote; a missing file is an empty list and
-/// unreadable lines are skipped (the step window makes old ones moot anyway).
-pub fn load_hmac_used(dir: &Path) -> Vec<(KeyId, u64)> {
-    let Ok(text) = std::fs::read_to_string(dir.join("hmac-used")) else {
-        return Vec::new();
+/// What [`load_hmac_used`] read: the entries it could parse, and why the
+/// record must be treated as lost (refuse the steps that could have been
+/// used: see `HmacKnocks::after_loss`), if it must.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HmacUsed {
+    pub used: Vec<(KeyId, u64)>,
+    pub lost: Option<&'static str>,
+}
+
+/// Reads what [`save_hmac_used`] wrote. A missing file is "nothing used"
+/// only on a `first_start`; missing otherwise, empty, unreadable, without
+/// the header, too large, or with a line that does not parse, it is lost
+/// state (issue 16, finding 10), never "nothing used".
+pub fn load_hmac_used(dir: &Path, first_start: bool) -> HmacUsed {
+    let lost = |why| HmacUsed {
+        used: Vec::new(),
+        lost: Some(why),
     };
-    text.lines()
-        .filter_map(|l| {
-            let (id, step) = l.split_once(' ')?;
-            Some((id.parse().ok()?, step.trim().parse().ok()?))
-        })
-        .collect()
+    let bytes = match safefile::read_capped(&dir.join(HMAC_NAME), MAX_HMAC_BYTES) {
+        Ok(Contents::Bytes(b)) => b,
+        Ok(Contents::Missing) if first_start => {
+            return HmacUsed {
+                used: Vec::new(),
+                lost: None,
+            }
+        }
+        Ok(Contents::Missing) => return lost("missing from a state directory used before"),
+        Ok(Contents::TooLarge) => return lost("too large"),
+        Err(_) => return lost("unreadable"),
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return lost("not text");
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(HMAC_HEADER) {
+        return lost("empty, or without its header line");
+    }
+    let mut out = HmacUsed {
+        used: Vec::new(),
+        lost: None,
+    };
+    for l in lines {
+        let parsed = l
+            .split_once(' ')
+            .and_then(|(id, step)| Some((id.parse().ok()?, step.trim().parse().ok()?)));
+        match parsed {
+            Some(e) => out.used.push(e),
+            None => out.lost = Some("a line does not parse"),
+        }
+    }
+    out
+}
+
+/// CRC-32C (Castagnoli), bitwise: 40 bytes per record, at start and once
+/// per recorded datagram, so a table buys nothing. Detects corruption (a
+/// bad disk, a stray write), not tampering: whoever can write the state
+/// directory is root already.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0x82F6_3B78 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
 }
 
 fn encode_record(s: &Seen) -> [u8; RECORD_LEN] {
     let mut r = [0u8; RECORD_LEN];
-    let (ts, rest) = r.split_at_mut(8);
+    let (entry, sum) = r.split_at_mut(ENTRY_LEN);
+    let (ts, rest) = entry.split_at_mut(8);
     let (id, nonce) = rest.split_at_mut(8);
     ts.copy_from_slice(&s.timestamp.to_be_bytes());
     id.copy_from_slice(&s.key_id.0);
     nonce.copy_from_slice(&s.nonce);
+    sum.copy_from_slice(&crc32c(entry).to_be_bytes());
     r
 }
 
-fn decode(bytes: &[u8], window: TimeWindow, capacity: usize, now: u64) -> (ReplayRecord, Loaded) {
+/// One record back, or None when its checksum fails.
+fn decode_record(c: &[u8]) -> Option<Seen> {
+    let (entry, sum) = c.split_at_checked(ENTRY_LEN)?;
+    if crc32c(entry).to_be_bytes() != *sum {
+        return None;
+    }
+    let (ts, rest) = entry.split_at(8);
+    let (id, nonce) = rest.split_at(8);
+    Some(Seen {
+        timestamp: u64::from_be_bytes(ts.try_into().ok()?),
+        key_id: KeyId(id.try_into().ok()?),
+        nonce: nonce.try_into().ok()?,
+    })
+}
+
+fn decode(bytes: &[u8], window: TimeWindow, share: usize, now: u64) -> (ReplayRecord, Loaded) {
     let Some(body) = bytes.strip_prefix(HEADER.as_slice()) else {
-        return (
-            ReplayRecord::after_loss(window, capacity, now),
-            Loaded::Lost,
-        );
+        let why = if bytes.starts_with(HEADER_V1) {
+            LostWhy::OldFormat
+        } else {
+            LostWhy::BadHeader
+        };
+        return lost(window, share, now, why);
     };
-    let mut record = ReplayRecord::new(window, capacity);
+    let mut record = ReplayRecord::new(window, share);
     let chunks = body.chunks_exact(RECORD_LEN);
     let torn_tail = !chunks.remainder().is_empty();
+    let mut bad = 0;
     for c in chunks {
-        let (ts, rest) = c.split_at(8);
-        let (id, nonce) = rest.split_at(8);
-        let (Ok(ts), Ok(id), Ok(nonce)) = (
-            <[u8; 8]>::try_from(ts),
-            <[u8; 8]>::try_from(id),
-            <[u8; 24]>::try_from(nonce),
-        ) else {
+        let Some(seen) = decode_record(c) else {
+            bad += 1;
             continue;
         };
-        let timestamp = u64::from_be_bytes(ts);
-        if id == [0; 8] && nonce == [0; 24] {
-            record.raise_floor(timestamp);
-            continue;
+        if seen.key_id == KeyId([0; 8]) && seen.nonce == [0; 24] {
+            record.raise_floor(seen.timestamp);
+        } else {
+            record.restore(seen, now);
         }
-        record.restore(
-            Seen {
-                timestamp,
-                key_id: KeyId(id),
-                nonce,
-            },
-            now,
-        );
+    }
+    if bad > 0 {
+        // What the bad records held is unknown: keep what the good ones
+        // say, and refuse everything that could have been in the others.
+        record.raise_floor(window.loss_floor(now));
+        return (record, Loaded::Lost(LostWhy::BadRecords(bad)));
     }
     let live = record.len();
     (record, Loaded::Restored { live, torn_tail })
@@ -308,6 +382,13 @@ fn decode(bytes: &[u8], window: TimeWindow, capacity: usize, now: u64) -> (Repla
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spa_proto::Reject;
+
+    const W: TimeWindow = TimeWindow {
+        past_secs: 30,
+        future_secs: 30,
+    };
+    const YEAR: u64 = 365 * 86_400;
 
     fn seen(ts: u64, n: u8) -> Seen {
         Seen {
@@ -317,28 +398,40 @@ mod tests {
         }
     }
 
+    fn open(dir: &Path, now: u64) -> Opened {
+        ReplayLog::open(dir, None, W, 100, now).unwrap()
+    }
+
+    /// Records `seen(ts, n)` as the daemon does: in the record, then on disk.
+    fn record(o: &mut Opened, ts: u64, n: u8, now: u64) {
+        o.record
+            .check_and_insert(&KeyId([n; 8]), &[n; 24], ts, now)
+            .unwrap();
+        o.log.append(&seen(ts, n)).unwrap();
+    }
+
+    fn check(o: &mut Opened, ts: u64, n: u8, now: u64) -> Result<(), Reject> {
+        o.record.check_and_insert(&KeyId([n; 8]), &[n; 24], ts, now)
+    }
+
     #[test]
     fn survives_reopen_and_rejects_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let w = TimeWindow::default();
-        let (mut log, mut rec, loaded) = ReplayLog::open(dir.path(), None, w, 100, 1000).unwrap();
-        assert_eq!(loaded, Loaded::Fresh);
-        rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1000)
-            .unwrap();
-        log.append(&seen(1000, 1)).unwrap();
-        drop(log);
-        let (_log, mut rec2, loaded) = ReplayLog::open(dir.path(), None, w, 100, 1005).unwrap();
+        let mut o = open(dir.path(), 1000);
+        assert_eq!(o.loaded, Loaded::Fresh);
+        assert!(o.first_start);
+        record(&mut o, 1000, 1, 1000);
+        drop(o);
+        let mut o = open(dir.path(), 1005);
         assert_eq!(
-            loaded,
+            o.loaded,
             Loaded::Restored {
                 live: 1,
                 torn_tail: false
             }
         );
-        assert_eq!(
-            rec2.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1005),
-            Err(spa_proto::Reject::Replayed)
-        );
+        assert!(!o.first_start);
+        assert_eq!(check(&mut o, 1000, 1, 1005), Err(Reject::Replayed));
     }
 
     #[test]
@@ -349,16 +442,20 @@ mod tests {
         bytes.extend_from_slice(&encode_record(&seen(1000, 2)));
         bytes.extend_from_slice(&[7; 13]);
         std::fs::write(dir.path().join(LOG_NAME), &bytes).unwrap();
-        let (_log, rec, loaded) =
-            ReplayLog::open(dir.path(), None, TimeWindow::default(), 100, 1000).unwrap();
+        let o = open(dir.path(), 1000);
         assert_eq!(
-            loaded,
+            o.loaded,
             Loaded::Restored {
                 live: 1,
                 torn_tail: true
             }
         );
-        assert_eq!(rec.len(), 1);
+        assert_eq!(o.record.len(), 1);
+        assert_eq!(
+            o.record.floor(),
+            901,
+            "the forgotten 900 is below the floor"
+        );
         // Compacted: header + the floor + one record.
         let len = std::fs::metadata(dir.path().join(LOG_NAME)).unwrap().len();
         assert_eq!(len as usize, HEADER.len() + 2 * RECORD_LEN);
@@ -367,98 +464,233 @@ mod tests {
     #[test]
     fn a_wider_window_after_restart_does_not_reopen_compacted_replays() {
         let dir = tempfile::tempdir().unwrap();
-        let narrow = TimeWindow {
-            past_secs: 30,
-            future_secs: 30,
-        };
         let wide = TimeWindow {
             past_secs: 300,
             future_secs: 300,
         };
-        let (mut log, mut rec, _) = ReplayLog::open(dir.path(), None, narrow, 100, 1000).unwrap();
-        rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1000)
-            .unwrap();
-        log.append(&seen(1000, 1)).unwrap();
-        drop(log);
+        let mut o = open(dir.path(), 1000);
+        record(&mut o, 1000, 1, 1000);
+        drop(o);
         // Restarted at 1040 with the same window: the entry is compacted away.
-        let (log, _, _) = ReplayLog::open(dir.path(), None, narrow, 100, 1040).unwrap();
-        drop(log);
+        drop(open(dir.path(), 1040));
         // Restarted at 1050 with window 300: 1000 is inside it again, and
         // the datagram must still be refused.
-        let (_log, mut rec, _) = ReplayLog::open(dir.path(), None, wide, 100, 1050).unwrap();
-        assert_eq!(
-            rec.check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1050),
-            Err(spa_proto::Reject::Replayed)
-        );
-        // A fresh datagram is fine.
-        assert!(rec
-            .check_and_insert(&KeyId([1; 8]), &[2; 24], 1050, 1050)
-            .is_ok());
+        let mut o = ReplayLog::open(dir.path(), None, wide, 100, 1050).unwrap();
+        assert_eq!(check(&mut o, 1000, 1, 1050), Err(Reject::Replayed));
+        assert!(check(&mut o, 1050, 2, 1050).is_ok(), "a fresh one is fine");
     }
 
     #[test]
     fn volatile_log_lost_with_marker_sets_floor() {
         let state = tempfile::tempdir().unwrap();
         let run = tempfile::tempdir().unwrap();
-        let w = TimeWindow::default();
-        let (mut log, _rec, loaded) =
-            ReplayLog::open(state.path(), Some(run.path()), w, 100, 1000).unwrap();
-        assert_eq!(loaded, Loaded::Fresh);
-        log.append(&seen(1000, 1)).unwrap();
-        drop(log);
+        let open_v = |now| ReplayLog::open(state.path(), Some(run.path()), W, 100, now).unwrap();
+        let mut o = open_v(1000);
+        assert_eq!(o.loaded, Loaded::Fresh);
+        record(&mut o, 1000, 1, 1000);
+        drop(o);
         // A daemon restart: the runtime log is still there.
-        let (log, mut rec, loaded) =
-            ReplayLog::open(state.path(), Some(run.path()), w, 100, 1001).unwrap();
+        let mut o = open_v(1001);
         assert_eq!(
-            loaded,
+            o.loaded,
             Loaded::Restored {
                 live: 1,
                 torn_tail: false
             }
         );
-        assert!(rec
-            .check_and_insert(&KeyId([1; 8]), &[1; 24], 1000, 1001)
-            .is_err());
-        drop(log);
+        assert!(check(&mut o, 1000, 1, 1001).is_err());
+        drop(o);
         // A reboot: tmpfs is gone, the marker is not.
         std::fs::remove_file(run.path().join(LOG_NAME)).unwrap();
-        let (_log, mut rec, loaded) =
-            ReplayLog::open(state.path(), Some(run.path()), w, 100, 1002).unwrap();
-        assert_eq!(loaded, Loaded::Lost);
-        assert!(rec
-            .check_and_insert(&KeyId([9; 8]), &[9; 24], 1020, 1020)
-            .is_err());
-        assert!(rec
-            .check_and_insert(&KeyId([9; 8]), &[9; 24], 1033, 1033)
-            .is_ok());
-    }
-
-    #[test]
-    fn hmac_used_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(load_hmac_used(dir.path()).is_empty());
-        let used = vec![(KeyId([1; 8]), 100), (KeyId([2; 8]), 101)];
-        save_hmac_used(dir.path(), &used).unwrap();
-        assert_eq!(load_hmac_used(dir.path()), used);
+        let mut o = open_v(1002);
+        assert_eq!(o.loaded, Loaded::Lost(LostWhy::Missing));
+        assert!(check(&mut o, 1020, 9, 1020).is_err());
+        assert!(check(&mut o, 1033, 9, 1033).is_ok());
     }
 
     #[test]
     fn corrupt_log_sets_floor_which_persists() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(LOG_NAME), b"garbage").unwrap();
-        let w = TimeWindow::default();
-        let (_log, mut rec, loaded) = ReplayLog::open(dir.path(), None, w, 100, 1000).unwrap();
-        assert_eq!(loaded, Loaded::Lost);
-        assert!(rec
-            .check_and_insert(&KeyId([1; 8]), &[1; 24], 1010, 1010)
-            .is_err());
-        drop(_log);
-        let (_log, mut rec, _) = ReplayLog::open(dir.path(), None, w, 100, 1011).unwrap();
-        assert!(rec
-            .check_and_insert(&KeyId([1; 8]), &[2; 24], 1011, 1011)
-            .is_err());
-        assert!(rec
-            .check_and_insert(&KeyId([1; 8]), &[2; 24], 1031, 1031)
-            .is_ok());
+        let mut o = open(dir.path(), 1000);
+        assert_eq!(o.loaded, Loaded::Lost(LostWhy::BadHeader));
+        assert!(check(&mut o, 1010, 1, 1010).is_err());
+        drop(o);
+        let mut o = open(dir.path(), 1011);
+        assert!(check(&mut o, 1011, 2, 1011).is_err());
+        assert!(check(&mut o, 1031, 2, 1031).is_ok());
+    }
+
+    /// Finding 6: a start with the clock a year ahead, with nothing recorded,
+    /// leaves no floor a year ahead: once the clock is right, datagrams of
+    /// the present are accepted.
+    #[test]
+    fn a_start_with_the_clock_far_ahead_does_not_lock_out_the_present() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), 1000));
+        let o = open(dir.path(), 1000 + YEAR);
+        assert_eq!(o.record.floor(), 0, "nothing was forgotten");
+        drop(o);
+        let mut o = open(dir.path(), 1001);
+        assert_eq!(o.capped_floor, None);
+        assert!(check(&mut o, 1001, 1, 1001).is_ok());
+    }
+
+    /// Finding 6: a floor on disk beyond now + window (lost state seen while
+    /// the clock was a year ahead) is capped to one window, and reported.
+    #[test]
+    fn a_floor_far_ahead_on_disk_is_capped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_NAME), b"garbage").unwrap();
+        let o = open(dir.path(), 1000 + YEAR);
+        assert_eq!(o.record.floor(), 1031 + YEAR);
+        drop(o);
+        let mut o = open(dir.path(), 1000);
+        assert_eq!(o.capped_floor, Some(1031 + YEAR));
+        assert_eq!(o.record.floor(), 1031);
+        assert_eq!(check(&mut o, 1030, 1, 1030), Err(Reject::Replayed));
+        assert!(check(&mut o, 1031, 1, 1031).is_ok());
+    }
+
+    /// Finding 8: a log deleted (or moved) from a state directory used
+    /// before is lost state, not a first start; so is a log left behind
+    /// when `runtime_dir` is set afterwards.
+    #[test]
+    fn a_missing_log_in_a_used_state_directory_is_lost_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), 1000);
+        record(&mut o, 1000, 1, 1000);
+        drop(o);
+        std::fs::remove_file(dir.path().join(LOG_NAME)).unwrap();
+        let mut o = open(dir.path(), 1001);
+        assert_eq!(o.loaded, Loaded::Lost(LostWhy::Missing));
+        assert!(!o.first_start);
+        assert_eq!(check(&mut o, 1000, 1, 1001), Err(Reject::Replayed));
+        drop(o);
+
+        let state = tempfile::tempdir().unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let mut o = open(state.path(), 1000);
+        record(&mut o, 1000, 1, 1000);
+        drop(o);
+        let mut o = ReplayLog::open(state.path(), Some(run.path()), W, 100, 1001).unwrap();
+        assert_eq!(o.loaded, Loaded::Lost(LostWhy::Missing));
+        assert_eq!(check(&mut o, 1000, 1, 1001), Err(Reject::Replayed));
+    }
+
+    /// The first start proper: an empty state directory that already
+    /// exists (systemd's StateDirectory= creates it) is one.
+    #[test]
+    fn an_empty_existing_state_directory_is_a_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(dir.path(), 1000);
+        assert_eq!((o.loaded, o.first_start), (Loaded::Fresh, true));
+        assert!(
+            dir.path().join(MARKER_NAME).exists(),
+            "every start leaves the marker"
+        );
+    }
+
+    /// Also c: a record whose checksum fails is lost state (the floor), not
+    /// an absent entry; the good records still count.
+    #[test]
+    fn a_record_with_a_bad_checksum_is_lost_state_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), 1000);
+        record(&mut o, 1000, 1, 1000);
+        record(&mut o, 1010, 2, 1010);
+        drop(o);
+        let path = dir.path().join(LOG_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - RECORD_LEN;
+        bytes[last + 3] ^= 0x40; // the timestamp of seen(1010, 2)
+        std::fs::write(&path, &bytes).unwrap();
+        let mut o = open(dir.path(), 1011);
+        assert_eq!(o.loaded, Loaded::Lost(LostWhy::BadRecords(1)));
+        assert_eq!(check(&mut o, 1010, 2, 1011), Err(Reject::Replayed));
+        assert_eq!(check(&mut o, 1000, 1, 1011), Err(Reject::Replayed));
+        assert_eq!(o.record.floor(), 1042);
+    }
+
+    #[test]
+    fn an_old_format_log_is_lost_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = HEADER_V1.to_vec();
+        bytes.extend_from_slice(&[1; 40]);
+        std::fs::write(dir.path().join(LOG_NAME), &bytes).unwrap();
+        let mut o = open(dir.path(), 1000);
+        assert_eq!(o.loaded, Loaded::Lost(LostWhy::OldFormat));
+        assert!(check(&mut o, 1030, 1, 1030).is_err());
+    }
+
+    /// Finding 7, through the log: an oversized log is not read (lost
+    /// state), a symlinked log is refused, and a state directory others may
+    /// write is refused with the path and the fix.
+    #[test]
+    fn unsafe_state_files_and_directories_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join(LOG_NAME)).unwrap();
+        f.set_len(MAX_LOG_BYTES + 1).unwrap();
+        let o = open(dir.path(), 1000);
+        assert_eq!(o.loaded, Loaded::Lost(LostWhy::TooLarge));
+        drop(o);
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::fs::remove_file(dir.path().join(LOG_NAME)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(LOG_NAME)).unwrap();
+        assert!(ReplayLog::open(dir.path(), None, W, 100, 1000).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+
+        let open_dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = ReplayLog::open(open_dir.path(), None, W, 100, 1000)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(&open_dir.path().display().to_string()), "{e}");
+        assert!(e.contains("chmod go-w"), "{e}");
+    }
+
+    #[test]
+    fn hmac_used_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let used = vec![(KeyId([1; 8]), 100), (KeyId([2; 8]), 101)];
+        save_hmac_used(dir.path(), &used).unwrap();
+        assert_eq!(
+            load_hmac_used(dir.path(), false),
+            HmacUsed { used, lost: None }
+        );
+        save_hmac_used(dir.path(), &[]).unwrap();
+        assert_eq!(load_hmac_used(dir.path(), false).lost, None);
+    }
+
+    /// Finding 10: an HMAC record that is empty, unreadable or missing from
+    /// a used state directory is lost state, never "nothing used".
+    #[test]
+    fn a_lost_hmac_record_is_not_read_as_nothing_used() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_hmac_used(dir.path(), true).lost, None, "first start");
+        assert!(load_hmac_used(dir.path(), false).lost.is_some(), "missing");
+        let path = dir.path().join(HMAC_NAME);
+        for bad in [
+            &b""[..],
+            b"garbage\n",
+            b"spa-hmac-used 1\nnot a line\n",
+            &[0xff; 4],
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                load_hmac_used(dir.path(), false).lost.is_some(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
     }
 }

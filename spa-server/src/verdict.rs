@@ -1,13 +1,16 @@
 //! From captured bytes to a decision: the pure heart of the server.
 //!
 //! `judge` runs the whole receive-side check (spa_proto::verify: length,
-//! magic, version, key-id, AEAD, plaintext, server id, time window, replay)
-//! and then the per-key policy, and returns a typed [`Verdict`]. It does no
-//! I/O: the daemon persists the replay entry and applies the firewall change
-//! afterwards, and logs the verdict once.
+//! magic, version, key-id, AEAD, plaintext, server id, time window, replay,
+//! with the key's token bucket asked just before the record takes a new
+//! datagram) and then the per-key policy, and returns a typed [`Verdict`].
+//! It does no I/O: the daemon persists what the record took (for every
+//! verdict, a denial too) and applies the firewall change afterwards, and
+//! logs the verdict once.
 
 use crate::address::{self, Unusable};
 use crate::config::Config;
+use crate::ratelimit::Buckets;
 use spa_proto::{Action, AllowAddr, Grant, KeyId, Reject, ReplayRecord, Seen};
 use std::fmt;
 use std::net::IpAddr;
@@ -26,8 +29,6 @@ pub struct Decision {
     pub duration_secs: u32,
     /// True when the requested duration was cut down to the key's cap.
     pub capped: bool,
-    /// The replay entry to persist before acting.
-    pub seen: Seen,
 }
 
 /// Why an authentic datagram was still refused.
@@ -90,33 +91,69 @@ pub enum Verdict {
     Deny(PolicyReject),
 }
 
-/// Judges one datagram from `src`, at Unix time `now`. On success the replay
-/// record already holds the datagram (in memory); the caller persists
-/// `decision.seen` before touching the firewall. `is_local` tells whether an
+/// What judging remembers from one datagram to the next.
+#[derive(Debug)]
+pub struct JudgeState {
+    /// Every authenticated datagram inside the window, whatever its verdict.
+    pub replay: ReplayRecord,
+    /// Each key's token bucket (finding 16).
+    pub buckets: Buckets,
+    /// What the record took during the last `judge`, not yet on disk.
+    unpersisted: Option<Seen>,
+}
+
+impl JudgeState {
+    pub fn new(replay: ReplayRecord) -> Self {
+        JudgeState {
+            replay,
+            buckets: Buckets::default(),
+            unpersisted: None,
+        }
+    }
+
+    /// The entry the last [`judge`] put into the replay record, for the
+    /// daemon to persist before it acts on the verdict. An accepted *and* a
+    /// denied datagram are recorded: persisting only accepted ones let a
+    /// denied datagram be replayed after a restart and a policy change
+    /// (issue 16, finding 9).
+    pub fn take_unpersisted(&mut self) -> Option<Seen> {
+        self.unpersisted.take()
+    }
+}
+
+/// Judges one datagram from `src`, at Unix time `now`. Whenever the result
+/// is `Accept` or `Deny`, the replay record already holds the datagram (in
+/// memory) and [`JudgeState::take_unpersisted`] returns it; the caller
+/// persists it before touching the firewall. `is_local` tells whether an
 /// address is this host's own (or a local broadcast); see `address::usable`.
 pub fn judge(
     payload: &[u8],
     src: IpAddr,
     now: u64,
     cfg: &Config,
-    replay: &mut ReplayRecord,
+    state: &mut JudgeState,
     is_local: impl FnOnce(IpAddr) -> bool,
 ) -> Verdict {
-    let opened = match spa_proto::verify(
+    let buckets = &mut state.buckets;
+    let opened = match spa_proto::verify_admit(
         payload,
         |id| cfg.key(id).map(|k| &*k.keys),
         &cfg.server_id,
         now,
-        replay,
+        &mut state.replay,
+        |id| match cfg.key(id) {
+            Some(k) if !buckets.take(id, k.rate, now) => Err(Reject::RateLimited),
+            _ => Ok(()),
+        },
     ) {
         Ok(o) => o,
         Err(r) => return Verdict::Reject(r),
     };
-    let seen = Seen {
+    state.unpersisted = Some(Seen {
         timestamp: opened.request.timestamp,
         key_id: opened.key_id,
         nonce: opened.nonce,
-    };
+    });
     // verify() only returns keys found by this same lookup.
     let Some(policy) = cfg.key(&opened.key_id) else {
         return Verdict::Reject(Reject::UnknownKeyId);
@@ -174,7 +211,6 @@ pub fn judge(
         grants,
         duration_secs,
         capped: duration_secs < asked,
-        seen,
     })
 }
 
@@ -213,6 +249,12 @@ mod tests {
             allow_other_address: other,
             require_explicit_address: false,
             max_grants: 16,
+            // Generous: the policy tests send many datagrams at one `NOW`;
+            // the bucket's own test sets a small one.
+            rate: crate::ratelimit::Rate {
+                per_minute: 60,
+                burst: 1000,
+            },
             file: PathBuf::from(format!("/etc/spa/{name}.key")),
         }
     }
@@ -253,8 +295,8 @@ mod tests {
         seal_with(&keys(key), r, &[nonce; 24], &[0x5a; 16])
     }
 
-    fn replay() -> ReplayRecord {
-        ReplayRecord::new(TimeWindow::default(), 64)
+    fn replay() -> JudgeState {
+        JudgeState::new(ReplayRecord::new(TimeWindow::default(), 64))
     }
 
     fn accept(v: Verdict) -> Decision {
@@ -284,14 +326,18 @@ mod tests {
         assert_eq!(d.duration_secs, 30, "0 asks for the server default");
         assert!(!d.capped);
         assert_eq!(
-            d.seen,
-            Seen {
+            rr.take_unpersisted(),
+            Some(Seen {
                 timestamp: NOW,
                 key_id: keys(0x11).key_id(),
                 nonce: [1; 24]
-            }
+            })
         );
-        assert_eq!(rr.len(), 1, "accepted datagrams are in the replay record");
+        assert_eq!(
+            rr.replay.len(),
+            1,
+            "accepted datagrams are in the replay record"
+        );
     }
 
     #[test]
@@ -661,7 +707,131 @@ mod tests {
             judge(&flipped, SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::AuthFailed)
         );
-        assert_eq!(rr.len(), 1, "only the accepted datagram is recorded");
+        assert_eq!(rr.replay.len(), 1, "only the accepted datagram is recorded");
+    }
+
+    /// Finding 9: a denied datagram is in the record and handed out for
+    /// persisting like an accepted one, so it stays refused when replayed
+    /// (also after a restart, once the daemon wrote it).
+    #[test]
+    fn a_denied_datagram_is_recorded_and_handed_out_for_persisting() {
+        let cfg = config();
+        let mut rr = replay();
+        let bob443 = seal(0x22, &req(&[tcp(22)]), 1);
+        let v = judge(&bob443, SRC, NOW, &cfg, &mut rr, no_local);
+        assert!(matches!(v, Verdict::Deny(_)), "{v:?}");
+        assert_eq!(
+            rr.take_unpersisted(),
+            Some(Seen {
+                timestamp: NOW,
+                key_id: keys(0x22).key_id(),
+                nonce: [1; 24]
+            })
+        );
+        assert_eq!(rr.take_unpersisted(), None, "handed out once");
+        assert_eq!(
+            judge(&bob443, SRC, NOW, &cfg, &mut rr, no_local),
+            Verdict::Reject(Reject::Replayed)
+        );
+        assert_eq!(rr.take_unpersisted(), None, "a rejection records nothing");
+    }
+
+    /// Finding 3: bob's flood of denied datagrams fills only bob's share of
+    /// the record; alice is accepted at once.
+    #[test]
+    fn one_keys_denied_flood_does_not_lock_out_another_key() {
+        let cfg = config();
+        let share = spa_proto::replay::share_of(64, cfg.keys.len());
+        let mut rr = JudgeState::new(ReplayRecord::new(TimeWindow::default(), share));
+        for n in 0..share {
+            let v = judge(
+                &seal(0x22, &req(&[tcp(22)]), n as u8),
+                SRC,
+                NOW,
+                &cfg,
+                &mut rr,
+                no_local,
+            );
+            assert!(matches!(v, Verdict::Deny(_)), "{n}: {v:?}");
+        }
+        assert_eq!(
+            judge(
+                &seal(0x22, &req(&[tcp(443)]), 200),
+                SRC,
+                NOW,
+                &cfg,
+                &mut rr,
+                no_local
+            ),
+            Verdict::Reject(Reject::ReplayRecordFull)
+        );
+        accept(judge(
+            &seal(0x11, &req(&[tcp(22)]), 9),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+            no_local,
+        ));
+    }
+
+    /// Finding 16: over its token bucket a key's new datagrams are refused
+    /// with their own reason, unrecorded; other keys and replays are not
+    /// affected, and the bucket refills with the time passed in.
+    #[test]
+    fn a_keys_token_bucket_refuses_its_new_datagrams_over_the_rate() {
+        let mut cfg = config();
+        cfg.keys[0].rate = crate::ratelimit::Rate {
+            per_minute: 60,
+            burst: 2,
+        };
+        let mut rr = replay();
+        let first = seal(0x11, &req(&[tcp(22)]), 1);
+        accept(judge(&first, SRC, NOW, &cfg, &mut rr, no_local));
+        accept(judge(
+            &seal(0x11, &req(&[tcp(22)]), 2),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+            no_local,
+        ));
+        let third = seal(0x11, &req(&[tcp(22)]), 3);
+        assert_eq!(
+            judge(&third, SRC, NOW, &cfg, &mut rr, no_local),
+            Verdict::Reject(Reject::RateLimited)
+        );
+        assert_eq!(Reject::RateLimited.code(), "rate_limited");
+        assert_eq!(rr.take_unpersisted().map(|s| s.nonce), Some([2; 24]));
+        assert_eq!(rr.replay.len(), 2, "the refused one is not recorded");
+        // A replay is still named a replay and spends nothing.
+        assert_eq!(
+            judge(&first, SRC, NOW, &cfg, &mut rr, no_local),
+            Verdict::Reject(Reject::Replayed)
+        );
+        // Bob has his own bucket.
+        accept(judge(
+            &seal(0x22, &req(&[tcp(443)]), 4),
+            SRC,
+            NOW,
+            &cfg,
+            &mut rr,
+            no_local,
+        ));
+        // One second later alice has one token again, and the refused
+        // datagram (never recorded) may come through.
+        accept(judge(&third, SRC, NOW + 1, &cfg, &mut rr, no_local));
+        assert_eq!(
+            judge(
+                &seal(0x11, &req(&[tcp(22)]), 5),
+                SRC,
+                NOW + 1,
+                &cfg,
+                &mut rr,
+                no_local
+            ),
+            Verdict::Reject(Reject::RateLimited)
+        );
     }
 
     #[test]

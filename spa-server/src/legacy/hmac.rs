@@ -275,6 +275,15 @@ impl HmacKnocks {
         }
     }
 
+    /// Stands in for a lost record of used sequences (issue 16, finding
+    /// 10): every step up to the current one + 1 (the newest the window
+    /// accepts at `now_unix`) may have been used, so all are refused, as
+    /// the replay log's floor refuses one window of timestamps.
+    pub fn after_loss(&mut self, now_unix: u64) {
+        let s = self.params.step_at(now_unix);
+        self.floor = self.floor.max(s.saturating_add(2));
+    }
+
     fn key_id(&self, ki: u32) -> Option<KeyId> {
         self.keys.get(ki as usize).map(|k| k.keys.key_id())
     }
@@ -465,6 +474,29 @@ mod tests {
         // knock, which creates no progress.
         assert_eq!(h.replays_ignored(), 2);
         assert_eq!(h.tracked_sources(), 0);
+    }
+
+    /// Finding 10: after the record was lost, the sequences of the current
+    /// and the next step (all that could have been used and are still
+    /// accepted) are refused; the step after that opens, and the floor
+    /// survives the round trip through used()/mark_used().
+    #[test]
+    fn after_loss_refuses_the_current_and_next_step() {
+        let k = key(1);
+        let step = KnockParams::default().step_secs;
+        let mut h = checker(vec![k.clone()]);
+        h.after_loss(T0);
+        assert_eq!(knock(&mut h, ip(1), &seq_for(&k, T0), 0, T0), None);
+        assert_eq!(
+            knock(&mut h, ip(1), &seq_for(&k, T0 + step), 100, T0 + step),
+            None
+        );
+        let mut back = checker(vec![k.clone()]);
+        for (id, st) in h.used() {
+            back.mark_used(id, st);
+        }
+        let later = T0 + 2 * step;
+        assert!(knock(&mut back, ip(1), &seq_for(&k, later), 200, later).is_some());
     }
 
     #[test]
