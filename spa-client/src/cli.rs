@@ -45,8 +45,9 @@ pub enum Command {
     ///
     /// Exit status: 0 when sent (with --wait: and every TCP port opened, or
     /// closed with --close; UDP ports cannot be checked), 1 on any error
-    /// (nothing was sent), 2 on a usage error, 3 when --wait saw a port not
-    /// open (or not close) in time: the diagnosis is on stderr.
+    /// (local mistakes are found before anything is sent), 2 on a usage
+    /// error, 3 when --wait saw a port not open (or not close) in time: the
+    /// diagnosis is on stderr.
     Send(crate::SendArgs),
     /// Generate a key file and print the server config to install it (same as spa-keygen).
     #[command(

@@ -182,7 +182,9 @@ pub fn seal(keys: &KeySet, req: &Request) -> [u8; DATAGRAM_LEN] {
 /// Everything needed to seal and send to one server, settled before
 /// anything is sent (so a bad group member stops the whole command).
 struct Plan {
+    /// The profile name, or the host as given.
     label: String,
+    from_profile: bool,
     /// Host and SPA port; `None` with --dry-run / --output and no SERVER.
     target: Option<(String, u16)>,
     family: Family,
@@ -240,6 +242,7 @@ fn plan(args: &SendArgs, label: &str, p: Option<&Profile>) -> Result<Plan, Clien
     };
     Ok(Plan {
         label: label.to_owned(),
+        from_profile: p.is_some(),
         target,
         family,
         key,
@@ -357,9 +360,13 @@ pub fn run_send(
                 Some(ip) => ip.to_string(),
                 None => "this host's address as the server sees it".to_string(),
             };
+            let profile = match plan.from_profile {
+                true => format!(" ({})", plan.label),
+                false => String::new(),
+            };
             writeln!(
                 out,
-                "sent SPA request to {dest}: {} {} for {whom} (key-id {}, server id {:?})",
+                "sent SPA request to {dest}{profile}: {} {} for {whom} (key-id {}, server id {:?})",
                 verb(plan.action),
                 what.join(","),
                 keys.key_id(),
