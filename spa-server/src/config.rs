@@ -98,7 +98,7 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub spa_port: u16,
     pub state_dir: PathBuf,
-    /// Volatile (tmpfs) directory for the replay log; see state.rs. None:
+    /// Volatile (tmpfs) directory for the replay log; see state/mod.rs. None:
     /// the log lives in `state_dir` and every entry costs a disk flush.
     pub runtime_dir: Option<PathBuf>,
     pub firewall: BackendKind,

@@ -41,7 +41,7 @@ pub fn err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirState {
     /// Created by this call, or found with nothing in it: nothing was ever
-    /// kept here (every start leaves a marker, see state.rs).
+    /// kept here (every start leaves a marker, see state/mod.rs).
     Empty,
     /// Existed with entries in it.
     Used,
