@@ -694,7 +694,15 @@ impl Daemon {
             .replay
             .set_limits(new.window, share_of(new.replay_capacity, new.keys.len()));
         self.judge.buckets.retain(|id| new.key(id).is_some());
+        let hmac_was_on = self.cfg.legacy.hmac.enabled;
         self.legacy.reload(&self.cfg, &new);
+        if new.legacy.hmac.enabled && !hmac_was_on {
+            // Turned on by this reload: what an earlier run used is on disk
+            // only (lost or missing: the floor, as at start).
+            if let Err(e) = restore_hmac_record(&mut self.legacy, &new, false, unix_now()) {
+                error!("reload: cannot write the HMAC knock record: {e}");
+            }
+        }
         info!(
             keys = new.keys.len(),
             grants = self.grants.len(),
