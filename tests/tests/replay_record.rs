@@ -134,3 +134,45 @@ fn a_denied_datagram_stays_refused_after_a_restart_and_a_policy_change() {
     assert_eq!(tb.pair.iptables_snapshot(), before, "nothing added");
     tb.done("denied replay");
 }
+
+/// Finding 7: a state directory that group or others may write (where a
+/// local user could plant a symlink for the daemon to write through) stops
+/// the daemon at start with an error naming the path and the fix, before
+/// the firewall is touched; after `chmod go-w` it starts.
+#[test]
+fn a_state_directory_others_may_write_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let tb = Testbed::new(102, "replay", "iptables", SID, &["alice"]);
+    let state = tb.state_dir();
+    std::fs::create_dir(&state).expect("create state dir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let before = tb.pair.iptables_snapshot();
+    let server = spa_e2e::bin("spa-server");
+    let st = state.display().to_string();
+    let out = tb
+        .pair
+        .srv(&[
+            "timeout",
+            "10",
+            server.to_str().expect("utf-8 path"),
+            "--key",
+            &tb.key,
+            "--server-id",
+            SID,
+            "--interface",
+            &tb.pair.srv_if,
+            "--state-dir",
+            &st,
+        ])
+        .output()
+        .expect("spawn spa-server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&st) && err.contains("chmod go-w"), "{err}");
+    assert_eq!(tb.pair.iptables_snapshot(), before, "firewall touched");
+
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let s = tb.server("server.log", &[]);
+    assert!(s.log_text().contains("replay record"), "{}", s.log_text());
+    tb.done("state dir mode");
+}
