@@ -176,3 +176,45 @@ fn a_state_directory_others_may_write_is_refused_at_start() {
     assert!(s.log_text().contains("replay record"), "{}", s.log_text());
     tb.done("state dir mode");
 }
+
+/// Finding 16: alice's token bucket (burst 3, one token a minute: nothing
+/// refills during the test) lets 3 of her 10 new datagrams through; the
+/// other 7 are refused `rate_limited`, add nothing to the firewall, and are
+/// counted in the totals at stop.
+#[test]
+fn a_keys_token_bucket_refuses_datagrams_over_its_rate() {
+    let tb = Testbed::new(103, "replay", "iptables", SID, &["alice"]);
+    let Family { cli, srv, .. } = tb.pair.v4();
+    let conf = tb.dir.join("server.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[key]]\nname = \"alice\"\nfile = \"{}\"\nallow = [\"tcp/22\"]\n\
+             rate_per_minute = 1\nrate_burst = 3\n",
+            tb.key
+        ),
+    )
+    .expect("write config");
+    let conf = conf.display().to_string();
+    let mut s = tb.server_without_key("server.log", &["--config", &conf]);
+    for _ in 0..10 {
+        tb.send(cli, srv, &["--open", "22"]);
+    }
+    s.expect_lines(&["rejected", "rate_limited"], 7);
+    assert_eq!(
+        s.lines_with(&["accepted open"]).len(),
+        3,
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(tb.grant_rules("iptables").len(), 1, "one grant, refreshed");
+    assert!(s.stop().expect("exit on SIGTERM").success());
+    assert_eq!(
+        s.lines_with(&["totals since start", "datagrams_rate_limited=7"])
+            .len(),
+        1,
+        "{}",
+        s.log_text()
+    );
+    tb.done("rate limit");
+}
