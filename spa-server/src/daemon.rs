@@ -738,6 +738,14 @@ fn restore_hmac_record(
 ) -> Result<(), DaemonError> {
     let rec = crate::state::load_hmac_used(&cfg.state_dir, first_start);
     legacy.restore_hmac_used(&rec.used);
+    if let Some(was) = legacy.hmac_cap_floor(now) {
+        error!(
+            dir = %cfg.state_dir.display(),
+            floor_step = was,
+            "HMAC knock floor on disk was beyond the current step + 1 (the clock was ahead when \
+             it was written, or the file was altered): capped; check the clock (NTP)"
+        );
+    }
     if let Some(why) = rec.lost {
         legacy.hmac_after_loss(now);
         error!(

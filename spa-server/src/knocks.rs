@@ -194,6 +194,15 @@ impl Runtime {
         }
     }
 
+    /// Caps an HMAC floor read back far ahead of `now_unix`; see
+    /// `HmacKnocks::cap_floor`.
+    pub fn hmac_cap_floor(&mut self, now_unix: u64) -> Option<u64> {
+        self.inner
+            .as_mut()
+            .and_then(|k| k.hmac_mut())
+            .and_then(|h| h.cap_floor(now_unix))
+    }
+
     pub fn enabled(&self) -> bool {
         self.inner.is_some()
     }

@@ -284,6 +284,21 @@ impl HmacKnocks {
         self.floor = self.floor.max(s.saturating_add(2));
     }
 
+    /// A floor read back beyond what a loss at `now_unix` would set (it was
+    /// written while the clock was far ahead, or altered) is brought down to
+    /// that: still refusing the current and next step, but not until that
+    /// far date (as the replay log's floor is capped, finding 6). Returns
+    /// the floor step it had.
+    pub fn cap_floor(&mut self, now_unix: u64) -> Option<u64> {
+        let cap = self.params.step_at(now_unix).saturating_add(2);
+        if self.floor > cap {
+            let was = self.floor;
+            self.floor = cap;
+            return Some(was);
+        }
+        None
+    }
+
     fn key_id(&self, ki: u32) -> Option<KeyId> {
         self.keys.get(ki as usize).map(|k| k.keys.key_id())
     }
@@ -497,6 +512,26 @@ mod tests {
         }
         let later = T0 + 2 * step;
         assert!(knock(&mut back, ip(1), &seq_for(&k, later), 200, later).is_some());
+    }
+
+    /// A floor from a start with the clock a year ahead is capped back to
+    /// one loss's worth when read at the right time.
+    #[test]
+    fn a_floor_far_ahead_is_capped_at_restore() {
+        let k = key(1);
+        let step = KnockParams::default().step_secs;
+        let year = 365 * 86_400;
+        let mut ahead = checker(vec![k.clone()]);
+        ahead.after_loss(T0 + year);
+        let mut back = checker(vec![k.clone()]);
+        for (id, st) in ahead.used() {
+            back.mark_used(id, st);
+        }
+        assert!(back.cap_floor(T0).is_some());
+        assert_eq!(back.cap_floor(T0), None, "capped once");
+        assert_eq!(knock(&mut back, ip(1), &seq_for(&k, T0), 0, T0), None);
+        let later = T0 + 2 * step;
+        assert!(knock(&mut back, ip(1), &seq_for(&k, later), 100, later).is_some());
     }
 
     #[test]
