@@ -120,7 +120,20 @@ fn a_key_holds_at_most_its_grant_cap() {
     let r = Testbed::new(122, "owners", "iptables", SID, &["alice"]);
     let v4 = r.pair.v4();
     let (cli, srv) = (v4.cli, v4.srv);
-    let s = r.server("server.log", &["--allow-other-address"]);
+    // A configuration file: the key's token bucket (finding 16) must let 18
+    // datagrams in a row through, so that only the cap can refuse one.
+    let conf = r.dir.join("server.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[key]]\nname = \"alice\"\nfile = \"{}\"\nallow = [\"tcp/22\"]\n\
+             allow_other_address = true\nrate_burst = 100\n",
+            r.key
+        ),
+    )
+    .expect("write server.toml");
+    let conf = conf.display().to_string();
+    let s = r.server_without_key("server.log", &["--config", &conf]);
     for i in 1..=17 {
         let addr = format!("198.19.77.{i}");
         r.send(cli, srv, &["--open", "22", "--allow-ip", &addr]);
