@@ -488,11 +488,18 @@ impl Daemon {
                     true
                 }
                 Err(e) => {
-                    error!(%src, key_id, "cannot persist the replay record (not acting on this datagram): {e}");
+                    if self.limiter.allow() {
+                        error!(%src, key_id, "rejected: cannot persist the replay record, not acting on this datagram: {e}");
+                    }
                     false
                 }
             },
         };
+        if !persisted {
+            // The error line above is this datagram's one line.
+            self.judged.rejected += 1;
+            return;
+        }
         match v {
             Verdict::Reject(r) => {
                 self.judged.rejected += 1;
@@ -510,10 +517,6 @@ impl Daemon {
                 }
             }
             Verdict::Accept(d) => {
-                if !persisted {
-                    self.judged.rejected += 1;
-                    return;
-                }
                 let owner = Owner::Key(d.key_name.clone());
                 let now = unix_now_ceil();
                 if d.action == Action::Open {
