@@ -532,6 +532,23 @@ impl Config {
         } else {
             Vec::new()
         };
+        // A door's own duration (`[[legacy.door]] duration`, knockd.conf's
+        // `cmd_timeout`) is held to the same bound as every other duration.
+        for d in &doors {
+            if let crate::legacy::DoorAction::Open {
+                duration_secs: Some(secs),
+                ..
+            } = d.action
+            {
+                limits::check_duration(secs, duration_limit).map_err(|m| {
+                    err(
+                        legacy_span.clone(),
+                        "legacy.door.duration",
+                        format!("door `{}`: {m}", d.name),
+                    )
+                })?;
+            }
+        }
         if keys.is_empty() && doors.is_empty() {
             return Err(err(
                 None,
@@ -1040,6 +1057,16 @@ mod tests {
             6,
             "key.max_grants",
             "above max_grants_total (8)",
+        );
+        // A door's own duration too.
+        env.err(
+            &format!(
+                "duration_limit = 60\n{ALICE}[legacy]\nenabled = true\n[[legacy.door]]\n\
+                 name = \"web\"\nsequence = \"7000,8000\"\nopen = \"tcp/22\"\nduration = 120\n"
+            ),
+            6,
+            "legacy.door.duration",
+            "door `web`: 120 s is above duration_limit (60 s)",
         );
         // A raised limit admits what it says; defaults shrink to a lower one.
         let cfg = env
