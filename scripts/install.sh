@@ -3,7 +3,15 @@
 #   binaries   $PREFIX/sbin/spa-server, $PREFIX/bin/spa-client, $PREFIX/bin/spa-keygen
 #   unit       /etc/systemd/system/spa-server.service
 #   config     /etc/spa/server.toml (the example, only if none exists), /etc/spa/keys (0700)
-#   docs       $PREFIX/share/doc/spa/operations.md
+#   docs       $PREFIX/share/doc/spa/ (README, operations, firewall, legacy, security)
+#   man pages  $PREFIX/share/man/man{1,5,8}: spa-client(1), spa-keygen(1),
+#              spa-server.toml(5), spa-server(8)
+#   completions  $PREFIX/share/{bash-completion/completions,zsh/site-functions,
+#              fish/vendor_completions.d}
+#   user       the system user `spa` (as the Debian package makes it)
+# The same files the Debian packages install (docs/packaging.md), for hosts
+# without dpkg; man pages and completions come from target/release/dist
+# (`cargo run -p xtask -- dist`, run here unless --no-build).
 # It starts, enables and restarts nothing: after an upgrade, restart yourself
 # (`systemctl restart spa-server`). Running it again is harmless; an existing
 # server.toml or key is never touched.
@@ -15,6 +23,7 @@
 #   PREFIX=/usr/local   where binaries and docs go
 #   DESTDIR=            staging root (packaging, tests): everything goes under it
 #   SPA_BIN_DIR=        take the binaries from here instead of target/release
+#   SPA_DIST_DIR=       man pages and completions from here (default target/release/dist)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +33,7 @@ BUILD=1
 for a in "$@"; do
     case $a in
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,7 +51,10 @@ if [[ $BUILD == 1 && -z ${SPA_BIN_DIR:-} ]]; then
     }
     echo "== cargo build --release"
     cargo build --release --locked -p spa-server -p spa-client -p spa-keys --bins
+    echo "== man pages and completions (cargo run -p xtask -- dist)"
+    cargo run --quiet --locked -p xtask -- dist "${SPA_DIST_DIR:-target/release/dist}" >/dev/null
 fi
+DIST=${SPA_DIST_DIR:-$PWD/target/release/dist}
 for b in spa-server spa-client spa-keygen; do
     [[ -x $BIN_DIR/$b ]] || { echo "install.sh: $BIN_DIR/$b missing: build first" >&2; exit 1; }
 done
@@ -67,8 +79,35 @@ install -m 0644 "$unit_tmp" "$D/etc/systemd/system/spa-server.service"
 
 echo "== docs -> $D$PREFIX/share/doc/spa"
 install -d -m 0755 "$D$PREFIX/share/doc/spa"
-install -m 0644 docs/operations.md "$D$PREFIX/share/doc/spa/operations.md"
+for doc in README.md docs/operations.md docs/firewall.md docs/legacy.md docs/security.md; do
+    install -m 0644 "$doc" "$D$PREFIX/share/doc/spa/$(basename "$doc")"
+done
 install -m 0644 spa-server/dist/server.toml.example "$D$PREFIX/share/doc/spa/server.toml.example"
+
+if [[ -d $DIST/man && -d $DIST/completions ]]; then
+    echo "== man pages, completions -> $D$PREFIX/share"
+    for page in "$DIST"/man/*.[0-9]; do
+        sec=${page##*.}
+        install -d -m 0755 "$D$PREFIX/share/man/man$sec"
+        gzip -9nc "$page" >"$D$PREFIX/share/man/man$sec/$(basename "$page").gz"
+        chmod 0644 "$D$PREFIX/share/man/man$sec/$(basename "$page").gz"
+    done
+    install -d -m 0755 "$D$PREFIX/share/bash-completion/completions" \
+        "$D$PREFIX/share/zsh/site-functions" "$D$PREFIX/share/fish/vendor_completions.d"
+    for b in spa-server spa-client spa-keygen; do
+        install -m 0644 "$DIST/completions/bash/$b" "$D$PREFIX/share/bash-completion/completions/$b"
+        install -m 0644 "$DIST/completions/zsh/_$b" "$D$PREFIX/share/zsh/site-functions/_$b"
+        install -m 0644 "$DIST/completions/fish/$b.fish" "$D$PREFIX/share/fish/vendor_completions.d/$b.fish"
+    done
+else
+    echo "== no $DIST: man pages and completions skipped (cargo run -p xtask -- dist $DIST)"
+fi
+
+if [[ -z $DESTDIR ]] && ! getent passwd spa >/dev/null && command -v useradd >/dev/null; then
+    echo "== system user spa"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin --comment "spa-server single-packet authorization" spa
+fi
 
 echo "== configuration -> $D/etc/spa"
 install -d -m 0755 "$D/etc/spa"

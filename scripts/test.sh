@@ -17,6 +17,8 @@ step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --bins --locked
+step "Debian packages (cargo-deb, lintian, man --warnings)"
+scripts/package.sh
 step "first run: the demo sets itself up after a prerequisite is removed"
 scripts/first-run-check.sh iptables
 step "tests (unit, property, end-to-end in network namespaces)"

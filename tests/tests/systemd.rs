@@ -17,7 +17,11 @@
 //! timings, so the watchdog case takes seconds: `WatchdogSec=2s`,
 //! `TimeoutAbortSec=1s`.
 //!
-//! Namespace id: 71.
+//! The second test installs the Debian packages (target/debian, built by
+//! scripts/package.sh) with `dpkg -i` into the same fenced-off root, whose
+//! dpkg database is an overlay as well, and removes and purges them.
+//!
+//! Namespace ids: 71, 180.
 
 use spa_e2e::{bin, run_ok, wait_for, Testbed, PORT};
 use std::net::IpAddr;
@@ -198,7 +202,13 @@ for d in etc usr; do
     mount -t overlay overlay -o "lowerdir=/$d,upperdir=$1/ovl/$d.upper,workdir=$1/ovl/$d.work" "/$d"
 done
 mount -t tmpfs -o mode=0755 tmpfs /run
+# dpkg's database, as an overlay too (the package test installs .debs):
+# its lower layer is bound aside before /var is hidden.
+mkdir -p "$1/ovl/dpkg.lower" "$1/ovl/dpkg.upper" "$1/ovl/dpkg.work"
+mount --bind /var/lib/dpkg "$1/ovl/dpkg.lower"
 mount -t tmpfs -o mode=0755 tmpfs /var
+mkdir -p /var/lib/dpkg /var/log /var/cache /var/tmp
+mount -t overlay overlay -o "lowerdir=$1/ovl/dpkg.lower,upperdir=$1/ovl/dpkg.upper,workdir=$1/ovl/dpkg.work" /var/lib/dpkg
 mkdir -p /run/systemd/system
 printf '[Unit]\nDescription=spa e2e\nDefaultDependencies=no\n' >/run/systemd/system/spa-e2e.target
 export container=spa-e2e
@@ -349,4 +359,188 @@ systemctl daemon-reload",
         "no process of ours"
     );
     tb.done("systemctl_start_crash_restart_reload_watchdog_stop");
+}
+
+/// The Debian packages, installed as an admin installs them: `dpkg -i` into
+/// the fenced-off root (overlay /usr, /etc and dpkg database), then the
+/// packaged spa-keygen, check-config, `systemctl start`, a real open from the
+/// client namespace with the packaged spa-client, `dpkg -r` (no unit
+/// running, no rule, configuration kept) and `dpkg -P` (no file left).
+/// Prints a transcript (docs/packaging.md shows one).
+#[test]
+fn debian_packages_install_start_open_remove_purge() {
+    const ID: &str = "sd-pkg";
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let debs = repo.join("target/debian");
+    let find = |name: &str| {
+        let prefix = format!("{name}_");
+        std::fs::read_dir(&debs)
+            .ok()
+            .and_then(|d| {
+                d.flatten().map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .is_some_and(|f| f.to_string_lossy().starts_with(&prefix))
+                })
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name}_*.deb in {}: run scripts/package.sh first (scripts/test.sh does)",
+                    debs.display()
+                )
+            })
+    };
+    let (server_deb, client_deb) = (find("spa-server"), find("spa-client"));
+    let tb = Testbed::new(180, "pkg", "iptables", ID, &[]);
+    let sd = Systemd::boot(&tb);
+    let (cli, srv): (IpAddr, IpAddr) = (tb.pair.cli_ip4.into(), tb.pair.srv_ip4.into());
+    let step = |what: &str, script: &str| {
+        println!("$ {what}");
+        let out = sd.sh_ok(script);
+        for l in out.lines() {
+            println!("  {l}");
+        }
+        out
+    };
+
+    // A container image's policy-rc.d (exit 101: no service actions) is not
+    // part of a host; with it, deb-systemd-invoke would not stop the unit.
+    sd.sh_ok("rm -f /usr/sbin/policy-rc.d");
+    step(
+        "dpkg -i spa-client_*.deb spa-server_*.deb",
+        &format!(
+            "dpkg -i {} {} 2>&1",
+            client_deb.display(),
+            server_deb.display()
+        ),
+    );
+    assert_eq!(sd.prop("LoadState"), "loaded", "the unit is installed");
+    assert_eq!(sd.prop("ActiveState"), "inactive", "install starts nothing");
+    assert_eq!(
+        sd.prop("UnitFileState"),
+        "disabled",
+        "install enables nothing"
+    );
+    let listing = "ls -ld /etc/spa/keys; getent passwd spa; \
+         ls /usr/share/man/man*/spa* /usr/share/bash-completion/completions/spa*";
+    let setup = step(listing, listing);
+    assert!(
+        setup.contains("drwx------"),
+        "/etc/spa/keys is 0700: {setup}"
+    );
+    assert!(setup.contains("spa:x:"), "the system user spa: {setup}");
+    for f in [
+        "spa-server.8.gz",
+        "spa-server.toml.5.gz",
+        "spa-client.1.gz",
+        "spa-keygen.1.gz",
+        "completions/spa-client",
+    ] {
+        assert!(setup.contains(f), "{f} installed: {setup}");
+    }
+
+    let keygen = format!("spa-keygen --out /etc/spa/keys/alice.key --name alice --server-id {ID}");
+    step(&keygen, &format!("{keygen} | head -n 1"));
+    // The admin's edit of the conffile (this testbed's server id, interface
+    // and key), and the other test's drop-in (no sysinit, log to a file).
+    sd.sh_ok(&format!(
+        "cat >/etc/spa/server.toml <<'EOF'
+server_id = \"{ID}\"
+interfaces = [\"{iface}\"]
+runtime_dir = \"/run/spa-server\"
+firewall = \"iptables\"
+
+[[key]]
+name = \"alice\"
+file = \"/etc/spa/keys/alice.key\"
+allow = [\"tcp/{PORT}\"]
+EOF
+mkdir -p /etc/systemd/system/spa-server.service.d
+printf '[Unit]\\nDefaultDependencies=no\\n[Service]\\nStandardOutput=append:/run/spa-e2e.log\\nStandardError=inherit\\n' \
+    >/etc/systemd/system/spa-server.service.d/e2e.conf
+systemctl daemon-reload",
+        iface = tb.pair.srv_if,
+    ));
+    step("spa-server check-config", "spa-server check-config");
+    assert_eq!(
+        sd.sh_ok("command -v spa-server").trim(),
+        "/usr/sbin/spa-server",
+        "the packaged daemon"
+    );
+
+    assert!(!tb.connects(cli, srv), "closed before anything");
+    step("systemctl start spa-server", "systemctl start spa-server");
+    assert_eq!(sd.prop("ActiveState"), "active", "{}", sd.diag());
+
+    // The packaged client, from the client namespace: systemd's mounts
+    // (where /usr/bin/spa-client and the key are), the client's network.
+    println!(
+        "$ (client namespace) spa-client send --key /etc/spa/keys/alice.key --open {PORT} {srv}"
+    );
+    let sent = run_ok(
+        Command::new("nsenter")
+            .args(["-t", &sd.pid.to_string(), "-m"])
+            .arg(format!("--net=/run/netns/{}", tb.pair.cli_ns))
+            .args(["spa-client", "send", "--key", "/etc/spa/keys/alice.key"])
+            .args(["--open", &PORT.to_string(), "--duration", "300"])
+            .arg(srv.to_string())
+            .stdin(Stdio::null()),
+    );
+    println!("  {}", String::from_utf8_lossy(&sent.stdout).trim());
+    assert!(
+        wait_for(Duration::from_secs(5), || tb.connects(cli, srv)),
+        "open with the packaged client: {}",
+        sd.diag()
+    );
+    println!("  connect {cli} -> {srv}:{PORT}: OK");
+    let (rules, _) = leftovers(&tb);
+    assert_eq!(rules.len(), 1, "one grant: {rules:?}");
+
+    let files = sd.sh_ok("dpkg -L spa-server spa-client");
+    step(
+        "dpkg -r spa-server spa-client",
+        "dpkg -r spa-server spa-client 2>&1",
+    );
+    assert_ne!(sd.prop("ActiveState"), "active", "removed: {}", sd.diag());
+    assert!(
+        tb.pair.srv_pids("spa-server").is_empty(),
+        "removed: no process of ours"
+    );
+    let (rules, chain) = leftovers(&tb);
+    assert!(
+        !chain && rules.is_empty(),
+        "removed: no rule, no chain: {rules:?}"
+    );
+    assert!(!tb.connects(cli, srv), "removed: closed again");
+    println!("  no spa-server process, no SPA chain, no grant; connect: refused");
+    let kept = step("ls /etc/spa /etc/spa/keys", "ls /etc/spa /etc/spa/keys");
+    assert!(
+        kept.contains("server.toml") && kept.contains("alice.key"),
+        "remove keeps configuration and keys: {kept}"
+    );
+
+    step(
+        "dpkg -P spa-server spa-client",
+        "dpkg -P spa-server spa-client 2>&1",
+    );
+    // Every file the packages had and every directory of ours (shared ones
+    // like /usr/bin stay), and what the scripts and the daemon made.
+    let paths: Vec<&str> = files.lines().filter(|l| l.starts_with('/')).collect();
+    let left = sd.sh_ok(&format!(
+        "for f in {} /etc/spa /var/lib/spa-server /run/spa-server; do
+            if [ -d \"$f\" ]; then case \"$f\" in *spa*) echo \"$f\";; esac
+            elif [ -e \"$f\" ]; then echo \"$f\"; fi
+        done",
+        paths.join(" ")
+    ));
+    println!("$ ls every path of dpkg -L, /etc/spa, /var/lib/spa-server, /run/spa-server");
+    println!(
+        "  {}",
+        if left.trim().is_empty() {
+            "(nothing left)"
+        } else {
+            left.trim()
+        }
+    );
+    assert!(left.trim().is_empty(), "purge leaves no file: {left}");
+    tb.done("debian_packages_install_start_open_remove_purge");
 }
