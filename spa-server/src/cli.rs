@@ -83,7 +83,13 @@ pub enum Command {
     Run,
     /// Remove every grant and our chain/sets/jump, then exit. For systemd's
     /// ExecStopPost, so nothing outlives the daemon, even after a crash.
-    Flush,
+    /// Refused while a daemon runs with the same state directory.
+    Flush {
+        /// Flush even though a daemon holds the state directory's lock (it
+        /// keeps running, without its chain, until restarted).
+        #[arg(long)]
+        force: bool,
+    },
     /// Load and check the configuration and key files, then exit.
     CheckConfig,
     /// Print the shell completion script for spa-server (bash, zsh, fish,

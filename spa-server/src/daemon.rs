@@ -29,6 +29,7 @@ pub enum DaemonError {
     Capture(String),
     Signals(std::io::Error),
     Poll(std::io::Error),
+    Lock(crate::lock::LockError),
 }
 
 impl fmt::Display for DaemonError {
@@ -40,6 +41,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Capture(e) => write!(f, "capture: {e}"),
             DaemonError::Signals(e) => write!(f, "signal setup: {e}"),
             DaemonError::Poll(e) => write!(f, "poll: {e}"),
+            DaemonError::Lock(e) => write!(f, "{e}"),
         }
     }
 }
@@ -218,6 +220,8 @@ pub struct Daemon {
     /// Datagrams that reached a verdict, for the totals logged at stop.
     judged: Judged,
     last_watchdog: Instant,
+    /// Held until the process exits: one daemon per state directory.
+    _lock: crate::lock::InstanceLock,
 }
 
 /// Verdict counts since start (the per-datagram log lines are rate
@@ -237,6 +241,10 @@ impl Daemon {
     pub fn start(source: ConfigSource) -> Result<Daemon, DaemonError> {
         let sigfd = signal_fd().map_err(DaemonError::Signals)?;
         let cfg = source.load().map_err(DaemonError::Config)?;
+        // One daemon per state directory, before any state is read or the
+        // firewall is touched: a second instance changes nothing.
+        crate::safefile::ensure_private_dir(&cfg.state_dir).map_err(DaemonError::State)?;
+        let lock = crate::lock::acquire(&cfg.state_dir).map_err(DaemonError::Lock)?;
         let now = unix_now();
         let opened = ReplayLog::open(
             &cfg.state_dir,
@@ -317,6 +325,7 @@ impl Daemon {
             local: LocalAddrs::default(),
             judged: Judged::default(),
             last_watchdog: Instant::now(),
+            _lock: lock,
         };
         let ifaces = if d.cfg.interfaces.is_empty() {
             "all".to_owned()

@@ -15,6 +15,7 @@ pub mod grants;
 pub mod knocks;
 pub mod legacy;
 pub mod limits;
+pub mod lock;
 pub mod notify;
 pub mod ratelimit;
 pub mod safefile;

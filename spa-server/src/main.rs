@@ -65,7 +65,7 @@ fn source(cli: &Cli) -> Result<ConfigSource, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Some(Command::Flush) => {
+        Some(Command::Flush { force }) => {
             // Flush must work even when the configuration no longer loads
             // (that may be why the daemon died): then it uses the defaults,
             // and without --firewall it clears both backends.
@@ -82,6 +82,23 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Err(e) = &loaded {
                 eprintln!("spa-server: flush: configuration not loaded ({e}); using defaults");
             }
+            // A running daemon's chain is not ours to take away: held for
+            // the flush, so none starts half-way through it either.
+            let state_dir = match (&loaded, &cli.state_dir) {
+                (_, Some(d)) => d.clone(),
+                (Ok(cfg), None) => cfg.state_dir.clone(),
+                (Err(_), None) => PathBuf::from(config::DEFAULT_STATE_DIR),
+            };
+            let _lock = match spa_server::lock::acquire_if_exists(&state_dir) {
+                Ok(l) => l,
+                Err(e @ spa_server::lock::LockError::Held { .. }) if !force => {
+                    return Err(format!("flush refused: {e}; or pass --force"))
+                }
+                Err(e) => {
+                    eprintln!("spa-server: flush: {e}; flushing anyway");
+                    None
+                }
+            };
             let mut failed = Vec::new();
             for b in backends {
                 match daemon::flush(b, &opts) {
