@@ -6,7 +6,7 @@
 //! appended and fsync'd → one firewall batch → one log line.
 
 use crate::capture::local::LocalAddrs;
-use crate::capture::{Capture, FilterSpec, Packet};
+use crate::capture::{Capture, Class, FilterSpec, Packet};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::firewall::{self, FwError};
 use crate::grants::{Grants, Owner};
@@ -68,6 +68,26 @@ fn unix_now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// One drain of the capture runs at most this long, then the loop expires
+/// grants and polls again. Signals and the watchdog are served inside it.
+const DRAIN_TIME: Duration = Duration::from_millis(100);
+/// Packets one drain handles at most.
+const DRAIN_MAX: usize = 4096;
+/// One turn of one class (datagrams, then knocks) ends after this long or
+/// [`SLICE_MAX`] packets; then datagrams, signals and the watchdog get their
+/// look. Why time and not only a count: one completed door sequence may
+/// cost a firewall batch (2-17 ms), so 64 knocks could take a second
+/// (issue 16, finding 4: a knock flood held a datagram back 29.8 s).
+const SLICE_TIME: Duration = Duration::from_millis(10);
+const SLICE_MAX: usize = 64;
+
+/// Whether the event loop goes on or stops (a SIGTERM/SIGINT was read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
 }
 
 /// Where the daemon reads its configuration from, kept for SIGHUP.
@@ -391,19 +411,11 @@ impl Daemon {
             let mut fds = vec![self.sigfd.as_raw_fd()];
             fds.extend(self.capture.raw_fds());
             let ready = poll_fds(&fds, self.timeout()).map_err(DaemonError::Poll)?;
-            if ready.first().copied().unwrap_or(false) {
-                while let Some(sig) = read_signal(self.sigfd.as_raw_fd()) {
-                    match sig {
-                        libc::SIGHUP => self.reload(),
-                        _ => {
-                            info!(signal = sig, "stopping on signal");
-                            return Ok(());
-                        }
-                    }
-                }
+            if ready.first().copied().unwrap_or(false) && self.take_signals() == Flow::Stop {
+                return Ok(());
             }
-            if ready.iter().skip(1).any(|&r| r) {
-                self.drain_capture();
+            if ready.iter().skip(1).any(|&r| r) && self.drain_capture() == Flow::Stop {
+                return Ok(());
             }
             if self.capture.needs_rebind() {
                 if let Err(e) = self.capture.rebind() {
@@ -411,26 +423,71 @@ impl Daemon {
                 }
             }
             self.expire();
-            if let Some(w) = self.notifier.watchdog_interval() {
-                if self.last_watchdog.elapsed() >= w {
-                    self.notifier.watchdog();
-                    self.last_watchdog = Instant::now();
+            self.feed_watchdog();
+        }
+    }
+
+    /// Reads every pending signal: SIGHUP reloads, SIGTERM/SIGINT stop.
+    /// One non-blocking read when none is pending, so a drain calls it
+    /// between slices.
+    fn take_signals(&mut self) -> Flow {
+        while let Some(sig) = read_signal(self.sigfd.as_raw_fd()) {
+            match sig {
+                libc::SIGHUP => self.reload(),
+                _ => {
+                    info!(signal = sig, "stopping on signal");
+                    return Flow::Stop;
                 }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn feed_watchdog(&mut self) {
+        if let Some(w) = self.notifier.watchdog_interval() {
+            if self.last_watchdog.elapsed() >= w {
+                self.notifier.watchdog();
+                self.last_watchdog = Instant::now();
             }
         }
     }
 
-    fn drain_capture(&mut self) {
-        // Bounded: a flood yields back to signals and timers every 4096 packets.
-        for _ in 0..4096 {
-            let pkt = match self.capture.recv() {
+    /// Serves the capture for at most [`DRAIN_TIME`] / [`DRAIN_MAX`]
+    /// packets: in turns of datagrams first, then a slice of knocks, then
+    /// signals and the watchdog, so a knock flood neither delays a datagram
+    /// by more than a slice nor holds back SIGTERM or the watchdog.
+    fn drain_capture(&mut self) -> Flow {
+        let start = Instant::now();
+        let mut handled = 0;
+        loop {
+            let spa = self.drain_class(Class::Spa);
+            let knocks = self.drain_class(Class::Knock);
+            handled += spa + knocks;
+            self.feed_watchdog();
+            if self.take_signals() == Flow::Stop {
+                return Flow::Stop;
+            }
+            if spa + knocks == 0 || handled >= DRAIN_MAX || start.elapsed() >= DRAIN_TIME {
+                return Flow::Continue;
+            }
+        }
+    }
+
+    /// One turn of `class`: up to [`SLICE_MAX`] packets or [`SLICE_TIME`].
+    /// Returns how many packets were handled.
+    fn drain_class(&mut self, class: Class) -> usize {
+        let until = Instant::now() + SLICE_TIME;
+        let mut n = 0;
+        while n < SLICE_MAX && Instant::now() < until {
+            let pkt = match self.capture.recv_class(class) {
                 Ok(Some(p)) => p,
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => {
                     warn!("capture: {e}");
-                    return;
+                    break;
                 }
             };
+            n += 1;
             match pkt {
                 Packet::Spa { src, payload, .. } => {
                     let now = unix_now();
@@ -481,6 +538,7 @@ impl Daemon {
                 }
             }
         }
+        n
     }
 
     fn act_spa(&mut self, src: IpAddr, key_id: &str, v: Verdict) {
@@ -584,6 +642,21 @@ impl Daemon {
                 hmac,
             } => {
                 let now = unix_now_ceil();
+                if owner == Owner::Doors
+                    && crate::knocks::door_grant_fresh(
+                        &self.grants,
+                        addr,
+                        &grants,
+                        duration_secs,
+                        now,
+                    )
+                {
+                    if self.limiter.allow() {
+                        info!(%addr, via = %via, reason = "door_fresh",
+                            "knock ignored: the door grant still has more than half its time (not re-added)");
+                    }
+                    return;
+                }
                 if let Err(hit) = self.check_caps(&owner, addr, &grants, now) {
                     if self.limiter.allow() {
                         warn!(%addr, via = %via, reason = "grant_cap",

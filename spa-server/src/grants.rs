@@ -315,6 +315,13 @@ impl Grants {
         res.map(|_| due)
     }
 
+    /// Until when `owner`'s own grant of `grant` for `addr` runs, if it
+    /// still runs at `now` (another owner's longer grant does not count).
+    pub fn held_until(&self, owner: &Owner, addr: IpAddr, grant: Grant, now: u64) -> Option<u64> {
+        let t = *self.live.get(&(addr, grant))?.owners.get(owner)?;
+        (t > now).then_some(t)
+    }
+
     /// The earliest rule expiry (Unix seconds).
     pub fn next_expiry(&self) -> Option<u64> {
         self.live.values().map(|e| e.rule.expires_at).min()

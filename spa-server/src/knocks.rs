@@ -46,6 +46,27 @@ pub fn start_notes(cfg: &Config) -> Vec<(NoteLevel, String)> {
     notes
 }
 
+/// True when the doors already hold every one of `grants` for `addr` with
+/// more than half of `duration_secs` left: re-adding it would cost a
+/// firewall batch (2-17 ms) and give the source little, so a public
+/// sequence repeated from one address (500 a second in the review) costs
+/// the daemon nothing after the first (issue 16, finding 4). Per source:
+/// another address's grant never counts.
+pub fn door_grant_fresh(
+    table: &crate::grants::Grants,
+    addr: IpAddr,
+    grants: &[Grant],
+    duration_secs: u32,
+    now: u64,
+) -> bool {
+    !grants.is_empty()
+        && grants.iter().all(|g| {
+            table
+                .held_until(&Owner::Doors, addr, *g, now)
+                .is_some_and(|t| t.saturating_sub(now).saturating_mul(2) > u64::from(duration_secs))
+        })
+}
+
 /// What a knock did, for the daemon to apply and log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -355,6 +376,51 @@ mod tests {
         let mut neither = doors_only;
         neither.doors.clear();
         assert!(start_notes(&neither).is_empty());
+    }
+
+    /// Finding 4: a door sequence repeated by a source whose door grant
+    /// still has more than half its time is not re-added (no firewall
+    /// batch); past half, or for another address, or over a key's grant,
+    /// it is.
+    #[test]
+    fn a_fresh_door_grant_is_not_re_added() {
+        use crate::firewall::FakeFirewall;
+        let fw = FakeFirewall::new();
+        let mut table = crate::grants::Grants::new(Box::new(fw.clone()));
+        table.setup().unwrap();
+        let ssh = [Grant::tcp(22).unwrap()];
+        let (a, b): (IpAddr, IpAddr) =
+            ("198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap());
+        assert!(
+            !door_grant_fresh(&table, a, &ssh, 30, 1000),
+            "nothing held yet"
+        );
+        table.open(&Owner::Doors, a, &ssh, 30, 1000).unwrap();
+        assert!(door_grant_fresh(&table, a, &ssh, 30, 1000));
+        assert!(
+            door_grant_fresh(&table, a, &ssh, 30, 1014),
+            "16 s of 30 left"
+        );
+        assert!(
+            !door_grant_fresh(&table, a, &ssh, 30, 1015),
+            "15 s of 30 left: refresh"
+        );
+        assert!(
+            !door_grant_fresh(&table, a, &ssh, 100, 1000),
+            "a longer door re-adds"
+        );
+        assert!(!door_grant_fresh(&table, b, &ssh, 30, 1000), "per source");
+        let more = [Grant::tcp(22).unwrap(), Grant::tcp(443).unwrap()];
+        assert!(
+            !door_grant_fresh(&table, a, &more, 30, 1000),
+            "a port not held"
+        );
+        assert!(!door_grant_fresh(&table, a, &[], 30, 1000));
+        // A key's grant of the same port is not the doors'.
+        table
+            .open(&Owner::Key("alice".into()), b, &ssh, 300, 1000)
+            .unwrap();
+        assert!(!door_grant_fresh(&table, b, &ssh, 30, 1000));
     }
 
     #[test]

@@ -606,7 +606,7 @@ fn udp_steps_and_udp_hmac_knocks() {
 
     let seq = r.client_stdout(&["knock-seq", "--key", &r.key, "--udp"]);
     assert!(
-        seq.split_whitespace().count() == 4 && seq.split_whitespace().all(|p| p.ends_with(":udp")),
+        seq.split_whitespace().count() == 5 && seq.split_whitespace().all(|p| p.ends_with(":udp")),
         "knock-seq --udp printed {seq:?}"
     );
     // The same ports as TCP SYNs are no HMAC knocks.

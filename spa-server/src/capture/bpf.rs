@@ -66,6 +66,29 @@ pub struct Insn {
     pub k: u32,
 }
 
+/// Which packets a socket receives. Each class has its own sockets, so its
+/// own kernel queues: a knock flood (unauthenticated, spoofable) fills only
+/// the knock queues and can never push a datagram out of the kernel, and
+/// the daemon reads datagrams first (issue 16, finding 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// SPA datagrams: UDP to `spa_port` of exactly the datagram's length.
+    Spa,
+    /// Knocks: TCP SYNs and UDP to the knock ports (not the datagrams).
+    Knock,
+}
+
+impl Class {
+    pub const ALL: [Class; 2] = [Class::Spa, Class::Knock];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Spa => "spa",
+            Class::Knock => "knock",
+        }
+    }
+}
+
 /// Which socket the program is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -244,10 +267,38 @@ fn port_list(a: &mut Asm, ports: &BTreeSet<u16>, hit: usize, miss: usize) {
     }
 }
 
-/// The filter for one address family.
+/// The filter for one address family: everything `spec` names (both
+/// classes; what the tests check `parse` against).
 pub fn program(spec: &FilterSpec, family: Family) -> Result<Vec<Insn>, BpfError> {
-    let knock_tcp: BTreeSet<u16> = spec.knock_tcp.iter().copied().collect();
-    let knock_udp: BTreeSet<u16> = spec.knock_udp.iter().copied().collect();
+    generate(spec, family, true, true)
+}
+
+/// The filter for the sockets of one class: [`program`] restricted to
+/// datagrams or to knocks. A datagram to a port that is also a UDP knock
+/// port goes to the SPA sockets only.
+pub fn program_for(spec: &FilterSpec, family: Family, class: Class) -> Result<Vec<Insn>, BpfError> {
+    match class {
+        Class::Spa => generate(spec, family, true, false),
+        Class::Knock if spec.knock_tcp.is_empty() && spec.knock_udp.is_empty() => Ok(drop_all()),
+        Class::Knock => generate(spec, family, false, true),
+    }
+}
+
+fn generate(
+    spec: &FilterSpec,
+    family: Family,
+    spa: bool,
+    knocks: bool,
+) -> Result<Vec<Insn>, BpfError> {
+    let ports = |list: &[u16]| -> BTreeSet<u16> {
+        if knocks {
+            list.iter().copied().collect()
+        } else {
+            BTreeSet::new()
+        }
+    };
+    let knock_tcp = ports(&spec.knock_tcp);
+    let knock_udp = ports(&spec.knock_udp);
     // Saturate rather than wrap: FilterSpec::validate rejects it before here.
     let udp_len = u32::try_from(spec.spa_len.saturating_add(8)).unwrap_or(u32::MAX);
 
@@ -304,10 +355,12 @@ pub fn program(spec: &FilterSpec, family: Family) -> Result<Vec<Insn>, BpfError>
             Target::Label(knock),
         );
         load_l4(&mut a, family, true, 4);
+        // A datagram: ours on the SPA sockets, dropped on the knock ones.
+        let datagram = if spa { accept } else { drop };
         a.jump(
             JMP_JEQ_K,
             udp_len,
-            Target::Label(accept),
+            Target::Label(datagram),
             Target::Label(reload),
         );
         a.place(reload);

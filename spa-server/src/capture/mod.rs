@@ -19,6 +19,7 @@ pub mod bpf;
 pub mod local;
 mod parse;
 
+pub use bpf::Class;
 use bpf::{BpfError, Family, Insn};
 use std::ffi::CString;
 use std::fmt;
@@ -108,6 +109,16 @@ pub enum Packet<'a> {
         /// TCP flags byte; 0 for UDP.
         tcp_flags: u8,
     },
+}
+
+impl Packet<'_> {
+    /// Which sockets carry this kind of packet.
+    pub fn class(&self) -> Class {
+        match self {
+            Packet::Spa { .. } => Class::Spa,
+            Packet::Knock { .. } => Class::Knock,
+        }
+    }
 }
 
 /// Classifies network-layer bytes (starting at the IP header) against
@@ -205,6 +216,7 @@ const STREAK: u32 = 32;
 struct Sock {
     fd: OwnedFd,
     family: Family,
+    class: Class,
     /// `None`: bound to all interfaces (ifindex 0).
     iface: Option<String>,
     ifindex: libc::c_int,
@@ -231,17 +243,48 @@ pub struct Capture {
     socks: Vec<Sock>,
     spec: FilterSpec,
     buf: Vec<u8>,
-    next: usize,
-    /// Frames read in a row from `socks[next]`.
-    streak: u32,
+    /// Per class (index `class as usize`): the indexes into `socks` of its
+    /// sockets, whose turn it is, and frames read in a row from it.
+    turns: [Turn; 2],
     stats: CaptureStats,
     needs_rebind: bool,
 }
 
+#[derive(Debug, Default)]
+struct Turn {
+    socks: Vec<usize>,
+    next: usize,
+    streak: u32,
+}
+
+fn class_index(class: Class) -> usize {
+    match class {
+        Class::Spa => 0,
+        Class::Knock => 1,
+    }
+}
+
+/// Both programs of one class, per family.
+struct Programs {
+    v4: Vec<Insn>,
+    v6: Vec<Insn>,
+}
+
+impl Programs {
+    fn get(&self, family: Family) -> &[Insn] {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+}
+
 impl Capture {
-    /// Opens one socket per family on each named interface (all interfaces
-    /// when `interfaces` is empty), each with the kernel filter for `spec`.
-    /// Fails, naming it, if an interface does not exist.
+    /// Opens one socket per family and [`Class`] on each named interface
+    /// (all interfaces when `interfaces` is empty), each with the kernel
+    /// filter for its part of `spec`. Knock sockets exist even with no knock
+    /// port (their filter then passes nothing), so a reload that adds knocks
+    /// only swaps filters. Fails, naming it, if an interface does not exist.
     pub fn open(interfaces: &[String], spec: &FilterSpec) -> Result<Capture, CaptureError> {
         let progs = programs(spec)?;
         let mut targets: Vec<(Option<String>, libc::c_int)> = Vec::new();
@@ -260,9 +303,14 @@ impl Capture {
             targets.push((Some(name.clone()), index));
         }
         let mut socks = Vec::new();
+        let mut turns: [Turn; 2] = Default::default();
         for (iface, index) in targets {
-            for (family, prog) in [(Family::V4, &progs.0), (Family::V6, &progs.1)] {
-                socks.push(open_socket(iface.clone(), index, family, prog)?);
+            for class in Class::ALL {
+                for family in [Family::V4, Family::V6] {
+                    let prog = progs[class_index(class)].get(family);
+                    turns[class_index(class)].socks.push(socks.len());
+                    socks.push(open_socket(iface.clone(), index, family, class, prog)?);
+                }
             }
         }
         tracing::info!(
@@ -276,8 +324,7 @@ impl Capture {
             socks,
             spec: spec.clone(),
             buf: vec![0; BUF_LEN],
-            next: 0,
-            streak: 0,
+            turns,
             stats: CaptureStats::default(),
             needs_rebind: false,
         })
@@ -290,10 +337,7 @@ impl Capture {
     pub fn set_filter(&mut self, spec: &FilterSpec) -> Result<(), CaptureError> {
         let progs = programs(spec)?;
         for s in &self.socks {
-            let prog = match s.family {
-                Family::V4 => &progs.0,
-                Family::V6 => &progs.1,
-            };
+            let prog = progs[class_index(s.class)].get(s.family);
             attach(&s.fd, prog).map_err(|e| s.err("setsockopt(SO_ATTACH_FILTER)", e))?;
         }
         self.spec = spec.clone();
@@ -317,25 +361,46 @@ impl Capture {
         self.socks.iter().map(|s| s.fd.as_raw_fd()).collect()
     }
 
-    /// Next packet that parses; `Ok(None)` when every socket would block (or
-    /// after [`RECV_BUDGET`] frames, so call again after poll says readable).
-    /// Frames that do not parse are counted and skipped. An interface going
-    /// down (ENETDOWN) is logged once and skipped, never an error.
+    /// Next packet that parses, datagrams before knocks: `recv_class` of
+    /// [`Class::Spa`], then of [`Class::Knock`].
     pub fn recv(&mut self) -> Result<Option<Packet<'_>>, CaptureError> {
-        let n = self.socks.len();
+        let found = match self.recv_meta(Class::Spa)? {
+            Some(f) => Some(f),
+            None => self.recv_meta(Class::Knock)?,
+        };
+        Ok(found.and_then(|(meta, len)| meta.into_packet(self.buf.get(..len)?)))
+    }
+
+    /// Next packet of `class` that parses; `Ok(None)` when every socket of
+    /// the class would block (or after [`RECV_BUDGET`] frames, so call again
+    /// after poll says readable). Frames that do not parse are counted and
+    /// skipped. An interface going down (ENETDOWN) is logged once and
+    /// skipped, never an error.
+    pub fn recv_class(&mut self, class: Class) -> Result<Option<Packet<'_>>, CaptureError> {
+        let found = self.recv_meta(class)?;
+        Ok(found.and_then(|(meta, len)| meta.into_packet(self.buf.get(..len)?)))
+    }
+
+    /// Reads the next frame of `class` that parses into `self.buf`; returns
+    /// its classification and length.
+    fn recv_meta(&mut self, class: Class) -> Result<Option<(parse::Meta, usize)>, CaptureError> {
+        let ci = class_index(class);
+        let n = self.turns[ci].socks.len();
         let mut idle = 0;
         let mut budget = RECV_BUDGET;
-        let mut found = None;
         while idle < n && budget > 0 {
-            let i = self.next % n;
+            let turn = &mut self.turns[ci];
+            let i = turn.socks[turn.next % n];
+            let k = turn.next % n;
             match recv_one(&self.socks[i].fd, &mut self.buf) {
                 Ok(Some((len, pkttype))) => {
                     budget -= 1;
                     idle = 0;
-                    self.streak += 1;
-                    if self.streak >= STREAK {
-                        self.streak = 0;
-                        self.next = (i + 1) % n;
+                    let turn = &mut self.turns[ci];
+                    turn.streak += 1;
+                    if turn.streak >= STREAK {
+                        turn.streak = 0;
+                        turn.next = (k + 1) % n;
                     }
                     let sock = &mut self.socks[i];
                     if sock.down_logged {
@@ -351,22 +416,25 @@ impl Capture {
                     let is_v6 = sock.family == Family::V6;
                     let frame = self.buf.get(..len).unwrap_or(&[]);
                     match parse::classify(frame, is_v6, &self.spec) {
-                        Some(meta) => {
-                            found = Some((meta, len));
-                            break;
+                        // The class check is the user-space authority, as
+                        // parse is for the filter as a whole.
+                        Some(meta) if meta.class() == class => {
+                            return Ok(Some((meta, len)));
                         }
-                        None => self.stats.unparsed += 1,
+                        _ => self.stats.unparsed += 1,
                     }
                 }
                 Ok(None) => {
                     idle += 1;
-                    self.streak = 0;
-                    self.next = (i + 1) % n;
+                    let turn = &mut self.turns[ci];
+                    turn.streak = 0;
+                    turn.next = (k + 1) % n;
                 }
                 Err(e) if is_link_error(&e) => {
                     idle += 1;
-                    self.streak = 0;
-                    self.next = (i + 1) % n;
+                    let turn = &mut self.turns[ci];
+                    turn.streak = 0;
+                    turn.next = (k + 1) % n;
                     let sock = &mut self.socks[i];
                     if !sock.down_logged {
                         sock.down_logged = true;
@@ -385,7 +453,7 @@ impl Capture {
                 Err(e) => return Err(self.socks[i].err("recvfrom", e)),
             }
         }
-        Ok(found.and_then(|(meta, len)| meta.into_packet(self.buf.get(..len)?)))
+        Ok(None)
     }
 
     /// True once a named interface reported a link error (down, deleted)
@@ -444,7 +512,12 @@ impl Sock {
     fn err(&self, call: &'static str, source: io::Error) -> CaptureError {
         CaptureError::Syscall {
             call,
-            interface: format!("{} ({})", self.label(), self.family.name()),
+            interface: format!(
+                "{} ({} {})",
+                self.label(),
+                self.family.name(),
+                self.class.name()
+            ),
             source,
         }
     }
@@ -457,15 +530,23 @@ fn is_link_error(e: &io::Error) -> bool {
     )
 }
 
-fn programs(spec: &FilterSpec) -> Result<(Vec<Insn>, Vec<Insn>), CaptureError> {
+/// Every program for `spec`, indexed by [`class_index`]: all generated and
+/// checked before any socket is touched.
+fn programs(spec: &FilterSpec) -> Result<[Programs; 2], CaptureError> {
     spec.validate()?;
-    let gen = |family: Family| {
-        bpf::program(spec, family).map_err(|source| CaptureError::Filter {
+    let gen = |family: Family, class: Class| {
+        bpf::program_for(spec, family, class).map_err(|source| CaptureError::Filter {
             family: family.name(),
             source,
         })
     };
-    Ok((gen(Family::V4)?, gen(Family::V6)?))
+    let both = |class| -> Result<Programs, CaptureError> {
+        Ok(Programs {
+            v4: gen(Family::V4, class)?,
+            v6: gen(Family::V6, class)?,
+        })
+    };
+    Ok([both(Class::Spa)?, both(Class::Knock)?])
 }
 
 fn ifindex(name: &str) -> Option<libc::c_int> {
@@ -516,9 +597,15 @@ fn open_socket(
     iface: Option<String>,
     index: libc::c_int,
     family: Family,
+    class: Class,
     prog: &[Insn],
 ) -> Result<Sock, CaptureError> {
-    let where_ = format!("{} ({})", label(iface.as_deref()), family.name());
+    let where_ = format!(
+        "{} ({} {})",
+        label(iface.as_deref()),
+        family.name(),
+        class.name()
+    );
     let err = |call: &'static str, source: io::Error| CaptureError::Syscall {
         call,
         interface: where_.clone(),
@@ -541,6 +628,7 @@ fn open_socket(
     Ok(Sock {
         fd,
         family,
+        class,
         iface,
         ifindex: index,
         down_logged: false,

@@ -39,6 +39,13 @@ pub(crate) enum Kind {
 }
 
 impl Meta {
+    pub fn class(&self) -> super::Class {
+        match self.kind {
+            Kind::Spa { .. } => super::Class::Spa,
+            Kind::Knock { .. } => super::Class::Knock,
+        }
+    }
+
     pub fn into_packet(self, l3: &[u8]) -> Option<Packet<'_>> {
         Some(match self.kind {
             Kind::Spa { start, len } => Packet::Spa {

@@ -144,6 +144,28 @@ fn bpf_accepts(spec: &FilterSpec, family: Family, pkt: &[u8], pkttype: u32) -> b
     interp::run(&prog, pkt, pkttype) > 0
 }
 
+/// Whether the program of `class`'s sockets passes `pkt`.
+fn class_accepts(spec: &FilterSpec, family: Family, class: Class, pkt: &[u8]) -> bool {
+    let prog = bpf::program_for(spec, family, class).unwrap();
+    interp::run(&prog, pkt, PACKET_HOST) > 0
+}
+
+/// The class programs split [`bpf::program`] exactly: each passes what
+/// parse() classifies as its class, and nothing else.
+fn classes_agree(spec: &FilterSpec, family: Family, pkt: &[u8]) -> Result<(), String> {
+    let parsed = parse(pkt, family == Family::V6, spec).map(|p| p.class());
+    for class in Class::ALL {
+        let kernel = class_accepts(spec, family, class, pkt);
+        if kernel != (parsed == Some(class)) {
+            return Err(format!(
+                "{class:?} program {} {pkt:02x?}, parse says {parsed:?}",
+                if kernel { "passes" } else { "drops" }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs both the kernel filter and parse(), asserts they agree, returns it.
 fn both(spec: &FilterSpec, family: Family, pkt: &[u8]) -> Option<Packet<'static>> {
     let kernel = bpf_accepts(spec, family, pkt, PACKET_HOST);
@@ -358,6 +380,37 @@ fn only_packets_to_this_host_pass_the_kernel() {
     assert!(!bpf_accepts(&s, Family::V6, &pkt, PACKET_OUTGOING));
 }
 
+/// Finding 4: datagrams and knocks go to separate sockets, so a knock
+/// flood cannot fill the queue a datagram waits in. A datagram to a port
+/// that is also a UDP knock port reaches only the SPA sockets.
+#[test]
+fn class_programs_split_datagrams_from_knocks() {
+    let mut s = spec();
+    s.knock_udp.push(SPA);
+    let datagram = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
+    let knocks = [
+        v4(&udp(SPA, 3), 0, (0, 0)),
+        v4(&tcp(7000, SYN), 0, (0, 0)),
+        v4(&udp(7001, 9), 0, (0, 0)),
+    ];
+    assert!(class_accepts(&s, Family::V4, Class::Spa, &datagram));
+    assert!(!class_accepts(&s, Family::V4, Class::Knock, &datagram));
+    for k in &knocks {
+        assert!(!class_accepts(&s, Family::V4, Class::Spa, k));
+        assert!(class_accepts(&s, Family::V4, Class::Knock, k));
+        classes_agree(&s, Family::V4, k).unwrap();
+    }
+    classes_agree(&s, Family::V4, &datagram).unwrap();
+    classes_agree(&s, Family::V6, &v6(&udp(SPA, DATAGRAM_LEN))).unwrap();
+    classes_agree(&s, Family::V6, &v6(&tcp(9000, SYN))).unwrap();
+    // No knock ports: the knock sockets' filter passes nothing at all.
+    let v1 = FilterSpec::v1(SPA);
+    assert_eq!(
+        bpf::program_for(&v1, Family::V4, Class::Knock).unwrap(),
+        bpf::drop_all()
+    );
+}
+
 #[test]
 fn no_knock_ports_program_is_small_and_exact() {
     let s = FilterSpec::v1(SPA);
@@ -531,9 +584,11 @@ proptest! {
         if v6 {
             let pkt = self::v6(&l4);
             prop_assert_eq!(bpf_accepts(&s, Family::V6, &pkt, PACKET_HOST), parse(&pkt, true, &s).is_some());
+            prop_assert_eq!(classes_agree(&s, Family::V6, &pkt), Ok(()));
         } else {
             let pkt = v4(&l4, opt, (frag.0, frag.1 & 0x1fff));
             prop_assert_eq!(bpf_accepts(&s, Family::V4, &pkt, PACKET_HOST), parse(&pkt, false, &s).is_some());
+            prop_assert_eq!(classes_agree(&s, Family::V4, &pkt), Ok(()));
         }
     }
 }
