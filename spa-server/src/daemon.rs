@@ -590,7 +590,7 @@ impl Daemon {
                     if let Err(hit) = self.check_caps(&owner, d.addr, &d.grants, now) {
                         self.judged.rejected += 1;
                         if self.limiter.allow() {
-                            info!(%src, key = %d.key_name, addr = %d.addr, reason = "grant_cap",
+                            info!(%src, key = %d.key_name, key_id, addr = %d.addr, reason = "grant_cap",
                                 "rejected: key `{}` holds {hit}", d.key_name);
                         }
                         return;
