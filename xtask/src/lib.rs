@@ -152,7 +152,7 @@ fn without_headings(roff: &[u8]) -> Vec<u8> {
 
 /// Completion scripts: (path under the output directory, contents), in the
 /// layout of their Debian install directories.
-pub fn completions() -> Vec<(PathBuf, Vec<u8>)> {
+pub fn completions() -> io::Result<Vec<(PathBuf, Vec<u8>)>> {
     let mut files = Vec::new();
     for (bin, cmd) in commands() {
         for (shell, path) in [
@@ -161,11 +161,18 @@ pub fn completions() -> Vec<(PathBuf, Vec<u8>)> {
             (Shell::Fish, format!("fish/{bin}.fish")),
         ] {
             let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut cmd.clone(), bin, &mut buf);
+            // The binaries' own `completions` code where there is one (it
+            // mends clap_complete's bash output for subcommands); spa-keygen
+            // has none and no subcommand.
+            match bin {
+                "spa-server" => spa_server::cli::write_completions(shell, &mut buf)?,
+                "spa-client" => spa_client::cli::write_completions(shell, &mut buf)?,
+                _ => clap_complete::generate(shell, &mut cmd.clone(), bin, &mut buf),
+            }
             files.push((PathBuf::from("completions").join(path), buf));
         }
     }
-    files
+    Ok(files)
 }
 
 /// Writes `man/*` and `completions/{bash,zsh,fish}/*` under `out`; returns
@@ -175,7 +182,7 @@ pub fn write_dist(out: &Path) -> io::Result<Vec<PathBuf>> {
         .into_iter()
         .map(|p| (PathBuf::from("man").join(p.file), p.roff))
         .collect();
-    files.extend(completions());
+    files.extend(completions()?);
     let mut written = Vec::new();
     for (rel, data) in files {
         let path = out.join(rel);
