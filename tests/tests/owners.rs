@@ -34,6 +34,16 @@ fn another_key_cannot_shorten_or_close_a_grant() {
     let (cli, srv) = (v4.cli, v4.srv);
     let bob = r.key_path("bob").display().to_string();
     let s = r.server("server.log", &["--key", &bob]);
+    // Finding 14: one start warning per key without require_explicit_address.
+    for k in ["key=alice", "key=bob"] {
+        assert_eq!(
+            s.lines_with(&["WARN", "require_explicit_address = true", k])
+                .len(),
+            1,
+            "{}",
+            s.log_text()
+        );
+    }
 
     r.send(cli, srv, &["--open", "22", "-d", "300"]);
     s.expect_lines(&["accepted open", "key=alice"], 1);
