@@ -1,0 +1,162 @@
+//! The syscall edge of the capture: packet-socket options, bind, one
+//! non-blocking receive, interface lookups. Every `unsafe` has its SAFETY
+//! note; nothing here knows about classes, specs or the daemon.
+
+use super::bpf::{Family, Insn};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Receive queue per socket, so a burst does not push out a legit datagram.
+const RCVBUF: libc::c_int = 4 << 20;
+
+pub(super) fn ifindex(name: &str) -> Option<libc::c_int> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the whole call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    libc::c_int::try_from(index).ok().filter(|i| *i > 0)
+}
+
+/// IFF_UP of `name`, through SIOCGIFFLAGS on one of our own sockets.
+/// An error (the interface vanished meanwhile) counts as down.
+pub(super) fn is_up(fd: &OwnedFd, name: &str) -> bool {
+    // SAFETY: all-zero bytes are a valid `ifreq` (a name and a union of
+    // plain integers and pointers).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return false;
+    }
+    for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    // SAFETY: `req` is a valid, NUL-terminated ifreq that outlives the call;
+    // SIOCGIFFLAGS writes only `ifr_flags` inside it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    // SAFETY: after a successful SIOCGIFFLAGS the union holds the flags.
+    r == 0 && (i32::from(unsafe { req.ifr_ifru.ifru_flags }) & libc::IFF_UP) != 0
+}
+
+pub(super) fn ethertype(family: Family) -> u16 {
+    match family {
+        Family::V4 => libc::ETH_P_IP as u16,
+        Family::V6 => libc::ETH_P_IPV6 as u16,
+    }
+}
+
+pub(super) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub(super) fn setsockopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: &T,
+) -> io::Result<()> {
+    // SAFETY: `val` points to a live T of the size passed; the kernel copies it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// SO_RCVBUFFORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN; without
+/// it, SO_RCVBUF gives as much as rmem_max allows.
+pub(super) fn set_rcvbuf(fd: &OwnedFd) -> io::Result<()> {
+    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_ok() {
+        return Ok(());
+    }
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF)
+}
+
+pub(super) fn attach(fd: &OwnedFd, prog: &[Insn]) -> io::Result<()> {
+    let mut filter: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        filter: filter.as_mut_ptr(),
+    };
+    // The kernel copies the program during the call; `filter` outlives it.
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+pub(super) fn bind(fd: &OwnedFd, family: Family, index: libc::c_int) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_protocol = ethertype(family).to_be();
+    sll.sll_ifindex = index;
+    // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// One non-blocking recvfrom: `Ok(None)` when nothing is queued.
+pub(super) fn recv_one(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, u8)>> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut sll_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `buf` is writable for buf.len() bytes and `sll` for sll_len.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&mut sll as *mut libc::sockaddr_ll).cast(),
+            &mut sll_len,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some((n as usize, sll.sll_pkttype)))
+}
+
+/// PACKET_STATISTICS: reading resets the kernel's counters.
+pub(super) fn packet_stats(fd: &OwnedFd) -> io::Result<libc::tpacket_stats> {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` is writable for `len` bytes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(st)
+}
