@@ -4,8 +4,9 @@
 //! from a small python3 script); bounded in packets (about 3000) and time.
 //!
 //! Assertions are on ordering and counters, not on the machine's speed:
-//! the flood is queued in the kernel faster than the daemon can open
-//! grants for it, and what matters is what the daemon serves first.
+//! the daemon is paused (SIGSTOP) while a flood and then a datagram or a
+//! signal are queued in the kernel, and what matters is what it serves
+//! first once resumed.
 //!
 //! Namespace id 141 (engineer C's range 140..=159).
 
@@ -87,12 +88,13 @@ fn opened(log: &str) -> usize {
 }
 
 /// Knockd's default doors and a key. (1) One source repeating the open
-/// sequence 20 times costs one firewall batch, not 20. (2) 1000 spoofed
-/// sources complete the sequence, then a valid datagram is sent: it is
-/// accepted before most of their grants are opened (it waited for a
-/// slice, not for the backlog). (3) A second flood of 600, then SIGTERM:
-/// the daemon stops after at most a slice more of the backlog. The
-/// watchdog is fed throughout.
+/// sequence 20 times costs one firewall batch, not 20. (2) With the daemon
+/// paused, 1000 spoofed sources complete the sequence, then a valid
+/// datagram is sent; resumed, it accepts the datagram after at most a
+/// slice of the knocks queued before it, not after all of them. The
+/// watchdog is fed while the backlog is served. (3) Paused again while a
+/// second flood of 600 is queued, resumed, then SIGTERM: it stops after at
+/// most a slice more.
 #[test]
 fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
     let r = Testbed::new(141, "kflood", "iptables", SID, &["alice"]);
@@ -205,8 +207,18 @@ fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
         log()
     );
 
-    // (2) The flood: every spoofed source completes the sequence, all of
-    // it queued in the kernel before the datagram is sent.
+    // (2) The daemon is paused (SIGSTOP) while the flood and then the
+    // datagram are queued in the kernel, so the order it finds them in
+    // does not depend on the machine's speed.
+    let pid = daemon.0.id().to_string();
+    let kill = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    kill("-STOP");
     let rx0 = rx_packets(&r);
     let sent = run_script(&sequences_script(
         srv4,
@@ -214,53 +226,70 @@ fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
         1,
         PPS,
     ));
-    let received = (rx_packets(&r) - rx0) / 3;
-    let sent_at = Instant::now();
     r.send(v4.cli_b, v4.srv, &["--open", "22"]);
+    let received = (rx_packets(&r) - rx0) / 3;
+    let cont_at = Instant::now();
+    kill("-CONT");
     assert!(
         wait_for(Duration::from_secs(90), || log().contains("accepted open")),
         "the datagram was not accepted:\n{}",
         tail(&log())
     );
-    let waited = sent_at.elapsed();
+    let waited = cont_at.elapsed();
     let text = log();
     let at = text.find("accepted open").unwrap_or(0);
     let before = opened(&text[..at]) - first;
     eprintln!(
-        "flood 1 ({sent}, {received} sequences received): datagram accepted {} ms after the flood, \
-         {before} door grants opened before it",
+        "flood 1 ({sent}, {received} sequences received, then the datagram): accepted {} ms after \
+         SIGCONT, {before} door grants opened before it",
         waited.as_millis()
     );
-    // The datagram did not wait behind the backlog (before the fix, every
-    // queued sequence was served first: `before` was all of them).
+    // The datagram did not wait behind the backlog queued before it (before
+    // the fix: `before` was every sequence received).
     assert!(
-        received >= 200 && before * 2 <= received as usize,
+        received >= 200,
+        "only {received} sequences reached the server"
+    );
+    assert!(
+        before <= 40,
         "datagram served behind the knock backlog: {before} of {received} door grants before it"
     );
 
     // The backlog is served meanwhile; the watchdog must still be fed.
     std::thread::sleep(Duration::from_secs(2));
 
-    // (3) A second flood, then SIGTERM at once, with its backlog queued.
+    // (3) Paused again while a second flood is queued; resumed, it is
+    // busy with that backlog when SIGTERM comes 100 ms later.
+    kill("-STOP");
+    let busy_until = Instant::now();
     let sent2 = run_script(&sequences_script(
         srv4,
         &format!("srcs=['198.19.%d.%d'%(100+i//250,1+i%250) for i in range({SOURCES2})]"),
         1,
         PPS,
     ));
-    let pid = daemon.0.id();
+    kill("-CONT");
+    std::thread::sleep(Duration::from_millis(100));
     let n0 = opened(&log());
+    kill("-TERM");
     let term_at = Instant::now();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
     let status = wait_exit(&mut daemon.0, Duration::from_secs(60));
     let stopped_in = term_at.elapsed();
     stop.store(true, Ordering::Relaxed);
     let pings = pings.join().unwrap_or_default();
     let text = log();
     let n1 = opened(&text);
-    let gap = pings
+    // Pings while the flood-1 backlog was served (from SIGCONT to the
+    // second SIGSTOP), and the wait for the first one.
+    let mut marks = vec![cont_at];
+    marks.extend(
+        pings
+            .iter()
+            .copied()
+            .filter(|&t| t > cont_at && t < busy_until),
+    );
+    marks.push(busy_until);
+    let gap = marks
         .windows(2)
         .map(|w| w[1] - w[0])
         .max()
@@ -272,10 +301,10 @@ fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
         .to_owned();
     eprintln!(
         "flood 2 ({sent2}): SIGTERM, then {} more door grants, exit in {} ms; \
-         {} watchdog pings, longest gap {} ms; {totals}",
+         {} watchdog pings while serving the backlog, longest gap {} ms; {totals}",
         n1 - n0,
         stopped_in.as_millis(),
-        pings.len(),
+        marks.len() - 2,
         gap.as_millis()
     );
     assert!(status.is_some(), "no exit 60 s after SIGTERM");
@@ -293,7 +322,11 @@ fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
     );
     // Pings are due every 0.5 s; generous for a loaded machine (before the
     // fix, one drain of the backlog held them back for all of it).
-    assert!(pings.len() >= 2, "too few watchdog pings: {}", pings.len());
+    assert!(
+        marks.len() >= 4,
+        "too few watchdog pings: {}",
+        marks.len() - 2
+    );
     assert!(
         gap <= Duration::from_millis(2500),
         "watchdog gap {gap:?} under the flood"
