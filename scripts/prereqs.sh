@@ -35,6 +35,7 @@ ca-certificates   build
 gcc               build
 libc6-dev         build
 tcpdump           bench
+nmap              test
 hyperfine         bench
 jq                bench
 fwknop-server     bench

@@ -906,7 +906,7 @@ impl Testbed {
         self.pair
             .srv_sh(&format!("{tool} -w -S SPA 2>/dev/null || true"))
             .lines()
-            .filter(|l| l.starts_with("-A SPA"))
+            .filter(|l| l.starts_with("-A SPA") && l.contains("exp="))
             .map(str::to_owned)
             .collect()
     }

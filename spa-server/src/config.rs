@@ -117,6 +117,10 @@ pub struct Config {
     pub legacy: crate::legacy::LegacyConfig,
     /// Fixed-sequence doors in force (empty unless legacy knocks are enabled).
     pub doors: Vec<crate::legacy::Door>,
+    /// Our chain/sets also DROP what arrives for the SPA port and the knock
+    /// ports, so the host answers nothing there (no ICMP, no RST); the
+    /// capture reads frames before netfilter and still sees them.
+    pub silent: bool,
 }
 
 impl Config {
@@ -145,6 +149,7 @@ struct RawConfig {
     /// through dotted headers (`[legacy.hmac]` without `[legacy]`).
     legacy: Option<crate::legacy::LegacyConfig>,
     firewall_options: Option<Spanned<crate::firewall::FirewallOptions>>,
+    silent: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -598,6 +603,7 @@ impl Config {
             by_id,
             legacy,
             doors,
+            silent: raw.silent.unwrap_or(true),
         })
     }
 }
@@ -724,6 +730,7 @@ impl Config {
             by_id,
             legacy: crate::legacy::LegacyConfig::default(),
             doors: vec![],
+            silent: true,
         }
     }
 }

@@ -221,6 +221,17 @@ pub fn filter_spec(cfg: &Config) -> FilterSpec {
     }
 }
 
+/// What our chain/sets drop so the host answers nothing: the SPA port and
+/// the enabled knock ports, unless `silent = false`.
+pub fn silence(cfg: &Config) -> firewall::Silence {
+    if !cfg.silent {
+        return firewall::Silence::default();
+    }
+    let (tcp, mut udp) = crate::knocks::knock_ports(cfg);
+    udp.push(cfg.spa_port);
+    firewall::Silence::new(&udp, &tcp)
+}
+
 pub struct Daemon {
     source: ConfigSource,
     cfg: Config,
@@ -307,6 +318,9 @@ impl Daemon {
             .map_err(DaemonError::Firewall)?;
         let fw = firewall::backend(cfg.firewall, &fw_opts);
         let mut grants = Grants::new(fw);
+        grants
+            .set_silence(&silence(&cfg))
+            .map_err(DaemonError::Firewall)?;
         grants.setup().map_err(DaemonError::Firewall)?;
         info!(
             backend = grants.backend(),
@@ -779,6 +793,9 @@ impl Daemon {
             .replay
             .set_limits(new.window, share_of(new.replay_capacity, new.keys.len()));
         self.judge.buckets.retain(|id| new.key(id).is_some());
+        if let Err(e) = self.grants.set_silence(&silence(&new)) {
+            warn!("reload: the silent ports' drop rules could not be replaced (the old ones stay): {e}");
+        }
         let hmac_was_on = self.cfg.legacy.hmac.enabled;
         self.legacy.reload(&self.cfg, &new);
         if new.legacy.hmac.enabled && !hmac_was_on {

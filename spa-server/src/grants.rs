@@ -123,6 +123,11 @@ impl Grants {
         self.fw.name()
     }
 
+    /// The ports our chain/sets keep silent (see `firewall::silence`).
+    pub fn set_silence(&mut self, s: &crate::firewall::Silence) -> Result<(), FwError> {
+        self.fw.set_silence(s)
+    }
+
     /// Clears what a previous instance left and installs our chain/sets.
     pub fn setup(&mut self) -> Result<(), FwError> {
         self.live.clear();

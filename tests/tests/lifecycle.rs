@@ -28,7 +28,9 @@ fn our_iptables(env: &Env) -> (Vec<String>, Vec<String>) {
             if l.starts_with("-A INPUT") && l.contains("-j SPA") {
                 jumps.push(format!("{t}: {l}"));
             }
-            if l.starts_with("-N SPA") || l.starts_with("-A SPA") {
+            // The silent ports' drop rules (issue 10, item 4) are part of
+            // the chain as installed, not grants.
+            if l.starts_with("-N SPA") || (l.starts_with("-A SPA") && !l.contains("silent")) {
                 chain.push(format!("{t}: {l}"));
             }
         }

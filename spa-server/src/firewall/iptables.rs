@@ -5,6 +5,7 @@
 //! Rules are always named by their full specification, never by position, so
 //! an admin inserting rules of their own cannot make us delete the wrong one.
 
+use super::silence::{self, Silence};
 use super::{split_family, Access, Firewall, FirewallOptions, FwError, Ran, Runner};
 use std::io::Write;
 use std::process::{Child, Stdio};
@@ -46,6 +47,10 @@ pub struct Iptables {
     /// having changed nothing.
     spares: Mutex<[Option<Child>; 2]>,
     prespawn: bool,
+    /// Ports our chain drops (installed by setup, replaced by set_silence).
+    silence: Silence,
+    /// Whether setup ran (then set_silence changes the chain at once).
+    installed: bool,
 }
 
 impl Iptables {
@@ -57,6 +62,8 @@ impl Iptables {
             v6: true,
             spares: Mutex::new([None, None]),
             prespawn: false,
+            silence: Silence::default(),
+            installed: false,
         }
     }
 
@@ -207,8 +214,12 @@ impl Iptables {
         // Declaring an existing chain in a --noflush restore flushes it, so
         // this one transaction both clears stale grants and (re)creates the
         // chain with the jump on top.
+        let mut drops = String::new();
+        for spec in drop_specs(&self.opts, &self.silence) {
+            drops.push_str(&format!("-A {} {}\n", self.opts.chain, restore_args(&spec)));
+        }
         let batch = format!(
-            "*filter\n:{chain} - [0:0]\n-I {parent} 1 {jump}\nCOMMIT\n",
+            "*filter\n:{chain} - [0:0]\n{drops}-I {parent} 1 {jump}\nCOMMIT\n",
             chain = self.opts.chain,
             parent = self.opts.parent_chain,
             jump = restore_args(&self.jump_spec()),
@@ -305,6 +316,32 @@ impl Firewall for Iptables {
                 warn!(error = %e, "ip6tables unusable: IPv4 grants only, IPv6 grants will fail");
             }
         }
+        self.installed = true;
+        Ok(())
+    }
+
+    fn set_silence(&mut self, new: &Silence) -> Result<(), FwError> {
+        if !self.installed || *new == self.silence {
+            self.silence = new.clone();
+            return Ok(());
+        }
+        let mut batch = String::from("*filter\n");
+        for spec in drop_specs(&self.opts, &self.silence) {
+            batch.push_str(&format!("-D {} {}\n", self.opts.chain, restore_args(&spec)));
+        }
+        for spec in drop_specs(&self.opts, new) {
+            batch.push_str(&format!(
+                "-I {} 1 {}\n",
+                self.opts.chain,
+                restore_args(&spec)
+            ));
+        }
+        batch.push_str("COMMIT\n");
+        self.restore(Family::V4, &batch)?;
+        if self.v6 {
+            self.restore(Family::V6, &batch)?;
+        }
+        self.silence = new.clone();
         Ok(())
     }
 
@@ -354,6 +391,7 @@ impl Firewall for Iptables {
         self.opts.validate()?;
         self.drop_spares();
         self.prespawn = false;
+        self.installed = false;
         self.teardown_family(Family::V4)?;
         self.teardown_family(Family::V6)
     }
@@ -392,6 +430,31 @@ fn old_jump_spec(opts: &FirewallOptions) -> Vec<String> {
         "-j".into(),
         opts.chain.clone(),
     ]
+}
+
+/// The DROP rules that keep the SPA and knock ports silent, as `iptables`
+/// arguments (after `-A CHAIN`).
+pub fn drop_specs(opts: &FirewallOptions, s: &Silence) -> Vec<Vec<String>> {
+    s.ranges
+        .iter()
+        .map(|&(proto, lo, hi)| {
+            let p = proto.name();
+            vec![
+                "-p".into(),
+                p.into(),
+                "-m".into(),
+                p.into(),
+                "--dport".into(),
+                silence::range_text(lo, hi, ':'),
+                "-m".into(),
+                "comment".into(),
+                "--comment".into(),
+                silence::comment(&opts.comment),
+                "-j".into(),
+                "DROP".into(),
+            ]
+        })
+        .collect()
 }
 
 /// One grant as `iptables` arguments (after `-A CHAIN`), in the order

@@ -14,9 +14,11 @@ pub mod fake;
 pub mod iptables;
 mod nft_session;
 pub mod nftables;
+pub mod silence;
 pub mod tools;
 
 pub use fake::{FakeCall, FakeFirewall};
+pub use silence::Silence;
 
 use serde::Deserialize;
 use spa_proto::Grant;
@@ -178,6 +180,13 @@ pub trait Firewall: Send {
     /// remove = Ok). Used on SIGTERM and by `spa-server flush`, also when no
     /// daemon runs.
     fn teardown(&mut self) -> Result<(), FwError>;
+    /// The ports to keep silent ([`Silence`]): before `setup`, remembered
+    /// for it; after, the drop rules are replaced in one transaction. The
+    /// default (the fake) only accepts it.
+    fn set_silence(&mut self, silence: &Silence) -> Result<(), FwError> {
+        let _ = silence;
+        Ok(())
+    }
 }
 
 /// Which backend the configuration asks for.

@@ -8,6 +8,7 @@
 //! their chain is the only way our accept is final.
 
 use super::nft_session::NftSession;
+use super::silence::{self, Silence};
 use super::{now_unix_ms, split_family, Access, Firewall, FirewallOptions, FwError, Runner};
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -27,6 +28,10 @@ pub struct Nftables {
     /// trying (an nft that behaves differently would otherwise cost a
     /// timeout on every batch).
     session_failures: u32,
+    /// Ports our drop rules cover (installed by setup, replaced by set_silence).
+    silence: Silence,
+    /// Whether setup ran (then set_silence changes the ruleset at once).
+    installed: bool,
 }
 
 const MAX_SESSION_FAILURES: u32 = 3;
@@ -45,6 +50,8 @@ impl Nftables {
             timeout_update: false,
             session: None,
             session_failures: 0,
+            silence: Silence::default(),
+            installed: false,
         }
     }
 
@@ -171,9 +178,11 @@ impl Nftables {
             return Ok(None);
         }
         let found = parse_listing(&ran.stdout, &self.opts.comment);
+        let drops = parse_listing(&ran.stdout, &silence::comment(&self.opts.comment));
         let mut cmds: Vec<String> = found
             .rules
             .iter()
+            .chain(&drops.rules)
             .map(|(chain, handle)| format!("delete rule {} {chain} handle {handle}", self.table()))
             .collect();
         let probe = format!("{}probe", self.opts.nft_set4);
@@ -248,7 +257,9 @@ impl Firewall for Nftables {
             }
         }
         let (v4, v6) = self.families();
-        self.transaction(&setup_script(&self.opts, v4, v6))?;
+        let script = setup_script(&self.opts, v4, v6) + &drop_script(&self.opts, &self.silence);
+        self.transaction(&script)?;
+        self.installed = true;
         self.timeout_update = self.probe_timeout_update();
         info!(
             table = %self.table(),
@@ -308,9 +319,45 @@ impl Firewall for Nftables {
         self.apply_tx(&apply_script(&self.opts, &adds, &present, now_unix_ms()))
     }
 
+    fn set_silence(&mut self, new: &Silence) -> Result<(), FwError> {
+        if !self.installed || *new == self.silence {
+            self.silence = new.clone();
+            return Ok(());
+        }
+        let ran = self
+            .run
+            .run(
+                &[
+                    &self.opts.nft,
+                    "-a",
+                    "list",
+                    "chain",
+                    &self.opts.nft_family,
+                    &self.opts.nft_table,
+                    &self.opts.nft_chain,
+                ],
+                None,
+            )?
+            .into_result()?;
+        let old = parse_listing(
+            &format!("chain {} {{\n{}", self.opts.nft_chain, ran.stdout),
+            &silence::comment(&self.opts.comment),
+        );
+        let mut script: String = old
+            .rules
+            .iter()
+            .map(|(c, h)| format!("delete rule {} {c} handle {h}\n", self.table()))
+            .collect();
+        script.push_str(&drop_script(&self.opts, new));
+        self.transaction(&script)?;
+        self.silence = new.clone();
+        Ok(())
+    }
+
     fn teardown(&mut self) -> Result<(), FwError> {
         self.opts.validate()?;
         self.session = None;
+        self.installed = false;
         match self.leftovers()? {
             None => {
                 debug!(table = %self.table(), "no nftables table, nothing to remove");
@@ -397,6 +444,25 @@ pub fn setup_script(opts: &FirewallOptions, v4: bool, v6: bool) -> String {
         ));
     }
     s
+}
+
+/// The drop rules for the silent ports, inserted at the top of the admin's
+/// chain. Any connection state: a stray non-SYN to a knock port gets no RST
+/// either.
+pub fn drop_script(opts: &FirewallOptions, s: &Silence) -> String {
+    let t = format!("{} {}", opts.nft_family, opts.nft_table);
+    s.ranges
+        .iter()
+        .map(|&(proto, lo, hi)| {
+            format!(
+                "insert rule {t} {} meta l4proto {} th dport {} drop comment \"{}\"\n",
+                opts.nft_chain,
+                proto.name(),
+                silence::range_text(lo, hi, '-'),
+                silence::comment(&opts.comment)
+            )
+        })
+        .collect()
 }
 
 /// The longest element timeout we write: nft 1.0.6 rejects a seconds
