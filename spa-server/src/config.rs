@@ -581,6 +581,24 @@ impl Config {
             }
             by_id.insert(k.key_id, i);
         }
+        // A grant belongs to its key by name (grants::Owner): two keys with
+        // one name would share grants, closes and the grant cap.
+        let mut by_name: HashMap<&str, &KeyPolicy> = HashMap::new();
+        for k in &keys {
+            if let Some(other) = by_name.insert(k.name.as_str(), k) {
+                return Err(err(
+                    None,
+                    "key.name",
+                    format!(
+                        "keys {} and {} are both named `{}`: give each key its own name \
+                         (grants are owned by key name)",
+                        other.file.display(),
+                        k.file.display(),
+                        k.name
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             source: file.to_owned(),
             server_id: ServerId::from_name(&server_name),
@@ -1226,6 +1244,17 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("key"));
         assert!(e.msg.contains("same key-id"), "{e}");
         assert!(e.msg.contains("alice-copy.key"), "{e}");
+    }
+
+    #[test]
+    fn two_keys_with_one_name_are_refused() {
+        let env = Env::new();
+        let text =
+            format!("{ALICE}\n[[key]]\nname = \"alice\"\nfile = \"bob.key\"\nallow = [\"22\"]\n");
+        let e = env.load(&text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("key.name"), "{e}");
+        assert!(e.msg.contains("both named `alice`"), "{e}");
+        assert!(e.msg.contains("bob.key"), "{e}");
     }
 
     #[test]
