@@ -263,6 +263,8 @@ struct Judged {
     rejected: u64,
     /// Of `rejected`: over their key's token bucket.
     rate_limited: u64,
+    /// Accepted, but the firewall change failed: not counted as accepted.
+    failed: u64,
 }
 
 impl Daemon {
@@ -395,6 +397,7 @@ impl Daemon {
             datagrams_accepted = self.judged.accepted,
             datagrams_rejected = self.judged.rejected,
             datagrams_rate_limited = self.judged.rate_limited,
+            datagrams_failed = self.judged.failed,
             "totals since start"
         );
         result
@@ -588,13 +591,23 @@ impl Daemon {
                     self.judged.rate_limited += 1;
                 }
                 if self.limiter.allow() {
-                    info!(%src, key_id, reason = r.code(), "rejected: {r}");
+                    // After authentication the key-id names a key: say which.
+                    let key = match r {
+                        Reject::UnknownKeyId | Reject::AuthFailed => None,
+                        _ => crate::explain::key_for(&self.cfg, key_id),
+                    };
+                    let key = key.map_or("-", |k| k.name.as_str());
+                    let why = crate::explain::reject(&self.cfg, &r, unix_now());
+                    info!(%src, key_id, key, reason = r.code(), "rejected: {r}; {why}");
                 }
             }
             Verdict::Deny(p) => {
                 self.judged.rejected += 1;
                 if self.limiter.allow() {
-                    info!(%src, key_id, reason = p.code(), "rejected: {p}");
+                    let k = crate::explain::key_for(&self.cfg, key_id);
+                    let key = k.map_or("-", |k| k.name.as_str());
+                    let why = crate::explain::policy(k, &p);
+                    info!(%src, key_id, key, reason = p.code(), "rejected: {p}; {why}");
                 }
             }
             Verdict::Accept(d) => {
@@ -610,7 +623,6 @@ impl Daemon {
                         return;
                     }
                 }
-                self.judged.accepted += 1;
                 let ports = d
                     .grants
                     .iter()
@@ -624,7 +636,20 @@ impl Daemon {
                     }
                     Action::Close => self.grants.close(&owner, d.addr, &d.grants, now),
                 };
+                // Counted as accepted only when the firewall took it.
+                if res.is_ok() {
+                    self.judged.accepted += 1;
+                } else {
+                    self.judged.failed += 1;
+                }
                 match (d.action, res) {
+                    (Action::Open, Ok(c)) if d.capped => info!(
+                        %src, key = %d.key_name, key_id, addr = %d.addr, grants = %ports,
+                        duration = d.duration_secs, capped = d.capped,
+                        added = c.added, refreshed = c.refreshed,
+                        "accepted open: rule added; duration capped to key {}'s max_duration {} s",
+                        d.key_name, d.duration_secs
+                    ),
                     (Action::Open, Ok(c)) => info!(
                         %src, key = %d.key_name, key_id, addr = %d.addr, grants = %ports,
                         duration = d.duration_secs, capped = d.capped,
@@ -636,7 +661,7 @@ impl Daemon {
                         removed = c.removed, "accepted close: rule removed"
                     ),
                     (_, Err(e)) => error!(
-                        %src, key = %d.key_name, addr = %d.addr, grants = %ports,
+                        %src, key = %d.key_name, key_id, addr = %d.addr, grants = %ports,
                         "accepted, but the firewall change failed (firewall unchanged): {e}"
                     ),
                 }

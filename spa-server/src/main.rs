@@ -10,18 +10,27 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    match spa_server::logging::parse_filter(&cli.log_level) {
+        Ok(filter) => spa_server::logging::init(filter),
+        Err(e) => {
+            eprintln!("spa-server: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("spa-server: error: {e}");
+            // Under systemd with the `<3>` priority, so `journalctl -p err`
+            // shows why the daemon did not start.
+            let prio = if spa_server::logging::stderr_is_journal() {
+                "<3>"
+            } else {
+                ""
+            };
+            eprintln!(
+                "{prio}spa-server: error: {}",
+                spa_server::logging::one_line(&e)
+            );
             ExitCode::FAILURE
         }
     }

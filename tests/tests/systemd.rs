@@ -21,7 +21,10 @@
 //! scripts/package.sh) with `dpkg -i` into the same fenced-off root, whose
 //! dpkg database is an overlay as well, and removes and purges them.
 //!
-//! Namespace ids: 71, 180.
+//! The third runs the daemon under journald (started in the booted systemd)
+//! and reads its lines back by priority with `journalctl -p`.
+//!
+//! Namespace ids: 71, 180, 205.
 
 use spa_e2e::{bin, run_ok, wait_for, Testbed, PORT};
 use std::net::IpAddr;
@@ -543,4 +546,60 @@ systemctl daemon-reload",
     );
     assert!(left.trim().is_empty(), "purge leaves no file: {left}");
     tb.done("debian_packages_install_start_open_remove_purge");
+}
+
+/// Issue 10, item 6: journald files each line under its priority. The
+/// daemon runs as a transient unit whose stderr is the journal; a warning
+/// (the start note of a key without require_explicit_address) is shown by
+/// `journalctl -p warning`, an info line (`ready`) is not; a daemon that
+/// cannot start leaves its error under `-p err`; no line carries a second
+/// timestamp.
+#[test]
+fn journal_reads_each_line_at_its_priority() {
+    let tb = Testbed::new(205, "journal", "iptables", SERVER_ID, &["alice"]);
+    let sd = Systemd::boot(&tb);
+    // Nothing here may pull in sysinit.target: its systemd-tmpfiles-setup
+    // empties /tmp, which this systemd shares with the host. So the units
+    // are masked (in the overlay /etc) and every unit has no default
+    // dependencies.
+    sd.sh_ok(
+        "systemctl mask -q systemd-tmpfiles-setup.service systemd-tmpfiles-clean.service \
+         systemd-tmpfiles-setup-dev.service sysinit.target && \
+         systemctl start systemd-journald.socket systemd-journald.service",
+    );
+    let server = bin("spa-server").display().to_string();
+    let state = tb.state_dir().display().to_string();
+    sd.sh_ok(&format!(
+        "systemd-run -q -u spa-log -p DefaultDependencies=no -p StandardError=journal {server} --interface {iface} \
+         --server-id {SERVER_ID} --state-dir {state} --firewall iptables --key {key} --allow tcp/22",
+        iface = tb.pair.srv_if,
+        key = tb.key,
+    ));
+    sd.sh_ok(&format!(
+        "systemd-run -q -u spa-bad -p DefaultDependencies=no -p StandardError=journal {server} --key /nonexistent.key"
+    ));
+    let journal = |args: &str| sd.sh_ok(&format!("journalctl --no-pager -o cat {args}"));
+    let ready = wait_for(WAIT, || journal("-u spa-log").contains("ready"));
+    assert!(ready, "no ready line in the journal: {}", journal(""));
+    let warn = journal("-u spa-log -p warning");
+    assert!(
+        warn.contains("key accepts datagrams without an address") && !warn.contains("ready"),
+        "-p warning must show the warning and not the info lines:\n{warn}\nall:\n{}",
+        journal("-u spa-log")
+    );
+    let failed = wait_for(WAIT, || {
+        journal("-u spa-bad -p err").contains("/nonexistent.key")
+    });
+    assert!(
+        failed,
+        "-p err must show why spa-bad did not start:\n{}",
+        journal("-u spa-bad")
+    );
+    for l in journal("-u spa-log").lines() {
+        assert!(
+            !l.starts_with("20") && !l.starts_with('<'),
+            "a second timestamp or an unread prefix: {l}"
+        );
+    }
+    tb.done("journal_reads_each_line_at_its_priority");
 }
