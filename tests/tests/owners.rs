@@ -3,7 +3,7 @@
 //! behind the same address, or a spoofable door sequence, must not end or
 //! shorten another owner's grant.
 //!
-//! Namespace ids 120..=129 (engineer B's range is 120..=139). Every wait is
+//! Namespace ids 120..=122 and 126 (engineer B's range is 120..=139). Every wait is
 //! bounded; the server is killed on drop and the namespaces are deleted, also
 //! when a test fails.
 
@@ -160,4 +160,78 @@ fn a_key_holds_at_most_its_grant_cap() {
     s.expect_lines(&["accepted open", "refreshed=1"], 1);
     assert_eq!(r.grant_rules("iptables").len(), 16);
     r.done("a_key_holds_at_most_its_grant_cap");
+}
+
+/// Seconds in an nft duration such as `14m59s996ms` or `1h2m3s` (ms dropped).
+fn nft_secs(t: &str) -> u64 {
+    let (mut total, mut num) = (0u64, 0u64);
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        if let Some(d) = c.to_digit(10) {
+            num = num * 10 + u64::from(d);
+            continue;
+        }
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3600,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                0
+            }
+            'm' => 60,
+            's' => 1,
+            _ => panic!("unexpected {c:?} in nft duration {t:?}"),
+        };
+        total += num * unit;
+        num = 0;
+    }
+    total
+}
+
+/// The seconds left on the one element of set `spa4`, from `expires ...`.
+fn nft_expires(r: &Testbed) -> Option<u64> {
+    let set = r.pair.srv_sh("nft list set inet filter spa4");
+    let els: Vec<&str> = set.split("expires ").skip(1).collect();
+    assert!(els.len() <= 1, "more than one element: {set}");
+    els.first().map(|t| {
+        nft_secs(
+            t.split(|c: char| c.is_whitespace() || c == ',' || c == '}')
+                .next()
+                .unwrap_or(""),
+        )
+    })
+}
+
+/// Finding 2 on nftables: one element per (address, grant) whose timeout is
+/// the latest owner's; when that owner closes, the element is rewritten to
+/// the remaining owner's end (not removed), and goes with the last owner.
+#[test]
+fn nftables_element_follows_the_latest_owner() {
+    let r = Testbed::new(126, "owners", "nftables", SID, &["alice", "bob"]);
+    let v4 = r.pair.v4();
+    let (cli, srv) = (v4.cli, v4.srv);
+    let bob = r.key_path("bob").display().to_string();
+    let s = r.server("server.log", &["--key", &bob, "--max-duration", "900"]);
+
+    r.send(cli, srv, &["--open", "22", "-d", "300"]);
+    s.expect_lines(&["accepted open", "key=alice"], 1);
+    r.send_with_key(&bob, cli, srv, &["--open", "22", "-d", "900"]);
+    s.expect_lines(&["accepted open", "key=bob"], 1);
+    let left = nft_expires(&r).expect("one element");
+    assert!(left > 800, "bob's 900 s: {left}");
+
+    r.send_with_key(&bob, cli, srv, &["--close", "22"]);
+    s.expect_lines(&["accepted close", "key=bob"], 1);
+    let left = nft_expires(&r).expect("alice's element stays");
+    assert!(
+        (200..=300).contains(&left),
+        "back to alice's 300 s: {left}; log:\n{}",
+        s.log_text()
+    );
+    r.expect_connect(cli, srv, true, "after bob's close", &s);
+
+    r.send(cli, srv, &["--close", "22"]);
+    s.expect_lines(&["accepted close", "key=alice", "removed=1"], 1);
+    assert_eq!(nft_expires(&r), None);
+    r.done("nftables_element_follows_the_latest_owner");
 }
