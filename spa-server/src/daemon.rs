@@ -253,6 +253,9 @@ pub struct Daemon {
     last_watchdog: Instant,
     /// Held until the process exits: one daemon per state directory.
     _lock: crate::lock::InstanceLock,
+    /// nf_tables change notifications: a firewall reload is noticed and
+    /// repaired without polling.
+    watch: crate::fwwatch::FwWatch,
 }
 
 /// Verdict counts since start (the per-datagram log lines are rate
@@ -346,6 +349,13 @@ impl Daemon {
             }
         }
         warn_source_address_keys(&cfg);
+        let (watch, unwatched) = crate::fwwatch::FwWatch::open();
+        if let Some(why) = unwatched {
+            warn!(
+                "no nf_tables notifications ({why}): a firewall reload is noticed only at the \
+                 next request, which re-installs our chain (iptables-legacy works this way)"
+            );
+        }
         let notifier = Notifier::from_env();
         let d = Daemon {
             source,
@@ -362,6 +372,7 @@ impl Daemon {
             judged: Judged::default(),
             last_watchdog: Instant::now(),
             _lock: lock,
+            watch,
         };
         let ifaces = if d.cfg.interfaces.is_empty() {
             "all".to_owned()
@@ -420,19 +431,58 @@ impl Daemon {
             let r = Duration::from_secs(2);
             t = Some(t.map_or(r, |t| t.min(r)));
         }
+        if let Some(w) = self.watch.timeout() {
+            t = Some(t.map_or(w, |t| t.min(w)));
+        }
         t
+    }
+
+    /// Someone changed the ruleset (fwwatch): if our chain/jump/sets went
+    /// with it, install them again with every live grant, one line.
+    fn repair_firewall(&mut self) {
+        match self.grants.ensure_installed(unix_now()) {
+            Ok(None) => {
+                self.watch.broken = false;
+                debug!("ruleset changed; our chain/sets are intact");
+            }
+            Ok(Some(n)) => {
+                self.watch.broken = false;
+                warn!(
+                    grants = n,
+                    "firewall reloaded by someone else: our chain/sets were gone; re-installed, \
+                     {n} live grant(s) re-added with their remaining time"
+                );
+            }
+            Err(e) => {
+                self.watch.broken = true;
+                error!(
+                    "firewall reloaded by someone else and our chain/sets could not be re-installed \
+                     (retried when the ruleset changes again, and at the next request): {}",
+                    crate::logging::one_line(&e.to_string())
+                );
+            }
+        }
     }
 
     fn event_loop(&mut self) -> Result<(), DaemonError> {
         loop {
             let mut fds = vec![self.sigfd.as_raw_fd()];
             fds.extend(self.capture.raw_fds());
+            let captures = fds.len() - 1;
+            fds.extend(self.watch.raw_fd());
             let ready = poll_fds(&fds, self.timeout()).map_err(DaemonError::Poll)?;
             if ready.first().copied().unwrap_or(false) && self.take_signals() == Flow::Stop {
                 return Ok(());
             }
-            if ready.iter().skip(1).any(|&r| r) && self.drain_capture() == Flow::Stop {
+            if ready.iter().skip(1).take(captures).any(|&r| r) && self.drain_capture() == Flow::Stop
+            {
                 return Ok(());
+            }
+            if ready.get(1 + captures).copied().unwrap_or(false) {
+                self.watch.on_readable();
+            }
+            if self.watch.take_due() {
+                self.repair_firewall();
             }
             if self.capture.needs_rebind() {
                 if let Err(e) = self.capture.rebind() {

@@ -128,6 +128,53 @@ impl Grants {
         self.fw.set_silence(s)
     }
 
+    /// After a firewall reload by someone else (issue 10, item 1): if our
+    /// chain/jump/sets are gone, installs them again and re-adds every live
+    /// grant with its remaining time. `Ok(None)`: all was in place.
+    /// Memory is unchanged either way.
+    pub fn ensure_installed(&mut self, now: u64) -> Result<Option<usize>, FwError> {
+        if self.fw.intact()? {
+            return Ok(None);
+        }
+        self.reinstall(now).map(Some)
+    }
+
+    fn reinstall(&mut self, now: u64) -> Result<usize, FwError> {
+        self.fw.setup()?;
+        let rules: Vec<Access> = self
+            .live
+            .values()
+            .map(|e| e.rule)
+            .filter(|r| r.expires_at > now)
+            .collect();
+        if !rules.is_empty() {
+            self.fw.apply(&rules, &[])?;
+        }
+        Ok(rules.len())
+    }
+
+    /// One batch; when it fails because our objects vanished (a reload
+    /// the watch has not reported yet, or iptables-legacy, which reports
+    /// nothing), re-install and retry once, so the request that met the
+    /// reload still gets through.
+    fn apply(&mut self, add: &[Access], remove: &[Access], now: u64) -> Result<(), FwError> {
+        let err = match self.fw.apply(add, remove) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if self.fw.intact().unwrap_or(true) {
+            return Err(err);
+        }
+        let n = self.reinstall(now)?;
+        tracing::warn!(
+            grants = n,
+            first_error = %crate::logging::one_line(&err.to_string()),
+            "firewall reloaded by someone else: our chain/sets were gone; re-installed with the \
+             live grants, retrying the batch once"
+        );
+        self.fw.apply(add, remove)
+    }
+
     /// Clears what a previous instance left and installs our chain/sets.
     pub fn setup(&mut self) -> Result<(), FwError> {
         self.live.clear();
@@ -217,7 +264,7 @@ impl Grants {
             }
         }
         if !add.is_empty() || !remove.is_empty() {
-            self.fw.apply(&add, &remove)?;
+            self.apply(&add, &remove, now)?;
         }
         for a in &add {
             let e = self.live.entry((a.addr, a.grant)).or_insert(Entry {
@@ -273,7 +320,7 @@ impl Grants {
             return Ok(Change::default());
         }
         if !add.is_empty() || !remove.is_empty() {
-            self.fw.apply(&add, &remove)?;
+            self.apply(&add, &remove, now)?;
         }
         for &(grant, rest) in &mine {
             match rest {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod explain;
 pub mod firewall;
+pub mod fwwatch;
 pub mod grants;
 pub mod knocks;
 pub mod legacy;

@@ -320,6 +320,22 @@ impl Firewall for Iptables {
         Ok(())
     }
 
+    fn intact(&mut self) -> Result<bool, FwError> {
+        // The jump names our chain as its target: `-C` fails when either
+        // is gone.
+        let mut args = vec!["-C".to_string(), self.opts.parent_chain.clone()];
+        args.extend(self.jump_spec());
+        for fam in [Family::V4, Family::V6] {
+            if fam == Family::V6 && !self.v6 {
+                continue;
+            }
+            if !self.iptables(fam, &args)?.ok() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn set_silence(&mut self, new: &Silence) -> Result<(), FwError> {
         if !self.installed || *new == self.silence {
             self.silence = new.clone();

@@ -187,6 +187,12 @@ pub trait Firewall: Send {
         let _ = silence;
         Ok(())
     }
+    /// Whether our chain, jump and sets are all in place (false after the
+    /// admin reloaded the firewall). Read-only. The default (the fake)
+    /// always says yes.
+    fn intact(&mut self) -> Result<bool, FwError> {
+        Ok(true)
+    }
 }
 
 /// Which backend the configuration asks for.

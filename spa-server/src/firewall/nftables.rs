@@ -319,6 +319,38 @@ impl Firewall for Nftables {
         self.apply_tx(&apply_script(&self.opts, &adds, &present, now_unix_ms()))
     }
 
+    fn intact(&mut self) -> Result<bool, FwError> {
+        let ran = self.run.run(
+            &[
+                &self.opts.nft,
+                "-a",
+                "list",
+                "table",
+                &self.opts.nft_family,
+                &self.opts.nft_table,
+            ],
+            None,
+        )?;
+        if !ran.ok() {
+            return Ok(false);
+        }
+        let found = parse_listing(&ran.stdout, &self.opts.comment);
+        let (v4, v6) = self.families();
+        let mut want = Vec::new();
+        if v4 {
+            want.push(&self.opts.nft_set4);
+        }
+        if v6 {
+            want.push(&self.opts.nft_set6);
+        }
+        let rules_in_chain = found
+            .rules
+            .iter()
+            .filter(|(c, _)| *c == self.opts.nft_chain)
+            .count();
+        Ok(rules_in_chain >= want.len() && want.iter().all(|s| found.sets.contains(s)))
+    }
+
     fn set_silence(&mut self, new: &Silence) -> Result<(), FwError> {
         if !self.installed || *new == self.silence {
             self.silence = new.clone();
