@@ -291,6 +291,29 @@ impl Runtime {
     }
 }
 
+/// What the capture's kernel filter passes: the SPA port at the datagram's
+/// exact length, and the enabled knock ports.
+pub fn filter_spec(cfg: &Config) -> crate::capture::FilterSpec {
+    let (knock_tcp, knock_udp) = knock_ports(cfg);
+    crate::capture::FilterSpec {
+        spa_port: cfg.spa_port,
+        spa_len: spa_proto::DATAGRAM_LEN,
+        knock_tcp,
+        knock_udp,
+    }
+}
+
+/// What our chain/sets drop so the host answers nothing: the SPA port and
+/// the enabled knock ports, unless `silent = false`.
+pub fn silence(cfg: &Config) -> crate::firewall::Silence {
+    if !cfg.silent {
+        return crate::firewall::Silence::default();
+    }
+    let (tcp, mut udp) = knock_ports(cfg);
+    udp.push(cfg.spa_port);
+    crate::firewall::Silence::new(&udp, &tcp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

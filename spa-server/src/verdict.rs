@@ -9,9 +9,10 @@
 //! logs the verdict once.
 
 use crate::address::{self, Unusable};
-use crate::config::Config;
+use crate::config::{Config, KeyPolicy};
 use crate::ratelimit::Buckets;
-use spa_proto::{Action, AllowAddr, Grant, KeyId, Reject, ReplayRecord, Seen};
+use crate::state::{DurableReplay, Refused, StateError};
+use spa_proto::{Action, AllowAddr, Grant, KeyId, Reject, Request, Seen};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -92,40 +93,34 @@ pub enum Verdict {
 }
 
 /// What judging remembers from one datagram to the next.
-#[derive(Debug)]
 pub struct JudgeState {
-    /// Every authenticated datagram inside the window, whatever its verdict.
-    pub replay: ReplayRecord,
+    /// Every authenticated datagram inside the window, whatever its verdict,
+    /// in memory and on disk ([`DurableReplay::check_and_commit`]).
+    pub replay: DurableReplay,
     /// Each key's token bucket (finding 16).
     pub buckets: Buckets,
-    /// What the record took during the last `judge`, not yet on disk.
-    unpersisted: Option<Seen>,
 }
 
 impl JudgeState {
-    pub fn new(replay: ReplayRecord) -> Self {
+    pub fn new(replay: DurableReplay) -> Self {
         JudgeState {
             replay,
             buckets: Buckets::default(),
-            unpersisted: None,
         }
-    }
-
-    /// The entry the last [`judge`] put into the replay record, for the
-    /// daemon to persist before it acts on the verdict. An accepted *and* a
-    /// denied datagram are recorded: persisting only accepted ones let a
-    /// denied datagram be replayed after a restart and a policy change
-    /// (issue 16, finding 9).
-    pub fn take_unpersisted(&mut self) -> Option<Seen> {
-        self.unpersisted.take()
     }
 }
 
 /// Judges one datagram from `src`, at Unix time `now`. Whenever the result
-/// is `Accept` or `Deny`, the replay record already holds the datagram (in
-/// memory) and [`JudgeState::take_unpersisted`] returns it; the caller
-/// persists it before touching the firewall. `is_local` tells whether an
-/// address is this host's own (or a local broadcast); see `address::usable`.
+/// is `Ok(Accept)` or `Ok(Deny)`, the replay record holds the datagram in
+/// memory and on disk already (an accepted *and* a denied one: persisting
+/// only accepted ones let a denied datagram be replayed after a restart and
+/// a policy change, issue 16, finding 9), so the caller may act on it at
+/// once. `Err`: the record took it but could not persist it; act on nothing.
+/// `is_local` tells whether an address is this host's own (or a local
+/// broadcast); see `address::usable`.
+///
+/// The key is looked up once: the same `KeyPolicy` gives the AEAD keys, the
+/// token bucket's rate and the policy.
 pub fn judge(
     payload: &[u8],
     src: IpAddr,
@@ -133,32 +128,50 @@ pub fn judge(
     cfg: &Config,
     state: &mut JudgeState,
     is_local: impl FnOnce(IpAddr) -> bool,
-) -> Verdict {
-    let buckets = &mut state.buckets;
-    let opened = match spa_proto::verify_admit(
-        payload,
-        |id| cfg.key(id).map(|k| &*k.keys),
-        &cfg.server_id,
-        now,
-        &mut state.replay,
-        |id| match cfg.key(id) {
-            Some(k) if !buckets.take(id, k.rate, now) => Err(Reject::RateLimited),
-            _ => Ok(()),
-        },
-    ) {
-        Ok(o) => o,
-        Err(r) => return Verdict::Reject(r),
+) -> Result<Verdict, StateError> {
+    let header = match spa_proto::parse_header(payload) {
+        Ok(h) => h,
+        Err(r) => return Ok(Verdict::Reject(r)),
     };
-    state.unpersisted = Some(Seen {
+    let Some(policy) = cfg.key(&header.key_id()) else {
+        return Ok(Verdict::Reject(Reject::UnknownKeyId));
+    };
+    let opened = match header.open(&policy.keys) {
+        Ok(o) => o,
+        Err(r) => return Ok(Verdict::Reject(r)),
+    };
+    if opened.request.server != cfg.server_id {
+        return Ok(Verdict::Reject(Reject::WrongServer));
+    }
+    let seen = Seen {
         timestamp: opened.request.timestamp,
         key_id: opened.key_id,
         nonce: opened.nonce,
-    });
-    // verify() only returns keys found by this same lookup.
-    let Some(policy) = cfg.key(&opened.key_id) else {
-        return Verdict::Reject(Reject::UnknownKeyId);
     };
-    let req = opened.request;
+    let buckets = &mut state.buckets;
+    let admit = || {
+        if buckets.take(&opened.key_id, policy.rate, now) {
+            Ok(())
+        } else {
+            Err(Reject::RateLimited)
+        }
+    };
+    match state.replay.check_and_commit(&seen, now, admit) {
+        Ok(()) => {}
+        Err(Refused::Reject(r)) => return Ok(Verdict::Reject(r)),
+        Err(Refused::NotPersisted(e)) => return Err(e),
+    }
+    Ok(policy_verdict(policy, opened.request, src, cfg, is_local))
+}
+
+/// The key's policy over an authentic, recorded request.
+fn policy_verdict(
+    policy: &KeyPolicy,
+    req: Request,
+    src: IpAddr,
+    cfg: &Config,
+    is_local: impl FnOnce(IpAddr) -> bool,
+) -> Verdict {
     let addr = match req.allow {
         AllowAddr::Source if policy.require_explicit_address => {
             return Verdict::Deny(PolicyReject::ExplicitAddressRequired {
@@ -205,7 +218,7 @@ pub fn judge(
     grants.dedup();
     Verdict::Accept(Decision {
         key_name: policy.name.clone(),
-        key_id: opened.key_id,
+        key_id: policy.key_id,
         action: req.action,
         addr,
         grants,
@@ -219,7 +232,9 @@ mod tests {
     use super::*;
     use crate::config::KeyPolicy;
     use proptest::prelude::*;
-    use spa_proto::{seal_with, Grants, KeySet, MasterKey, Proto, Request, ServerId, TimeWindow};
+    use spa_proto::{
+        seal_with, Grants, KeySet, MasterKey, Proto, ReplayRecord, ServerId, TimeWindow,
+    };
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::path::PathBuf;
 
@@ -296,7 +311,22 @@ mod tests {
     }
 
     fn replay() -> JudgeState {
-        JudgeState::new(ReplayRecord::new(TimeWindow::default(), 64))
+        JudgeState::new(DurableReplay::in_memory(ReplayRecord::new(
+            TimeWindow::default(),
+            64,
+        )))
+    }
+
+    /// `super::judge` over a memory-only record, which never fails to persist.
+    fn judge(
+        payload: &[u8],
+        src: IpAddr,
+        now: u64,
+        cfg: &Config,
+        state: &mut JudgeState,
+        is_local: impl FnOnce(IpAddr) -> bool,
+    ) -> Verdict {
+        super::judge(payload, src, now, cfg, state, is_local).expect("memory-only record")
     }
 
     fn accept(v: Verdict) -> Decision {
@@ -325,14 +355,12 @@ mod tests {
         assert_eq!(d.grants, vec![tcp(22)]);
         assert_eq!(d.duration_secs, 30, "0 asks for the server default");
         assert!(!d.capped);
-        assert_eq!(
-            rr.take_unpersisted(),
-            Some(Seen {
+        assert!(rr.replay.record().entries().any(|s| *s
+            == Seen {
                 timestamp: NOW,
                 key_id: keys(0x11).key_id(),
                 nonce: [1; 24]
-            })
-        );
+            }));
         assert_eq!(
             rr.replay.len(),
             1,
@@ -710,30 +738,28 @@ mod tests {
         assert_eq!(rr.replay.len(), 1, "only the accepted datagram is recorded");
     }
 
-    /// Finding 9: a denied datagram is in the record and handed out for
-    /// persisting like an accepted one, so it stays refused when replayed
-    /// (also after a restart, once the daemon wrote it).
+    /// Finding 9: a denied datagram is committed to the record like an
+    /// accepted one, so it stays refused when replayed (also after a
+    /// restart: the commit wrote it).
     #[test]
-    fn a_denied_datagram_is_recorded_and_handed_out_for_persisting() {
+    fn a_denied_datagram_is_recorded_and_committed() {
         let cfg = config();
         let mut rr = replay();
         let bob443 = seal(0x22, &req(&[tcp(22)]), 1);
         let v = judge(&bob443, SRC, NOW, &cfg, &mut rr, no_local);
         assert!(matches!(v, Verdict::Deny(_)), "{v:?}");
-        assert_eq!(
-            rr.take_unpersisted(),
-            Some(Seen {
+        assert!(rr.replay.record().entries().any(|s| *s
+            == Seen {
                 timestamp: NOW,
                 key_id: keys(0x22).key_id(),
                 nonce: [1; 24]
-            })
-        );
-        assert_eq!(rr.take_unpersisted(), None, "handed out once");
+            }));
+        assert_eq!(rr.replay.len(), 1);
         assert_eq!(
             judge(&bob443, SRC, NOW, &cfg, &mut rr, no_local),
             Verdict::Reject(Reject::Replayed)
         );
-        assert_eq!(rr.take_unpersisted(), None, "a rejection records nothing");
+        assert_eq!(rr.replay.len(), 1, "a rejection records nothing");
     }
 
     /// Finding 3: bob's flood of denied datagrams fills only bob's share of
@@ -742,7 +768,10 @@ mod tests {
     fn one_keys_denied_flood_does_not_lock_out_another_key() {
         let cfg = config();
         let share = spa_proto::replay::share_of(64, cfg.keys.len());
-        let mut rr = JudgeState::new(ReplayRecord::new(TimeWindow::default(), share));
+        let mut rr = JudgeState::new(DurableReplay::in_memory(ReplayRecord::new(
+            TimeWindow::default(),
+            share,
+        )));
         for n in 0..share {
             let v = judge(
                 &seal(0x22, &req(&[tcp(22)]), n as u8),
@@ -802,7 +831,6 @@ mod tests {
             Verdict::Reject(Reject::RateLimited)
         );
         assert_eq!(Reject::RateLimited.code(), "rate_limited");
-        assert_eq!(rr.take_unpersisted().map(|s| s.nonce), Some([2; 24]));
         assert_eq!(rr.replay.len(), 2, "the refused one is not recorded");
         // A replay is still named a replay and spends nothing.
         assert_eq!(

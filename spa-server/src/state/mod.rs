@@ -33,10 +33,12 @@
 //! Both directories are checked and every file is opened as
 //! [`crate::safefile`] describes (owner, mode, no symlinks, capped reads).
 
+mod durable;
 mod hmac_used;
 
 pub use crate::safefile::StateError;
 use crate::safefile::{self, err, Contents, DirState};
+pub use durable::{DurableReplay, Refused};
 pub use hmac_used::{load_hmac_used, save_hmac_used, HmacUsed};
 use spa_proto::{KeyId, ReplayRecord, Seen, TimeWindow};
 use std::fs::File;
