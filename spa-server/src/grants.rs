@@ -23,6 +23,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub mod revoke;
+pub use revoke::{Fit, Revoked};
+
 /// Who a grant is for: the key or the doors that opened it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {

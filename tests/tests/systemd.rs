@@ -327,7 +327,7 @@ systemctl daemon-reload",
     assert!(
         wait_for(Duration::from_secs(5), || sd
             .diag()
-            .contains("reloaded: current grants kept")),
+            .contains("reloaded: grants that still fit")),
         "reload logged: {}",
         sd.diag()
     );

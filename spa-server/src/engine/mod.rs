@@ -508,8 +508,39 @@ impl Engine {
         }
     }
 
-    /// A new configuration: keys, policy, limits and doors change; current
-    /// grants are kept (each still ends at its own expiry).
+    /// Reload: ends or shortens at once the live grants the new
+    /// configuration no longer allows (grants::revoke), one line each.
+    fn revoke_unfit(&mut self, new: &Config, now: &Now) -> usize {
+        let at = now.ms.div_ceil(1000);
+        let old = &self.cfg;
+        let fit = |o: &Owner, g, t| crate::grants::revoke::fit(old, new, o, g, t, at);
+        match self.grants.revoke(at, fit) {
+            Ok(list) => {
+                for r in &list {
+                    match r.until {
+                        None => warn!(owner = %r.owner, addr = %r.addr, grant = %r.grant,
+                            "grant revoked on reload: {}", r.why),
+                        Some(t) => warn!(owner = %r.owner, addr = %r.addr, grant = %r.grant,
+                            until = t, "grant shortened on reload: {}", r.why),
+                    }
+                }
+                list.len()
+            }
+            Err(e) => {
+                self.stats.firewall_failures += 1;
+                error!(
+                    "reload: grants that no longer fit could not be revoked (they run until \
+                     their end; restart to drop them now): {}",
+                    crate::logging::one_line(&e.to_string())
+                );
+                0
+            }
+        }
+    }
+
+    /// A new configuration: keys, policy, limits and doors change; the
+    /// live grants that no longer fit are revoked or shortened at once,
+    /// the others kept (issue 10, item 3).
     fn reload(&mut self, new: Config, now: &Now) -> Outcome {
         self.judge
             .replay
@@ -527,10 +558,12 @@ impl Engine {
                 error!("reload: cannot write the HMAC knock record: {e}");
             }
         }
+        let revoked = self.revoke_unfit(&new, now);
         info!(
             keys = new.keys.len(),
             grants = self.grants.len(),
-            "reloaded: current grants kept"
+            revoked,
+            "reloaded: grants that still fit the configuration kept"
         );
         self.cfg = new;
         self.stats.reloads += 1;
