@@ -1,7 +1,7 @@
 //! One instance (issue 10, item 2): a second `spa-server` with the same
 //! state directory refuses to start, naming the first one's PID, and changes
 //! nothing; `spa-server flush` by hand refuses while the daemon runs unless
-//! `--force`. The real daemon and firewall tools, both backends.
+//! `--force` (and then the running daemon re-installs what it flushed). The real daemon and firewall tools, both backends.
 //!
 //! Namespace ids 200, 201 (engineer F's range is 200..=219).
 
@@ -98,7 +98,21 @@ fn second_instance_and_flush(id: u8, backend: &'static str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    r.expect_connect(cli, srv, false, "after flush --force", &s);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("flushed every"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The running daemon sees its chain vanish and puts it back with its
+    // live grant (issue 10, item 1): a forced flush does not strand it.
+    s.expect_lines(&["firewall reloaded by someone else"], 1);
+    r.expect_connect(
+        cli,
+        srv,
+        true,
+        "the daemon re-installed after flush --force",
+        &s,
+    );
     r.done(&format!("second_instance_and_flush {backend}"));
 }
 
