@@ -15,10 +15,15 @@ prereqs demo
 # needed then); otherwise build them, as SUDO_USER when run under sudo, so
 # target/ stays theirs and their toolchain (~/.cargo/bin) is the one used.
 stale() {
-    local b
-    for b in spa-server spa-client spa-keygen; do [[ -x target/release/$b ]] || return 0; done
-    [[ -n $(find Cargo.toml Cargo.lock spa-proto keys spa-server spa-client \
-        \( -name '*.rs' -o -name Cargo.toml \) -newer target/release/spa-server -print -quit) ]]
+    local bin srcs
+    for bin in spa-server:spa-server spa-client:spa-client spa-keygen:; do
+        srcs=${bin#*:} bin=target/release/${bin%%:*}
+        [[ -x $bin ]] || return 0
+        # The binary's crate, and the crates every binary uses.
+        [[ -z $(find Cargo.toml Cargo.lock spa-proto keys $srcs \
+            \( -name '*.rs' -o -name Cargo.toml \) -newer "$bin" -print -quit) ]] || return 0
+    done
+    return 1
 }
 if stale; then
     prereqs build
