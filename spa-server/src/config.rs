@@ -93,6 +93,9 @@ impl fmt::Debug for KeyPolicy {
 pub struct Config {
     pub source: PathBuf,
     pub server_name: String,
+    /// Where `server_name` came from, for check-config: "--server-id",
+    /// the configuration file, or "the host name".
+    pub server_id_source: String,
     pub server_id: ServerId,
     /// Empty: capture on every interface.
     pub interfaces: Vec<String>,
@@ -277,6 +280,11 @@ impl Config {
                 s.get_ref().clone()
             }
             (None, None) => hostname(),
+        };
+        let server_id_source = match (&ov.server_id, &raw.server_id) {
+            (Some(_), _) => "--server-id".to_owned(),
+            (None, Some(_)) => file.display().to_string(),
+            (None, None) => "the host name (no server_id set)".to_owned(),
         };
         let interfaces = if !ov.interfaces.is_empty() {
             ov.interfaces.clone()
@@ -603,6 +611,7 @@ impl Config {
             source: file.to_owned(),
             server_id: ServerId::from_name(&server_name),
             server_name,
+            server_id_source,
             interfaces,
             spa_port,
             state_dir,
@@ -732,6 +741,7 @@ impl Config {
         Config {
             source: PathBuf::from("/etc/spa/server.toml"),
             server_name: "gw".into(),
+            server_id_source: "test".into(),
             server_id: ServerId::from_name("gw"),
             interfaces: vec![],
             spa_port: DEFAULT_SPA_PORT,

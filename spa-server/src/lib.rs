@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod capture;
+pub mod checkconfig;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -124,24 +124,22 @@ fn run(cli: Cli) -> Result<(), String> {
         Some(Command::CheckConfig) => {
             let src = source(&cli)?;
             let cfg: Config = src.load().map_err(|e| e.to_string())?;
-            println!(
-                "configuration OK: server_id {:?}, port {}, {} key(s), backend {:?}",
-                cfg.server_name,
-                cfg.spa_port,
-                cfg.keys.len(),
-                cfg.firewall
-            );
-            for k in &cfg.keys {
-                let allow: Vec<String> = k.allow.iter().map(|g| g.to_string()).collect();
-                println!(
-                    "  key {} ({}): {} for up to {} s",
-                    k.name,
-                    k.key_id,
-                    allow.join(","),
-                    k.max_duration
-                );
+            let report = spa_server::checkconfig::check(&cfg);
+            for l in &report.lines {
+                println!("{l}");
             }
-            Ok(())
+            for e in &report.errors {
+                eprintln!("spa-server: check-config: error: {e}");
+            }
+            if report.errors.is_empty() {
+                println!("configuration OK");
+                Ok(())
+            } else {
+                Err(format!(
+                    "check-config: {} error(s); spa-server would not start",
+                    report.errors.len()
+                ))
+            }
         }
         Some(Command::Completions { shell }) => {
             spa_server::cli::write_completions(shell, &mut std::io::stdout().lock())

@@ -1,7 +1,8 @@
 //! One instance (issue 10, item 2): a second `spa-server` with the same
 //! state directory refuses to start, naming the first one's PID, and changes
 //! nothing; `spa-server flush` by hand refuses while the daemon runs unless
-//! `--force` (and then the running daemon re-installs what it flushed). The real daemon and firewall tools, both backends.
+//! `--force` (and then the running daemon re-installs what it flushed).
+//! The real daemon and firewall tools, both backends.
 //!
 //! Namespace ids 200, 201 (engineer F's range is 200..=219).
 

@@ -127,8 +127,8 @@ impl fmt::Display for FwError {
             FwError::MissingChain { what, detail } => write!(
                 f,
                 "{what} does not exist ({}); spa-server inserts its rules into the \
-                 admin's chain: create it (Debian: /etc/nftables.conf) or set \
-                 firewall.nft_table / firewall.nft_chain",
+                 admin's chain: create it (Debian: /etc/nftables.conf) or name yours \
+                 with nft_family / nft_table / nft_chain in [firewall_options]",
                 detail.trim()
             ),
             FwError::FamilyUnavailable { backend, addr, why } => {
