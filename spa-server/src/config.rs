@@ -728,11 +728,12 @@ fn field_at(text: &str, pos: usize, msg: &str) -> Option<String> {
     }
 }
 
-#[cfg(test)]
 impl Config {
     /// A configuration built in code, for the unit tests of the modules
-    /// that read one (verdict, knocks): server id "gw", defaults elsewhere.
-    pub(crate) fn for_tests(keys: Vec<KeyPolicy>, default_duration: u32) -> Config {
+    /// that read one (verdict, knocks, privsep) and the fuzz targets: server
+    /// id "gw", defaults elsewhere. Never used by the daemon.
+    #[doc(hidden)]
+    pub fn for_tests(keys: Vec<KeyPolicy>, default_duration: u32) -> Config {
         let by_id = keys
             .iter()
             .enumerate()

@@ -1,0 +1,58 @@
+//! Arbitrary bytes from a (compromised) network side against the privileged
+//! side's request decoder and its check. Must never panic; a decoded request
+//! re-encodes to the same bytes (one spelling per request); and no `Apply`
+//! the check passes adds anything outside the configuration: only tcp/22
+//! (the one key's grant, also the default doors'), ending within the key's
+//! max_duration, for a usable unicast address.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use spa_proto::{Grant, MasterKey};
+use spa_server::config::{Config, KeyPolicy};
+use spa_server::privsep::{check, proto::Request};
+use std::sync::OnceLock;
+
+const NOW: u64 = 1_700_000_000;
+
+fn cfg() -> &'static Config {
+    static C: OnceLock<Config> = OnceLock::new();
+    C.get_or_init(|| {
+        let k = MasterKey::from_bytes([7; 32]).derive();
+        let mut c = Config::for_tests(
+            vec![KeyPolicy {
+                name: "alice".into(),
+                key_id: k.key_id(),
+                keys: std::sync::Arc::new(k),
+                allow: vec![Grant::tcp(22).expect("port")],
+                max_duration: 300,
+                allow_other_address: false,
+                require_explicit_address: false,
+                max_grants: 16,
+                rate: Default::default(),
+                file: "/etc/spa/alice.key".into(),
+            }],
+            30,
+        );
+        c.doors = spa_server::legacy::default_doors(5);
+        c
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(req) = Request::decode(data) else {
+        return;
+    };
+    assert_eq!(&req.encode()[4..], data, "one spelling per request");
+    if let Request::Apply { add, .. } = req {
+        if check::apply(cfg(), &add, NOW, |_| false).is_ok() {
+            for a in &add {
+                assert_eq!(a.grant, Grant::tcp(22).expect("port"), "{a}");
+                assert!(a.expires_at <= NOW + 301, "{a}");
+                assert!(
+                    spa_server::address::usable(a.addr, |_| false).is_ok(),
+                    "{a}"
+                );
+            }
+        }
+    }
+});

@@ -1,0 +1,186 @@
+//! What the privileged side lets through, judged against the configuration
+//! it read itself, never against anything the network side says about it.
+//!
+//! A grant to add must be one that some owner in the configuration may
+//! open (a `[[key]]`'s `allow`, a door's grant), end no later than that
+//! owner could make it end (`max_duration`, the door's duration), and be
+//! scoped to a usable unicast address. So a compromised network side can at
+//! worst open what some key could already open, for as long as that key
+//! could. Removes only ever close; their number is bounded.
+
+use crate::config::Config;
+use crate::firewall::Access;
+use crate::legacy::DoorAction;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Why a request was refused (one log line on the privileged side, and the
+/// reply's text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No key or door in the configuration may open this grant.
+    NoOwner(Access),
+    /// It would end later than any owner allowed to open it could make it.
+    TooLong { access: Access, limit: u64 },
+    /// Not an address a grant may be for (loopback, broadcast, ours...).
+    Address(Access, &'static str),
+    /// More adds than the firewall may hold.
+    TooMany(usize),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NoOwner(a) => write!(f, "{a}: no key or door may open {}", a.grant),
+            Refusal::TooLong { access, limit } => write!(
+                f,
+                "{access}: ends after {limit}, the latest any owner of {} may ask",
+                access.grant
+            ),
+            Refusal::Address(a, why) => write!(f, "{a}: not a usable address ({why})"),
+            Refusal::TooMany(n) => write!(f, "{n} adds in one batch: over max_grants_total"),
+        }
+    }
+}
+
+/// The longest any owner in `cfg` may open `access.grant` for, in seconds;
+/// `None` when no one may.
+fn longest(cfg: &Config, access: &Access) -> Option<u32> {
+    let keys = cfg
+        .keys
+        .iter()
+        .filter(|k| k.allow.contains(&access.grant))
+        .map(|k| k.max_duration);
+    let doors = cfg.doors.iter().filter_map(|d| match d.action {
+        DoorAction::Open {
+            grant,
+            duration_secs,
+        } if grant == access.grant => Some(duration_secs.unwrap_or(cfg.default_duration)),
+        _ => None,
+    });
+    keys.chain(doors).max()
+}
+
+/// Checks one `Apply` at Unix time `now` (seconds). `is_local` tells
+/// whether an address is this host's own.
+pub fn apply(
+    cfg: &Config,
+    add: &[Access],
+    now: u64,
+    mut is_local: impl FnMut(IpAddr) -> bool,
+) -> Result<(), Refusal> {
+    if add.len() > cfg.max_grants_total {
+        return Err(Refusal::TooMany(add.len()));
+    }
+    for a in add {
+        let limit = longest(cfg, a).ok_or(Refusal::NoOwner(*a))?;
+        // Grants end at ceil(now) + duration: one second of slack.
+        let latest = now.saturating_add(1).saturating_add(u64::from(limit));
+        if a.expires_at > latest {
+            return Err(Refusal::TooLong {
+                access: *a,
+                limit: latest,
+            });
+        }
+        match crate::address::usable(a.addr, &mut is_local) {
+            Ok(c) if c == a.addr => {}
+            Ok(_) => return Err(Refusal::Address(*a, "not in canonical form")),
+            Err(why) => return Err(Refusal::Address(*a, why.code())),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyPolicy;
+    use spa_proto::{Grant, MasterKey, Proto};
+    use std::path::PathBuf;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn cfg() -> Config {
+        let k = MasterKey::from_bytes([1; 32]).derive();
+        let mut c = Config::for_tests(
+            vec![KeyPolicy {
+                name: "alice".into(),
+                key_id: k.key_id(),
+                keys: std::sync::Arc::new(k),
+                allow: vec![Grant::tcp(22).unwrap()],
+                max_duration: 300,
+                allow_other_address: false,
+                require_explicit_address: false,
+                max_grants: 16,
+                rate: crate::ratelimit::Rate::default(),
+                file: PathBuf::from("/etc/spa/alice.key"),
+            }],
+            30,
+        );
+        c.doors = crate::legacy::default_doors(5);
+        c
+    }
+
+    fn acc(addr: &str, proto: Proto, port: u16, exp: u64) -> Access {
+        Access {
+            addr: addr.parse().unwrap(),
+            grant: Grant::new(proto, port).unwrap(),
+            expires_at: exp,
+        }
+    }
+
+    fn no_local(_: IpAddr) -> bool {
+        false
+    }
+
+    #[test]
+    fn a_grant_some_key_may_open_passes() {
+        let a = acc("198.18.0.2", Proto::Tcp, 22, NOW + 301);
+        assert_eq!(apply(&cfg(), &[a], NOW, no_local), Ok(()));
+    }
+
+    #[test]
+    fn a_port_no_key_or_door_may_open_is_refused() {
+        let a = acc("198.18.0.2", Proto::Tcp, 25, NOW + 10);
+        assert_eq!(apply(&cfg(), &[a], NOW, no_local), Err(Refusal::NoOwner(a)));
+        let u = acc("198.18.0.2", Proto::Udp, 22, NOW + 10);
+        assert_eq!(apply(&cfg(), &[u], NOW, no_local), Err(Refusal::NoOwner(u)));
+    }
+
+    #[test]
+    fn longer_than_any_owner_may_is_refused() {
+        let a = acc("198.18.0.2", Proto::Tcp, 22, NOW + 302);
+        assert!(matches!(
+            apply(&cfg(), &[a], NOW, no_local),
+            Err(Refusal::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn unusable_addresses_are_refused() {
+        for addr in ["127.0.0.1", "255.255.255.255", "::1", "::ffff:198.18.0.2"] {
+            let a = acc(addr, Proto::Tcp, 22, NOW + 10);
+            assert!(
+                matches!(
+                    apply(&cfg(), &[a], NOW, no_local),
+                    Err(Refusal::Address(..))
+                ),
+                "{addr}"
+            );
+        }
+        let ours = acc("198.18.0.1", Proto::Tcp, 22, NOW + 10);
+        assert!(matches!(
+            apply(&cfg(), &[ours], NOW, |a| a.to_string() == "198.18.0.1"),
+            Err(Refusal::Address(..))
+        ));
+    }
+
+    #[test]
+    fn more_adds_than_the_total_cap_are_refused() {
+        let mut c = cfg();
+        c.max_grants_total = 1;
+        let a = acc("198.18.0.2", Proto::Tcp, 22, NOW + 10);
+        let b = acc("198.18.0.3", Proto::Tcp, 22, NOW + 10);
+        assert_eq!(apply(&c, &[a, b], NOW, no_local), Err(Refusal::TooMany(2)));
+    }
+}

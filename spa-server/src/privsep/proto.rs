@@ -1,0 +1,454 @@
+//! The messages between the network side and the privileged side, in a
+//! fixed binary layout: a closed set of requests, each decoded in full or
+//! refused, no serde, no lengths taken on trust. One frame is
+//! `len u32 BE | tag u8 | body`, `len` counting tag and body, at most
+//! [`MAX_FRAME`].
+//!
+//! The privileged side decodes requests (bytes a compromised network side
+//! controls): [`Request::decode`] must reject anything malformed without
+//! panicking (`fuzz/fuzz_targets/privsep_request.rs`). The network side
+//! decodes replies from the privileged side, which it trusts.
+
+use crate::firewall::Access;
+use spa_proto::{Grant, Proto};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+/// No frame is larger: a batch of [`MAX_BATCH`] adds and as many removes,
+/// or a configuration bundle (key files are tiny, the config file capped).
+pub const MAX_FRAME: usize = 4 << 20;
+/// Adds (and, separately, removes) in one batch at most: the largest grant
+/// table (`max_grants_total` is capped at this) re-added after a firewall
+/// reload.
+pub const MAX_BATCH: usize = 65_536;
+/// One access on the wire: family, address (16), protocol, port, expiry.
+pub const ACCESS_LEN: usize = 1 + 16 + 1 + 2 + 8;
+
+/// What the network side may ask. Nothing else exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// One firewall batch: remove these, add these (all or nothing).
+    Apply {
+        add: Vec<Access>,
+        remove: Vec<Access>,
+    },
+    /// Are our chain/jump/sets still in place (after a ruleset change)?
+    Intact,
+    /// Install our chain/sets again (they were gone); grants follow as an
+    /// `Apply`.
+    Setup,
+    /// Re-read the configuration and keys (SIGHUP), and reply with the
+    /// files read, for the network side to parse the same bytes.
+    Reload,
+    /// This host's addresses (the knock check; the network side may not
+    /// open a netlink socket).
+    LocalAddrs,
+}
+
+/// What the privileged side answers, one reply per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Done,
+    Refused(String),
+    Intact(bool),
+    /// The files the privileged side read for a reload, path and bytes.
+    Files(Vec<(PathBuf, Vec<u8>)>),
+    Addrs(Vec<IpAddr>),
+}
+
+/// Why a frame was not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    Empty,
+    UnknownTag(u8),
+    Truncated,
+    TrailingBytes,
+    TooLarge(usize),
+    BadFamily(u8),
+    BadProto(u8),
+    ZeroPort,
+    BadText,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Empty => f.write_str("empty message"),
+            DecodeError::UnknownTag(t) => write!(f, "unknown message tag {t}"),
+            DecodeError::Truncated => f.write_str("message truncated"),
+            DecodeError::TrailingBytes => f.write_str("bytes after the message"),
+            DecodeError::TooLarge(n) => write!(f, "a count or length of {n} is over the limit"),
+            DecodeError::BadFamily(b) => write!(f, "address family {b} unknown"),
+            DecodeError::BadProto(b) => write!(f, "protocol {b} unknown"),
+            DecodeError::ZeroPort => f.write_str("port 0"),
+            DecodeError::BadText => f.write_str("text is not UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+const T_APPLY: u8 = 1;
+const T_INTACT: u8 = 2;
+const T_SETUP: u8 = 3;
+const T_RELOAD: u8 = 4;
+const T_LOCAL: u8 = 5;
+
+const R_DONE: u8 = 0x81;
+const R_REFUSED: u8 = 0x82;
+const R_INTACT: u8 = 0x83;
+const R_FILES: u8 = 0x84;
+const R_ADDRS: u8 = 0x85;
+
+/// A cursor that never reads past the end.
+struct Rd<'a>(&'a [u8]);
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let (a, b) = self.0.split_at_checked(n).ok_or(DecodeError::Truncated)?;
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn count(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(DecodeError::TooLarge(n));
+        }
+        Ok(n)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.count(MAX_FRAME)?;
+        self.take(n)
+    }
+    fn end(&self) -> Result<(), DecodeError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
+    }
+}
+
+fn put_access(out: &mut Vec<u8>, a: &Access) {
+    match a.addr {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.to_ipv6_mapped().octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    out.push(match a.grant.proto {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    });
+    out.extend_from_slice(&a.grant.port.get().to_be_bytes());
+    out.extend_from_slice(&a.expires_at.to_be_bytes());
+}
+
+fn get_access(r: &mut Rd<'_>) -> Result<Access, DecodeError> {
+    let family = r.u8()?;
+    let mut o = [0u8; 16];
+    o.copy_from_slice(r.take(16)?);
+    let v6 = Ipv6Addr::from(o);
+    let addr = match family {
+        // An IPv4 address travels mapped; anything else under family 4 is
+        // refused rather than guessed at.
+        4 => IpAddr::V4(v6.to_ipv4_mapped().ok_or(DecodeError::BadFamily(4))?),
+        6 => IpAddr::V6(v6),
+        b => return Err(DecodeError::BadFamily(b)),
+    };
+    let proto = match r.u8()? {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        b => return Err(DecodeError::BadProto(b)),
+    };
+    let p = r.take(2)?;
+    let port = u16::from_be_bytes([p[0], p[1]]);
+    let grant = Grant::new(proto, port).map_err(|_| DecodeError::ZeroPort)?;
+    let expires_at = r.u64()?;
+    Ok(Access {
+        addr,
+        grant,
+        expires_at,
+    })
+}
+
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.extend_from_slice(&((body.len() + 1) as u32).to_be_bytes());
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+impl Request {
+    /// One frame, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Apply { add, remove } => {
+                let mut b = Vec::with_capacity(8 + (add.len() + remove.len()) * ACCESS_LEN);
+                b.extend_from_slice(&(add.len() as u32).to_be_bytes());
+                b.extend_from_slice(&(remove.len() as u32).to_be_bytes());
+                for a in add.iter().chain(remove) {
+                    put_access(&mut b, a);
+                }
+                frame(T_APPLY, &b)
+            }
+            Request::Intact => frame(T_INTACT, &[]),
+            Request::Setup => frame(T_SETUP, &[]),
+            Request::Reload => frame(T_RELOAD, &[]),
+            Request::LocalAddrs => frame(T_LOCAL, &[]),
+        }
+    }
+
+    /// One frame's content (tag and body, without the length prefix).
+    pub fn decode(msg: &[u8]) -> Result<Request, DecodeError> {
+        let mut r = Rd(msg);
+        let tag = r.u8().map_err(|_| DecodeError::Empty)?;
+        let req = match tag {
+            T_APPLY => {
+                let nadd = r.count(MAX_BATCH)?;
+                let nrem = r.count(MAX_BATCH)?;
+                // Counts are checked against the bytes before anything is
+                // allocated for them.
+                if r.0.len() != (nadd + nrem) * ACCESS_LEN {
+                    return Err(DecodeError::Truncated);
+                }
+                let add = (0..nadd)
+                    .map(|_| get_access(&mut r))
+                    .collect::<Result<_, _>>()?;
+                let remove = (0..nrem)
+                    .map(|_| get_access(&mut r))
+                    .collect::<Result<_, _>>()?;
+                Request::Apply { add, remove }
+            }
+            T_INTACT => Request::Intact,
+            T_SETUP => Request::Setup,
+            T_RELOAD => Request::Reload,
+            T_LOCAL => Request::LocalAddrs,
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end()?;
+        Ok(req)
+    }
+}
+
+impl Reply {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Reply::Done => frame(R_DONE, &[]),
+            Reply::Refused(why) => {
+                let mut b = Vec::new();
+                b.extend_from_slice(&(why.len() as u32).to_be_bytes());
+                b.extend_from_slice(why.as_bytes());
+                frame(R_REFUSED, &b)
+            }
+            Reply::Intact(ok) => frame(R_INTACT, &[u8::from(*ok)]),
+            Reply::Files(files) => {
+                use std::os::unix::ffi::OsStrExt;
+                let mut b = Vec::new();
+                b.extend_from_slice(&(files.len() as u32).to_be_bytes());
+                for (p, data) in files {
+                    let p = p.as_os_str().as_bytes();
+                    b.extend_from_slice(&(p.len() as u32).to_be_bytes());
+                    b.extend_from_slice(p);
+                    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                    b.extend_from_slice(data);
+                }
+                frame(R_FILES, &b)
+            }
+            Reply::Addrs(addrs) => {
+                let mut b = Vec::new();
+                b.extend_from_slice(&(addrs.len() as u32).to_be_bytes());
+                for a in addrs {
+                    let (fam, o) = match a {
+                        IpAddr::V4(v4) => (4u8, v4.to_ipv6_mapped().octets()),
+                        IpAddr::V6(v6) => (6u8, v6.octets()),
+                    };
+                    b.push(fam);
+                    b.extend_from_slice(&o);
+                }
+                frame(R_ADDRS, &b)
+            }
+        }
+    }
+
+    pub fn decode(msg: &[u8]) -> Result<Reply, DecodeError> {
+        let mut r = Rd(msg);
+        let tag = r.u8().map_err(|_| DecodeError::Empty)?;
+        let reply = match tag {
+            R_DONE => Reply::Done,
+            R_REFUSED => Reply::Refused(
+                String::from_utf8(r.bytes()?.to_vec()).map_err(|_| DecodeError::BadText)?,
+            ),
+            R_INTACT => Reply::Intact(r.u8()? != 0),
+            R_FILES => {
+                use std::os::unix::ffi::OsStrExt;
+                let n = r.count(4096)?;
+                let mut files = Vec::new();
+                for _ in 0..n {
+                    let p = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
+                    files.push((p, r.bytes()?.to_vec()));
+                }
+                Reply::Files(files)
+            }
+            R_ADDRS => {
+                let n = r.count(MAX_BATCH)?;
+                let mut addrs = Vec::new();
+                for _ in 0..n {
+                    let fam = r.u8()?;
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(r.take(16)?);
+                    let v6 = Ipv6Addr::from(o);
+                    addrs.push(match fam {
+                        4 => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                        _ => IpAddr::V6(v6),
+                    });
+                }
+                Reply::Addrs(addrs)
+            }
+            t => return Err(DecodeError::UnknownTag(t)),
+        };
+        r.end()?;
+        Ok(reply)
+    }
+}
+
+/// Reads one frame's content from a stream: `Ok(None)` at a clean end of
+/// stream (the other side is gone).
+pub fn read_frame(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n == 0 || n > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn acc(addr: &str, port: u16, exp: u64) -> Access {
+        Access {
+            addr: addr.parse().unwrap(),
+            grant: Grant::tcp(port).unwrap(),
+            expires_at: exp,
+        }
+    }
+
+    fn body(frame: &[u8]) -> &[u8] {
+        &frame[4..]
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let reqs = [
+            Request::Apply {
+                add: vec![acc("198.18.0.2", 22, 5), acc("2001:db8::1", 443, 9)],
+                remove: vec![acc("198.18.0.3", 80, 1)],
+            },
+            Request::Intact,
+            Request::Setup,
+            Request::Reload,
+            Request::LocalAddrs,
+        ];
+        for r in reqs {
+            let f = r.encode();
+            assert_eq!(Request::decode(body(&f)), Ok(r));
+        }
+    }
+
+    #[test]
+    fn every_reply_round_trips() {
+        let replies = [
+            Reply::Done,
+            Reply::Refused("tcp/25 is no key's".into()),
+            Reply::Intact(true),
+            Reply::Files(vec![("/etc/spa/server.toml".into(), b"x = 1".to_vec())]),
+            Reply::Addrs(vec!["198.18.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+        ];
+        for r in replies {
+            let f = r.encode();
+            assert_eq!(Reply::decode(body(&f)), Ok(r));
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let good = Request::Apply {
+            add: vec![acc("198.18.0.2", 22, 5)],
+            remove: vec![],
+        }
+        .encode();
+        let b = body(&good);
+        assert_eq!(Request::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(Request::decode(&[9]), Err(DecodeError::UnknownTag(9)));
+        assert_eq!(
+            Request::decode(&b[..b.len() - 1]),
+            Err(DecodeError::Truncated)
+        );
+        let mut long = b.to_vec();
+        long.push(0);
+        assert_eq!(Request::decode(&long), Err(DecodeError::Truncated));
+        let mut fam = b.to_vec();
+        fam[9] = 5;
+        assert_eq!(Request::decode(&fam), Err(DecodeError::BadFamily(5)));
+        let mut unmapped = b.to_vec();
+        unmapped[10] = 0x20;
+        assert_eq!(Request::decode(&unmapped), Err(DecodeError::BadFamily(4)));
+        let mut proto = b.to_vec();
+        proto[26] = 1;
+        assert_eq!(Request::decode(&proto), Err(DecodeError::BadProto(1)));
+        let mut port = b.to_vec();
+        port[27] = 0;
+        port[28] = 0;
+        assert_eq!(Request::decode(&port), Err(DecodeError::ZeroPort));
+        let mut huge = vec![T_APPLY];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        huge.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(
+            Request::decode(&huge),
+            Err(DecodeError::TooLarge(u32::MAX as usize))
+        );
+        assert_eq!(
+            Request::decode(&[T_INTACT, 0]),
+            Err(DecodeError::TrailingBytes)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Request::decode(&bytes);
+            let _ = Reply::decode(&bytes);
+        }
+    }
+}
