@@ -19,6 +19,26 @@ use std::path::{Path, PathBuf};
 pub struct KeygenCli {
     #[command(flatten)]
     pub opts: KeygenOptions,
+
+    /// Print the shell completion script for spa-keygen (bash, zsh, fish,
+    /// elvish, powershell) instead of making a key. The Debian packages
+    /// install bash, zsh and fish's.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
+}
+
+impl KeygenCli {
+    /// Writes the completion script for `shell` (rendered in memory first:
+    /// clap_complete panics on a write error).
+    pub fn write_completions(
+        shell: clap_complete::Shell,
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "spa-keygen", &mut buf);
+        out.write_all(&buf)
+    }
 }
 
 /// Options of `spa-keygen` / `spa-client keygen`.

@@ -154,20 +154,19 @@ fn without_headings(roff: &[u8]) -> Vec<u8> {
 /// layout of their Debian install directories.
 pub fn completions() -> io::Result<Vec<(PathBuf, Vec<u8>)>> {
     let mut files = Vec::new();
-    for (bin, cmd) in commands() {
+    for (bin, _) in commands() {
         for (shell, path) in [
             (Shell::Bash, format!("bash/{bin}")),
             (Shell::Zsh, format!("zsh/_{bin}")),
             (Shell::Fish, format!("fish/{bin}.fish")),
         ] {
             let mut buf = Vec::new();
-            // The binaries' own `completions` code where there is one (it
-            // mends clap_complete's bash output for subcommands); spa-keygen
-            // has none and no subcommand.
+            // The binaries' own `completions` code (spa-server's and
+            // spa-client's mend clap_complete's bash output for subcommands).
             match bin {
                 "spa-server" => spa_server::cli::write_completions(shell, &mut buf)?,
                 "spa-client" => spa_client::cli::write_completions(shell, &mut buf)?,
-                _ => clap_complete::generate(shell, &mut cmd.clone(), bin, &mut buf),
+                _ => spa_keys::KeygenCli::write_completions(shell, &mut buf)?,
             }
             files.push((PathBuf::from("completions").join(path), buf));
         }

@@ -70,7 +70,7 @@ fn bash_completes_subcommands_and_flags() {
         );
     }
     let keygen = complete("spa-keygen", "spa-keygen --");
-    for f in ["--out", "--name", "--server-id", "--force"] {
+    for f in ["--out", "--name", "--server-id", "--force", "--completions"] {
         assert!(
             keygen.iter().any(|c| c == f),
             "spa-keygen --<TAB> offers {f}: {keygen:?}"

@@ -7,6 +7,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = KeygenCli::parse();
+    if let Some(shell) = cli.completions {
+        return match KeygenCli::write_completions(shell, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write completions to standard output: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match spa_keys::run_keygen(&cli.opts, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
