@@ -7,7 +7,9 @@
 //! 2001:2:0:<id>::/64), so tests run in parallel without sharing anything.
 //! Ids in use: 1-9 and 70 daemon tests, 10-19 firewall, 20-24 capture, 30-49 legacy,
 //! 50-69 lifecycle, 100-103 replay_record, 120-126 owners, jump and addresses (B:
-//! 120-139), 140 tools_env and 141 knock_flood (C: 140-159), 160-162 and 164 client, 163 ssh. Nothing here
+//! 120-139), 140 tools_env and 141 knock_flood (C: 140-159), 160-162 and 164 client, 163 ssh,
+//! 200-213 issue 10 (instance, silent, journal in systemd.rs, rejections, fw_reload,
+//! revocation, check_config; F: 200-219). Nothing here
 //! touches the root namespace's firewall: every command runs through `ip netns exec`.
 
 use spa_proto::{Grant, Proto};
