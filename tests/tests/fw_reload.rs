@@ -5,7 +5,7 @@
 //! notifications, re-installs its chain/sets and re-adds the grant within
 //! 1 s, and a new open after the reload works. The real daemon and tools.
 //!
-//! Namespace ids 208..=210 (engineer F's range is 200..=219).
+//! Namespace ids 208..=210 and 214 (engineer F's range is 200..=219).
 
 use spa_e2e::{Testbed, PORT};
 use std::time::{Duration, Instant};
@@ -151,4 +151,25 @@ fn iptables_legacy_reload_is_repaired_by_the_next_request() {
     );
     r.expect_connect(v4.cli, v4.srv, true, "the earlier grant, re-added", &s);
     r.done("iptables_legacy_reload_is_repaired_by_the_next_request");
+}
+
+/// `iptables -F SPA` by hand keeps our jump but empties the chain: the
+/// missing drop rule tells the daemon, which puts the grant back.
+#[test]
+fn a_flushed_chain_gets_its_grant_back_within_1s() {
+    let r = Testbed::new(214, "fwreload", "iptables", SID, &["alice"]);
+    let v4 = r.pair.v4();
+    let s = r.server("server.log", &[]);
+    r.send(v4.cli, v4.srv, &["--open", "22", "-d", "300"]);
+    s.expect_lines(&["accepted open"], 1);
+    r.expect_connect(v4.cli, v4.srv, true, "before the flush", &s);
+    r.pair.srv_sh("iptables -w -F SPA");
+    assert!(
+        r.pair
+            .wait_connect(v4.cli, v4.srv, PORT, true, Duration::from_secs(1)),
+        "the grant was not back within 1 s of `iptables -F SPA`; log:\n{}",
+        s.log_text()
+    );
+    s.expect_lines(&["firewall reloaded by someone else"], 1);
+    r.done("a_flushed_chain_gets_its_grant_back_within_1s");
 }

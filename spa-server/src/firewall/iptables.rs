@@ -325,12 +325,25 @@ impl Firewall for Iptables {
         // is gone.
         let mut args = vec!["-C".to_string(), self.opts.parent_chain.clone()];
         args.extend(self.jump_spec());
+        // A chain flushed by hand (`iptables -F SPA`) keeps the jump: our
+        // first drop rule tells it (silent, the default).
+        let mut drop = None;
+        if let Some(spec) = drop_specs(&self.opts, &self.silence).into_iter().next() {
+            let mut a = vec!["-C".to_string(), self.opts.chain.clone()];
+            a.extend(spec);
+            drop = Some(a);
+        }
         for fam in [Family::V4, Family::V6] {
             if fam == Family::V6 && !self.v6 {
                 continue;
             }
             if !self.iptables(fam, &args)?.ok() {
                 return Ok(false);
+            }
+            if let Some(a) = &drop {
+                if !self.iptables(fam, a)?.ok() {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
