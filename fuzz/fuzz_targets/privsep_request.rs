@@ -29,6 +29,7 @@ fn cfg() -> &'static Config {
                 require_explicit_address: false,
                 max_grants: 16,
                 rate: Default::default(),
+                rules: Default::default(),
                 file: "/etc/spa/alice.key".into(),
             }],
             30,

@@ -33,12 +33,29 @@ pub fn check(cfg: &Config) -> Report {
     ));
     for k in &cfg.keys {
         let allow: Vec<String> = k.allow.iter().map(|g| g.to_string()).collect();
+        let mut rules = String::new();
+        if !k.rules.from.is_empty() {
+            rules += &format!(", from {}", k.rules.from_text());
+        }
+        if let Some(at) = k.rules.expires {
+            rules += &format!(", expires {}", crate::policy::utc_text(at));
+        }
         r.lines.push(format!(
-            "  key {} ({}): {} for up to {} s",
+            "  key {} ({}): {} for up to {} s{rules}",
             k.name,
             k.key_id,
             allow.join(","),
             k.max_duration
+        ));
+    }
+    // Keys that expire within 7 days (or have): a warning, not an error.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (name, at) in crate::policy::expiring_soon(cfg, now) {
+        r.lines.push(format!(
+            "  warning: {}",
+            crate::policy::expiry_note(name, at, now)
         ));
     }
     for d in &cfg.doors {

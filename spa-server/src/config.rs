@@ -71,6 +71,8 @@ pub struct KeyPolicy {
     pub max_grants: usize,
     /// This key's token bucket (`rate_per_minute`, `rate_burst`).
     pub rate: crate::ratelimit::Rate,
+    /// `from` and `expires` (policy.rs).
+    pub rules: crate::policy::KeyRules,
     pub file: PathBuf,
 }
 
@@ -84,6 +86,7 @@ impl fmt::Debug for KeyPolicy {
             .field("allow_other_address", &self.allow_other_address)
             .field("require_explicit_address", &self.require_explicit_address)
             .field("max_grants", &self.max_grants)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -167,6 +170,10 @@ struct RawKey {
     max_grants: Option<Spanned<usize>>,
     rate_per_minute: Option<Spanned<u32>>,
     rate_burst: Option<Spanned<u32>>,
+    /// Networks the key may be used from (policy.rs).
+    from: Option<Spanned<Vec<String>>>,
+    /// When the key stops working: a TOML date or date-time, UTC.
+    expires: Option<Spanned<toml::value::Datetime>>,
     /// Informational copy of the key-id (spa-keygen prints it); checked
     /// against the key file when present.
     key_id: Option<Spanned<String>>,
@@ -468,6 +475,20 @@ impl Config {
                 }
             }
             let _ = kspan;
+            let rules = crate::policy::KeyRules {
+                from: match &k.from {
+                    Some(f) => crate::policy::parse_from(f.get_ref())
+                        .map_err(|m| err(Some(f.span()), "key.from", m))?,
+                    None => Vec::new(),
+                },
+                expires: match &k.expires {
+                    Some(e) => Some(
+                        crate::policy::parse_expires(e.get_ref())
+                            .map_err(|m| err(Some(e.span()), "key.expires", m))?,
+                    ),
+                    None => None,
+                },
+            };
             keys.push(KeyPolicy {
                 name,
                 key_id,
@@ -478,6 +499,7 @@ impl Config {
                 require_explicit_address: k.require_explicit_address.unwrap_or(false),
                 max_grants,
                 rate,
+                rules,
                 file: path,
             });
         }
@@ -506,6 +528,7 @@ impl Config {
                 require_explicit_address: false,
                 max_grants: limits::DEFAULT_KEY_MAX_GRANTS.min(max_grants_total),
                 rate: crate::ratelimit::Rate::default(),
+                rules: crate::policy::KeyRules::default(),
                 file: path.clone(),
             });
         }
@@ -1266,6 +1289,44 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("key.name"), "{e}");
         assert!(e.msg.contains("both named `alice`"), "{e}");
         assert!(e.msg.contains("bob.key"), "{e}");
+    }
+
+    #[test]
+    fn from_and_expires_are_read_and_their_errors_located() {
+        let env = Env::new();
+        let cfg = env
+            .load(&format!(
+                "{ALICE}from = [\"203.0.113.0/24\", \"2001:db8:5::/48\"]\nexpires = 2027-01-31\n"
+            ))
+            .unwrap();
+        assert_eq!(
+            cfg.keys[0].rules.from_text(),
+            "203.0.113.0/24,2001:db8:5::/48"
+        );
+        assert_eq!(cfg.keys[0].rules.expires, Some(1_801_440_000));
+        let cfg = env.load(ALICE).unwrap();
+        assert_eq!(cfg.keys[0].rules, crate::policy::KeyRules::default());
+        env.err(
+            &format!("{ALICE}from = [\"10.0.0.1/8\"]\n"),
+            5,
+            "key.from",
+            "host bits",
+        );
+        env.err(&format!("{ALICE}from = []\n"), 5, "key.from", "empty list");
+        env.err(
+            &format!("{ALICE}expires = 12:00:00\n"),
+            5,
+            "key.expires",
+            "without a date",
+        );
+        let e = env
+            .load(&format!("{ALICE}expires = \"2027-01-31\"\n"))
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(5), Some("key.expires")),
+            "{e}"
+        );
     }
 
     #[test]

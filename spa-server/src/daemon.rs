@@ -237,7 +237,8 @@ impl Daemon {
             backend = grants.backend(),
             "ready"
         );
-        let engine = Engine::new(cfg, replay, grants, legacy, LocalAddrs::default());
+        let mut engine = Engine::new(cfg, replay, grants, legacy, LocalAddrs::default());
+        engine.warn_expiring_keys(&Now::read());
         let notifier = Notifier::from_env();
         notifier.ready("listening");
         Ok(Daemon {

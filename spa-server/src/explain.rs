@@ -71,6 +71,11 @@ pub fn policy(k: Option<&KeyPolicy>, p: &PolicyReject) -> String {
             "key {} may open only for the address it sends from (allow_other_address = false)",
             k.name
         ),
+        (PolicyReject::SourceNotAllowed { .. }, Some(k)) => format!(
+            "key {} may be used from {} (from)",
+            k.name,
+            k.rules.from_text()
+        ),
         _ => String::new(),
     }
 }

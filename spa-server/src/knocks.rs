@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::grants::Owner;
 use crate::legacy::{HmacKey, KnockEvent, LegacyEvent, LegacyKnocks};
+use crate::policy::Refusal;
 use spa_proto::{Grant, Grants, Proto};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -87,9 +88,12 @@ pub enum Outcome {
         grants: Vec<Grant>,
         via: String,
     },
+    /// An authentic HMAC knock the key's rules refuse (policy.rs).
     Rejected {
         addr: IpAddr,
         via: String,
+        /// Stable `reason=` name (`Refusal::code`).
+        code: &'static str,
         reason: String,
     },
 }
@@ -274,15 +278,35 @@ impl Runtime {
                     let name = key
                         .map(|k| k.name.clone())
                         .unwrap_or_else(|| h.key_id.to_string());
-                    // The key's cap binds a knock as it binds a datagram.
+                    let via = format!("hmac knock key {name} step {}", h.step);
+                    // The key's rules (`expires`, `from`) and its cap bind a
+                    // knock as they bind a datagram.
+                    if let Some(Err(r)) = key.map(|k| k.rules.check(src, unix_secs)) {
+                        return Outcome::Rejected {
+                            addr: h.addr,
+                            via,
+                            code: r.code(),
+                            reason: match r {
+                                Refusal::Source => format!(
+                                    "key `{name}` may not be used from {src} (its `from` networks)"
+                                ),
+                                Refusal::Expired { at } => format!(
+                                    "key `{name}` expired at {} (its `expires`)",
+                                    crate::policy::utc_text(at)
+                                ),
+                            },
+                        };
+                    }
                     let asked = h.duration_secs.unwrap_or(cfg.default_duration);
-                    let duration_secs = key.map_or(asked, |k| asked.min(k.max_duration));
+                    let duration_secs = key.map_or(asked, |k| {
+                        k.rules.cap_duration(asked.min(k.max_duration), unix_secs).0
+                    });
                     Outcome::Open {
                         owner: Owner::Key(name.clone()),
                         addr: h.addr,
                         grants: h.grants.as_slice().to_vec(),
                         duration_secs,
-                        via: format!("hmac knock key {name} step {}", h.step),
+                        via,
                         hmac: true,
                     }
                 }
@@ -341,6 +365,7 @@ mod tests {
                 require_explicit_address: false,
                 max_grants: 16,
                 rate: crate::ratelimit::Rate::default(),
+                rules: crate::policy::KeyRules::default(),
                 file: PathBuf::from("/etc/spa/alice.key"),
             }],
             default,
@@ -364,6 +389,32 @@ mod tests {
             out.extend(rt.observe(cfg, src, Proto::Tcp, port, tcp_flag::SYN, unix));
         }
         out
+    }
+
+    /// Issue 15: an HMAC knock is held to the key's `from` and `expires`
+    /// as a datagram is, with the same reasons.
+    #[test]
+    fn hmac_knocks_obey_the_keys_source_networks_and_expiry() {
+        let mut cfg = config(30, 300);
+        cfg.keys[0].rules.from = crate::policy::parse_from(&["198.18.0.0/24".into()]).unwrap();
+        duration_of(&hmac_knock(&cfg));
+        match hmac_knock_with(&mut Runtime::new(&cfg), &cfg, "198.18.1.2").as_slice() {
+            [Outcome::Rejected { code, reason, .. }] => {
+                assert_eq!(*code, "source_not_allowed");
+                assert!(
+                    reason.contains("alice") && reason.contains("198.18.1.2"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        cfg.keys[0].rules.expires = Some(1_700_000_020);
+        assert_eq!(duration_of(&hmac_knock(&cfg)), 9);
+        cfg.keys[0].rules.expires = Some(1_700_000_010);
+        match hmac_knock(&cfg).as_slice() {
+            [Outcome::Rejected { code, .. }] => assert_eq!(*code, "key_expired"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
     }
 
     fn duration_of(out: &[Outcome]) -> u32 {

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod notify;
+pub mod policy;
 pub mod privsep;
 pub mod ratelimit;
 pub mod safefile;

@@ -30,6 +30,8 @@ pub struct Decision {
     pub duration_secs: u32,
     /// True when the requested duration was cut down to the key's cap.
     pub capped: bool,
+    /// True when it was cut to end at the key's `expires` (policy.rs).
+    pub until_expiry: bool,
 }
 
 /// Why an authentic datagram was still refused.
@@ -48,6 +50,10 @@ pub enum PolicyReject {
     /// The key has `require_explicit_address` and the request said "my
     /// source address".
     ExplicitAddressRequired { key_name: String },
+    /// The datagram came from outside the key's `from` networks.
+    SourceNotAllowed { key_name: String, src: IpAddr },
+    /// The key's `expires` instant (Unix seconds) has passed.
+    KeyExpired { key_name: String, at: u64 },
 }
 
 impl PolicyReject {
@@ -58,6 +64,10 @@ impl PolicyReject {
             PolicyReject::OtherAddress { .. } => "other_address",
             PolicyReject::UnusableAddress { .. } => "unusable_address",
             PolicyReject::ExplicitAddressRequired { .. } => "explicit_address_required",
+            PolicyReject::SourceNotAllowed { .. } => crate::policy::Refusal::Source.code(),
+            PolicyReject::KeyExpired { at, .. } => {
+                crate::policy::Refusal::Expired { at: *at }.code()
+            }
         }
     }
 }
@@ -80,6 +90,17 @@ impl fmt::Display for PolicyReject {
                 f,
                 "key `{key_name}` must name the address to open (require_explicit_address; \
                  spa-client send --allow-ip)"
+            ),
+            PolicyReject::SourceNotAllowed { key_name, src } => {
+                write!(
+                    f,
+                    "key `{key_name}` may not be used from {src} (its `from` networks)"
+                )
+            }
+            PolicyReject::KeyExpired { key_name, at } => write!(
+                f,
+                "key `{key_name}` expired at {} (its `expires`)",
+                crate::policy::utc_text(*at)
             ),
         }
     }
@@ -161,7 +182,14 @@ pub fn judge(
         Err(Refused::Reject(r)) => return Ok(Verdict::Reject(r)),
         Err(Refused::NotPersisted(e)) => return Err(e),
     }
-    Ok(policy_verdict(policy, opened.request, src, cfg, is_local))
+    Ok(policy_verdict(
+        policy,
+        opened.request,
+        src,
+        now,
+        cfg,
+        is_local,
+    ))
 }
 
 /// The key's policy over an authentic, recorded request.
@@ -169,9 +197,27 @@ fn policy_verdict(
     policy: &KeyPolicy,
     req: Request,
     src: IpAddr,
+    now: u64,
     cfg: &Config,
     is_local: impl FnOnce(IpAddr) -> bool,
 ) -> Verdict {
+    // The key's own rules (`expires`, `from`) come first: an expired key
+    // or one used from elsewhere opens nothing, whatever it asks.
+    match policy.rules.check(src, now) {
+        Ok(()) => {}
+        Err(crate::policy::Refusal::Source) => {
+            return Verdict::Deny(PolicyReject::SourceNotAllowed {
+                key_name: policy.name.clone(),
+                src: src.to_canonical(),
+            })
+        }
+        Err(crate::policy::Refusal::Expired { at }) => {
+            return Verdict::Deny(PolicyReject::KeyExpired {
+                key_name: policy.name.clone(),
+                at,
+            })
+        }
+    }
     let addr = match req.allow {
         AllowAddr::Source if policy.require_explicit_address => {
             return Verdict::Deny(PolicyReject::ExplicitAddressRequired {
@@ -212,7 +258,10 @@ fn policy_verdict(
     } else {
         req.duration_secs
     };
-    let duration_secs = asked.min(policy.max_duration);
+    // A grant of an expiring key ends at the expiry instant, kernel-side.
+    let (duration_secs, until_expiry) = policy
+        .rules
+        .cap_duration(asked.min(policy.max_duration), now);
     let mut grants = grants.to_vec();
     grants.sort();
     grants.dedup();
@@ -224,6 +273,7 @@ fn policy_verdict(
         grants,
         duration_secs,
         capped: duration_secs < asked,
+        until_expiry,
     })
 }
 
@@ -270,6 +320,7 @@ mod tests {
                 per_minute: 60,
                 burst: 1000,
             },
+            rules: crate::policy::KeyRules::default(),
             file: PathBuf::from(format!("/etc/spa/{name}.key")),
         }
     }
@@ -859,6 +910,74 @@ mod tests {
                 no_local
             ),
             Verdict::Reject(Reject::RateLimited)
+        );
+    }
+
+    /// Issue 15, item 1: a key with `from` opens nothing for a datagram
+    /// sent from elsewhere, and the denial names the key and the source.
+    #[test]
+    fn a_key_used_from_outside_its_networks_is_denied() {
+        let mut cfg = config();
+        cfg.keys[1].rules.from = crate::policy::parse_from(&["198.18.0.0/24".into()]).unwrap();
+        let v = judge(
+            &seal(0x22, &req(&[tcp(443)]), 1),
+            SRC,
+            NOW,
+            &cfg,
+            &mut replay(),
+            no_local,
+        );
+        accept(v);
+        let other: IpAddr = "198.18.1.2".parse().unwrap();
+        let mut st = replay();
+        let v = judge(
+            &seal(0x22, &req(&[tcp(443)]), 2),
+            other,
+            NOW,
+            &cfg,
+            &mut st,
+            no_local,
+        );
+        let Verdict::Deny(p) = v else {
+            panic!("expected a denial, got {v:?}")
+        };
+        assert_eq!(p.code(), "source_not_allowed");
+        assert_eq!(
+            p.to_string(),
+            "key `bob` may not be used from 198.18.1.2 (its `from` networks)"
+        );
+        // Recorded like every denial: its replay stays refused.
+        assert_eq!(st.replay.len(), 1);
+    }
+
+    /// Issue 15, item 2: an expired key is refused with its own reason, and
+    /// a grant of a key about to expire ends at the expiry instant.
+    #[test]
+    fn an_expired_key_is_denied_and_grants_end_at_its_expiry() {
+        let mut cfg = config();
+        cfg.keys[1].rules.expires = Some(NOW + 100);
+        let mut r = req(&[tcp(443)]);
+        r.duration_secs = 300;
+        let d = accept(judge(
+            &seal(0x22, &r, 1),
+            SRC,
+            NOW,
+            &cfg,
+            &mut replay(),
+            no_local,
+        ));
+        // It starts by NOW + 1 and ends by NOW + 100.
+        assert_eq!(d.duration_secs, 99);
+        assert!(d.capped && d.until_expiry);
+        cfg.keys[1].rules.expires = Some(NOW);
+        let v = judge(&seal(0x22, &r, 2), SRC, NOW, &cfg, &mut replay(), no_local);
+        let Verdict::Deny(p) = v else {
+            panic!("expected a denial, got {v:?}")
+        };
+        assert_eq!(p.code(), "key_expired");
+        assert!(
+            p.to_string().contains("expired at 2023-11-14T22:13:20Z"),
+            "{p}"
         );
     }
 

@@ -155,6 +155,8 @@ pub struct Engine {
     local: LocalAddrs,
     limiter: LogLimiter,
     stats: Stats,
+    /// Keys about to expire are named at start, at reload and once a day.
+    expiry_warnings: crate::policy::ExpiryWarnings,
 }
 
 impl Engine {
@@ -174,6 +176,7 @@ impl Engine {
             local,
             limiter: LogLimiter::new(20),
             stats: Stats::default(),
+            expiry_warnings: crate::policy::ExpiryWarnings::default(),
         }
     }
 
@@ -213,7 +216,17 @@ impl Engine {
         self.grants.teardown()
     }
 
+    /// Logs keys that expire within 7 days, at most once a day. Called on
+    /// every event (a wake-up the loop has anyway) and at start, so it adds
+    /// no timer: an idle daemon warns at its next packet, expiry or watchdog.
+    pub fn warn_expiring_keys(&mut self, now: &Now) {
+        for line in self.expiry_warnings.due(&self.cfg, now.secs()) {
+            warn!(reason = "key_expiring", "{line}");
+        }
+    }
+
     pub fn handle(&mut self, ev: Event<'_>, now: &Now) -> Vec<Outcome> {
+        self.warn_expiring_keys(now);
         match ev {
             Event::Packet(Packet::Spa { src, payload, .. }) => {
                 vec![self.datagram(src, payload, now)]
@@ -319,8 +332,10 @@ impl Engine {
                             %src, key = %d.key_name, key_id, addr = %d.addr, grants = %ports,
                             duration = d.duration_secs, capped = d.capped,
                             added = c.added, refreshed = c.refreshed,
-                            "accepted open: rule added; duration capped to key {}'s max_duration {} s",
-                            d.key_name, d.duration_secs
+                            "accepted open: rule added; duration capped to key {}'s {} {} s",
+                            d.key_name,
+                            if d.until_expiry { "expires, in" } else { "max_duration" },
+                            d.duration_secs
                         );
                         Outcome::Opened(c)
                     }
@@ -458,12 +473,17 @@ impl Engine {
                     Outcome::FirewallFailed
                 }
             },
-            knocks::Outcome::Rejected { addr, via, reason } => {
+            knocks::Outcome::Rejected {
+                addr,
+                via,
+                code,
+                reason,
+            } => {
                 self.stats.knocks_rejected += 1;
                 if self.limiter.allow(now.mono) {
-                    info!(%addr, via = %via, "knock rejected: {reason}");
+                    info!(%addr, via = %via, reason = code, "knock rejected: {reason}");
                 }
-                Outcome::Refused("knock_sequence")
+                Outcome::Refused(code)
             }
         }
     }
@@ -567,6 +587,8 @@ impl Engine {
         );
         self.cfg = new;
         self.stats.reloads += 1;
+        self.expiry_warnings.reset();
+        self.warn_expiring_keys(now);
         Outcome::Reloaded
     }
 

@@ -48,6 +48,7 @@ fn policy(b: u8, name: &str, allow: &[Grant]) -> KeyPolicy {
             per_minute: 60,
             burst: 1000,
         },
+        rules: crate::policy::KeyRules::default(),
         file: PathBuf::from(format!("/etc/spa/{name}.key")),
     }
 }

@@ -54,6 +54,22 @@ pub fn fit(old: &Config, new: &Config, owner: &Owner, grant: Grant, until: u64, 
             if !k.allow.contains(&grant) {
                 return Fit::Remove(format!("key {name} may no longer open {grant} (allow)"));
             }
+            // A key whose `expires` moved earlier (policy.rs): its grants
+            // end by the new instant, as new ones would.
+            if let Some(at) = k.rules.expires {
+                if at <= now {
+                    return Fit::Remove(format!(
+                        "key {name} expired at {} (expires)",
+                        crate::policy::utc_text(at)
+                    ));
+                }
+                if until > at {
+                    return Fit::Until(
+                        at,
+                        format!("key {name} now expires at {}", crate::policy::utc_text(at)),
+                    );
+                }
+            }
             let cap = now.saturating_add(u64::from(k.max_duration));
             if until > cap {
                 return Fit::Until(
@@ -189,5 +205,39 @@ mod tests {
         let n = fake.apply_count();
         assert!(g.revoke(1010, |_, _, _| Fit::Keep).unwrap().is_empty());
         assert_eq!(fake.apply_count(), n);
+    }
+
+    /// Issue 15: a reload that moves a key's `expires` earlier ends its
+    /// grants by the new instant, or now if it has passed.
+    #[test]
+    fn an_earlier_expiry_shortens_or_ends_the_keys_grants() {
+        let k = std::sync::Arc::new(spa_proto::MasterKey::from_bytes([7; 32]).derive());
+        let ssh = Grant::new(Proto::Tcp, 22).unwrap();
+        let key = |expires| crate::config::KeyPolicy {
+            name: "carol".into(),
+            key_id: k.key_id(),
+            keys: k.clone(),
+            allow: vec![ssh],
+            max_duration: 300,
+            allow_other_address: false,
+            require_explicit_address: false,
+            max_grants: 16,
+            rate: crate::ratelimit::Rate::default(),
+            rules: crate::policy::KeyRules {
+                from: Vec::new(),
+                expires,
+            },
+            file: "/k".into(),
+        };
+        let old = Config::for_tests(vec![key(None)], 30);
+        let carol = Owner::Key("carol".into());
+        let fit_with = |expires| {
+            let new = Config::for_tests(vec![key(expires)], 30);
+            fit(&old, &new, &carol, ssh, 1200, 1000)
+        };
+        assert_eq!(fit_with(None), Fit::Keep);
+        assert_eq!(fit_with(Some(1300)), Fit::Keep);
+        assert!(matches!(fit_with(Some(1100)), Fit::Until(1100, _)));
+        assert!(matches!(fit_with(Some(1000)), Fit::Remove(w) if w.contains("expired")));
     }
 }

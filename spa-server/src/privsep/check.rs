@@ -43,19 +43,31 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The longest any owner in `cfg` may open `access.grant` for, in seconds;
-/// `None` when no one may.
-fn longest(cfg: &Config, access: &Access) -> Option<u32> {
+/// The latest Unix second any owner in `cfg` may make `access.grant` end
+/// at, for a grant opened at `now`; `None` when no one may open it. Grants
+/// end at ceil(now) + duration: one second of slack. A key's grants end by
+/// its `expires` (policy.rs), and an expired key opens nothing.
+fn latest_end(cfg: &Config, access: &Access, now: u64) -> Option<u64> {
+    let start = now.saturating_add(1);
     let keys = cfg
         .keys
         .iter()
         .filter(|k| k.allow.contains(&access.grant))
-        .map(|k| k.max_duration);
+        .filter_map(|k| {
+            let end = start.saturating_add(u64::from(k.max_duration));
+            match k.rules.expires {
+                Some(at) if at <= start => None,
+                Some(at) => Some(end.min(at)),
+                None => Some(end),
+            }
+        });
     let doors = cfg.doors.iter().filter_map(|d| match d.action {
         DoorAction::Open {
             grant,
             duration_secs,
-        } if grant == access.grant => Some(duration_secs.unwrap_or(cfg.default_duration)),
+        } if grant == access.grant => {
+            Some(start.saturating_add(u64::from(duration_secs.unwrap_or(cfg.default_duration))))
+        }
         _ => None,
     });
     keys.chain(doors).max()
@@ -73,9 +85,7 @@ pub fn apply(
         return Err(Refusal::TooMany(add.len()));
     }
     for a in add {
-        let limit = longest(cfg, a).ok_or(Refusal::NoOwner(*a))?;
-        // Grants end at ceil(now) + duration: one second of slack.
-        let latest = now.saturating_add(1).saturating_add(u64::from(limit));
+        let latest = latest_end(cfg, a, now).ok_or(Refusal::NoOwner(*a))?;
         if a.expires_at > latest {
             return Err(Refusal::TooLong {
                 access: *a,
@@ -113,6 +123,7 @@ mod tests {
                 require_explicit_address: false,
                 max_grants: 16,
                 rate: crate::ratelimit::Rate::default(),
+                rules: crate::policy::KeyRules::default(),
                 file: PathBuf::from("/etc/spa/alice.key"),
             }],
             30,
@@ -153,6 +164,27 @@ mod tests {
         assert!(matches!(
             apply(&cfg(), &[a], NOW, no_local),
             Err(Refusal::TooLong { .. })
+        ));
+    }
+
+    /// Issue 15: a key's grant may not outlive its `expires`, and an
+    /// expired key (here the only owner of tcp/22) opens nothing.
+    #[test]
+    fn a_grant_past_its_keys_expiry_is_refused() {
+        let mut c = cfg();
+        c.doors.clear();
+        c.keys[0].rules.expires = Some(NOW + 100);
+        let ok = acc("198.18.0.2", Proto::Tcp, 22, NOW + 100);
+        assert_eq!(apply(&c, &[ok], NOW, no_local), Ok(()));
+        let late = acc("198.18.0.2", Proto::Tcp, 22, NOW + 101);
+        assert!(matches!(
+            apply(&c, &[late], NOW, no_local),
+            Err(Refusal::TooLong { limit, .. }) if limit == NOW + 100
+        ));
+        c.keys[0].rules.expires = Some(NOW);
+        assert!(matches!(
+            apply(&c, &[ok], NOW, no_local),
+            Err(Refusal::NoOwner(_))
         ));
     }
 
