@@ -673,6 +673,7 @@ pub fn tcp_access(addr: impl Into<IpAddr>, port: u16, expires_at: u64) -> Access
         addr: addr.into(),
         grant: Grant::new(Proto::Tcp, port).expect("port > 0"),
         expires_at,
+        forward: None,
     }
 }
 

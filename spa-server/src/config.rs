@@ -174,6 +174,8 @@ struct RawKey {
     from: Option<Spanned<Vec<String>>>,
     /// When the key stops working: a TOML date or date-time, UTC.
     expires: Option<Spanned<toml::value::Datetime>>,
+    /// `[key.forward]`: "tcp/2222" = "10.20.0.5:22" (policy.rs).
+    forward: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     /// Informational copy of the key-id (spa-keygen prints it); checked
     /// against the key file when present.
     key_id: Option<Spanned<String>>,
@@ -475,7 +477,7 @@ impl Config {
                 }
             }
             let _ = kspan;
-            let rules = crate::policy::KeyRules {
+            let mut rules = crate::policy::KeyRules {
                 from: match &k.from {
                     Some(f) => crate::policy::parse_from(f.get_ref())
                         .map_err(|m| err(Some(f.span()), "key.from", m))?,
@@ -488,7 +490,21 @@ impl Config {
                     ),
                     None => None,
                 },
+                forward: Vec::new(),
             };
+            if let Some(f) = &k.forward {
+                for (g, t) in f.get_ref() {
+                    let grant = parse_grant(g)
+                        .map_err(|m| err(Some(f.span()), "key.forward", format!("{g:?}: {m}")))?;
+                    let to = crate::policy::parse_target(t)
+                        .map_err(|m| err(Some(f.span()), "key.forward", format!("{g}: {m}")))?;
+                    rules.forward.push((grant, to));
+                    // A forwarded grant is one the key may ask for.
+                    if !allow.contains(&grant) {
+                        allow.push(grant);
+                    }
+                }
+            }
             keys.push(KeyPolicy {
                 name,
                 key_id,
@@ -593,6 +609,7 @@ impl Config {
                     .into(),
             ));
         }
+        crate::policy::check_forwards(&keys).map_err(|m| err(None, "key.forward", m))?;
         let mut by_id = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             if let Some(&j) = by_id.get(&k.key_id) {
@@ -1327,6 +1344,39 @@ mod tests {
             (Some(5), Some("key.expires")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn forwards_are_read_allowed_and_one_meaning_per_grant() {
+        let env = Env::new();
+        let fwd = "[key.forward]\n\"tcp/2222\" = \"10.20.0.5:22\"\n\"2223\" = \"[2001:db8:20::5]:22\"\n";
+        let cfg = env.load(&format!("{ALICE}{fwd}")).unwrap();
+        let k = &cfg.keys[0];
+        assert!(k.allow.contains(&tcp(2222)) && k.allow.contains(&tcp(2223)));
+        assert_eq!(
+            crate::policy::forwards(&cfg.keys).get(&tcp(2223)),
+            Some(&"[2001:db8:20::5]:22".parse().unwrap())
+        );
+        env.err(
+            &format!("{ALICE}[key.forward]\n\"tcp/2222\" = \"10.20.0.5\"\n"),
+            5,
+            "key.forward",
+            "not host:port",
+        );
+        env.err(
+            &format!("{ALICE}[key.forward]\n\"tcp/2222\" = \"127.0.0.1:22\"\n"),
+            5,
+            "key.forward",
+            "loopback",
+        );
+        // bob opens tcp/2222 on the gateway while alice forwards it.
+        env.key("bob.key", "bob", 0x22);
+        let e = env
+            .load(&format!(
+                "{ALICE}{fwd}[[key]]\nname = \"bob\"\nfile = \"bob.key\"\nallow = [\"tcp/2222\"]\n"
+            ))
+            .unwrap_err();
+        assert!(e.msg.contains("one thing on the gateway"), "{e}");
     }
 
     #[test]

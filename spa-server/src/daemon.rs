@@ -193,6 +193,12 @@ impl Daemon {
         grants
             .set_silence(&knocks::silence(&cfg))
             .map_err(DaemonError::Firewall)?;
+        // Forwards (issue 15): the kernel must forward, or a refusal now
+        // beats grants that are accepted and lead nowhere.
+        let forwards = crate::policy::forwards(&cfg.keys);
+        firewall::forward::check_ip_forwarding(&forwards, |p| std::fs::read_to_string(p))
+            .map_err(DaemonError::Firewall)?;
+        grants.set_forwards(forwards);
         grants.setup().map_err(DaemonError::Firewall)?;
         info!(
             backend = grants.backend(),

@@ -105,6 +105,9 @@ impl Entry {
 pub struct Grants {
     fw: Box<dyn Firewall>,
     live: HashMap<(IpAddr, Grant), Entry>,
+    /// Grants the configuration forwards to a host behind the gateway
+    /// (`[key.forward]`, policy.rs): a new rule for one is a forward.
+    forwards: HashMap<Grant, std::net::SocketAddr>,
 }
 
 fn dedup(grants: &[Grant]) -> Vec<Grant> {
@@ -119,7 +122,16 @@ impl Grants {
         Grants {
             fw,
             live: HashMap::new(),
+            forwards: HashMap::new(),
         }
+    }
+
+    /// The forwarded grants of the configuration (start, reload). Before
+    /// `setup`, it also tells the backend to install its forwarding hooks.
+    /// A live grant keeps the target it was opened with until it ends.
+    pub fn set_forwards(&mut self, forwards: HashMap<Grant, std::net::SocketAddr>) {
+        self.fw.set_forwarding(!forwards.is_empty());
+        self.forwards = forwards;
     }
 
     pub fn backend(&self) -> &'static str {
@@ -249,6 +261,7 @@ impl Grants {
                         addr,
                         grant,
                         expires_at,
+                        forward: self.forwards.get(&grant).copied(),
                     });
                 }
                 Some(e) => {

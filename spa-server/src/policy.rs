@@ -7,8 +7,10 @@
 //! expiry instant, so the kernel (nft timeout, iptables `--datestop`) ends
 //! them even when the daemon is not running. Pure: time is passed in.
 
+use spa_proto::Grant;
+use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// How far ahead `check-config` and the daily warning look (7 days).
@@ -113,6 +115,9 @@ pub struct KeyRules {
     pub from: Vec<Net>,
     /// Unix second from which the key is refused; None: never.
     pub expires: Option<u64>,
+    /// `[key.forward]`: grants that open a path through this gateway to a
+    /// host behind it (DNAT + forward ACCEPT) instead of a local port.
+    pub forward: Vec<(Grant, SocketAddr)>,
 }
 
 /// Why a key's rules refuse a request (a datagram or an HMAC knock).
@@ -195,6 +200,64 @@ pub fn parse_from(list: &[String]) -> Result<Vec<Net>, String> {
         );
     }
     list.iter().map(|s| s.trim().parse()).collect()
+}
+
+/// Parses one `[key.forward]` target: `10.20.0.5:22` or
+/// `[2001:db8:20::5]:22`, a unicast host with a port.
+pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    let t: SocketAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not host:port (10.20.0.5:22, [2001:db8:20::5]:22)"))?;
+    let ip = t.ip().to_canonical();
+    if t.port() == 0 {
+        return Err(format!("{s:?}: the port must be 1-65535"));
+    }
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        return Err(format!(
+            "{s:?} is not a host behind the gateway (unspecified, loopback or multicast)"
+        ));
+    }
+    Ok(SocketAddr::new(ip, t.port()))
+}
+
+/// Every forwarded grant of the configuration and its target. One grant
+/// means one thing on the gateway: `check_forwards` refuses a grant that
+/// one key forwards and another opens locally or forwards elsewhere.
+pub fn forwards(keys: &[crate::config::KeyPolicy]) -> HashMap<Grant, SocketAddr> {
+    keys.iter()
+        .flat_map(|k| k.rules.forward.iter().copied())
+        .collect()
+}
+
+/// The configuration-wide rule for forwards (see `forwards`), the error
+/// naming both keys.
+pub fn check_forwards(keys: &[crate::config::KeyPolicy]) -> Result<(), String> {
+    let all = forwards(keys);
+    for k in keys {
+        for g in &k.allow {
+            let Some(to) = all.get(g) else { continue };
+            match k.rules.forward.iter().find(|(f, _)| f == g) {
+                Some((_, mine)) if mine == to => {}
+                mine => {
+                    let other = keys
+                        .iter()
+                        .find(|o| o.rules.forward.iter().any(|(f, t)| f == g && t == to))
+                        .map_or("?", |o| o.name.as_str());
+                    let what = match mine {
+                        Some((_, t)) => format!("forwards it to {t}"),
+                        None => "opens it on the gateway itself".into(),
+                    };
+                    return Err(format!(
+                        "key `{other}` forwards {g} to {to} but key `{}` {what}: a grant \
+                         means one thing on the gateway; use another port for one of them",
+                        k.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A TOML `expires` value as a Unix second. A date (`2027-01-31`) means the
@@ -359,6 +422,7 @@ mod tests {
         let r = KeyRules {
             from: vec!["198.18.0.0/24".parse().unwrap()],
             expires: Some(1000),
+            forward: Vec::new(),
         };
         assert_eq!(r.check(ip("198.18.0.2"), 998), Ok(()));
         assert_eq!(r.check(ip("198.18.1.2"), 998), Err(Refusal::Source));
@@ -378,6 +442,7 @@ mod tests {
         let r = KeyRules {
             from: Vec::new(),
             expires: Some(1000),
+            forward: Vec::new(),
         };
         // Started at ceil(now) = 901 at the latest, it ends by 1000.
         assert_eq!(r.cap_duration(30, 900), (30, false));
@@ -427,6 +492,7 @@ mod tests {
             rules: KeyRules {
                 from: Vec::new(),
                 expires: Some(now + 3 * 86_400 + 7200),
+                forward: Vec::new(),
             },
             file: "/k".into(),
         });

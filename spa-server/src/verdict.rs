@@ -54,6 +54,13 @@ pub enum PolicyReject {
     SourceNotAllowed { key_name: String, src: IpAddr },
     /// The key's `expires` instant (Unix seconds) has passed.
     KeyExpired { key_name: String, at: u64 },
+    /// A forwarded grant's host behind the gateway is of the other address
+    /// family than the requester (no DNAT between IPv4 and IPv6).
+    ForwardFamily {
+        key_name: String,
+        grant: Grant,
+        to: std::net::SocketAddr,
+    },
 }
 
 impl PolicyReject {
@@ -68,6 +75,7 @@ impl PolicyReject {
             PolicyReject::KeyExpired { at, .. } => {
                 crate::policy::Refusal::Expired { at: *at }.code()
             }
+            PolicyReject::ForwardFamily { .. } => "forward_family",
         }
     }
 }
@@ -97,6 +105,15 @@ impl fmt::Display for PolicyReject {
                     "key `{key_name}` may not be used from {src} (its `from` networks)"
                 )
             }
+            PolicyReject::ForwardFamily {
+                key_name,
+                grant,
+                to,
+            } => write!(
+                f,
+                "key `{key_name}` forwards {grant} to {to}, another address family than the \
+                 requester's: send from (or --allow-ip) an address of that family"
+            ),
             PolicyReject::KeyExpired { key_name, at } => write!(
                 f,
                 "key `{key_name}` expired at {} (its `expires`)",
@@ -251,6 +268,18 @@ fn policy_verdict(
         return Verdict::Deny(PolicyReject::NotAllowed {
             key_name: policy.name.clone(),
             grant: *g,
+        });
+    }
+    if let Some((g, to)) = policy
+        .rules
+        .forward
+        .iter()
+        .find(|(g, to)| grants.contains(g) && to.is_ipv4() != addr.is_ipv4())
+    {
+        return Verdict::Deny(PolicyReject::ForwardFamily {
+            key_name: policy.name.clone(),
+            grant: *g,
+            to: *to,
         });
     }
     let asked = if req.duration_secs == 0 {

@@ -566,6 +566,7 @@ impl Engine {
             .replay
             .set_limits(new.window, share_of(new.replay_capacity, new.keys.len()));
         self.judge.buckets.retain(|id| new.key(id).is_some());
+        self.grants.set_forwards(crate::policy::forwards(&new.keys));
         if let Err(e) = self.grants.set_silence(&knocks::silence(&new)) {
             warn!("reload: the silent ports' drop rules could not be replaced (the old ones stay): {e}");
         }

@@ -169,6 +169,7 @@ mod tests {
             addr: std::net::IpAddr::from([198, 18, 1, last]),
             grant: Grant::new(Proto::Tcp, port).unwrap(),
             expires_at: exp,
+            forward: None,
         }
     }
 

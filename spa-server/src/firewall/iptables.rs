@@ -51,6 +51,8 @@ pub struct Iptables {
     silence: Silence,
     /// Whether setup ran (then set_silence changes the chain at once).
     installed: bool,
+    /// Whether setup installs the forward chain and the nat chain (forward.rs).
+    forwarding: bool,
 }
 
 impl Iptables {
@@ -64,6 +66,7 @@ impl Iptables {
             prespawn: false,
             silence: Silence::default(),
             installed: false,
+            forwarding: false,
         }
     }
 
@@ -200,6 +203,29 @@ impl Iptables {
                 removed += 1;
             }
         }
+        // The forward path's jumps (issue 15), whether or not this run
+        // forwards: a flush must leave nothing behind.
+        for (table, parent, spec) in [
+            (
+                "filter",
+                "FORWARD",
+                super::forward::ipt_fwd_jump(&self.opts),
+            ),
+            (
+                "nat",
+                "PREROUTING",
+                super::forward::ipt_nat_jump(&self.opts),
+            ),
+        ] {
+            let mut args = vec!["-t".to_string(), table.into(), "-D".into(), parent.into()];
+            args.extend(spec);
+            for _ in 0..MAX_STALE_JUMPS {
+                match self.iptables(fam, &args) {
+                    Ok(ran) if ran.ok() => removed += 1,
+                    _ => break,
+                }
+            }
+        }
         if removed >= MAX_STALE_JUMPS {
             warn!(
                 family = fam.label(),
@@ -218,12 +244,22 @@ impl Iptables {
         for spec in drop_specs(&self.opts, &self.silence) {
             drops.push_str(&format!("-A {} {}\n", self.opts.chain, restore_args(&spec)));
         }
-        let batch = format!(
-            "*filter\n:{chain} - [0:0]\n{drops}-I {parent} 1 {jump}\nCOMMIT\n",
+        let mut batch = format!(
+            "*filter\n:{chain} - [0:0]\n{drops}-I {parent} 1 {jump}\n",
             chain = self.opts.chain,
             parent = self.opts.parent_chain,
             jump = restore_args(&self.jump_spec()),
         );
+        if self.forwarding {
+            let fwd = super::forward::ipt_fwd_chain(&self.opts);
+            batch.push_str(&format!(
+                ":{fwd} - [0:0]\n-I FORWARD 1 {}\nCOMMIT\n*nat\n:{} - [0:0]\n-I PREROUTING 1 {}\n",
+                restore_args(&super::forward::ipt_fwd_jump(&self.opts)),
+                self.opts.chain,
+                restore_args(&super::forward::ipt_nat_jump(&self.opts)),
+            ));
+        }
+        batch.push_str("COMMIT\n");
         self.restore(fam, &batch)?;
         info!(
             family = fam.label(),
@@ -242,12 +278,27 @@ impl Iptables {
             Err(FwError::Spawn { .. }) if fam == Family::V6 => return Ok(()),
             Err(e) => return Err(e),
         };
+        let mut batch = String::new();
+        for (table, chain) in [
+            ("filter", super::forward::ipt_fwd_chain(&self.opts)),
+            ("nat", self.opts.chain.clone()),
+        ] {
+            let args = ["-t".to_string(), table.into(), "-S".into(), chain.clone()];
+            if self.iptables(fam, &args).is_ok_and(|r| r.ok()) {
+                batch.push_str(&format!("*{table}\n-F {chain}\n-X {chain}\nCOMMIT\n"));
+            }
+        }
         let exists = self.iptables(fam, &["-S".into(), self.opts.chain.clone()])?;
-        if !exists.ok() {
+        if exists.ok() {
+            batch.push_str(&format!(
+                "*filter\n-F {c}\n-X {c}\nCOMMIT\n",
+                c = self.opts.chain
+            ));
+        }
+        if batch.is_empty() {
             debug!(family = fam.label(), "no chain of ours to remove");
             return Ok(());
         }
-        let batch = format!("*filter\n-F {c}\n-X {c}\nCOMMIT\n", c = self.opts.chain);
         self.restore(fam, &batch)?;
         info!(
             family = fam.label(),
@@ -273,8 +324,11 @@ impl Iptables {
         };
         let mut present = Vec::with_capacity(remove.len());
         for r in remove {
-            let mut args = vec!["-C".to_string(), self.opts.chain.clone()];
-            args.extend(rule_spec(&self.opts, r));
+            let Some((table, chain, spec)) = rule_lines(&self.opts, r).into_iter().next() else {
+                continue;
+            };
+            let mut args = vec!["-t".to_string(), table.into(), "-C".into(), chain];
+            args.extend(spec);
             let ran = self.iptables(fam, &args)?;
             match ran.code {
                 Some(0) => present.push(*r),
@@ -343,6 +397,26 @@ impl Firewall for Iptables {
             if let Some(a) = &drop {
                 if !self.iptables(fam, a)?.ok() {
                     return Ok(false);
+                }
+            }
+            if self.forwarding {
+                for (table, parent, spec) in [
+                    (
+                        "filter",
+                        "FORWARD",
+                        super::forward::ipt_fwd_jump(&self.opts),
+                    ),
+                    (
+                        "nat",
+                        "PREROUTING",
+                        super::forward::ipt_nat_jump(&self.opts),
+                    ),
+                ] {
+                    let mut a = vec!["-t".to_string(), table.into(), "-C".into(), parent.into()];
+                    a.extend(spec);
+                    if !self.iptables(fam, &a)?.ok() {
+                        return Ok(false);
+                    }
                 }
             }
         }
@@ -414,6 +488,10 @@ impl Firewall for Iptables {
             "iptables batch applied"
         );
         Ok(())
+    }
+
+    fn set_forwarding(&mut self, on: bool) {
+        self.forwarding = on;
     }
 
     fn teardown(&mut self) -> Result<(), FwError> {
@@ -501,6 +579,16 @@ pub fn rule_spec(opts: &FirewallOptions, a: &Access) -> Vec<String> {
         proto.into(),
         "--dport".into(),
         a.grant.port.to_string(),
+    ]
+    .into_iter()
+    .chain(expiry_spec(opts, a))
+    .chain(["-j".into(), "ACCEPT".into()])
+    .collect()
+}
+
+/// The kernel-side expiry and our comment, shared by every rule of a grant.
+fn expiry_spec(opts: &FirewallOptions, a: &Access) -> Vec<String> {
+    vec![
         "-m".into(),
         "time".into(),
         "--datestop".into(),
@@ -509,9 +597,16 @@ pub fn rule_spec(opts: &FirewallOptions, a: &Access) -> Vec<String> {
         "comment".into(),
         "--comment".into(),
         grant_comment(opts, a),
-        "-j".into(),
-        "ACCEPT".into(),
     ]
+}
+
+/// (table, chain, rule) of every rule one grant is: an ACCEPT in our input
+/// chain, or for a forward the DNAT and the forward ACCEPT (forward.rs).
+pub fn rule_lines(opts: &FirewallOptions, a: &Access) -> Vec<(&'static str, String, Vec<String>)> {
+    match a.forward {
+        None => vec![("filter", opts.chain.clone(), rule_spec(opts, a))],
+        Some(to) => super::forward::ipt_rules(opts, a, to, &expiry_spec(opts, a)),
+    }
 }
 
 /// `spa-server exp=<secs>`: marks the rule as ours and says when it lapses
@@ -569,23 +664,23 @@ fn restore_args(args: &[String]) -> String {
 /// The `iptables-restore --noflush` input for one family: removes first, so
 /// a refresh (remove old, add new) never has two rules for one grant.
 pub fn batch(opts: &FirewallOptions, add: &[Access], remove: &[Access]) -> String {
-    let mut s = String::from("*filter\n");
-    for r in remove {
-        s.push_str(&format!(
-            "-D {} {}\n",
-            opts.chain,
-            restore_args(&rule_spec(opts, r))
-        ));
+    let mut tables: Vec<(&str, String)> = vec![("filter", String::new())];
+    for (op, list) in [("-D", remove), ("-A", add)] {
+        for a in list {
+            for (table, chain, spec) in rule_lines(opts, a) {
+                let line = format!("{op} {chain} {}\n", restore_args(&spec));
+                match tables.iter_mut().find(|(t, _)| *t == table) {
+                    Some((_, body)) => body.push_str(&line),
+                    None => tables.push((table, line)),
+                }
+            }
+        }
     }
-    for a in add {
-        s.push_str(&format!(
-            "-A {} {}\n",
-            opts.chain,
-            restore_args(&rule_spec(opts, a))
-        ));
-    }
-    s.push_str("COMMIT\n");
-    s
+    tables
+        .into_iter()
+        .filter(|(t, body)| *t == "filter" || !body.is_empty())
+        .map(|(t, body)| format!("*{t}\n{body}COMMIT\n"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! the admin debugs with, and one process per batch measured ≈2 ms.
 
 pub mod fake;
+pub mod forward;
 pub mod iptables;
 mod nft_session;
 pub mod nftables;
@@ -38,6 +39,10 @@ pub struct Access {
     pub grant: Grant,
     /// Unix seconds (UTC). The grant is open while `now < expires_at`.
     pub expires_at: u64,
+    /// A forward through this gateway (issue 15): the grant's port, for
+    /// `addr` only, is DNATed to this host and port behind the gateway and
+    /// ACCEPTed in the forward path, instead of an ACCEPT in the input path.
+    pub forward: Option<std::net::SocketAddr>,
 }
 
 impl Access {
@@ -55,18 +60,17 @@ pub(crate) fn access(addr: &str, proto: spa_proto::Proto, port: u16, exp: u64) -
         addr: addr.parse().expect("test address"),
         grant: Grant::new(proto, port).expect("test port"),
         expires_at: exp,
+        forward: None,
     }
 }
 
 impl fmt::Display for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} until {}",
-            self.canonical_addr(),
-            self.grant,
-            self.expires_at
-        )
+        write!(f, "{} {}", self.canonical_addr(), self.grant)?;
+        if let Some(to) = self.forward {
+            write!(f, " -> {to}")?;
+        }
+        write!(f, " until {}", self.expires_at)
     }
 }
 
@@ -100,6 +104,11 @@ pub enum FwError {
         tool: String,
         searched: String,
         package: &'static str,
+    },
+    /// A key forwards to a family whose IP forwarding is off (issue 15).
+    ForwardingOff {
+        sysctl: &'static str,
+        example: String,
     },
     /// `FakeFirewall` was told to fail.
     Injected { call: &'static str },
@@ -149,6 +158,11 @@ impl fmt::Display for FwError {
                 "firewall tool `{tool}` not found (searched {searched}); install it \
                  (Debian: apt-get install {package}) or set firewall_options.{field} to its absolute path"
             ),
+            FwError::ForwardingOff { sysctl, example } => write!(
+                f,
+                "IP forwarding is off ({sysctl} = 0) but [key.forward] forwards {example}: \
+                 set `sysctl -w {sysctl}=1` (and persist it in /etc/sysctl.d/) or remove the forward"
+            ),
             FwError::Injected { call } => write!(f, "fake firewall: injected failure in {call}"),
             FwError::NotSetUp => write!(f, "fake firewall: apply before setup"),
         }
@@ -192,6 +206,12 @@ pub trait Firewall: Send {
     /// always says yes.
     fn intact(&mut self) -> Result<bool, FwError> {
         Ok(true)
+    }
+    /// Whether some grant may be a forward (issue 15): before `setup`, so
+    /// setup also installs the NAT and forward-path hooks. The default (the
+    /// fake) only accepts it.
+    fn set_forwarding(&mut self, on: bool) {
+        let _ = on;
     }
 }
 
@@ -263,6 +283,9 @@ pub struct FirewallOptions {
     pub nft_table: String,
     /// nftables: the admin's chain whose top gets our two rules.
     pub nft_chain: String,
+    /// nftables: the admin's forward-hook chain whose top gets our forward
+    /// rules (only when a key forwards, issue 15).
+    pub nft_forward_chain: String,
     pub nft_set4: String,
     pub nft_set6: String,
     /// Seconds iptables waits for the xtables lock (`-w`); bounded so a stuck
@@ -291,6 +314,7 @@ impl Default for FirewallOptions {
             nft_family: "inet".into(),
             nft_table: "filter".into(),
             nft_chain: "input".into(),
+            nft_forward_chain: "forward".into(),
             nft_set4: "spa4".into(),
             nft_set6: "spa6".into(),
             lock_wait_secs: 3,
@@ -316,13 +340,14 @@ impl FirewallOptions {
     /// Rejects names that could break out of the rule text they are pasted
     /// into. The config loader calls this; `setup` calls it again.
     pub fn validate(&self) -> Result<(), FwError> {
-        let fields: [(&'static str, &str); 8] = [
+        let fields: [(&'static str, &str); 9] = [
             ("chain", &self.chain),
             ("parent_chain", &self.parent_chain),
             ("comment", &self.comment),
             ("nft_family", &self.nft_family),
             ("nft_table", &self.nft_table),
             ("nft_chain", &self.nft_chain),
+            ("nft_forward_chain", &self.nft_forward_chain),
             ("nft_set4", &self.nft_set4),
             ("nft_set6", &self.nft_set6),
         ];
@@ -519,11 +544,13 @@ mod tests {
             addr: "::ffff:198.18.1.2".parse().unwrap(),
             grant: g,
             expires_at: 5,
+            forward: None,
         };
         let b = Access {
             addr: "2001:2::2".parse().unwrap(),
             grant: g,
             expires_at: 5,
+            forward: None,
         };
         let (v4, v6) = split_family(&[a, b, a]);
         assert_eq!(v4, vec![a]);

@@ -32,6 +32,8 @@ pub struct Nftables {
     silence: Silence,
     /// Whether setup ran (then set_silence changes the ruleset at once).
     installed: bool,
+    /// Whether setup installs the forwarding chain, maps and rules (forward.rs).
+    forwarding: bool,
 }
 
 const MAX_SESSION_FAILURES: u32 = 3;
@@ -52,6 +54,7 @@ impl Nftables {
             session_failures: 0,
             silence: Silence::default(),
             installed: false,
+            forwarding: false,
         }
     }
 
@@ -186,7 +189,22 @@ impl Nftables {
             .map(|(chain, handle)| format!("delete rule {} {chain} handle {handle}", self.table()))
             .collect();
         let probe = format!("{}probe", self.opts.nft_set4);
-        for set in [&self.opts.nft_set4, &self.opts.nft_set6, &probe] {
+        let n = super::forward::nft_names(&self.opts);
+        if ran.stdout.contains(&format!("chain {} {{", n.nat_chain)) {
+            cmds.push(format!("delete chain {} {}", self.table(), n.nat_chain));
+        }
+        for map in [&n.dnat4, &n.dnat6] {
+            if ran.stdout.contains(&format!("map {map} {{")) {
+                cmds.push(format!("delete map {} {map}", self.table()));
+            }
+        }
+        for set in [
+            &self.opts.nft_set4,
+            &self.opts.nft_set6,
+            &probe,
+            &n.fwd4,
+            &n.fwd6,
+        ] {
             if found.sets.iter().any(|s| s == set) {
                 cmds.push(format!("delete set {} {set}", self.table()));
             }
@@ -204,8 +222,12 @@ impl Nftables {
 
     /// `nft get element`: whether a grant is still in its set.
     fn element_present(&self, a: &Access) -> Result<bool, FwError> {
-        let set = set_for(&self.opts, a);
-        let elem = format!("{{ {} }}", element(a));
+        let (set, elem) = match a.forward {
+            None => (set_for(&self.opts, a).to_owned(), element(a)),
+            Some(to) => super::forward::nft_elements(&self.opts, a, to)[0].clone(),
+        };
+        let set = set.as_str();
+        let elem = format!("{{ {elem} }}");
         let ran = self.run.run(
             &[
                 &self.opts.nft,
@@ -257,7 +279,31 @@ impl Firewall for Nftables {
             }
         }
         let (v4, v6) = self.families();
-        let script = setup_script(&self.opts, v4, v6) + &drop_script(&self.opts, &self.silence);
+        let mut script = setup_script(&self.opts, v4, v6) + &drop_script(&self.opts, &self.silence);
+        if self.forwarding {
+            let fwd = &self.opts.nft_forward_chain;
+            let ran = self.run.run(
+                &[
+                    &self.opts.nft,
+                    "list",
+                    "chain",
+                    &self.opts.nft_family,
+                    &self.opts.nft_table,
+                    fwd,
+                ],
+                None,
+            )?;
+            if !ran.ok() {
+                return Err(FwError::MissingChain {
+                    what: format!(
+                        "nftables forward chain `{} {fwd}` ([key.forward])",
+                        self.table()
+                    ),
+                    detail: ran.stderr,
+                });
+            }
+            script.push_str(&super::forward::nft_setup_script(&self.opts, fwd, v4, v6));
+        }
         self.transaction(&script)?;
         self.installed = true;
         self.timeout_update = self.probe_timeout_update();
@@ -348,6 +394,21 @@ impl Firewall for Nftables {
             .iter()
             .filter(|(c, _)| *c == self.opts.nft_chain)
             .count();
+        if self.forwarding {
+            let n = super::forward::nft_names(&self.opts);
+            let fwd_rules = found
+                .rules
+                .iter()
+                .filter(|(c, _)| *c == self.opts.nft_forward_chain)
+                .count();
+            let sets = [(v4, &n.fwd4), (v6, &n.fwd6)];
+            if fwd_rules < want.len()
+                || !ran.stdout.contains(&format!("chain {} {{", n.nat_chain))
+                || sets.iter().any(|(on, s)| *on && !found.sets.contains(s))
+            {
+                return Ok(false);
+            }
+        }
         Ok(rules_in_chain >= want.len() && want.iter().all(|s| found.sets.contains(s)))
     }
 
@@ -384,6 +445,10 @@ impl Firewall for Nftables {
         self.transaction(&script)?;
         self.silence = new.clone();
         Ok(())
+    }
+
+    fn set_forwarding(&mut self, on: bool) {
+        self.forwarding = on;
     }
 
     fn teardown(&mut self) -> Result<(), FwError> {
@@ -530,21 +595,34 @@ pub fn apply_script(
 ) -> String {
     let t = format!("{} {}", opts.nft_family, opts.nft_table);
     let mut s = String::new();
+    // (collection, key, map value) of every element one grant is.
+    let elements = |a: &Access| -> Vec<(String, String, String)> {
+        match a.forward {
+            None => vec![(set_for(opts, a).to_owned(), element(a), String::new())],
+            Some(to) => {
+                let [(m, k), (f, e)] = super::forward::nft_elements(opts, a, to);
+                vec![
+                    (m, k, super::forward::nft_map_value(to)),
+                    (f, e, String::new()),
+                ]
+            }
+        }
+    };
     for r in remove {
-        s.push_str(&format!(
-            "delete element {t} {} {{ {} }}\n",
-            set_for(opts, r),
-            element(r)
-        ));
+        for (set, key, _) in elements(r) {
+            s.push_str(&format!("delete element {t} {set} {{ {key} }}\n"));
+        }
     }
     for a in add {
         match timeout_ms(a.expires_at, now_ms) {
-            Some(ms) => s.push_str(&format!(
-                "add element {t} {} {{ {} timeout {} }}\n",
-                set_for(opts, a),
-                element(a),
-                timeout_text(ms)
-            )),
+            Some(ms) => {
+                for (set, key, value) in elements(a) {
+                    s.push_str(&format!(
+                        "add element {t} {set} {{ {key} timeout {}{value} }}\n",
+                        timeout_text(ms)
+                    ));
+                }
+            }
             None => warn!(grant = %a, "grant already expired; not adding it"),
         }
     }

@@ -226,6 +226,7 @@ mod tests {
             rules: crate::policy::KeyRules {
                 from: Vec::new(),
                 expires,
+                forward: Vec::new(),
             },
             file: "/k".into(),
         };

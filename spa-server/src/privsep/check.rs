@@ -26,6 +26,9 @@ pub enum Refusal {
     Address(Access, &'static str),
     /// More adds than the firewall may hold.
     TooMany(usize),
+    /// A forward the configuration does not name for this grant (or none
+    /// where it names one).
+    Forward(Access),
 }
 
 impl fmt::Display for Refusal {
@@ -38,6 +41,11 @@ impl fmt::Display for Refusal {
                 access.grant
             ),
             Refusal::Address(a, why) => write!(f, "{a}: not a usable address ({why})"),
+            Refusal::Forward(a) => write!(
+                f,
+                "{a}: not the forward the configuration names for {}",
+                a.grant
+            ),
             Refusal::TooMany(n) => write!(f, "{n} adds in one batch: over max_grants_total"),
         }
     }
@@ -86,6 +94,10 @@ pub fn apply(
     }
     for a in add {
         let latest = latest_end(cfg, a, now).ok_or(Refusal::NoOwner(*a))?;
+        // A forward goes only where the configuration sends that grant.
+        if a.forward != crate::policy::forwards(&cfg.keys).get(&a.grant).copied() {
+            return Err(Refusal::Forward(*a));
+        }
         if a.expires_at > latest {
             return Err(Refusal::TooLong {
                 access: *a,
@@ -137,6 +149,7 @@ mod tests {
             addr: addr.parse().unwrap(),
             grant: Grant::new(proto, port).unwrap(),
             expires_at: exp,
+            forward: None,
         }
     }
 

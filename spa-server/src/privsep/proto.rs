@@ -22,8 +22,9 @@ pub const MAX_FRAME: usize = 4 << 20;
 /// table (`max_grants_total` is capped at this) re-added after a firewall
 /// reload.
 pub const MAX_BATCH: usize = 65_536;
-/// One access on the wire: family, address (16), protocol, port, expiry.
-pub const ACCESS_LEN: usize = 1 + 16 + 1 + 2 + 8;
+/// One access on the wire: family, address (16), protocol, port, expiry,
+/// then the forward target: family (0: none), address (16), port.
+pub const ACCESS_LEN: usize = 1 + 16 + 1 + 2 + 8 + 1 + 16 + 2;
 
 /// What the network side may ask. Nothing else exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +144,25 @@ impl<'a> Rd<'a> {
 }
 
 fn put_access(out: &mut Vec<u8>, a: &Access) {
-    match a.addr {
+    put_ip(out, a.addr);
+    out.push(match a.grant.proto {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    });
+    out.extend_from_slice(&a.grant.port.get().to_be_bytes());
+    out.extend_from_slice(&a.expires_at.to_be_bytes());
+    // The forward target (issue 15): family 0 = none, else as the address.
+    match a.forward {
+        None => out.extend_from_slice(&[0; 19]),
+        Some(to) => {
+            put_ip(out, to.ip());
+            out.extend_from_slice(&to.port().to_be_bytes());
+        }
+    }
+}
+
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
         IpAddr::V4(v4) => {
             out.push(4);
             out.extend_from_slice(&v4.to_ipv6_mapped().octets());
@@ -153,12 +172,6 @@ fn put_access(out: &mut Vec<u8>, a: &Access) {
             out.extend_from_slice(&v6.octets());
         }
     }
-    out.push(match a.grant.proto {
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
-    });
-    out.extend_from_slice(&a.grant.port.get().to_be_bytes());
-    out.extend_from_slice(&a.expires_at.to_be_bytes());
 }
 
 fn get_access(r: &mut Rd<'_>) -> Result<Access, DecodeError> {
@@ -182,10 +195,27 @@ fn get_access(r: &mut Rd<'_>) -> Result<Access, DecodeError> {
     let port = u16::from_be_bytes([p[0], p[1]]);
     let grant = Grant::new(proto, port).map_err(|_| DecodeError::ZeroPort)?;
     let expires_at = r.u64()?;
+    let fam = r.u8()?;
+    let mut o = [0u8; 16];
+    o.copy_from_slice(r.take(16)?);
+    let p = r.take(2)?;
+    let fport = u16::from_be_bytes([p[0], p[1]]);
+    let v6 = Ipv6Addr::from(o);
+    let forward = match fam {
+        0 if o == [0; 16] && fport == 0 => None,
+        4 if fport != 0 => Some(std::net::SocketAddr::new(
+            IpAddr::V4(v6.to_ipv4_mapped().ok_or(DecodeError::BadFamily(4))?),
+            fport,
+        )),
+        6 if fport != 0 => Some(std::net::SocketAddr::new(IpAddr::V6(v6), fport)),
+        0 | 4 | 6 => return Err(DecodeError::ZeroPort),
+        b => return Err(DecodeError::BadFamily(b)),
+    };
     Ok(Access {
         addr,
         grant,
         expires_at,
+        forward,
     })
 }
 
@@ -361,6 +391,7 @@ mod tests {
             addr: addr.parse().unwrap(),
             grant: Grant::tcp(port).unwrap(),
             expires_at: exp,
+            forward: None,
         }
     }
 

@@ -1,0 +1,355 @@
+//! Forwarding through the gateway end to end (issue 15, item 3): three
+//! namespaces, the client, the gateway running spa-server, and an internal
+//! host running the real `sshd`, reachable only through the gateway (the
+//! client has no route to the internal network). `spa-client send --open
+//! 2222 gw` then `ssh -p 2222 gw` reaches the internal host, IPv4 and IPv6;
+//! another client address cannot; `--close` ends it; after `kill -9` of the
+//! daemon the path ends at the grant's end, in the kernel. IP forwarding off
+//! is a start error naming the sysctl. Both backends.
+//!
+//! Namespace ids 241 (iptables) and 242 (nftables), engineer H's range.
+//! The internal namespace is `<prefix>spa<id>i`, deleted on drop with
+//! everything in it; sshd runs only there, in a mount namespace of its own.
+
+use spa_e2e::{bin, keygen, run_ok, spawn_logged, wait_for, Guard, NetPair, Scratch, Server};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const SSHD: &str = "/usr/sbin/sshd";
+const SSH: &str = "/usr/bin/ssh";
+const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+const SID: &str = "gw";
+
+/// The internal host: a namespace joined to the gateway by a veth pair,
+/// default routes via the gateway. Deleted (with its processes) on drop.
+struct Inner {
+    ns: String,
+    ip4: IpAddr,
+    ip6: IpAddr,
+}
+
+impl Inner {
+    fn new(pair: &NetPair) -> Inner {
+        let id = pair.id;
+        let prefix = std::env::var("SPA_E2E_NS_PREFIX").unwrap_or_default();
+        let ns = format!("{prefix}spa{id}i");
+        let inner = Inner {
+            ns: ns.clone(),
+            ip4: format!("198.19.{id}.5").parse().unwrap(),
+            ip6: format!("2001:2:0:{:x}::5", 0x1000 + u32::from(id))
+                .parse()
+                .unwrap(),
+        };
+        inner.remove();
+        run_ok(Command::new("ip").args(["netns", "add", &ns]));
+        let (gif, iif) = (format!("spa{id}g0"), format!("spa{id}i0"));
+        let net6 = format!("2001:2:0:{:x}::", 0x1000 + u32::from(id));
+        pair.srv_sh(&format!(
+            "ip link add {gif} type veth peer name {iif} netns {ns} && \
+             ip addr add 198.19.{id}.1/24 dev {gif} && ip addr add {net6}1/64 dev {gif} nodad && \
+             ip link set {gif} up"
+        ));
+        inner.sh(&format!(
+            "ip link set lo up && ip addr add {}/24 dev {iif} && ip addr add {}/64 dev {iif} nodad && \
+             ip link set {iif} up && ip route add default via 198.19.{id}.1 && \
+             ip -6 route add default via {net6}1",
+            inner.ip4, inner.ip6
+        ));
+        inner
+    }
+
+    fn cmd(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).args(argv);
+        c
+    }
+
+    fn sh(&self, script: &str) {
+        run_ok(&mut self.cmd(&["bash", "-c", script]));
+    }
+
+    fn remove(&self) {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+            .ok();
+        if let Some(o) = out {
+            let pids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !pids.is_empty() {
+                let _ = Command::new("kill").arg("-9").args(&pids).status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn ssh_keygen(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    run_ok(
+        Command::new(SSH_KEYGEN)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "spa-e2e", "-f"])
+            .arg(path),
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The real sshd on the internal host (every address, port 22), with
+/// throwaway keys, in a mount namespace of its own (as ssh.rs does).
+fn start_sshd(inner: &Inner, dir: &Scratch) -> Guard {
+    for (path, pkg) in [(SSHD, "openssh-server"), (SSH, "openssh-client")] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: install {pkg} (`scripts/prereqs.sh test`)"
+        );
+    }
+    ssh_keygen(&dir.join("host_key"));
+    ssh_keygen(&dir.join("id_ed25519"));
+    let id_pub = std::fs::read_to_string(dir.join("id_ed25519.pub")).expect("id pub");
+    write(&dir.join("authorized_keys"), &id_pub);
+    let d = dir.path.display();
+    write(
+        &dir.join("sshd_config"),
+        &format!(
+            "ListenAddress 0.0.0.0:22\nListenAddress [::]:22\nHostKey {d}/host_key\n\
+             PidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PubkeyAuthentication yes\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
+             StrictModes no\nLogLevel VERBOSE\n"
+        ),
+    );
+    write(&dir.join("shadow"), "root:*:19000:0:99999:7:::\n");
+    let sh = format!(
+        "mount --bind {d}/shadow /etc/shadow && mount -t tmpfs -o mode=0755 spa-e2e-sshd /run && \
+         mkdir -m 0755 /run/sshd && exec {SSHD} -D -e -f {d}/sshd_config"
+    );
+    let g = Guard(spawn_logged(
+        inner.cmd(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &sh,
+        ]),
+        &dir.join("sshd.log"),
+        false,
+    ));
+    let log = || std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(10), || log()
+            .contains("Server listening")),
+        "sshd did not start: {}",
+        log()
+    );
+    g
+}
+
+/// `ssh -b SRC -p PORT root@GW ip -br addr` from the client namespace
+/// (bounded).
+fn ssh_via(pair: &NetPair, dir: &Scratch, src: IpAddr, gw: IpAddr, port: u16) -> Output {
+    let d = dir.path.display();
+    let port = port.to_string();
+    let src = src.to_string();
+    let target = format!("root@{gw}");
+    pair.cli(&[
+        "timeout",
+        "20",
+        SSH,
+        "-F",
+        "/dev/null",
+        "-b",
+        &src,
+        "-p",
+        &port,
+        "-i",
+        &format!("{d}/id_ed25519"),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        &format!("UserKnownHostsFile={d}/known_hosts"),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        &target,
+        "ip -br addr",
+    ])
+    .env("HOME", &dir.path)
+    .stdin(Stdio::null())
+    .output()
+    .expect("spawn ssh")
+}
+
+/// The forward path for `backend`: baselines that drop forwarded traffic
+/// unless established (or granted), then the whole story.
+fn forwards_to_the_internal_sshd(id: u8, backend: &'static str) {
+    let pair = NetPair::new(id);
+    pair.baseline(backend, 22);
+    match backend {
+        "iptables" => {
+            for t in ["iptables", "ip6tables"] {
+                pair.srv_sh(&format!(
+                    "{t} -w -P FORWARD DROP && \
+                     {t} -w -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+                ));
+            }
+        }
+        _ => {
+            pair.srv_sh(
+                "nft add chain inet filter forward '{ type filter hook forward priority 0; policy drop; }' && \
+                 nft add rule inet filter forward ct state established,related accept",
+            );
+        }
+    }
+    let inner = Inner::new(&pair);
+    let dir = Scratch::new(&format!("fwd{id}"));
+    let _sshd = start_sshd(&inner, &dir);
+    let (cli4, cli4_b, gw4) = (
+        IpAddr::from(pair.cli_ip4),
+        IpAddr::from(pair.cli_ip4_b),
+        IpAddr::from(pair.srv_ip4),
+    );
+    let (cli6, gw6) = (IpAddr::from(pair.cli_ip6), IpAddr::from(pair.srv_ip6));
+
+    // Closed before; and the internal host is not routed to the client.
+    assert!(!pair.can_connect(cli4, gw4, 2222), "2222 open before");
+    assert!(
+        !pair.can_connect(cli4, inner.ip4, 22),
+        "internal host routed"
+    );
+
+    let key = keygen(&dir.join("alice.key"), "alice", SID);
+    let conf = dir.join("server.toml");
+    write(
+        &conf,
+        &format!(
+            "[[key]]\nname = \"alice\"\nfile = \"{key}\"\nallow = [\"tcp/2222\"]\n\
+             [key.forward]\n\"tcp/2222\" = \"{}:22\"\n\"tcp/2223\" = \"[{}]:22\"\n",
+            inner.ip4, inner.ip6
+        ),
+    );
+    let conf = conf.display().to_string();
+    let state = dir.join("state").display().to_string();
+    let args = [
+        "--config",
+        &conf,
+        "--interface",
+        &pair.srv_if,
+        "--server-id",
+        SID,
+        "--state-dir",
+        &state,
+        "--firewall",
+        backend,
+    ];
+
+    // IP forwarding off: a start error naming the sysctl, nothing installed.
+    pair.srv_sh("sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0");
+    let mut off = Server::spawn(&pair, &dir.join("off.log"), &args);
+    assert!(
+        wait_for(Duration::from_secs(10), || !off.is_running()),
+        "spa-server must refuse to start with forwarding off: {}",
+        off.log_text()
+    );
+    assert!(
+        off.log_text().contains("net.ipv4.ip_forward = 0")
+            || off.log_text().contains("net.ipv6.conf.all.forwarding = 0"),
+        "{}",
+        off.log_text()
+    );
+    pair.srv_sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+
+    let s = Server::start(&pair, &dir.join("server.log"), &args);
+    let send = |src: IpAddr, dst: IpAddr, a: &[&str]| {
+        let (src, dst) = (src.to_string(), dst.to_string());
+        let client = bin("spa-client");
+        let mut argv = vec![client.to_str().unwrap(), "send", "--quiet", "--key", &key];
+        argv.extend_from_slice(a);
+        argv.extend_from_slice(&["--source", &src, &dst]);
+        run_ok(&mut pair.cli(&argv));
+    };
+
+    // IPv4: open, then the real ssh lands on the internal host.
+    send(cli4, gw4, &["--open", "2222", "--duration", "60"]);
+    s.expect_lines(&["accepted open", "tcp/2222"], 1);
+    assert!(
+        pair.wait_connect(cli4, gw4, 2222, true, Duration::from_secs(5)),
+        "2222 did not open: {}",
+        s.log_text()
+    );
+    let o = ssh_via(&pair, &dir, cli4, gw4, 2222);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(&inner.ip4.to_string()),
+        "ssh -p 2222 gw must reach the internal host: {out}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        s.log_text()
+    );
+    // Another client address cannot.
+    assert!(
+        !pair.can_connect(cli4_b, gw4, 2222),
+        "opened for another address"
+    );
+
+    // IPv6: the same through 2223.
+    send(cli6, gw6, &["--open", "2223", "--duration", "60"]);
+    s.expect_lines(&["accepted open", "tcp/2223"], 1);
+    let o = ssh_via(&pair, &dir, cli6, gw6, 2223);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(&inner.ip6.to_string()),
+        "ssh -p 2223 [gw6] must reach the internal host: {out}{}\nrules:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        pair.firewall_snapshot(backend)
+    );
+
+    // --close ends it.
+    send(cli4, gw4, &["--close", "2222"]);
+    s.expect_lines(&["accepted close", "tcp/2222"], 1);
+    assert!(
+        pair.wait_connect(cli4, gw4, 2222, false, Duration::from_secs(5)),
+        "2222 still open after --close"
+    );
+
+    // kill -9: the path ends at the grant's end, in the kernel.
+    send(cli4, gw4, &["--open", "2222", "--duration", "4"]);
+    s.expect_lines(&["accepted open", "tcp/2222"], 2);
+    assert!(pair.wait_connect(cli4, gw4, 2222, true, Duration::from_secs(5)));
+    drop(s);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !pair.can_connect(cli4, gw4, 2222),
+        "the forward outlived its grant after kill -9"
+    );
+    eprintln!("forward {backend}: ok");
+}
+
+#[test]
+fn forward_to_internal_sshd_iptables() {
+    forwards_to_the_internal_sshd(241, "iptables");
+}
+
+#[test]
+fn forward_to_internal_sshd_nftables() {
+    forwards_to_the_internal_sshd(242, "nftables");
+}
