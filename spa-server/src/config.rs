@@ -176,6 +176,8 @@ struct RawKey {
     expires: Option<Spanned<toml::value::Datetime>>,
     /// `[key.forward]`: "tcp/2222" = "10.20.0.5:22" (policy.rs).
     forward: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// Every other allowed grant forwarded to this host, same port.
+    forward_all: Option<Spanned<String>>,
     /// Informational copy of the key-id (spa-keygen prints it); checked
     /// against the key file when present.
     key_id: Option<Spanned<String>>,
@@ -502,6 +504,29 @@ impl Config {
                     // A forwarded grant is one the key may ask for.
                     if !allow.contains(&grant) {
                         allow.push(grant);
+                    }
+                }
+            }
+            // fwknop's FORWARD_ALL for one host: each allowed grant the
+            // table does not name goes to that host on the same port.
+            if let Some(h) = &k.forward_all {
+                let ip: std::net::IpAddr = h.get_ref().trim().parse().map_err(|_| {
+                    err(
+                        Some(h.span()),
+                        "key.forward_all",
+                        format!(
+                            "{:?} is not an address (10.20.0.5, 2001:db8:20::5)",
+                            h.get_ref()
+                        ),
+                    )
+                })?;
+                for g in &allow {
+                    if rules.forward.iter().all(|(f, _)| f != g) {
+                        let to = crate::policy::parse_target(
+                            &std::net::SocketAddr::new(ip, g.port.get()).to_string(),
+                        )
+                        .map_err(|m| err(Some(h.span()), "key.forward_all", m))?;
+                        rules.forward.push((*g, to));
                     }
                 }
             }
@@ -1349,7 +1374,8 @@ mod tests {
     #[test]
     fn forwards_are_read_allowed_and_one_meaning_per_grant() {
         let env = Env::new();
-        let fwd = "[key.forward]\n\"tcp/2222\" = \"10.20.0.5:22\"\n\"2223\" = \"[2001:db8:20::5]:22\"\n";
+        let fwd =
+            "[key.forward]\n\"tcp/2222\" = \"10.20.0.5:22\"\n\"2223\" = \"[2001:db8:20::5]:22\"\n";
         let cfg = env.load(&format!("{ALICE}{fwd}")).unwrap();
         let k = &cfg.keys[0];
         assert!(k.allow.contains(&tcp(2222)) && k.allow.contains(&tcp(2223)));
@@ -1377,6 +1403,21 @@ mod tests {
             ))
             .unwrap_err();
         assert!(e.msg.contains("one thing on the gateway"), "{e}");
+        // forward_all: every other allowed grant to one host, same port.
+        let cfg = env
+            .load(&format!(
+                "{ALICE}forward_all = \"10.20.0.7\"\n[key.forward]\n\"tcp/2222\" = \"10.20.0.5:22\"\n"
+            ))
+            .unwrap();
+        let f = crate::policy::forwards(&cfg.keys);
+        assert_eq!(f.get(&tcp(22)), Some(&"10.20.0.7:22".parse().unwrap()));
+        assert_eq!(f.get(&tcp(2222)), Some(&"10.20.0.5:22".parse().unwrap()));
+        env.err(
+            &format!("{ALICE}forward_all = \"10.20.0.7:22\"\n"),
+            5,
+            "key.forward_all",
+            "not an address",
+        );
     }
 
     #[test]
