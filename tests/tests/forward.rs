@@ -224,6 +224,27 @@ fn forwards_to_the_internal_sshd(id: u8, backend: &'static str) {
     let inner = Inner::new(&pair);
     let dir = Scratch::new(&format!("fwd{id}"));
     let _sshd = start_sshd(&inner, &dir);
+    // The admin's own ruleset, to reload while a forward is live (as
+    // netfilter-persistent or `nft -f /etc/nftables.conf` would).
+    let d = dir.path.display();
+    let reload = match backend {
+        "iptables" => {
+            pair.srv_sh(&format!(
+                "iptables-save > {d}/rules.v4 && ip6tables-save > {d}/rules.v6"
+            ));
+            format!("iptables-restore < {d}/rules.v4 && ip6tables-restore < {d}/rules.v6")
+        }
+        _ => {
+            write(
+                &dir.join("nftables.conf"),
+                "flush ruleset\ntable inet filter {\n  chain input {\n    type filter hook input priority 0; policy accept;\n\
+                 \x20   ct state established,related accept\n    tcp dport 22 reject with tcp reset\n  }\n\
+                 \x20 chain forward {\n    type filter hook forward priority 0; policy drop;\n\
+                 \x20   ct state established,related accept\n  }\n}\n",
+            );
+            format!("nft -f {d}/nftables.conf")
+        }
+    };
     let (cli4, cli4_b, gw4) = (
         IpAddr::from(pair.cli_ip4),
         IpAddr::from(pair.cli_ip4_b),
@@ -309,6 +330,15 @@ fn forwards_to_the_internal_sshd(id: u8, backend: &'static str) {
     assert!(
         !pair.can_connect(cli4_b, gw4, 2222),
         "opened for another address"
+    );
+
+    // The admin reloads the firewall: the live forward is back within 2 s.
+    pair.srv_sh(&reload);
+    assert!(
+        pair.wait_connect(cli4, gw4, 2222, true, Duration::from_secs(2)),
+        "the forward did not survive a firewall reload: {}\n{}",
+        s.log_text(),
+        pair.firewall_snapshot(backend)
     );
 
     // IPv6: the same through 2223.

@@ -690,6 +690,30 @@ mod tests {
     use proptest::prelude::*;
     use spa_proto::Proto;
 
+    /// Issue 15: a forward is a DNAT in the nat table and an ACCEPT in our
+    /// forward chain, both with the expiry, in the same restore input.
+    #[test]
+    fn a_forward_batch_writes_nat_and_forward_rules() {
+        let o = FirewallOptions::default();
+        let mut a = access("198.18.0.2", Proto::Tcp, 2222, 1_000_000_000);
+        a.forward = Some("10.20.0.5:22".parse().unwrap());
+        let local = access("198.18.0.2", Proto::Tcp, 22, 1_000_000_000);
+        let b = batch(&o, &[a, local], &[]);
+        let stop = datestop(1_000_000_000);
+        assert_eq!(
+            b,
+            format!(
+                "*filter\n-A SPA-FWD -s 198.18.0.2/32 -d 10.20.0.5/32 -p tcp -m tcp --dport 22 \
+                 -m time --datestop {stop} -m comment --comment \"spa-server exp=1000000000\" -j ACCEPT\n\
+                 -A SPA -s 198.18.0.2/32 -p tcp -m tcp --dport 22 -m time --datestop {stop} \
+                 -m comment --comment \"spa-server exp=1000000000\" -j ACCEPT\nCOMMIT\n\
+                 *nat\n-A SPA -s 198.18.0.2/32 -p tcp -m tcp --dport 2222 -m addrtype --dst-type LOCAL \
+                 -m time --datestop {stop} -m comment --comment \"spa-server exp=1000000000\" \
+                 -j DNAT --to-destination 10.20.0.5:22\nCOMMIT\n"
+            )
+        );
+    }
+
     #[test]
     fn datestop_is_utc_and_one_second_early() {
         assert_eq!(datestop(1), "1970-01-01T00:00:00");

@@ -674,6 +674,31 @@ mod tests {
     use crate::firewall::access;
     use spa_proto::Proto;
 
+    /// Issue 15: a forward is a map element (DNAT) and a set element
+    /// (forward accept), both with the grant's timeout, in one transaction.
+    #[test]
+    fn a_forward_is_a_map_and_a_set_element() {
+        let o = FirewallOptions::default();
+        let mut a = access("198.18.0.2", Proto::Tcp, 2222, 100);
+        a.forward = Some("10.20.0.5:22".parse().unwrap());
+        assert_eq!(
+            apply_script(&o, &[a], &[a], 70_000),
+            "delete element inet filter spa4_dnat { 198.18.0.2 . tcp . 2222 }\n\
+             delete element inet filter spa4_fwd { 198.18.0.2 . 10.20.0.5 . tcp . 22 }\n\
+             add element inet filter spa4_dnat { 198.18.0.2 . tcp . 2222 timeout 30s : 10.20.0.5 . 22 }\n\
+             add element inet filter spa4_fwd { 198.18.0.2 . 10.20.0.5 . tcp . 22 timeout 30s }\n"
+        );
+        let setup = crate::firewall::forward::nft_setup_script(&o, "forward", true, false);
+        assert!(
+            setup.contains("type nat hook prerouting priority dstnat"),
+            "{setup}"
+        );
+        assert!(
+            setup.contains("insert rule inet filter forward ct state new ip saddr . ip daddr . meta l4proto . th dport @spa4_fwd accept"),
+            "{setup}"
+        );
+    }
+
     #[test]
     fn setup_text() {
         let o = FirewallOptions::default();

@@ -54,6 +54,20 @@ pub fn fit(old: &Config, new: &Config, owner: &Owner, grant: Grant, until: u64, 
             if !k.allow.contains(&grant) {
                 return Fit::Remove(format!("key {name} may no longer open {grant} (allow)"));
             }
+            // A forward whose target changed (or that became local, or the
+            // reverse) is not the path the key now opens (issue 15).
+            let (was_to, now_to) = (
+                crate::policy::forwards(&old.keys).get(&grant).copied(),
+                crate::policy::forwards(&new.keys).get(&grant).copied(),
+            );
+            if was_to != now_to {
+                return Fit::Remove(format!(
+                    "{grant} now {} (forward)",
+                    now_to.map_or("opens on the gateway".to_owned(), |t| format!(
+                        "forwards to {t}"
+                    ))
+                ));
+            }
             // A key whose `expires` moved earlier (policy.rs): its grants
             // end by the new instant, as new ones would.
             if let Some(at) = k.rules.expires {
@@ -240,5 +254,13 @@ mod tests {
         assert_eq!(fit_with(Some(1300)), Fit::Keep);
         assert!(matches!(fit_with(Some(1100)), Fit::Until(1100, _)));
         assert!(matches!(fit_with(Some(1000)), Fit::Remove(w) if w.contains("expired")));
+        // A changed forward target ends the grant.
+        let mut moved = Config::for_tests(vec![key(None)], 30);
+        moved.keys[0].rules.forward = vec![(ssh, "10.20.0.5:22".parse().unwrap())];
+        assert!(matches!(
+            fit(&old, &moved, &carol, ssh, 1200, 1000),
+            Fit::Remove(w) if w.contains("forwards to 10.20.0.5:22")
+        ));
+        assert_eq!(fit(&moved, &moved, &carol, ssh, 1200, 1000), Fit::Keep);
     }
 }
