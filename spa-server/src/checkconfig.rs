@@ -40,6 +40,9 @@ pub fn check(cfg: &Config) -> Report {
         if let Some(at) = k.rules.expires {
             rules += &format!(", expires {}", crate::policy::utc_text(at));
         }
+        for (g, to) in &k.rules.forward {
+            rules += &format!(", {g} forwarded to {to}");
+        }
         r.lines.push(format!(
             "  key {} ({}): {} for up to {} s{rules}",
             k.name,

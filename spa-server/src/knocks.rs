@@ -297,6 +297,23 @@ impl Runtime {
                             },
                         };
                     }
+                    // No DNAT between families: a forward to the other
+                    // family than the knocker's is refused, as for datagrams.
+                    let fam = key.and_then(|k| {
+                        k.rules.forward.iter().find(|(g, to)| {
+                            h.grants.as_slice().contains(g) && to.is_ipv4() != h.addr.is_ipv4()
+                        })
+                    });
+                    if let Some((g, to)) = fam {
+                        return Outcome::Rejected {
+                            addr: h.addr,
+                            via,
+                            code: "forward_family",
+                            reason: format!(
+                                "key `{name}` forwards {g} to {to}, another address family than the knocker's"
+                            ),
+                        };
+                    }
                     let asked = h.duration_secs.unwrap_or(cfg.default_duration);
                     let duration_secs = key.map_or(asked, |k| {
                         k.rules.cap_duration(asked.min(k.max_duration), unix_secs).0
@@ -413,6 +430,14 @@ mod tests {
         cfg.keys[0].rules.expires = Some(1_700_000_010);
         match hmac_knock(&cfg).as_slice() {
             [Outcome::Rejected { code, .. }] => assert_eq!(*code, "key_expired"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        // A forward to an IPv6 host cannot serve an IPv4 knocker.
+        cfg.keys[0].rules.expires = None;
+        cfg.keys[0].rules.forward =
+            vec![(Grant::tcp(22).unwrap(), "[2001:db8::5]:22".parse().unwrap())];
+        match hmac_knock(&cfg).as_slice() {
+            [Outcome::Rejected { code, .. }] => assert_eq!(*code, "forward_family"),
             other => panic!("expected a rejection, got {other:?}"),
         }
     }
