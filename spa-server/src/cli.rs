@@ -92,6 +92,41 @@ pub enum Command {
     },
     /// Load and check the configuration and key files, then exit.
     CheckConfig,
+    /// Show what the running daemon is doing: live grants (owner, address,
+    /// port, opened at, time left, how), the counters since start, uptime,
+    /// configuration, server id and backend. Asks the daemon on its control
+    /// socket; exits 1 when no daemon answers.
+    Status {
+        /// JSON, in the stable schema of docs/operations.md.
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// The Prometheus text exposition format (for a cron job or an
+        /// exporter; see also metrics_file).
+        #[arg(long)]
+        prometheus: bool,
+        /// The control socket. Default: control.sock in the configuration's
+        /// runtime_dir, else in its state_dir.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// End live grants now: those of one address, of one key, or all. The
+    /// daemon logs each one. A key's later datagrams still open (remove the
+    /// key from the configuration and reload to stop those).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["address", "key", "all"])))]
+    Revoke {
+        /// Every grant of this client address (all owners).
+        #[arg(long, value_name = "IP")]
+        address: Option<std::net::IpAddr>,
+        /// Every grant this key holds (datagrams and HMAC knocks).
+        #[arg(long, value_name = "NAME")]
+        key: Option<String>,
+        /// Every live grant.
+        #[arg(long)]
+        all: bool,
+        /// The control socket (as for status).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Print the shell completion script for spa-server (bash, zsh, fish,
     /// elvish, powershell). The Debian package installs bash, zsh and fish's.
     Completions {
@@ -104,6 +139,8 @@ pub const AFTER_HELP: &str = "\
 Examples:
   spa-server --config /etc/spa/server.toml
   spa-server --interface eth0 --key /etc/spa/keys/alice.key --allow tcp/22
+  spa-server status
+  spa-server revoke --address 198.51.100.7
   spa-server flush
 
 The admin's own ruleset keeps ports closed (e.g. iptables -A INPUT -p tcp

@@ -31,6 +31,7 @@ pub enum DaemonError {
     Signals(std::io::Error),
     Poll(std::io::Error),
     Lock(crate::lock::LockError),
+    Control(crate::control::ControlError),
 }
 
 impl fmt::Display for DaemonError {
@@ -43,6 +44,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Signals(e) => write!(f, "signal setup: {e}"),
             DaemonError::Poll(e) => write!(f, "poll: {e}"),
             DaemonError::Lock(e) => write!(f, "{e}"),
+            DaemonError::Control(e) => write!(f, "{e}"),
         }
     }
 }
@@ -120,13 +122,14 @@ fn read_signal(fd: RawFd) -> Option<i32> {
     Some(unsafe { info.assume_init() }.ssi_signo as i32)
 }
 
-/// poll(2) over `fds` for readability, up to `timeout` (None = forever).
-fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> std::io::Result<Vec<bool>> {
+/// poll(2) over `fds` (descriptor, events), up to `timeout` (None =
+/// forever); `true` where the descriptor is ready (or in error).
+fn poll_fds(fds: &[(RawFd, i16)], timeout: Option<Duration>) -> std::io::Result<Vec<bool>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
+        .map(|&(fd, events)| libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events,
             revents: 0,
         })
         .collect();
@@ -145,7 +148,7 @@ fn poll_fds(fds: &[RawFd], timeout: Option<Duration>) -> std::io::Result<Vec<boo
     }
     Ok(pfds
         .iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0)
         .collect())
 }
 
@@ -161,6 +164,10 @@ pub struct Daemon {
     /// nf_tables change notifications: a firewall reload is noticed and
     /// repaired without polling.
     watch: crate::fwwatch::FwWatch,
+    /// `spa-server status` and `revoke` (control/).
+    control: crate::control::Control,
+    /// Unix seconds at start, for status.
+    started_at: u64,
 }
 
 impl Daemon {
@@ -211,6 +218,15 @@ impl Daemon {
                 return Err(DaemonError::Capture(e.to_string()));
             }
         };
+        // Before privileges are dropped and before READY: a status right
+        // after `systemctl start` finds it.
+        let control = match crate::control::Control::open(&crate::control::socket_path(&cfg)) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = grants.teardown();
+                return Err(DaemonError::Control(e));
+            }
+        };
         let mut legacy = knocks::Runtime::new(&cfg);
         if cfg.legacy.hmac.enabled {
             restore_hmac_record(&mut legacy, &cfg, opened.first_start, now.secs())
@@ -241,6 +257,7 @@ impl Daemon {
             interfaces = %ifaces,
             keys = cfg.keys.len(),
             backend = grants.backend(),
+            control = %control.path().display(),
             "ready"
         );
         let mut engine = Engine::new(cfg, replay, grants, legacy, LocalAddrs::default());
@@ -256,6 +273,8 @@ impl Daemon {
             last_watchdog: Instant::now(),
             _lock: lock,
             watch,
+            control,
+            started_at: now.secs(),
         })
     }
 
@@ -280,6 +299,12 @@ impl Daemon {
             datagrams_failed = s.datagrams_failed,
             knocks_accepted = s.knocks_accepted,
             knocks_rejected = s.knocks_rejected,
+            datagrams_denied = s.datagrams_denied,
+            grants_expired = s.grants_expired,
+            grants_revoked = s.grants_revoked,
+            firewall_failures = s.firewall_failures,
+            firewall_repairs = s.firewall_repairs,
+            reloads = s.reloads,
             "totals since start"
         );
         result
@@ -297,6 +322,9 @@ impl Daemon {
         }
         if let Some(w) = self.watch.timeout() {
             t = Some(t.map_or(w, |t| t.min(w)));
+        }
+        if let Some(c) = self.control.timeout(now.mono) {
+            t = Some(t.map_or(c, |t| t.min(c)));
         }
         t
     }
@@ -331,10 +359,17 @@ impl Daemon {
     fn event_loop(&mut self) -> Result<(), DaemonError> {
         let mut now = Now::read();
         loop {
-            let mut fds = vec![self.sigfd.as_raw_fd()];
-            fds.extend(self.capture.raw_fds());
+            let mut fds = vec![(self.sigfd.as_raw_fd(), libc::POLLIN)];
+            fds.extend(
+                self.capture
+                    .raw_fds()
+                    .into_iter()
+                    .map(|f| (f, libc::POLLIN)),
+            );
             let captures = fds.len() - 1;
-            fds.extend(self.watch.raw_fd());
+            fds.extend(self.watch.raw_fd().map(|f| (f, libc::POLLIN)));
+            let control_at = fds.len();
+            fds.extend(self.control.poll_set());
             let ready = poll_fds(&fds, self.timeout(&now)).map_err(DaemonError::Poll)?;
             // The clock, once per wake-up: every decision of this wake-up
             // uses the same time.
@@ -347,9 +382,10 @@ impl Daemon {
             {
                 return Ok(());
             }
-            if ready.get(1 + captures).copied().unwrap_or(false) {
+            if control_at > 1 + captures && ready.get(1 + captures).copied().unwrap_or(false) {
                 self.watch.on_readable();
             }
+            self.serve_control(ready.get(control_at..).unwrap_or(&[]), &now);
             if self.watch.take_due() {
                 self.repair_firewall(&now);
             }
@@ -360,6 +396,35 @@ impl Daemon {
             }
             self.engine.handle(Event::Tick, &now);
             self.feed_watchdog();
+        }
+    }
+
+    /// Answers what the control socket has ready (control/): status is
+    /// rendered from one snapshot, revoke goes through the engine (one
+    /// firewall batch, one log line per grant).
+    fn serve_control(&mut self, ready: &[bool], now: &Now) {
+        use crate::control::{status, Request};
+        for p in self.control.serve(ready) {
+            let reply = match p.request {
+                Request::Status(format) => {
+                    let config = self.source.path.as_ref();
+                    let config = config.map(|p| p.display().to_string());
+                    let snap = status::Snapshot::read(
+                        &self.engine,
+                        self.capture.stats(),
+                        config.unwrap_or_default(),
+                        self.started_at,
+                        now.secs(),
+                    );
+                    Ok(status::render(format, &snap))
+                }
+                Request::Revoke(sel) => self
+                    .engine
+                    .revoke_by_hand(&sel, now)
+                    .map(|list| status::revoked(&list))
+                    .map_err(|e| format!("the firewall change failed, nothing revoked: {e}")),
+            };
+            self.control.reply(p.token, reply);
         }
     }
 

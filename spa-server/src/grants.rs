@@ -24,7 +24,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub mod revoke;
+pub mod view;
 pub use revoke::{Fit, Revoked};
+pub use view::{GrantView, Via};
 
 /// Who a grant is for: the key or the doors that opened it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +110,10 @@ pub struct Grants {
     /// Grants the configuration forwards to a host behind the gateway
     /// (`[key.forward]`, policy.rs): a new rule for one is a forward.
     forwards: HashMap<Grant, std::net::SocketAddr>,
+    /// When and how each owner's grant was opened, for status (view.rs).
+    origins: HashMap<(IpAddr, Grant, Owner), view::Origin>,
+    /// Times our chain/sets were found gone and re-installed.
+    repairs: u64,
 }
 
 fn dedup(grants: &[Grant]) -> Vec<Grant> {
@@ -123,6 +129,8 @@ impl Grants {
             fw,
             live: HashMap::new(),
             forwards: HashMap::new(),
+            origins: HashMap::new(),
+            repairs: 0,
         }
     }
 
@@ -136,6 +144,12 @@ impl Grants {
 
     pub fn backend(&self) -> &'static str {
         self.fw.name()
+    }
+
+    /// How often our chain/sets were found gone and re-installed (a
+    /// firewall reload by someone else), for the counters.
+    pub fn repairs(&self) -> u64 {
+        self.repairs
     }
 
     /// The ports our chain/sets keep silent (see `firewall::silence`).
@@ -156,6 +170,7 @@ impl Grants {
 
     fn reinstall(&mut self, now: u64) -> Result<usize, FwError> {
         self.fw.setup()?;
+        self.repairs += 1;
         let rules: Vec<Access> = self
             .live
             .values()
@@ -193,6 +208,7 @@ impl Grants {
     /// Clears what a previous instance left and installs our chain/sets.
     pub fn setup(&mut self) -> Result<(), FwError> {
         self.live.clear();
+        self.origins.clear();
         self.fw.setup()
     }
 
@@ -407,6 +423,7 @@ impl Grants {
     /// Removes every grant and our chain/sets/jump.
     pub fn teardown(&mut self) -> Result<(), FwError> {
         self.live.clear();
+        self.origins.clear();
         self.fw.teardown()
     }
 }

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod checkconfig;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod explain;

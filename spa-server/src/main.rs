@@ -141,6 +141,41 @@ fn run(cli: Cli) -> Result<(), String> {
                 ))
             }
         }
+        Some(Command::Status {
+            json,
+            prometheus,
+            ref socket,
+        }) => {
+            use spa_server::control::{Format, Request};
+            let format = match (json, prometheus) {
+                (true, _) => Format::Json,
+                (_, true) => Format::Prometheus,
+                _ => Format::Text,
+            };
+            let path = control_socket(&cli, socket.as_ref())?;
+            let body = spa_server::control::client::call(&path, &Request::Status(format))
+                .map_err(|e| e.to_string())?;
+            print!("{body}");
+            Ok(())
+        }
+        Some(Command::Revoke {
+            address,
+            ref key,
+            all,
+            ref socket,
+        }) => {
+            use spa_server::control::{Request, Selector};
+            let sel = match (address, key, all) {
+                (Some(a), _, _) => Selector::Address(a.to_canonical()),
+                (_, Some(k), _) => Selector::Key(k.clone()),
+                _ => Selector::All,
+            };
+            let path = control_socket(&cli, socket.as_ref())?;
+            let body = spa_server::control::client::call(&path, &Request::Revoke(sel))
+                .map_err(|e| e.to_string())?;
+            print!("{body}");
+            Ok(())
+        }
         Some(Command::Completions { shell }) => {
             spa_server::cli::write_completions(shell, &mut std::io::stdout().lock())
                 .map_err(|e| format!("cannot write completions to standard output: {e}"))
@@ -150,5 +185,24 @@ fn run(cli: Cli) -> Result<(), String> {
             let d = Daemon::start(src).map_err(|e| e.to_string())?;
             d.run().map_err(|e| e.to_string())
         }
+    }
+}
+
+/// Where the running daemon's control socket is: `--socket`, else from the
+/// configuration (its runtime_dir, else its state_dir), else from
+/// `--runtime-dir`/`--state-dir` when the configuration does not load.
+fn control_socket(cli: &Cli, socket: Option<&PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = socket {
+        return Ok(p.clone());
+    }
+    match source(cli).and_then(|s| s.load().map_err(|e| e.to_string())) {
+        Ok(cfg) => Ok(spa_server::control::socket_path(&cfg)),
+        Err(e) => match cli.runtime_dir.as_ref().or(cli.state_dir.as_ref()) {
+            Some(d) => Ok(d.join(spa_server::control::SOCKET_NAME)),
+            None => Err(format!(
+                "cannot tell where the daemon's control socket is: the configuration does not \
+                 load ({e}); pass --socket PATH (control.sock in its runtime_dir or state_dir)"
+            )),
+        },
     }
 }

@@ -19,7 +19,7 @@ use crate::capture::local::LocalAddrs;
 use crate::capture::Packet;
 use crate::config::Config;
 use crate::firewall::FwError;
-use crate::grants::{Change, Grants, Owner};
+use crate::grants::{Change, Grants, Owner, Via};
 use crate::knocks;
 use crate::state::{DurableReplay, StateError};
 use crate::stats::Stats;
@@ -30,6 +30,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, error, info, warn};
 
+mod manual;
 #[cfg(test)]
 mod tests;
 
@@ -184,8 +185,11 @@ impl Engine {
         &self.cfg
     }
 
+    /// Every counter (stats.rs), the firewall repairs included.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let mut s = self.stats.clone();
+        s.firewall_repairs = self.grants.repairs();
+        s
     }
 
     pub fn grants(&self) -> &Grants {
@@ -258,7 +262,7 @@ impl Engine {
             Err(e) => {
                 // Durable before effective: a datagram the record could not
                 // keep is not acted on (its one line is this).
-                self.stats.datagrams_rejected += 1;
+                self.stats.reject("not_persisted");
                 self.stats.datagrams_not_persisted += 1;
                 if self.limiter.allow(now.mono) {
                     error!(%src, key_id, "rejected: cannot persist the replay record, not acting on this datagram: {e}");
@@ -268,7 +272,7 @@ impl Engine {
         };
         match v {
             Verdict::Reject(r) => {
-                self.stats.datagrams_rejected += 1;
+                self.stats.reject(r.code());
                 if r == Reject::RateLimited {
                     self.stats.datagrams_rate_limited += 1;
                 }
@@ -285,7 +289,8 @@ impl Engine {
                 Outcome::Refused(r.code())
             }
             Verdict::Deny(p) => {
-                self.stats.datagrams_rejected += 1;
+                self.stats.reject(p.code());
+                self.stats.datagrams_denied += 1;
                 if self.limiter.allow(now.mono) {
                     let k = crate::explain::key_for(&self.cfg, &key_id);
                     let key = k.map_or("-", |k| k.name.as_str());
@@ -299,7 +304,8 @@ impl Engine {
                 let at = now.ceil_secs();
                 if d.action == Action::Open {
                     if let Err(hit) = self.check_caps(&owner, d.addr, &d.grants, at) {
-                        self.stats.datagrams_rejected += 1;
+                        self.stats.reject("grant_cap");
+                        self.stats.datagrams_denied += 1;
                         if self.limiter.allow(now.mono) {
                             info!(%src, key = %d.key_name, key_id, addr = %d.addr, reason = "grant_cap",
                                 "rejected: key `{}` holds {hit}", d.key_name);
@@ -320,6 +326,10 @@ impl Engine {
                     }
                     Action::Close => self.grants.close(&owner, d.addr, &d.grants, at),
                 };
+                if let (Action::Open, Ok(_)) = (d.action, &res) {
+                    self.grants
+                        .note_origin(&owner, d.addr, &d.grants, Via::Datagram, at);
+                }
                 // Counted as accepted only when the firewall took it.
                 if res.is_ok() {
                     self.stats.datagrams_accepted += 1;
@@ -388,7 +398,7 @@ impl Engine {
         let src = match crate::address::usable(src, |a| self.local.contains(a, mono)) {
             Ok(a) => a,
             Err(why) => {
-                self.stats.knocks_rejected += 1;
+                self.stats.knock_reject(why.code());
                 if self.limiter.allow(now.mono) {
                     info!(%src, dport, reason = why.code(), "knock rejected: {src} is {why}");
                 }
@@ -425,7 +435,7 @@ impl Engine {
                     return Outcome::Ignored("door_fresh");
                 }
                 if let Err(hit) = self.check_caps(&owner, addr, &grants, at) {
-                    self.stats.knocks_rejected += 1;
+                    self.stats.knock_reject("grant_cap");
                     if self.limiter.allow(now.mono) {
                         warn!(%addr, via = %via, reason = "grant_cap",
                             "knock rejected: {owner} holds {hit} (a spoofed knock flood?)");
@@ -437,13 +447,20 @@ impl Engine {
                 if hmac {
                     let used = self.legacy.hmac_used();
                     if let Err(e) = crate::state::save_hmac_used(&self.cfg.state_dir, &used) {
-                        self.stats.knocks_rejected += 1;
+                        self.stats.knock_reject("not_persisted");
                         error!(%addr, via = %via, "knock rejected: cannot persist the used sequence: {e}");
                         return Outcome::NotPersisted;
                     }
                 }
                 match self.grants.open(&owner, addr, &grants, duration_secs, at) {
                     Ok(c) => {
+                        let how = match (&owner, hmac) {
+                            (_, true) | (Owner::Key(_), _) => Via::HmacKnock,
+                            (Owner::Doors, false) => Via::Door(
+                                via.strip_prefix("legacy door ").unwrap_or(&via).to_owned(),
+                            ),
+                        };
+                        self.grants.note_origin(&owner, addr, &grants, how, at);
                         self.stats.knocks_accepted += 1;
                         info!(%addr, via = %via, added = c.added, refreshed = c.refreshed,
                             duration = duration_secs, "knock accepted: rule added");
@@ -479,7 +496,7 @@ impl Engine {
                 code,
                 reason,
             } => {
-                self.stats.knocks_rejected += 1;
+                self.stats.knock_reject(code);
                 if self.limiter.allow(now.mono) {
                     info!(%addr, via = %via, reason = code, "knock rejected: {reason}");
                 }

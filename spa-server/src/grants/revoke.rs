@@ -115,13 +115,23 @@ impl Grants {
         now: u64,
         fit: impl Fn(&Owner, Grant, u64) -> Fit,
     ) -> Result<Vec<Revoked>, FwError> {
+        self.revoke_at(now, |o, _, g, t| fit(o, g, t))
+    }
+
+    /// [`Grants::revoke`] with the grant's address given to `fit` too
+    /// (`spa-server revoke --address`).
+    pub fn revoke_at(
+        &mut self,
+        now: u64,
+        fit: impl Fn(&Owner, IpAddr, Grant, u64) -> Fit,
+    ) -> Result<Vec<Revoked>, FwError> {
         let (mut add, mut remove, mut revoked) = (Vec::new(), Vec::new(), Vec::new());
         let mut plan: Vec<Planned> = Vec::new();
         for (key, e) in &self.live {
             let mut owners = e.owners.clone();
             let mut changed = false;
             for (o, &t) in e.owners.iter().filter(|(_, &t)| t > now) {
-                let (until, why) = match fit(o, key.1, t) {
+                let (until, why) = match fit(o, key.0, key.1, t) {
                     Fit::Keep => continue,
                     Fit::Until(u, _) if u >= t => continue,
                     Fit::Until(u, why) => {
