@@ -519,6 +519,11 @@ impl Daemon {
     /// of a reload that can fail, done before the engine sees anything.
     fn reload_capture(&mut self) -> Result<Config, DaemonError> {
         let new = self.source.load().map_err(DaemonError::Config)?;
+        // A forward added by this reload needs IP forwarding as at start.
+        firewall::forward::check_ip_forwarding(&crate::policy::forwards(&new.keys), |p| {
+            std::fs::read_to_string(p)
+        })
+        .map_err(DaemonError::Firewall)?;
         let cur = self.engine.config();
         if new.firewall != cur.firewall || new.state_dir != cur.state_dir {
             warn!("reload: firewall backend and state_dir changes take effect at the next restart");

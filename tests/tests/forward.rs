@@ -7,7 +7,7 @@
 //! daemon the path ends at the grant's end, in the kernel. IP forwarding off
 //! is a start error naming the sysctl. Both backends.
 //!
-//! Namespace ids 241 (iptables) and 242 (nftables), engineer H's range.
+//! Namespace ids 241 (iptables), 242 (nftables) and 243 (reload), engineer H's range.
 //! The internal namespace is `<prefix>spa<id>i`, deleted on drop with
 //! everything in it; sshd runs only there, in a mount namespace of its own.
 
@@ -382,4 +382,32 @@ fn forward_to_internal_sshd_iptables() {
 #[test]
 fn forward_to_internal_sshd_nftables() {
     forwards_to_the_internal_sshd(242, "nftables");
+}
+
+/// A reload that adds a forward while IP forwarding is off is refused (the
+/// old configuration stays), as a start would be.
+#[test]
+fn a_reload_adding_a_forward_needs_ip_forwarding() {
+    let r = spa_e2e::Testbed::new(243, "fwdreload", "iptables", SID, &["alice"]);
+    let conf = r.dir.join("server.toml");
+    let plain = format!(
+        "[[key]]\nname = \"alice\"\nfile = \"{}\"\nallow = [\"tcp/22\"]\n",
+        r.key
+    );
+    write(&conf, &plain);
+    r.pair.srv_sh("sysctl -qw net.ipv4.ip_forward=0");
+    let conf_s = conf.display().to_string();
+    let s = r.server_without_key("server.log", &["--config", &conf_s]);
+    write(
+        &conf,
+        &format!("{plain}[key.forward]\n\"tcp/2222\" = \"198.19.243.5:22\"\n"),
+    );
+    let pid = s.pid().expect("pid").to_string();
+    run_ok(Command::new("kill").args(["-HUP", &pid]));
+    s.expect_lines(&["reload refused", "net.ipv4.ip_forward = 0"], 1);
+    // The old configuration still serves.
+    let v4 = r.pair.v4();
+    r.send(v4.cli, v4.srv, &["--open", "22"]);
+    r.expect_connect(v4.cli, v4.srv, true, "after the refused reload", &s);
+    r.done("a_reload_adding_a_forward_needs_ip_forwarding");
 }
