@@ -332,6 +332,17 @@ fn forwards_to_the_internal_sshd(id: u8, backend: &'static str) {
         "opened for another address"
     );
 
+    // status names the forward's target and the key's policy.
+    let server = bin("spa-server").display().to_string();
+    let out = run_ok(&mut pair.srv(&[&server, "--config", &conf, "--state-dir", &state, "status"]));
+    let st = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        st.contains(&format!("tcp/2222 -> {}:22", inner.ip4))
+            && st.contains(&format!("tcp/2223 forwarded to [{}]:22", inner.ip6))
+            && st.contains("from anywhere; expires never"),
+        "{st}"
+    );
+
     // The admin reloads the firewall: the live forward is back within 2 s.
     pair.srv_sh(&reload);
     assert!(

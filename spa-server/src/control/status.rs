@@ -29,6 +29,17 @@ pub struct Snapshot {
     pub rules: usize,
     pub stats: Stats,
     pub capture: CaptureStats,
+    /// Each key's policy (issue 15): what it may open, from where, until
+    /// when, and where it forwards.
+    pub keys: Vec<KeyView>,
+}
+
+/// One key as status lists it.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    pub name: String,
+    pub allow: Vec<spa_proto::Grant>,
+    pub rules: crate::policy::KeyRules,
 }
 
 impl Snapshot {
@@ -51,6 +62,16 @@ impl Snapshot {
             rules: engine.grants().len(),
             stats: engine.stats(),
             capture,
+            keys: engine
+                .config()
+                .keys
+                .iter()
+                .map(|k| KeyView {
+                    name: k.name.clone(),
+                    allow: k.allow.clone(),
+                    rules: k.rules.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -128,7 +149,10 @@ pub fn text(s: &Snapshot) -> String {
                 [
                     format!("{} {}", owner_kind(&g.owner), g.owner_name),
                     g.addr.to_string(),
-                    g.grant.to_string(),
+                    match g.forward {
+                        Some(to) => format!("{} -> {to}", g.grant),
+                        None => g.grant.to_string(),
+                    },
                     utc_text(g.opened_at),
                     span(g.expires_at.saturating_sub(s.now)),
                     g.via.code().to_owned(),
@@ -149,6 +173,26 @@ pub fn text(s: &Snapshot) -> String {
             }
             let _ = writeln!(o, "{}", line.trim_end());
         }
+    }
+    let _ = writeln!(o, "\nkeys: {}", s.keys.len());
+    for k in &s.keys {
+        let allow: Vec<String> = k.allow.iter().map(|g| g.to_string()).collect();
+        let expires = match k.rules.expires {
+            None => "never".to_owned(),
+            Some(at) if at <= s.now => format!("{} (expired)", utc_text(at)),
+            Some(at) => format!("{} (in {})", utc_text(at), span(at - s.now)),
+        };
+        let mut line = format!(
+            "  {}: allow {}; from {}; expires {}",
+            k.name,
+            allow.join(","),
+            k.rules.from_text(),
+            expires
+        );
+        for (g, to) in &k.rules.forward {
+            let _ = write!(line, "; {g} forwarded to {to}");
+        }
+        let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(o, "\ncounters since start:");
     let _ = writeln!(
@@ -243,7 +287,8 @@ pub fn json(s: &Snapshot) -> String {
         .map(|g| {
             format!(
                 "{{\"owner_kind\":\"{}\",\"owner\":{},\"address\":\"{}\",\"proto\":\"{}\",\
-                 \"port\":{},\"opened_at\":{},\"expires_at\":{},\"time_left_secs\":{},\"via\":\"{}\"}}",
+                 \"port\":{},\"opened_at\":{},\"expires_at\":{},\"time_left_secs\":{},\"via\":\"{}\",\
+                 \"forward\":{}}}",
                 owner_kind(&g.owner),
                 json_str(&g.owner_name),
                 g.addr,
@@ -252,7 +297,9 @@ pub fn json(s: &Snapshot) -> String {
                 g.opened_at,
                 g.expires_at,
                 g.expires_at.saturating_sub(s.now),
-                g.via.code()
+                g.via.code(),
+                g.forward
+                    .map_or("null".to_owned(), |t| json_str(&t.to_string()))
             )
         })
         .collect();
@@ -284,7 +331,7 @@ pub fn json(s: &Snapshot) -> String {
     format!(
         "{{\"schema\":{SCHEMA},\"version\":\"{}\",\"server_id\":{},\"config\":{},\"backend\":\"{}\",\
          \"pid\":{},\"started_at\":{},\"now\":{},\"uptime_secs\":{},\"rules\":{},\"grants\":[{}],\
-         \"counters\":{counters}}}\n",
+         \"counters\":{counters},\"keys\":[{}]}}\n",
         env!("CARGO_PKG_VERSION"),
         json_str(&s.server_id),
         json_str(&s.config),
@@ -294,8 +341,34 @@ pub fn json(s: &Snapshot) -> String {
         s.now,
         s.uptime(),
         s.rules,
-        grants.join(",")
+        grants.join(","),
+        keys_json(s)
     )
+}
+
+/// `keys` of `status --json`: each key's allow list and policy.
+fn keys_json(s: &Snapshot) -> String {
+    let list = |v: Vec<String>| v.iter().map(|x| json_str(x)).collect::<Vec<_>>().join(",");
+    s.keys
+        .iter()
+        .map(|k| {
+            let forwards: Vec<String> = k
+                .rules
+                .forward
+                .iter()
+                .map(|(g, to)| format!("{}:{}", json_str(&g.to_string()), json_str(&to.to_string())))
+                .collect();
+            format!(
+                "{{\"name\":{},\"allow\":[{}],\"from\":[{}],\"expires_at\":{},\"forwards\":{{{}}}}}",
+                json_str(&k.name),
+                list(k.allow.iter().map(|g| g.to_string()).collect()),
+                list(k.rules.from.iter().map(|n| n.to_string()).collect()),
+                k.rules.expires.map_or("null".to_owned(), |t| t.to_string()),
+                forwards.join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -326,10 +399,16 @@ pub(crate) mod tests {
                 opened_at: 1_090,
                 expires_at: 1_130,
                 via: Via::Datagram,
+                forward: None,
             }],
             rules: 1,
             stats,
             capture: CaptureStats::default(),
+            keys: vec![KeyView {
+                name: "alice".into(),
+                allow: vec![Grant::tcp(22).unwrap()],
+                rules: crate::policy::KeyRules::default(),
+            }],
         }
     }
 
@@ -354,6 +433,33 @@ pub(crate) mod tests {
         let v: serde_json::Value = serde_json::from_str(&j).expect("valid JSON");
         assert_eq!(v["grants"][0]["owner"], "alice");
         assert_eq!(v["counters"]["rejects"]["replayed"], 1);
+    }
+
+    /// Issue 15: status names each key's source networks, expiry and
+    /// forwards, and a forwarded grant's target.
+    #[test]
+    fn keys_policies_and_forward_targets_are_shown() {
+        let mut s = sample();
+        s.keys[0].rules = crate::policy::KeyRules {
+            from: crate::policy::parse_from(&["203.0.113.0/24".into()]).unwrap(),
+            expires: Some(1_100 + 3 * 86_400),
+            forward: vec![(Grant::tcp(2222).unwrap(), "10.20.0.5:22".parse().unwrap())],
+        };
+        s.grants[0].grant = Grant::tcp(2222).unwrap();
+        s.grants[0].forward = Some("10.20.0.5:22".parse().unwrap());
+        let t = text(&s);
+        assert!(t.contains("tcp/2222 -> 10.20.0.5:22"), "{t}");
+        assert!(
+            t.contains("alice: allow tcp/22; from 203.0.113.0/24; expires 1970-01-04T00:18:20Z (in 3d 0h 0m); tcp/2222 forwarded to 10.20.0.5:22"),
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json(&s)).expect("valid JSON");
+        assert_eq!(v["grants"][0]["forward"], "10.20.0.5:22");
+        assert_eq!(v["keys"][0]["from"][0], "203.0.113.0/24");
+        assert_eq!(v["keys"][0]["expires_at"], 1_100 + 3 * 86_400);
+        assert_eq!(v["keys"][0]["forwards"]["tcp/2222"], "10.20.0.5:22");
+        let v: serde_json::Value = serde_json::from_str(&json(&sample())).unwrap();
+        assert!(v["grants"][0]["forward"].is_null() && v["keys"][0]["expires_at"].is_null());
     }
 
     #[test]

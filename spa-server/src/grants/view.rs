@@ -48,6 +48,8 @@ pub struct GrantView {
     /// This owner's end (the firewall rule ends at the latest owner's).
     pub expires_at: u64,
     pub via: Via,
+    /// The host behind the gateway a forwarded grant leads to (issue 15).
+    pub forward: Option<std::net::SocketAddr>,
 }
 
 impl Grants {
@@ -109,6 +111,7 @@ impl Grants {
                     opened_at: origin.map_or(now, |o| o.opened_at),
                     expires_at: until,
                     via,
+                    forward: e.rule.forward,
                 });
             }
         }
