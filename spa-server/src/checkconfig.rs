@@ -88,11 +88,15 @@ pub fn check(cfg: &Config) -> Report {
             }
         }
     }
-    if let Some(e) = state_dir_problem(&cfg.state_dir) {
+    // Root's, or the network side's user's (privsep hands them over).
+    let net_uid = crate::privsep::sandbox::lookup_user(&cfg.user)
+        .or_else(|_| crate::privsep::sandbox::lookup_user("nobody"))
+        .map_or(u32::MAX, |u| u.uid);
+    if let Some(e) = state_dir_problem(&cfg.state_dir, net_uid) {
         r.errors.push(e);
     }
     if let Some(d) = &cfg.runtime_dir {
-        if let Some(e) = state_dir_problem(d) {
+        if let Some(e) = state_dir_problem(d, net_uid) {
             r.errors.push(e);
         }
     }
@@ -133,7 +137,7 @@ fn nft_chain_missing(o: &firewall::FirewallOptions) -> Option<FwError> {
 }
 
 /// What start would refuse about a state directory, without creating it.
-fn state_dir_problem(dir: &std::path::Path) -> Option<String> {
+fn state_dir_problem(dir: &std::path::Path, net_uid: u32) -> Option<String> {
     let md = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -144,7 +148,7 @@ fn state_dir_problem(dir: &std::path::Path) -> Option<String> {
     if !md.is_dir() {
         return Some(format!("{}: is not a directory", dir.display()));
     }
-    if md.uid() != me {
+    if md.uid() != me && md.uid() != net_uid {
         return Some(format!(
             "{}: owned by uid {}, not by uid {me}: `chown {me} {}`",
             dir.display(),

@@ -22,6 +22,10 @@ pub const DEFAULT_CONFIG: &str = "/etc/spa/server.toml";
 pub const DEFAULT_SPA_PORT: u16 = 62201;
 /// Where the replay record is persisted.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/spa-server";
+/// Files a configuration was read from, path and bytes (privsep reloads).
+pub type Files = Vec<(PathBuf, Vec<u8>)>;
+/// The network side's user when `user` is not set (created by the Debian package).
+pub const DEFAULT_USER: &str = "spa";
 /// How long a grant lasts when the request does not say (seconds).
 pub const DEFAULT_DURATION: u32 = 30;
 /// Longest grant a key may ask for unless its policy says otherwise.
@@ -127,6 +131,8 @@ pub struct Config {
     /// ports, so the host answers nothing there (no ICMP, no RST); the
     /// capture reads frames before netfilter and still sees them.
     pub silent: bool,
+    /// The unprivileged user the network side runs as (privsep).
+    pub user: String,
 }
 
 impl Config {
@@ -156,6 +162,7 @@ struct RawConfig {
     legacy: Option<crate::legacy::LegacyConfig>,
     firewall_options: Option<Spanned<crate::firewall::FirewallOptions>>,
     silent: Option<bool>,
+    user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +274,64 @@ impl Config {
     }
 
     pub fn from_text(text: &str, file: &Path, ov: &Overrides) -> Result<Config, ConfigError> {
+        Config::from_text_with(text, file, ov, &mut |p| KeyFile::read(p))
+    }
+
+    /// [`Config::load`], also returning every file it read (the config
+    /// file's text, each key file re-encoded): the privileged side reads,
+    /// the network side parses the same bytes with [`Config::load_from`].
+    pub fn load_recording(
+        path: Option<&Path>,
+        ov: &Overrides,
+    ) -> Result<(Config, Files), ConfigError> {
+        let mut files = Vec::new();
+        let text = match path {
+            Some(p) => {
+                let t = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    file: p.to_owned(),
+                    line: None,
+                    field: None,
+                    msg: format!("cannot read: {e}"),
+                })?;
+                files.push((p.to_owned(), t.clone().into_bytes()));
+                t
+            }
+            None => String::new(),
+        };
+        let file = path.unwrap_or(Path::new("<command line>"));
+        let cfg = Config::from_text_with(&text, file, ov, &mut |p| {
+            let kf = KeyFile::read(p)?;
+            files.push((p.to_owned(), kf.to_toml().into_bytes()));
+            Ok(kf)
+        })?;
+        Ok((cfg, files))
+    }
+
+    /// [`Config::load`] over files another process read
+    /// ([`Config::load_recording`]): the network side cannot read key files.
+    pub fn load_from(
+        path: Option<&Path>,
+        ov: &Overrides,
+        files: &[(PathBuf, Vec<u8>)],
+    ) -> Result<Config, ConfigError> {
+        let find = |p: &Path| files.iter().find(|(f, _)| f == p).map(|(_, b)| b);
+        let text = match path {
+            Some(p) => String::from_utf8_lossy(find(p).map_or(&[][..], |b| b)).into_owned(),
+            None => String::new(),
+        };
+        let file = path.unwrap_or(Path::new("<command line>"));
+        Config::from_text_with(&text, file, ov, &mut |p| match find(p) {
+            Some(b) => KeyFile::parse(&String::from_utf8_lossy(b), p),
+            None => KeyFile::read(p),
+        })
+    }
+
+    fn from_text_with(
+        text: &str,
+        file: &Path,
+        ov: &Overrides,
+        read_key: &mut dyn FnMut(&Path) -> Result<KeyFile, spa_keys::KeyError>,
+    ) -> Result<Config, ConfigError> {
         let err = |span: Option<std::ops::Range<usize>>, field: &str, msg: String| ConfigError {
             file: file.to_owned(),
             line: span.map(|s| line_of(text, s.start)),
@@ -459,8 +524,8 @@ impl Config {
                 }
             }
             let path = resolve(file, k.file.get_ref());
-            let kf = KeyFile::read(&path)
-                .map_err(|e| err(Some(k.file.span()), "key.file", e.to_string()))?;
+            let kf =
+                read_key(&path).map_err(|e| err(Some(k.file.span()), "key.file", e.to_string()))?;
             let key_id = kf.key.derive().key_id();
             if let Some(expect) = &k.key_id {
                 let want: KeyId = expect
@@ -545,7 +610,7 @@ impl Config {
             });
         }
         for path in &ov.keys {
-            let kf = KeyFile::read(path).map_err(|e| ConfigError {
+            let kf = read_key(path).map_err(|e| ConfigError {
                 file: path.clone(),
                 line: None,
                 field: Some("--key".into()),
@@ -696,6 +761,7 @@ impl Config {
             legacy,
             doors,
             silent: raw.silent.unwrap_or(true),
+            user: raw.user.unwrap_or_else(|| DEFAULT_USER.to_owned()),
         })
     }
 }
@@ -825,6 +891,7 @@ impl Config {
             legacy: crate::legacy::LegacyConfig::default(),
             doors: vec![],
             silent: true,
+            user: DEFAULT_USER.to_owned(),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::firewall::{self, FwError};
 use crate::grants::Grants;
 use crate::knocks;
 use crate::notify::Notifier;
+use crate::privsep;
 use crate::state::{DurableReplay, Loaded, ReplayLog, StateError};
 use spa_proto::replay::share_of;
 use std::fmt;
@@ -32,6 +33,9 @@ pub enum DaemonError {
     Poll(std::io::Error),
     Lock(crate::lock::LockError),
     Control(crate::control::ControlError),
+    Privsep(privsep::SandboxError),
+    /// The privileged side closed its end: it died.
+    PrivilegedGone,
 }
 
 impl fmt::Display for DaemonError {
@@ -45,6 +49,10 @@ impl fmt::Display for DaemonError {
             DaemonError::Poll(e) => write!(f, "poll: {e}"),
             DaemonError::Lock(e) => write!(f, "{e}"),
             DaemonError::Control(e) => write!(f, "{e}"),
+            DaemonError::Privsep(e) => write!(f, "privilege separation: {e}"),
+            DaemonError::PrivilegedGone => f.write_str(
+                "the privileged side exited; stopping (systemd restarts the service, ExecStopPost flushes)",
+            ),
         }
     }
 }
@@ -168,6 +176,8 @@ pub struct Daemon {
     control: crate::control::Control,
     /// Unix seconds at start, for status.
     started_at: u64,
+    /// The privileged side: firewall changes, local addresses, reloads.
+    remote: privsep::Remote,
 }
 
 impl Daemon {
@@ -177,8 +187,32 @@ impl Daemon {
     pub fn start(source: ConfigSource) -> Result<Daemon, DaemonError> {
         let sigfd = signal_fd().map_err(DaemonError::Signals)?;
         let cfg = source.load().map_err(DaemonError::Config)?;
+        let user = privsep::network_user(&cfg).map_err(DaemonError::Privsep)?;
+        // The state directories become the network side's (checked as
+        // `ensure_private_dir` does, from their metadata alone).
+        privsep::sandbox::give_dir(&cfg.state_dir, &user).map_err(DaemonError::Privsep)?;
+        if let Some(r) = &cfg.runtime_dir {
+            privsep::sandbox::give_dir(r, &user).map_err(DaemonError::Privsep)?;
+        }
+        // Tools by absolute path, resolved once, never from $PATH.
+        let fw_opts = firewall::tools::resolve(cfg.firewall, &cfg.firewall_options)
+            .map_err(DaemonError::Firewall)?;
+        // Everything that needs a privilege or a new socket is opened now,
+        // before the split: the capture (CAP_NET_RAW), the nf_tables watch,
+        // the notify socket.
+        let capture = Capture::open(&cfg.interfaces, &knocks::filter_spec(&cfg))
+            .map_err(|e| DaemonError::Capture(e.to_string()))?;
+        let (watch, unwatched) = crate::fwwatch::FwWatch::open();
+        let notifier = Notifier::from_env();
+        let mut close = capture.raw_fds();
+        close.push(sigfd.as_raw_fd());
+        close.extend(watch.raw_fd());
+        let (remote, cfg) =
+            privsep::split(cfg, &source, &fw_opts, &close).map_err(DaemonError::Privsep)?;
+        privsep::drop_network_side(&user).map_err(DaemonError::Privsep)?;
         // One daemon per state directory, before any state is read or the
-        // firewall is touched: a second instance changes nothing.
+        // firewall is touched: a second instance changes nothing (it stops
+        // here, and its privileged side with it).
         crate::safefile::ensure_private_dir(&cfg.state_dir).map_err(DaemonError::State)?;
         let lock = crate::lock::acquire(&cfg.state_dir).map_err(DaemonError::Lock)?;
         let now = Now::read();
@@ -192,14 +226,7 @@ impl Daemon {
         .map_err(DaemonError::State)?;
         log_replay_start(&opened, now.secs());
         let replay = DurableReplay::new(opened.record, opened.log);
-        // Tools by absolute path, resolved once, never from $PATH.
-        let fw_opts = firewall::tools::resolve(cfg.firewall, &cfg.firewall_options)
-            .map_err(DaemonError::Firewall)?;
-        let fw = firewall::backend(cfg.firewall, &fw_opts);
-        let mut grants = Grants::new(fw);
-        grants
-            .set_silence(&knocks::silence(&cfg))
-            .map_err(DaemonError::Firewall)?;
+        let mut grants = Grants::new(Box::new(remote.clone()));
         // Forwards (issue 15): the kernel must forward, or a refusal now
         // beats grants that are accepted and lead nowhere.
         let forwards = crate::policy::forwards(&cfg.keys);
@@ -209,24 +236,10 @@ impl Daemon {
         grants.setup().map_err(DaemonError::Firewall)?;
         info!(
             backend = grants.backend(),
-            "firewall chain installed (stale grants removed)"
+            user = %user.name,
+            uid = user.uid,
+            "firewall chain installed (stale grants removed); network side unprivileged"
         );
-        let capture = match Capture::open(&cfg.interfaces, &knocks::filter_spec(&cfg)) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = grants.teardown();
-                return Err(DaemonError::Capture(e.to_string()));
-            }
-        };
-        // Before privileges are dropped and before READY: a status right
-        // after `systemctl start` finds it.
-        let control = match crate::control::Control::open(&crate::control::socket_path(&cfg)) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = grants.teardown();
-                return Err(DaemonError::Control(e));
-            }
-        };
         let mut legacy = knocks::Runtime::new(&cfg);
         if cfg.legacy.hmac.enabled {
             restore_hmac_record(&mut legacy, &cfg, opened.first_start, now.secs())
@@ -239,7 +252,6 @@ impl Daemon {
             }
         }
         warn_source_address_keys(&cfg);
-        let (watch, unwatched) = crate::fwwatch::FwWatch::open();
         if let Some(why) = unwatched {
             warn!(
                 "no nf_tables notifications ({why}): a firewall reload is noticed only at the \
@@ -251,6 +263,16 @@ impl Daemon {
         } else {
             cfg.interfaces.join(",")
         };
+        let r = remote.clone();
+        let local = LocalAddrs::with_reader(Box::new(move || r.local_addrs()));
+        // The control socket, bound by the network side's user after its
+        // state is open (an empty state directory means first start) and
+        // before its seccomp filter (which forbids socket and bind); before
+        // READY, so a status right after `systemctl start` finds it.
+        let control = crate::control::Control::open(&crate::control::socket_path(&cfg))
+            .map_err(DaemonError::Control)?;
+        // Before the first packet: from here on no socket, exec or fork.
+        privsep::sandbox::install_seccomp().map_err(DaemonError::Privsep)?;
         info!(
             server_id = %cfg.server_name,
             port = cfg.spa_port,
@@ -260,9 +282,8 @@ impl Daemon {
             control = %control.path().display(),
             "ready"
         );
-        let mut engine = Engine::new(cfg, replay, grants, legacy, LocalAddrs::default());
+        let mut engine = Engine::new(cfg, replay, grants, legacy, local);
         engine.warn_expiring_keys(&Now::read());
-        let notifier = Notifier::from_env();
         notifier.ready("listening");
         Ok(Daemon {
             source,
@@ -275,6 +296,7 @@ impl Daemon {
             watch,
             control,
             started_at: now.secs(),
+            remote,
         })
     }
 
@@ -368,12 +390,19 @@ impl Daemon {
             );
             let captures = fds.len() - 1;
             fds.extend(self.watch.raw_fd().map(|f| (f, libc::POLLIN)));
+            // For hang-up only (events 0): the privileged side is gone. Its
+            // replies are read where they are asked for.
+            let remote_at = fds.len();
+            fds.push((self.remote.raw_fd(), 0));
             let control_at = fds.len();
             fds.extend(self.control.poll_set());
             let ready = poll_fds(&fds, self.timeout(&now)).map_err(DaemonError::Poll)?;
             // The clock, once per wake-up: every decision of this wake-up
             // uses the same time.
             now = Now::read();
+            if ready.get(remote_at).copied().unwrap_or(false) {
+                return Err(DaemonError::PrivilegedGone);
+            }
             if ready.first().copied().unwrap_or(false) && self.take_signals(&now) == Flow::Stop {
                 return Ok(());
             }
@@ -382,7 +411,7 @@ impl Daemon {
             {
                 return Ok(());
             }
-            if control_at > 1 + captures && ready.get(1 + captures).copied().unwrap_or(false) {
+            if remote_at > 1 + captures && ready.get(1 + captures).copied().unwrap_or(false) {
                 self.watch.on_readable();
             }
             self.serve_control(ready.get(control_at..).unwrap_or(&[]), &now);
@@ -518,7 +547,11 @@ impl Daemon {
     /// Loads the new configuration and moves the capture to it: the parts
     /// of a reload that can fail, done before the engine sees anything.
     fn reload_capture(&mut self) -> Result<Config, DaemonError> {
-        let new = self.source.load().map_err(DaemonError::Config)?;
+        // The keys are not ours to read: the privileged side reads them.
+        let new = self
+            .remote
+            .load_config(&self.source)
+            .map_err(DaemonError::Config)?;
         // A forward added by this reload needs IP forwarding as at start.
         firewall::forward::check_ip_forwarding(&crate::policy::forwards(&new.keys), |p| {
             std::fs::read_to_string(p)

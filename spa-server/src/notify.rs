@@ -25,6 +25,10 @@ impl Notifier {
                 SocketAddr::from_pathname(&p).ok()?
             };
             let sock = UnixDatagram::unbound().ok()?;
+            // Connected now, while the process may still reach the socket
+            // file: the network side later runs as a user that may not
+            // (permission is checked at connect for a pathname socket).
+            let _ = sock.connect_addr(&addr);
             Some((sock, addr))
         });
         let for_us = std::env::var("WATCHDOG_PID")
@@ -50,7 +54,11 @@ impl Notifier {
 
     fn send(&self, msg: &str) {
         if let Some((sock, addr)) = &self.target {
-            if let Err(e) = sock.send_to_addr(msg.as_bytes(), addr) {
+            let sent = match sock.send(msg.as_bytes()) {
+                Ok(n) => Ok(n),
+                Err(_) => sock.send_to_addr(msg.as_bytes(), addr),
+            };
+            if let Err(e) = sent {
                 tracing::warn!("sd_notify failed: {e}");
             }
         }

@@ -269,17 +269,18 @@ fn the_socket_refuses_other_users_and_bad_requests() {
     let state = r.state_dir();
     let sock_path = state.join("control.sock");
     let sock = sock_path.display().to_string();
-    // Let uid 65534 reach the socket through the state directory (0711 is
+    // uid 4242: neither root nor the network side's user (nobody when the
+    // test host has no `spa`). Let it reach the socket through the state directory (0711 is
     // still private: nobody but root can list or write it).
     run_ok(std::process::Command::new("chmod").args(["0711", &state.display().to_string()]));
 
-    let nobody = raw_client(&r, 65534, &sock, "b'status json\\n'", 0);
-    assert_eq!(nobody, "PermissionError", "uid 65534 through mode 0600");
+    let nobody = raw_client(&r, 4242, &sock, "b'status json\\n'", 0);
+    assert_eq!(nobody, "PermissionError", "uid 4242 through mode 0600");
     run_ok(std::process::Command::new("chmod").args(["0666", &sock]));
-    let nobody = raw_client(&r, 65534, &sock, "b'status json\\n'", 0);
+    let nobody = raw_client(&r, 4242, &sock, "b'status json\\n'", 0);
     assert!(
-        nobody.starts_with("error: uid 65534 may not use this socket"),
-        "uid 65534 with the mode opened by hand got: {nobody}"
+        nobody.starts_with("error: uid 4242 may not use this socket"),
+        "uid 4242 with the mode opened by hand got: {nobody}"
     );
     run_ok(std::process::Command::new("chmod").args(["0600", &sock]));
 

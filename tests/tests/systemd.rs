@@ -278,19 +278,44 @@ systemctl daemon-reload",
     assert!(chain && rules.is_empty(), "chain, no grant: {rules:?}");
     let pid1 = sd.prop("MainPID");
 
-    // The sandbox is in force on the running daemon: no_new_privs, a
-    // seccomp filter, and a bounding set of CAP_NET_ADMIN + CAP_NET_RAW.
-    let status = sd.sh_ok(&format!("cat /proc/{pid1}/status"));
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
+    // Privilege separation in force (issue 9): the network side (MainPID)
+    // is an unprivileged user with no capability in any set, no_new_privs
+    // and its seccomp filter; the privileged side (its one child) is root
+    // with CAP_NET_ADMIN + CAP_NET_RAW effective and nothing else.
+    let status_of = |pid: &str| {
+        let status = sd.sh_ok(&format!("cat /proc/{pid}/status"));
+        move |name: &str| {
+            let v = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default();
+            (v, status.clone())
+        }
     };
-    assert_eq!(field("NoNewPrivs"), "1", "{status}");
-    assert_eq!(field("Seccomp"), "2", "{status}");
-    assert_eq!(field("CapBnd"), "0000000000003000", "{status}");
+    let net = status_of(&pid1);
+    let (uid, status) = net("Uid");
+    assert!(
+        uid.split_whitespace().all(|u| u != "0") && !uid.is_empty(),
+        "network side runs as root: {status}"
+    );
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(net(set).0, "0000000000000000", "{set}: {status}");
+    }
+    assert_eq!(net("NoNewPrivs").0, "1", "{status}");
+    assert_eq!(net("Seccomp").0, "2", "{status}");
+    let children = sd.sh_ok(&format!("cat /proc/{pid1}/task/{pid1}/children"));
+    let helper = children
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no privileged side under {pid1}: {}", sd.diag()))
+        .to_owned();
+    let privileged = status_of(&helper);
+    let (uid, status) = privileged("Uid");
+    assert!(uid.split_whitespace().all(|u| u == "0"), "{status}");
+    assert_eq!(privileged("CapEff").0, "0000000000003000", "{status}");
+    assert_eq!(privileged("CapPrm").0, "0000000000003000", "{status}");
+    assert_eq!(privileged("CapAmb").0, "0000000000000000", "{status}");
 
     tb.send(cli, srv, &["--open", "22", "--duration", "300"]);
     assert!(

@@ -95,13 +95,18 @@ fn the_unit_has_the_directives_the_design_relies_on() {
         one("ExecStart"),
         format!("{INSTALLED_BIN} --config {INSTALLED_CONFIG}")
     );
-    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(one("ExecReload"), "+/bin/kill -HUP $MAINPID");
     assert_eq!(
         one("ExecStopPost"),
         format!("{INSTALLED_BIN} --config {INSTALLED_CONFIG} flush")
     );
     assert_eq!(one("StateDirectory"), "spa-server");
-    assert_eq!(one("CapabilityBoundingSet"), "CAP_NET_ADMIN CAP_NET_RAW");
+    // The two the privileged side keeps, and the three the start needs to
+    // hand the state directories over and become the network side's user.
+    assert_eq!(
+        one("CapabilityBoundingSet"),
+        "CAP_NET_ADMIN CAP_NET_RAW CAP_SETUID CAP_SETGID CAP_CHOWN"
+    );
     assert_eq!(
         one("RestrictAddressFamilies"),
         "AF_UNIX AF_NETLINK AF_PACKET AF_INET AF_INET6"
@@ -152,7 +157,12 @@ fn systemd_analyze_verify_passes_without_warnings() {
 }
 
 #[test]
-fn systemd_analyze_security_exposure_is_below_2() {
+/// The offline score rates the unit's start: since issue 9 it allows
+/// CAP_CHOWN, CAP_SETUID, CAP_SETGID and the syscalls that use them (0.7
+/// of the score: 1.8 before, 2.5 now), which both processes drop before the
+/// first packet; systemd-analyze cannot see that, so systemd.rs reads the
+/// live processes' status (network side: no capability, Uid not 0, seccomp).
+fn systemd_analyze_security_exposure_is_below_2_6() {
     let dir = Scratch::new("unit-security");
     let unit = unit_copy(&dir.path);
     let out = Command::new("systemd-analyze")
@@ -174,7 +184,7 @@ fn systemd_analyze_security_exposure_is_below_2() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse {line:?}"));
     eprintln!("systemd-analyze security --offline: {}", line.trim());
-    assert!(score < 2.0, "exposure {score} (want < 2.0):\n{text}");
+    assert!(score < 2.6, "exposure {score} (want < 2.6):\n{text}");
 }
 
 /// The unit's ExecStopPost= command, pointed at the built binary and the
@@ -324,9 +334,10 @@ fn works_under_the_units_capabilities(id: u8, backend: &'static str) {
         .find(|l| l.starts_with("CapBnd:"))
         .unwrap_or_default()
         .to_owned();
-    // CAP_NET_ADMIN = 12, CAP_NET_RAW = 13.
+    // CAP_NET_ADMIN = 12, CAP_NET_RAW = 13; for the start only (issue 9:
+    // the privilege drop) CAP_CHOWN = 0, CAP_SETGID = 6, CAP_SETUID = 7.
     assert!(
-        capbnd.ends_with("0000000000003000"),
+        capbnd.ends_with("00000000000030c1"),
         "bounding set not applied: {capbnd}"
     );
     open_then_close(
@@ -412,11 +423,10 @@ fn syscalls_inside_the_filter(id: u8, backend: &'static str) {
     let trace_s = trace.to_str().expect("utf-8 path").to_owned();
     let mut server = env.start_with(&["strace", "-f", "-qq", "-o", &trace_s]);
     open_then_close(&env, 5, &format!("{backend}: no grant under strace"));
-    let pids = env.server_pids();
-    assert_eq!(pids.len(), 1, "{pids:?}");
-    signal(pids[0], libc::SIGHUP);
+    let main = env.network_side_pid();
+    signal(main, libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
-    signal(pids[0], libc::SIGTERM);
+    signal(main, libc::SIGTERM);
     assert!(wait_exit(&mut server, Duration::from_secs(15)).is_some());
     let text = std::fs::read_to_string(&trace).expect("strace output");
     let mut used = BTreeSet::new();

@@ -27,10 +27,24 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// The set, and when it was last read (`None`: never, so the first
 /// lookup reads it).
-#[derive(Debug, Default)]
+/// How the list is read: getifaddrs here, or a question to the privileged
+/// side (the sandboxed network side may not open a netlink socket).
+pub type Reader = Box<dyn FnMut() -> io::Result<HashSet<IpAddr>> + Send>;
+
+#[derive(Default)]
 pub struct LocalAddrs {
     set: HashSet<IpAddr>,
     read_at: Option<Instant>,
+    reader: Option<Reader>,
+}
+
+impl std::fmt::Debug for LocalAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAddrs")
+            .field("set", &self.set)
+            .field("read_at", &self.read_at)
+            .finish()
+    }
 }
 
 impl LocalAddrs {
@@ -40,6 +54,7 @@ impl LocalAddrs {
         LocalAddrs {
             set: addrs.into_iter().collect(),
             read_at: Some(now),
+            reader: None,
         }
     }
 
@@ -75,9 +90,25 @@ impl LocalAddrs {
         self.set.contains(&dst)
     }
 
-    /// [`LocalAddrs::contains_with`] reading the host's interfaces.
+    /// A set read through `reader` instead of getifaddrs.
+    pub fn with_reader(reader: Reader) -> LocalAddrs {
+        LocalAddrs {
+            reader: Some(reader),
+            ..LocalAddrs::default()
+        }
+    }
+
+    /// [`LocalAddrs::contains_with`] reading the host's interfaces (or
+    /// through the reader given to [`LocalAddrs::with_reader`]).
     pub fn contains(&mut self, dst: IpAddr, now: Instant) -> bool {
-        self.contains_with(dst, now, read_local_addrs)
+        match self.reader.take() {
+            Some(mut r) => {
+                let hit = self.contains_with(dst, now, &mut r);
+                self.reader = Some(r);
+                hit
+            }
+            None => self.contains_with(dst, now, read_local_addrs),
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub enum Request {
     /// This host's addresses (the knock check; the network side may not
     /// open a netlink socket).
     LocalAddrs,
+    /// Remove every grant and our chain/sets (stop).
+    Teardown,
 }
 
 /// What the privileged side answers, one reply per request.
@@ -95,6 +97,7 @@ const T_INTACT: u8 = 2;
 const T_SETUP: u8 = 3;
 const T_RELOAD: u8 = 4;
 const T_LOCAL: u8 = 5;
+const T_TEARDOWN: u8 = 6;
 
 const R_DONE: u8 = 0x81;
 const R_REFUSED: u8 = 0x82;
@@ -244,6 +247,7 @@ impl Request {
             Request::Setup => frame(T_SETUP, &[]),
             Request::Reload => frame(T_RELOAD, &[]),
             Request::LocalAddrs => frame(T_LOCAL, &[]),
+            Request::Teardown => frame(T_TEARDOWN, &[]),
         }
     }
 
@@ -272,6 +276,7 @@ impl Request {
             T_SETUP => Request::Setup,
             T_RELOAD => Request::Reload,
             T_LOCAL => Request::LocalAddrs,
+            T_TEARDOWN => Request::Teardown,
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end()?;
@@ -410,6 +415,7 @@ mod tests {
             Request::Setup,
             Request::Reload,
             Request::LocalAddrs,
+            Request::Teardown,
         ];
         for r in reqs {
             let f = r.encode();

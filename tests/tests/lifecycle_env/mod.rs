@@ -260,6 +260,29 @@ impl Env {
     pub fn server_pids(&self) -> Vec<u32> {
         self.pair.srv_pids("spa-server")
     }
+
+    /// The network side (the main process; the privileged side is its
+    /// child): the one spa-server whose parent is not a spa-server.
+    pub fn network_side_pid(&self) -> u32 {
+        // Two, or more for a moment: a firewall tool between fork and exec
+        // is a spa-server too, a child of the privileged side.
+        let pids = self.server_pids();
+        assert!(pids.len() >= 2, "network and privileged side: {pids:?}");
+        let parent = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                })
+                .unwrap_or(0)
+        };
+        *pids
+            .iter()
+            .find(|&&p| !pids.contains(&parent(p)))
+            .expect("one spa-server has no spa-server parent")
+    }
 }
 
 /// SIGKILLs the server and reaps it: no teardown, grants left as they are.

@@ -1,0 +1,136 @@
+//! The privileged side: a loop over the closed request set, nothing else.
+//! It never reads a packet; it holds CAP_NET_ADMIN and CAP_NET_RAW, the
+//! firewall backend, and a configuration it read itself, against which it
+//! checks every grant it is asked to add ([`super::check`]). When the
+//! network side goes (end of stream), it exits: the kernel-side expiry and
+//! `ExecStopPost=spa-server flush` are the fail-closed guarantees, as when
+//! one process did everything.
+
+use super::check;
+use super::proto::{read_frame, Reply, Request};
+use crate::capture::local::read_local_addrs;
+use crate::config::Config;
+use crate::daemon::ConfigSource;
+use crate::firewall::Firewall;
+use crate::knocks;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Serves requests until the network side closes its end; returns the
+/// process's exit status.
+pub fn serve(
+    mut sock: UnixStream,
+    mut cfg: Config,
+    source: ConfigSource,
+    mut fw: Box<dyn Firewall>,
+) -> i32 {
+    let mut local: Vec<IpAddr> = Vec::new();
+    loop {
+        let msg = match read_frame(&mut sock) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                info!("privileged side: the network side is gone; exiting");
+                return 0;
+            }
+            Err(e) => {
+                error!("privileged side: cannot read a request, exiting: {e}");
+                return 1;
+            }
+        };
+        let reply = match Request::decode(&msg) {
+            Err(e) => {
+                warn!(
+                    reason = "malformed",
+                    "privileged side refused a request: {e}"
+                );
+                Reply::Refused(format!("malformed request: {e}"))
+            }
+            Ok(req) => handle(req, &mut cfg, &source, fw.as_mut(), &mut local),
+        };
+        if let Err(e) = sock.write_all(&reply.encode()) {
+            error!("privileged side: cannot answer, exiting: {e}");
+            return 1;
+        }
+    }
+}
+
+fn fw_reply(r: Result<(), crate::firewall::FwError>) -> Reply {
+    match r {
+        Ok(()) => Reply::Done,
+        Err(e) => Reply::Refused(e.to_string()),
+    }
+}
+
+fn handle(
+    req: Request,
+    cfg: &mut Config,
+    source: &ConfigSource,
+    fw: &mut dyn Firewall,
+    local: &mut Vec<IpAddr>,
+) -> Reply {
+    match req {
+        Request::Apply { add, remove } => {
+            // The host's addresses, read again only when an add names one
+            // we do not know as ours (cheap in the common case).
+            if add.iter().any(|a| !local.contains(&a.addr)) {
+                if let Ok(set) = read_local_addrs() {
+                    *local = set.into_iter().collect();
+                }
+            }
+            if let Err(r) = check::apply(cfg, &add, unix_secs(), |a| local.contains(&a)) {
+                warn!(
+                    reason = "outside_configuration",
+                    "privileged side refused a batch: {r}"
+                );
+                return Reply::Refused(r.to_string());
+            }
+            if remove.len() > super::proto::MAX_BATCH {
+                return Reply::Refused("too many removes".into());
+            }
+            fw_reply(fw.apply(&add, &remove))
+        }
+        Request::Intact => match fw.intact() {
+            Ok(b) => Reply::Intact(b),
+            Err(e) => Reply::Refused(e.to_string()),
+        },
+        Request::Setup => {
+            // What to keep silent, and whether to forward, come from our
+            // own configuration.
+            fw.set_forwarding(!crate::policy::forwards(&cfg.keys).is_empty());
+            if let Err(e) = fw.set_silence(&knocks::silence(cfg)) {
+                return Reply::Refused(e.to_string());
+            }
+            fw_reply(fw.setup())
+        }
+        Request::Teardown => fw_reply(fw.teardown()),
+        Request::Reload => {
+            match Config::load_recording(source.path.as_deref(), &source.overrides) {
+                Ok((new, files)) => {
+                    fw.set_forwarding(!crate::policy::forwards(&new.keys).is_empty());
+                    if let Err(e) = fw.set_silence(&knocks::silence(&new)) {
+                        warn!("reload: the silent ports' drop rules could not be replaced (the old ones stay): {e}");
+                    }
+                    *cfg = new;
+                    Reply::Files(files)
+                }
+                Err(e) => Reply::Refused(e.to_string()),
+            }
+        }
+        Request::LocalAddrs => match read_local_addrs() {
+            Ok(set) => {
+                *local = set.iter().copied().collect();
+                Reply::Addrs(local.clone())
+            }
+            Err(e) => Reply::Refused(format!("cannot list local addresses: {e}")),
+        },
+    }
+}

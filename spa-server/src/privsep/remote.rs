@@ -1,0 +1,141 @@
+//! The network side's end of the socketpair: every request is one frame
+//! out and one reply back, in order, blocking (a batch costs the firewall
+//! tool's time either way). Through [`Remote`] the engine's `Grants` reach
+//! the firewall exactly as they reached a backend before: the ordering
+//! guarantees (replay entry durable first, table changed only on success)
+//! are the engine's and stay where they were.
+
+use super::proto::{read_frame, Reply, Request};
+use crate::config::{Config, ConfigError};
+use crate::daemon::ConfigSource;
+use crate::firewall::{Access, Firewall, FwError};
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+const WHO: &str = "privileged side";
+
+#[derive(Clone)]
+pub struct Remote {
+    sock: Arc<Mutex<UnixStream>>,
+    backend: &'static str,
+}
+
+impl Remote {
+    pub fn new(sock: UnixStream, backend: &'static str) -> Remote {
+        Remote {
+            sock: Arc::new(Mutex::new(sock)),
+            backend,
+        }
+    }
+
+    /// The socket, for the event loop's poll: readable (end of stream)
+    /// when the privileged side is gone.
+    pub fn raw_fd(&self) -> RawFd {
+        self.sock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_raw_fd()
+    }
+
+    pub fn call(&self, req: &Request) -> io::Result<Reply> {
+        let mut s = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        s.write_all(&req.encode())?;
+        let msg = read_frame(&mut *s)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the privileged side is gone")
+        })?;
+        Reply::decode(&msg).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    fn done(&self, req: &Request) -> Result<(), FwError> {
+        match self.call(req) {
+            Ok(Reply::Done) => Ok(()),
+            Ok(other) => Err(refused(other)),
+            Err(error) => Err(FwError::Spawn {
+                cmd: WHO.into(),
+                error,
+            }),
+        }
+    }
+
+    /// This host's addresses, read by the privileged side.
+    pub fn local_addrs(&self) -> io::Result<HashSet<IpAddr>> {
+        match self.call(&Request::LocalAddrs)? {
+            Reply::Addrs(a) => Ok(a.into_iter().collect()),
+            other => Err(io::Error::other(format!("{other:?}"))),
+        }
+    }
+
+    /// SIGHUP: the privileged side re-reads the configuration and keys;
+    /// this side parses the same bytes.
+    pub fn load_config(&self, source: &ConfigSource) -> Result<Config, ConfigError> {
+        let err = |msg: String| ConfigError {
+            file: source
+                .path
+                .clone()
+                .unwrap_or_else(|| "<command line>".into()),
+            line: None,
+            field: None,
+            msg,
+        };
+        match self.call(&Request::Reload) {
+            Ok(Reply::Files(files)) => {
+                Config::load_from(source.path.as_deref(), &source.overrides, &files)
+            }
+            Ok(Reply::Refused(why)) => Err(err(why)),
+            Ok(other) => Err(err(format!("unexpected reply {other:?}"))),
+            Err(e) => Err(err(format!("{WHO}: {e}"))),
+        }
+    }
+}
+
+fn refused(r: Reply) -> FwError {
+    FwError::Failed {
+        cmd: WHO.into(),
+        status: "refused".into(),
+        stderr: match r {
+            Reply::Refused(why) => why,
+            other => format!("unexpected reply {other:?}"),
+        },
+    }
+}
+
+impl Firewall for Remote {
+    fn name(&self) -> &'static str {
+        self.backend
+    }
+
+    fn setup(&mut self) -> Result<(), FwError> {
+        self.done(&Request::Setup)
+    }
+
+    fn apply(&mut self, add: &[Access], remove: &[Access]) -> Result<(), FwError> {
+        self.done(&Request::Apply {
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+        })
+    }
+
+    fn teardown(&mut self) -> Result<(), FwError> {
+        self.done(&Request::Teardown)
+    }
+
+    /// The privileged side keeps silent what its own configuration says.
+    fn set_silence(&mut self, _: &crate::firewall::Silence) -> Result<(), FwError> {
+        Ok(())
+    }
+
+    fn intact(&mut self) -> Result<bool, FwError> {
+        match self.call(&Request::Intact) {
+            Ok(Reply::Intact(b)) => Ok(b),
+            Ok(other) => Err(refused(other)),
+            Err(error) => Err(FwError::Spawn {
+                cmd: WHO.into(),
+                error,
+            }),
+        }
+    }
+}

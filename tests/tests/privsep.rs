@@ -1,0 +1,286 @@
+//! Privilege separation on the real daemon (issue 9): the network side is an
+//! unprivileged user with no capability, NoNewPrivs and a seccomp filter
+//! that makes forbidden calls fail; the privileged side keeps only
+//! CAP_NET_ADMIN + CAP_NET_RAW and refuses a grant outside its
+//! configuration, even one sent down the real socketpair.
+//!
+//! Namespace ids 220..=222 (engineer G's range is 220..=239). Every wait is
+//! bounded; the server is killed on drop and the namespaces are deleted.
+
+use spa_e2e::Testbed;
+use spa_server::firewall::Access;
+use spa_server::privsep::proto::{read_frame, Reply, Request};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SID: &str = "e2e-privsep";
+
+/// `Name: value` of /proc/PID/status.
+fn status(pid: u32, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{text}"))
+}
+
+/// The privileged side: the network side's one spa-server child.
+fn privileged_pid(net: u32) -> u32 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{net}/task/{net}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .find(|p: &u32| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "spa-server")
+        })
+        .unwrap_or_else(|| panic!("no privileged side under {net}: {children:?}"))
+}
+
+#[test]
+fn the_network_side_holds_nothing_and_the_privileged_side_two_capabilities() {
+    let r = Testbed::new(220, "privsep", "iptables", SID, &["alice"]);
+    let s = r.server("server.log", &[]);
+    let net = s.pid().expect("server pid");
+    let uid = status(net, "Uid");
+    assert!(
+        uid.split_whitespace().all(|u| u != "0"),
+        "network side Uid {uid}; log:\n{}",
+        s.log_text()
+    );
+    let gid = status(net, "Gid");
+    assert!(gid.split_whitespace().all(|g| g != "0"), "Gid {gid}");
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(status(net, set), "0000000000000000", "network side {set}");
+    }
+    assert_eq!(status(net, "NoNewPrivs"), "1");
+    assert_eq!(status(net, "Seccomp"), "2", "a seccomp filter is installed");
+    let p = privileged_pid(net);
+    assert!(status(p, "Uid").split_whitespace().all(|u| u == "0"));
+    // CAP_NET_ADMIN = 12, CAP_NET_RAW = 13, nothing else, in every set
+    // that matters; the bounding set narrowed too (root outside a unit).
+    assert_eq!(status(p, "CapEff"), "0000000000003000");
+    assert_eq!(status(p, "CapPrm"), "0000000000003000");
+    assert_eq!(status(p, "CapInh"), "0000000000000000");
+    assert_eq!(status(p, "CapAmb"), "0000000000000000");
+    assert_eq!(status(p, "CapBnd"), "0000000000003000");
+    // The state directory was handed to the network side's user.
+    let md = std::fs::metadata(r.state_dir()).expect("state dir");
+    let owner = std::os::unix::fs::MetadataExt::uid(&md).to_string();
+    assert!(
+        uid.split_whitespace().all(|u| u == owner),
+        "state dir owner {owner}, uid {uid}"
+    );
+    // And it still works: open and close.
+    let v4 = r.pair.v4();
+    r.send(v4.cli, v4.srv, &["--open", "22", "-d", "60"]);
+    r.expect_connect(v4.cli, v4.srv, true, "open under privsep", &s);
+}
+
+/// The network side's socket to the privileged side, duplicated into this
+/// (root) process with pidfd_getfd(2): the one unix stream socket it has.
+fn steal_channel(net: u32) -> UnixStream {
+    let unix = std::fs::read_to_string(format!("/proc/{net}/net/unix")).expect("net/unix");
+    // "Num RefCount Protocol Flags Type St Inode Path": Type 0001 = stream.
+    let stream_inodes: Vec<String> = unix
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&"0001")).then(|| f.get(6).map(|s| s.to_string()))?
+        })
+        .collect();
+    let fd_num = std::fs::read_dir(format!("/proc/{net}/fd"))
+        .expect("fd dir")
+        .flatten()
+        .find_map(|e| {
+            let link = std::fs::read_link(e.path()).ok()?;
+            let l = link.to_string_lossy();
+            let inode = l.strip_prefix("socket:[")?.strip_suffix(']')?;
+            stream_inodes
+                .iter()
+                .any(|i| i == inode)
+                .then(|| e.file_name().to_string_lossy().parse::<i32>().ok())?
+        })
+        .expect("the network side's unix stream socket");
+    // SAFETY: plain syscalls; the returned descriptor is new and ours.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, net as libc::pid_t, 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd_num, 0) as i32;
+        assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        libc::close(pidfd);
+        UnixStream::from_raw_fd(fd)
+    }
+}
+
+fn ask(ch: &mut UnixStream, req: &Request) -> Reply {
+    ch.write_all(&req.encode()).expect("send request");
+    ch.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let msg = read_frame(ch).expect("read reply").expect("a reply");
+    Reply::decode(&msg).expect("decode reply")
+}
+
+/// What a compromised network side could send: the privileged side checks
+/// it against its own configuration. A grant a key may open passes (so the
+/// channel works); tcp/25, which no key may open, and tcp/22 for longer
+/// than `max_duration` are refused and logged, and the firewall does not
+/// get them.
+#[test]
+fn the_privileged_side_refuses_a_grant_outside_its_configuration() {
+    let r = Testbed::new(221, "privsep-refuse", "iptables", SID, &["alice"]);
+    let s = r.server("server.log", &["--max-duration", "120"]);
+    let net = s.pid().expect("server pid");
+    let mut ch = steal_channel(net);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let cli: IpAddr = r.pair.v4().cli;
+    let access = |port: u16, secs: u64| Access {
+        addr: cli,
+        grant: spa_proto::Grant::tcp(port).expect("port"),
+        expires_at: now + secs,
+        forward: None,
+    };
+    let ok = ask(
+        &mut ch,
+        &Request::Apply {
+            add: vec![access(22, 60)],
+            remove: vec![],
+        },
+    );
+    assert_eq!(
+        ok,
+        Reply::Done,
+        "an in-configuration grant; log:\n{}",
+        s.log_text()
+    );
+    assert_eq!(
+        r.grant_rules("iptables").len(),
+        1,
+        "{}",
+        r.pair.srv_sh("iptables -w -S")
+    );
+
+    for (what, bad) in [("tcp/25", access(25, 60)), ("too long", access(22, 3600))] {
+        let reply = ask(
+            &mut ch,
+            &Request::Apply {
+                add: vec![bad],
+                remove: vec![],
+            },
+        );
+        assert!(
+            matches!(reply, Reply::Refused(_)),
+            "{what}: {reply:?}; log:\n{}",
+            s.log_text()
+        );
+        assert_eq!(
+            r.grant_rules("iptables").len(),
+            1,
+            "{what}: firewall unchanged"
+        );
+    }
+    s.expect_lines(
+        &["privileged side refused a batch", "outside_configuration"],
+        2,
+    );
+    let junk = [0u8, 0, 0, 2, 0xee, 0];
+    ch.write_all(&junk).expect("send junk");
+    let msg = read_frame(&mut ch).expect("reply").expect("a reply");
+    assert!(matches!(Reply::decode(&msg), Ok(Reply::Refused(_))));
+    s.expect_lines(&["privileged side refused a request", "malformed"], 1);
+}
+
+/// The filter the network side installs makes forbidden calls fail: a
+/// child process installs it exactly as the daemon does (the same
+/// function), then tries socket(2), execve(2) and fork(2).
+#[test]
+fn the_seccomp_filter_makes_forbidden_calls_fail() {
+    // SAFETY: fork in a test process; the child only makes raw syscalls
+    // and exits with a code that says what happened.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        let code = (|| unsafe {
+            if spa_server::privsep::sandbox::install_seccomp().is_err() {
+                return 10;
+            }
+            if libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) >= 0 {
+                return 11;
+            }
+            if *libc::__errno_location() != libc::EPERM {
+                return 12;
+            }
+            let sh = c"/bin/sh".as_ptr();
+            let argv = [sh, std::ptr::null()];
+            libc::execv(sh, argv.as_ptr());
+            if *libc::__errno_location() != libc::EPERM {
+                return 13;
+            }
+            if libc::syscall(libc::SYS_setuid, 0) == 0 {
+                return 14;
+            }
+            // What the event loop needs still works.
+            let mut buf = [0u8; 1];
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if fd < 0 || libc::read(fd, buf.as_mut_ptr().cast(), 1) < 0 {
+                return 15;
+            }
+            0
+        })();
+        unsafe { libc::_exit(code) };
+    }
+    let mut st = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    assert!(libc::WIFEXITED(st), "child killed: status {st}");
+    assert_eq!(
+        libc::WEXITSTATUS(st),
+        0,
+        "10 no filter, 11 socket allowed, 12 socket not EPERM, 13 execve not EPERM, \
+         14 setuid allowed, 15 open/read broken"
+    );
+}
+
+/// Either side's death ends the other: SIGKILL to the privileged side stops
+/// the network side (which removes nothing it cannot reach: the kernel
+/// expiry and `spa-server flush` are the guarantees); SIGKILL to the
+/// network side ends the privileged side (end of stream).
+#[test]
+fn either_sides_death_ends_the_other() {
+    let r = Testbed::new(222, "privsep-death", "iptables", SID, &["alice"]);
+    let s = r.server("server.log", &[]);
+    let net = s.pid().expect("server pid");
+    let p = privileged_pid(net);
+    // SAFETY: kill(2) of a process this test's server started.
+    unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+    s.expect_lines(&["the privileged side exited; stopping"], 1);
+    let gone = |pid: u32| {
+        spa_e2e::wait_for(Duration::from_secs(5), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |st| st.contains(") Z "))
+        })
+    };
+    assert!(
+        gone(net),
+        "network side still running; log:\n{}",
+        s.log_text()
+    );
+
+    let s2 = r.server("server2.log", &[]);
+    let net2 = s2.pid().expect("server pid");
+    let p2 = privileged_pid(net2);
+    // SAFETY: as above.
+    unsafe { libc::kill(net2 as libc::pid_t, libc::SIGKILL) };
+    assert!(gone(p2), "privileged side outlived the network side");
+}
