@@ -1,7 +1,7 @@
 //! Port specifications: `22`, `tcp/22`, `udp/53`, `53/udp`, lists `22,443`.
 
 use crate::error::ClientError;
-use spa_proto::{Grant, Proto, MAX_GRANTS};
+use spa_proto::{Grant, MAX_GRANTS};
 
 fn bad(spec: &str, reason: impl Into<String>) -> ClientError {
     ClientError::BadPort {
@@ -10,43 +10,24 @@ fn bad(spec: &str, reason: impl Into<String>) -> ClientError {
     }
 }
 
-fn parse_proto(spec: &str, p: &str) -> Result<Proto, ClientError> {
-    match p.trim().to_ascii_lowercase().as_str() {
-        "tcp" => Ok(Proto::Tcp),
-        "udp" => Ok(Proto::Udp),
-        other => Err(bad(
-            spec,
-            format!("unknown protocol '{other}' (use tcp or udp)"),
-        )),
-    }
-}
-
 /// A port number 1-65535. Shared with `--port` so every port error reads
 /// the same.
 pub fn parse_port(spec: &str, s: &str) -> Result<u16, ClientError> {
-    let s = s.trim();
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad(spec, "a port is a number from 1 to 65535"));
+    // The grammar's port rule: a bare number is a tcp grant of that port.
+    let t = s.trim();
+    if t.contains('/') {
+        return Err(bad(spec, spa_proto::GrantSyntax::NotANumber.to_string()));
     }
-    match s.parse::<u32>() {
-        Ok(0) => Err(bad(spec, "port 0 cannot be opened (ports are 1-65535)")),
-        Ok(n) if n <= 65535 => Ok(n as u16),
-        _ => Err(bad(spec, "ports go up to 65535")),
-    }
+    t.parse::<Grant>()
+        .map(|g| g.port.get())
+        .map_err(|e| bad(spec, e.to_string()))
 }
 
-/// One grant: `PORT`, `tcp/PORT`, `udp/PORT` or `PORT/PROTO` (knockd's
+/// One grant, in the one grammar ([`Grant`]'s `FromStr` in spa-proto, also
+/// the server's): `PORT`, `tcp/PORT`, `udp/PORT` or `PORT/PROTO` (knockd's
 /// order). TCP when no protocol is given, as ssh is the usual reason.
 pub fn parse_grant(spec: &str) -> Result<Grant, ClientError> {
-    let s = spec.trim();
-    let (proto, port) = match s.split_once('/') {
-        None => (Proto::Tcp, parse_port(spec, s)?),
-        Some((a, b)) if a.trim().bytes().all(|c| c.is_ascii_digit()) && !a.trim().is_empty() => {
-            (parse_proto(spec, b)?, parse_port(spec, a)?)
-        }
-        Some((a, b)) => (parse_proto(spec, a)?, parse_port(spec, b)?),
-    };
-    Grant::new(proto, port).map_err(|e| bad(spec, e.to_string()))
+    spec.parse::<Grant>().map_err(|e| bad(spec, e.to_string()))
 }
 
 /// A comma-separated list; duplicates are dropped (keeping the first) so
@@ -80,6 +61,7 @@ pub fn parse_grants<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spa_proto::Proto;
 
     fn g(p: Proto, port: u16) -> Grant {
         Grant::new(p, port).unwrap()

@@ -19,6 +19,6 @@ pub use kdf::{KeyId, KeySet, MasterKey, ServerId, KEY_ID_LEN, MASTER_KEY_LEN};
 pub use knock::KnockParams;
 pub use replay::{ReplayRecord, Seen, TimeWindow};
 pub use wire::{
-    parse_header, seal, seal_with, verify, verify_admit, Action, AllowAddr, Grant, Grants, Header,
-    Opened, Proto, Request, DATAGRAM_LEN, MAGIC, MAX_GRANTS, VERSION,
+    parse_header, seal, seal_with, verify, verify_admit, Action, AllowAddr, Grant, GrantSyntax,
+    Grants, Header, Opened, Proto, Request, DATAGRAM_LEN, MAGIC, MAX_GRANTS, VERSION,
 };

@@ -106,6 +106,76 @@ impl std::fmt::Display for Grant {
     }
 }
 
+/// Why a grant's text was refused; the messages are the ones every tool
+/// shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSyntax {
+    /// Neither `tcp` nor `udp`.
+    UnknownProto(String),
+    /// Not a decimal number.
+    NotANumber,
+    /// Port 0.
+    Zero,
+    /// Over 65535.
+    TooLarge,
+}
+
+impl std::fmt::Display for GrantSyntax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrantSyntax::UnknownProto(p) => {
+                write!(f, "unknown protocol '{p}' (use tcp or udp)")
+            }
+            GrantSyntax::NotANumber => f.write_str("a port is a number from 1 to 65535"),
+            GrantSyntax::Zero => f.write_str("port 0 cannot be opened (ports are 1-65535)"),
+            GrantSyntax::TooLarge => f.write_str("ports go up to 65535"),
+        }
+    }
+}
+
+impl std::error::Error for GrantSyntax {}
+
+fn port_of(s: &str) -> Result<u16, GrantSyntax> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(GrantSyntax::NotANumber);
+    }
+    match s.parse::<u32>() {
+        Ok(0) => Err(GrantSyntax::Zero),
+        Ok(n) => u16::try_from(n).map_err(|_| GrantSyntax::TooLarge),
+        Err(_) => Err(GrantSyntax::TooLarge),
+    }
+}
+
+fn proto_of(s: &str) -> Result<Proto, GrantSyntax> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Proto::Tcp),
+        "udp" => Ok(Proto::Udp),
+        other => Err(GrantSyntax::UnknownProto(other.to_owned())),
+    }
+}
+
+/// The one grammar for a grant, in the client, the configuration and the
+/// knock doors alike: `PORT` (tcp), `tcp/PORT`, `udp/PORT`, or `PORT/PROTO`
+/// (knockd's order); case-insensitive, spaces around parts ignored.
+impl std::str::FromStr for Grant {
+    type Err = GrantSyntax;
+
+    fn from_str(s: &str) -> Result<Grant, GrantSyntax> {
+        let s = s.trim();
+        let (proto, port) = match s.split_once('/') {
+            None => (Proto::Tcp, port_of(s)?),
+            Some((a, b))
+                if !a.trim().is_empty() && a.trim().bytes().all(|c| c.is_ascii_digit()) =>
+            {
+                (proto_of(b)?, port_of(a)?)
+            }
+            Some((a, b)) => (proto_of(a)?, port_of(b)?),
+        };
+        Grant::new(proto, port).map_err(|_| GrantSyntax::Zero)
+    }
+}
+
 /// 1..=[`MAX_GRANTS`] grants, stored inline so a request never allocates.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Grants {
@@ -470,6 +540,46 @@ pub fn verify_admit<'k>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn one_grant_grammar() {
+        let tcp22 = Grant::tcp(22).unwrap();
+        let udp53 = Grant::new(Proto::Udp, 53).unwrap();
+        for ok in ["22", " tcp/22 ", "TCP/22", "22/tcp"] {
+            assert_eq!(ok.parse::<Grant>(), Ok(tcp22), "{ok:?}");
+        }
+        for ok in ["udp/53", "53/udp", "UDP / 53"] {
+            assert_eq!(ok.parse::<Grant>(), Ok(udp53), "{ok:?}");
+        }
+        assert_eq!(
+            "tcp/65535".parse::<Grant>(),
+            Grant::new(Proto::Tcp, 65535).map_err(|_| GrantSyntax::Zero)
+        );
+        for (bad, why) in [
+            ("", GrantSyntax::NotANumber),
+            ("0", GrantSyntax::Zero),
+            ("tcp/0", GrantSyntax::Zero),
+            ("65536", GrantSyntax::TooLarge),
+            ("99999999999999999999", GrantSyntax::TooLarge),
+            ("icmp/1", GrantSyntax::UnknownProto("icmp".into())),
+            ("tcp/-1", GrantSyntax::NotANumber),
+            ("tcp/22/1", GrantSyntax::NotANumber),
+            ("/22", GrantSyntax::UnknownProto(String::new())),
+            ("udp/", GrantSyntax::NotANumber),
+            ("+22", GrantSyntax::NotANumber),
+        ] {
+            assert_eq!(bad.parse::<Grant>(), Err(why), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn grant_text_round_trips_and_never_panics(s in ".{0,12}", port in 1u16.., udp: bool) {
+            let _ = s.parse::<Grant>();
+            let g = Grant::new(if udp { Proto::Udp } else { Proto::Tcp }, port).unwrap();
+            prop_assert_eq!(g.to_string().parse::<Grant>(), Ok(g));
+        }
+    }
     use super::*;
     use crate::kdf::MasterKey;
     use crate::replay::{ReplayRecord, TimeWindow};

@@ -10,7 +10,7 @@ use crate::firewall::BackendKind;
 use crate::limits;
 use serde::Deserialize;
 use spa_keys::{check_label, KeyFile};
-use spa_proto::{Grant, KeyId, KeySet, Proto, ServerId, TimeWindow};
+use spa_proto::{Grant, KeyId, KeySet, ServerId, TimeWindow};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -216,26 +216,13 @@ pub struct Overrides {
     pub knockd_conf: Option<PathBuf>,
 }
 
-/// Parses "tcp/22", "udp/53" or "22" (tcp).
+/// A grant in the one grammar ([`Grant`]'s `FromStr`: `22`, `tcp/22`,
+/// `udp/53`, `53/udp`), the error saying which text was refused.
 pub fn parse_grant(s: &str) -> Result<Grant, String> {
-    let s = s.trim();
-    let (proto, port) = match s.split_once('/') {
-        Some((p, n)) => (p.trim(), n.trim()),
-        None => ("tcp", s),
-    };
-    let proto = match proto.to_ascii_lowercase().as_str() {
-        "tcp" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        other => {
-            return Err(format!(
-                "unknown protocol `{other}` in `{s}` (use tcp or udp)"
-            ))
-        }
-    };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("invalid port in `{s}` (1-65535)"))?;
-    Grant::new(proto, port).map_err(|_| format!("invalid port in `{s}` (1-65535)"))
+    s.parse::<Grant>().map_err(|e| match e {
+        spa_proto::GrantSyntax::UnknownProto(_) => format!("{e} in `{}`", s.trim()),
+        _ => format!("invalid port `{}`: {e}", s.trim()),
+    })
 }
 
 /// 1-based line of byte offset `pos` in `text`.
@@ -911,7 +898,7 @@ fn resolve(config: &Path, p: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use spa_proto::MasterKey;
+    use spa_proto::{MasterKey, Proto};
     use std::os::unix::fs::PermissionsExt;
 
     /// A temporary folder holding `server.toml`'s key files (mode 0600).
@@ -1312,7 +1299,7 @@ mod tests {
             &k("name = \"a\"\nfile = \"alice.key\"\nallow = [\"sctp/22\"]\n"),
             6,
             "key.allow",
-            "unknown protocol `sctp`",
+            "unknown protocol 'sctp'",
         );
         for bad in ["tcp/0", "tcp/65536", "tcp/x", "tcp/"] {
             env.err(

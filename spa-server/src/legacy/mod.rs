@@ -206,7 +206,8 @@ pub fn parse_grant(s: &str) -> Result<Grant, String> {
     if !s.contains('/') {
         return Err(format!("{s:?} is not proto/port, e.g. \"tcp/22\""));
     }
-    crate::config::parse_grant(s)
+    s.parse::<Grant>()
+        .map_err(|e| format!("`{}`: {e}", s.trim()))
 }
 
 fn check_secs(field: &str, v: u32) -> Result<u32, LegacyConfigError> {
