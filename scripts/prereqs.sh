@@ -109,6 +109,41 @@ spa_find_cargo() {
     return 1
 }
 
+# promtool (the tests check `status --prometheus` and the metrics file with
+# it) ships only in Debian 12's `prometheus` package, whose postinst would
+# create a user, enable the prometheus service and start it (listening on
+# :9090) on the host. So the package is never installed: its .deb is
+# downloaded and promtool alone extracted to $SPA_PROMTOOL, unless a
+# promtool is on PATH already.
+SPA_PROMTOOL=/var/cache/spa-e2e/promtool
+spa_promtool() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    [[ -x $SPA_PROMTOOL ]] && return 0
+    if [[ -n ${SPA_NO_APT:-} || $(id -u) != 0 ]]; then
+        echo "prereqs: promtool missing; run: sudo scripts/prereqs.sh test (extracts it from Debian's prometheus .deb, without installing the package)" >&2
+        return 1
+    fi
+    echo "== prereqs: extracting promtool from Debian's prometheus package (not installed: no service)" >&2
+    local dir
+    dir=$(mktemp -d /var/cache/spa-e2e.XXXXXX 2>/dev/null || mktemp -d)
+    (
+        cd "$dir" || exit 1
+        # _apt cannot write a root-private directory: let apt download as root.
+        chmod 755 "$dir"
+        apt-get download -qq prometheus >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null && apt-get download -qq prometheus >/dev/null 2>&1; } || exit 1
+        mkdir -p "$(dirname "$SPA_PROMTOOL")"
+        dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x -O ./usr/bin/promtool >"$SPA_PROMTOOL.new" &&
+            chmod 755 "$SPA_PROMTOOL.new" && mv "$SPA_PROMTOOL.new" "$SPA_PROMTOOL"
+    )
+    local rc=$?
+    rm -rf "$dir"
+    if ((rc != 0)); then
+        echo "prereqs: could not extract promtool from the prometheus package (apt-get download prometheus)" >&2
+        return 1
+    fi
+}
+
 prereqs() {
     local missing
     missing=$(spa_missing_packages "$@" | tr '\n' ' ')
@@ -130,6 +165,9 @@ prereqs() {
             }
         fi
     fi
+    case " $* " in
+        *" test "*) spa_promtool || return 1 ;;
+    esac
     case " $* " in
         *" build "* | *" test "* | *" bench "* | *" package "*) spa_find_cargo || return 1 ;;
     esac

@@ -133,6 +133,9 @@ pub struct Config {
     pub silent: bool,
     /// The unprivileged user the network side runs as (privsep).
     pub user: String,
+    /// Prometheus text file rewritten (atomically, on change, at most every
+    /// few seconds) for node_exporter's textfile collector (control/publish.rs).
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -163,6 +166,7 @@ struct RawConfig {
     firewall_options: Option<Spanned<crate::firewall::FirewallOptions>>,
     silent: Option<bool>,
     user: Option<String>,
+    metrics_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -724,6 +728,18 @@ impl Config {
                 ));
             }
         }
+        let metrics_file = match raw.metrics_file {
+            Some(m) if !m.get_ref().is_absolute() || m.get_ref().file_name().is_none() => {
+                return Err(err(
+                    Some(m.span()),
+                    "metrics_file",
+                    "must be an absolute file path, e.g. \
+                     /var/lib/prometheus/node-exporter/spa.prom"
+                        .into(),
+                ))
+            }
+            m => m.map(|m| m.into_inner()),
+        };
         Ok(Config {
             source: file.to_owned(),
             server_id: ServerId::from_name(&server_name),
@@ -749,6 +765,7 @@ impl Config {
             doors,
             silent: raw.silent.unwrap_or(true),
             user: raw.user.unwrap_or_else(|| DEFAULT_USER.to_owned()),
+            metrics_file,
         })
     }
 }
@@ -879,6 +896,7 @@ impl Config {
             doors: vec![],
             silent: true,
             user: DEFAULT_USER.to_owned(),
+            metrics_file: None,
         }
     }
 }
@@ -1127,6 +1145,12 @@ mod tests {
     fn top_level_value_errors_name_line_and_field() {
         let env = Env::new();
         env.err(&format!("spa_port = 0\n{ALICE}"), 1, "spa_port", "1-65535");
+        env.err(
+            &format!("metrics_file = \"spa.prom\"\n{ALICE}"),
+            1,
+            "metrics_file",
+            "absolute file path",
+        );
         env.err(
             &format!("# comment\n\nfirewall = \"pf\"\n{ALICE}"),
             3,

@@ -178,6 +178,8 @@ pub struct Daemon {
     started_at: u64,
     /// The privileged side: firewall changes, local addresses, reloads.
     remote: privsep::Remote,
+    /// systemd's STATUS= line and the metrics file (control/publish.rs).
+    publisher: crate::control::publish::Publisher,
 }
 
 impl Daemon {
@@ -282,6 +284,7 @@ impl Daemon {
             control = %control.path().display(),
             "ready"
         );
+        let publisher = crate::control::publish::Publisher::new(cfg.metrics_file.as_deref());
         let mut engine = Engine::new(cfg, replay, grants, legacy, local);
         engine.warn_expiring_keys(&Now::read());
         notifier.ready("listening");
@@ -297,6 +300,7 @@ impl Daemon {
             control,
             started_at: now.secs(),
             remote,
+            publisher,
         })
     }
 
@@ -348,6 +352,9 @@ impl Daemon {
         if let Some(c) = self.control.timeout(now.mono) {
             t = Some(t.map_or(c, |t| t.min(c)));
         }
+        if let Some(p) = self.publisher.timeout(now.mono) {
+            t = Some(t.map_or(p, |t| t.min(p)));
+        }
         t
     }
 
@@ -380,6 +387,8 @@ impl Daemon {
 
     fn event_loop(&mut self) -> Result<(), DaemonError> {
         let mut now = Now::read();
+        // The first STATUS= line and metrics file, before the first sleep.
+        self.publish(&now);
         loop {
             let mut fds = vec![(self.sigfd.as_raw_fd(), libc::POLLIN)];
             fds.extend(
@@ -424,6 +433,7 @@ impl Daemon {
                 }
             }
             self.engine.handle(Event::Tick, &now);
+            self.publish(&now);
             self.feed_watchdog();
         }
     }
@@ -455,6 +465,26 @@ impl Daemon {
             };
             self.control.reply(p.token, reply);
         }
+    }
+
+    /// STATUS= and the metrics file, when what they show changed (and their
+    /// interval allows): nothing changes while idle, so no wake-up.
+    fn publish(&mut self, now: &Now) {
+        let capture = self.capture.stats();
+        let config = self.source.path.as_ref();
+        let config = config.map(|p| p.display().to_string()).unwrap_or_default();
+        let engine = &self.engine;
+        let started_at = self.started_at;
+        self.publisher
+            .publish(engine, capture, &self.notifier, now, || {
+                crate::control::status::Snapshot::read(
+                    engine,
+                    capture,
+                    config,
+                    started_at,
+                    now.secs(),
+                )
+            });
     }
 
     /// Reads every pending signal: SIGHUP reloads, SIGTERM/SIGINT stop.
@@ -542,6 +572,8 @@ impl Daemon {
             }
         }
         self.notifier.status("listening");
+        self.publisher
+            .reconfigure(self.engine.config().metrics_file.as_deref());
     }
 
     /// Loads the new configuration and moves the capture to it: the parts

@@ -323,6 +323,24 @@ systemctl daemon-reload",
         "open under systemd: {}",
         sd.diag()
     );
+    // Issue 11: systemd's status line (STATUS=, on change, at most once a
+    // second) and `spa-server status` over the control socket in
+    // RuntimeDirectory, under the unit's sandbox.
+    let want = "1 grant; 1 accepted, 0 rejected since start";
+    assert!(
+        wait_for(Duration::from_secs(3), || sd
+            .sh("systemctl status --no-pager spa-server")
+            .stdout
+            .windows(want.len())
+            .any(|w| w == want.as_bytes())),
+        "systemctl status lacks {want:?}: {}",
+        String::from_utf8_lossy(&sd.sh("systemctl status --no-pager spa-server").stdout)
+    );
+    let status = sd.sh_ok("/usr/local/sbin/spa-server --config /etc/spa/server.toml status");
+    assert!(
+        status.contains("key alice") && status.contains(&cli.to_string()),
+        "{status}"
+    );
 
     // Crash: SIGKILL. ExecStopPost (`spa-server flush`) removes the grant,
     // Restart=on-failure brings the daemon back, which starts with no grant.

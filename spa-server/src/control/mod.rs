@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod metrics;
+pub mod publish;
 pub mod request;
 pub mod status;
 

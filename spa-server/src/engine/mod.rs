@@ -185,6 +185,12 @@ impl Engine {
         &self.cfg
     }
 
+    /// The counters without the firewall repairs, without a copy (for
+    /// the systemd status line, read at every wake-up).
+    pub fn stats_ref(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Every counter (stats.rs), the firewall repairs included.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();

@@ -85,6 +85,14 @@ impl Grants {
         }
     }
 
+    /// How many owners' grants run at `now` (what `list` would list).
+    pub fn count(&self, now: u64) -> usize {
+        self.live
+            .values()
+            .map(|e| e.owners.values().filter(|&&t| t > now).count())
+            .sum()
+    }
+
     /// Every owner's live grant at `now`, sorted by address, grant, owner.
     pub fn list(&self, now: u64) -> Vec<GrantView> {
         let mut out = Vec::new();
@@ -141,6 +149,7 @@ mod tests {
         g.note_origin(&alice, a, &[ssh], Via::HmacKnock, 1010);
         let l = g.list(1011);
         assert_eq!(l.len(), 2, "{l:?}");
+        assert_eq!(g.count(1011), 2);
         assert_eq!(
             (l[0].owner_name.as_str(), l[0].opened_at, l[0].expires_at),
             ("alice", 1000, 1070)
