@@ -82,6 +82,17 @@ fn prometheus_text_passes_promtool_and_the_metrics_file_follows_changes() {
     let v4 = r.pair.v4();
     let prom_dir = r.dir.join("textfile");
     std::fs::create_dir_all(&prom_dir).expect("mkdir");
+    // The network side (user spa, else nobody) writes the file: its
+    // directory is given to that user, as an admin would.
+    let user = if spa_e2e::run_ok(Command::new("sh").args(["-c", "id -u spa || true"]))
+        .stdout
+        .is_empty()
+    {
+        "nobody"
+    } else {
+        "spa"
+    };
+    spa_e2e::run_ok(Command::new("chown").args([user, &prom_dir.display().to_string()]));
     let prom = prom_dir.join("spa.prom");
     let conf = r.dir.join("server.toml");
     std::fs::write(
