@@ -28,7 +28,7 @@ pub enum DaemonError {
     Config(ConfigError),
     State(StateError),
     Firewall(FwError),
-    Capture(String),
+    Capture(crate::capture::CaptureError),
     Signals(std::io::Error),
     Poll(std::io::Error),
     Lock(crate::lock::LockError),
@@ -203,7 +203,7 @@ impl Daemon {
         // before the split: the capture (CAP_NET_RAW), the nf_tables watch,
         // the notify socket.
         let capture = Capture::open(&cfg.interfaces, &knocks::filter_spec(&cfg))
-            .map_err(|e| DaemonError::Capture(e.to_string()))?;
+            .map_err(DaemonError::Capture)?;
         let (watch, unwatched) = crate::fwwatch::FwWatch::open();
         let notifier = Notifier::from_env();
         let mut close = capture.raw_fds();
@@ -595,13 +595,12 @@ impl Daemon {
         }
         let spec = knocks::filter_spec(&new);
         if new.interfaces != cur.interfaces {
-            self.capture = Capture::open(&new.interfaces, &spec)
-                .map_err(|e| DaemonError::Capture(e.to_string()))?;
+            self.capture = Capture::open(&new.interfaces, &spec).map_err(DaemonError::Capture)?;
         } else if spec != *self.capture.spec() {
             // Same sockets, new kernel filter: swapped atomically.
             self.capture
                 .set_filter(&spec)
-                .map_err(|e| DaemonError::Capture(e.to_string()))?;
+                .map_err(DaemonError::Capture)?;
         }
         Ok(new)
     }
