@@ -83,10 +83,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 (Ok(cfg), Some(b)) => (vec![b], cfg.firewall_options.clone()),
                 (Ok(cfg), None) => (vec![cfg.firewall], cfg.firewall_options.clone()),
                 (Err(_), Some(b)) => (vec![b], FirewallOptions::default()),
-                (Err(_), None) => (
-                    vec![BackendKind::Iptables, BackendKind::Nftables],
-                    FirewallOptions::default(),
-                ),
+                (Err(_), None) => (BackendKind::all().collect(), FirewallOptions::default()),
             };
             if let Err(e) = &loaded {
                 eprintln!("spa-server: flush: configuration not loaded ({e}); using defaults");

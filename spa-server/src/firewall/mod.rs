@@ -223,12 +223,47 @@ pub enum BackendKind {
     Nftables,
 }
 
+/// One backend: its kind, the names the configuration and `--firewall`
+/// accept (the first is its name), and how to build it.
+pub struct Registration {
+    pub kind: BackendKind,
+    pub names: &'static [&'static str],
+    pub build: fn(FirewallOptions) -> Box<dyn Firewall>,
+}
+
+/// Every backend, in one place: parsing a name, building one, and
+/// `spa-server flush` without a configuration (which must clear them all,
+/// or a crashed daemon's rules of a forgotten backend stay) read this table.
+/// The fake firewall is not here: it is for tests only.
+pub const BACKENDS: &[Registration] = &[
+    Registration {
+        kind: BackendKind::Iptables,
+        names: &["iptables"],
+        build: |o| Box::new(iptables::Iptables::new(o)),
+    },
+    Registration {
+        kind: BackendKind::Nftables,
+        names: &["nftables", "nft"],
+        build: |o| Box::new(nftables::Nftables::new(o)),
+    },
+];
+
 impl BackendKind {
+    fn registration(self) -> &'static Registration {
+        // Every kind has its entry (the test below checks).
+        BACKENDS
+            .iter()
+            .find(|r| r.kind == self)
+            .unwrap_or(&BACKENDS[0])
+    }
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Iptables => "iptables",
-            BackendKind::Nftables => "nftables",
-        }
+        self.registration().names.first().copied().unwrap_or("?")
+    }
+
+    /// Every registered backend.
+    pub fn all() -> impl Iterator<Item = BackendKind> {
+        BACKENDS.iter().map(|r| r.kind)
     }
 }
 
@@ -257,11 +292,11 @@ impl std::error::Error for UnknownBackend {}
 impl FromStr for BackendKind {
     type Err = UnknownBackend;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "iptables" => Ok(BackendKind::Iptables),
-            "nftables" | "nft" => Ok(BackendKind::Nftables),
-            other => Err(UnknownBackend(other.to_owned())),
-        }
+        BACKENDS
+            .iter()
+            .find(|r| r.names.contains(&s))
+            .map(|r| r.kind)
+            .ok_or_else(|| UnknownBackend(s.to_owned()))
     }
 }
 
@@ -371,10 +406,7 @@ impl FirewallOptions {
 
 /// The backend the configuration names.
 pub fn backend(kind: BackendKind, opts: &FirewallOptions) -> Box<dyn Firewall> {
-    match kind {
-        BackendKind::Iptables => Box::new(iptables::Iptables::new(opts.clone())),
-        BackendKind::Nftables => Box::new(nftables::Nftables::new(opts.clone())),
-    }
+    (kind.registration().build)(opts.clone())
 }
 
 /// Runs the firewall tools, optionally through `exec_prefix`.
@@ -499,6 +531,24 @@ pub(crate) fn now_unix_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_backend_is_registered_once_by_its_names() {
+        for kind in [BackendKind::Iptables, BackendKind::Nftables] {
+            // A new variant fails to compile here until it is listed.
+            match kind {
+                BackendKind::Iptables | BackendKind::Nftables => {}
+            }
+            assert_eq!(BACKENDS.iter().filter(|r| r.kind == kind).count(), 1);
+            assert_eq!(kind.as_str().parse::<BackendKind>().ok(), Some(kind));
+        }
+        assert_eq!(BackendKind::all().count(), BACKENDS.len());
+        assert_eq!(
+            "nft".parse::<BackendKind>().ok(),
+            Some(BackendKind::Nftables)
+        );
+        assert!("ipfw".parse::<BackendKind>().is_err());
+    }
     use super::*;
     use spa_proto::Proto;
 
