@@ -102,7 +102,7 @@ fn signal_fd() -> std::io::Result<OwnedFd> {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
             libc::sigaddset(&mut set, s);
         }
         if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
@@ -494,6 +494,15 @@ impl Daemon {
         while let Some(sig) = read_signal(self.sigfd.as_raw_fd()) {
             match sig {
                 libc::SIGHUP => self.reload(now),
+                // fwknopd and others' habit; it used to kill the daemon
+                // (exit 138) and leave its chain behind.
+                libc::SIGUSR1 => info!(
+                    "status: {} (spa-server status lists the grants)",
+                    crate::control::publish::status_line(
+                        self.engine.grants().count(now.secs()),
+                        self.engine.stats_ref()
+                    )
+                ),
                 _ => {
                     info!(signal = sig, "stopping on signal");
                     return Flow::Stop;

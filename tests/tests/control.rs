@@ -199,6 +199,12 @@ fn status_and_revoke(id: u8, backend: &'static str) {
     );
     r.expect_connect(v4.cli_b, v4.srv, true, "B after A's revoke", &s);
 
+    // SIGUSR1 logs the status line and keeps the daemon (before: exit 138,
+    // chain left behind).
+    let pid = s.pid().expect("pid").to_string();
+    run_ok(std::process::Command::new("kill").args(["-USR1", &pid]));
+    s.expect_lines(&["status: 1 grant; 3 accepted"], 1);
+
     // Nothing matches: exit 0, nothing revoked.
     let (code, out, _) = ctl(&r, &conf, &["revoke", "--key", "nobody"]);
     assert_eq!((code, out.contains("revoked 0 grant")), (0, true), "{out}");
