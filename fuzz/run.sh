@@ -14,7 +14,7 @@ case "$secs" in
     ''|*[!0-9]*) echo "fuzz/run.sh: SECONDS must be a whole number, got '$secs'" >&2; exit 2 ;;
 esac
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(verify plaintext roundtrip privsep_request control_request)
+[ ${#targets[@]} -gt 0 ] || targets=(verify verify_v2 plaintext roundtrip privsep_request control_request)
 
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1

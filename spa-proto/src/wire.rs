@@ -24,6 +24,7 @@
 //!   71..87  random        16 random bytes
 //! ```
 
+use crate::aead::AeadKey;
 use crate::error::{Malformed, Reject, RequestError};
 use crate::kdf::{KeyId, KeySet, ServerId, KEY_ID_LEN, SERVER_ID_LEN};
 use crate::replay::ReplayRecord;
@@ -42,7 +43,7 @@ pub const HEADER_LEN: usize = 4 + 1 + KEY_ID_LEN + NONCE_LEN;
 /// Most grants one datagram carries.
 pub const MAX_GRANTS: usize = 8;
 const GRANT_LEN: usize = 3;
-const RANDOM_LEN: usize = 16;
+pub(crate) const RANDOM_LEN: usize = 16;
 const ADDR_LEN: usize = 16;
 /// Plaintext size, fixed.
 pub const PLAINTEXT_LEN: usize =
@@ -278,6 +279,27 @@ impl<'a> Reader<'a> {
 
 /// Cleartext checks only: length, magic, version; yields the key-id.
 pub fn parse_header(datagram: &[u8]) -> Result<Header<'_>, Reject> {
+    parse_header_of(datagram, VERSION)
+}
+
+/// The version byte of a datagram of the right length and magic, so a server
+/// can dispatch to the version's own key map before any other work. `None`
+/// when the length or magic is wrong (the version's own parse then says which).
+pub fn version_of(datagram: &[u8]) -> Option<u8> {
+    match datagram {
+        [m0, m1, m2, m3, v, ..]
+            if datagram.len() == DATAGRAM_LEN && [*m0, *m1, *m2, *m3] == MAGIC =>
+        {
+            Some(*v)
+        }
+        _ => None,
+    }
+}
+
+/// [`parse_header`] for one version: v1 and v2 share the 37-byte header
+/// layout (magic, version, 8-byte id, nonce) and differ only in what the id
+/// means and which key opens the body.
+pub(crate) fn parse_header_of(datagram: &[u8], expected: u8) -> Result<Header<'_>, Reject> {
     let whole: &[u8; DATAGRAM_LEN] = datagram.try_into().map_err(|_| Reject::WrongLength {
         got: datagram.len(),
     })?;
@@ -294,7 +316,7 @@ pub fn parse_header(datagram: &[u8]) -> Result<Header<'_>, Reject> {
         return Err(Reject::BadMagic);
     }
     let version = r.u8()?;
-    if version != VERSION {
+    if version != expected {
         return Err(Reject::UnknownVersion(version));
     }
     let key_id = KeyId(r.take::<KEY_ID_LEN>()?);
@@ -315,12 +337,17 @@ impl Header<'_> {
     /// One AEAD open, then the plaintext rules. Does not look at time,
     /// server id or replay: see [`verify`].
     pub fn open(&self, keys: &KeySet) -> Result<Opened, Reject> {
+        self.open_with(&keys.aead)
+    }
+
+    /// The AEAD open and plaintext rules with a given AEAD key; the returned
+    /// `key_id` is the header's id (v2 replaces it by the stable id).
+    pub(crate) fn open_with(&self, aead: &AeadKey) -> Result<Opened, Reject> {
         let (ct, tag) = self.body.split_at(PLAINTEXT_LEN);
         let mut pt = [0u8; PLAINTEXT_LEN];
         pt.copy_from_slice(ct);
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Reject::AuthFailed)?;
-        keys.aead
-            .open(&self.nonce, self.aad, &mut pt, tag)
+        aead.open(&self.nonce, self.aad, &mut pt, tag)
             .map_err(|_| Reject::AuthFailed)?;
         let request = decode_plaintext(&pt).map_err(Reject::Malformed)?;
         Ok(Opened {
@@ -450,18 +477,31 @@ pub fn seal_with(
     nonce: &[u8; NONCE_LEN],
     random: &[u8; RANDOM_LEN],
 ) -> [u8; DATAGRAM_LEN] {
+    seal_parts(VERSION, &keys.key_id(), &keys.aead, req, nonce, random)
+}
+
+/// The one sealing routine of both versions: header (magic, `version`, `id`,
+/// nonce) as AAD, the plaintext of §3.4, the tag.
+pub(crate) fn seal_parts(
+    version_byte: u8,
+    id: &KeyId,
+    aead: &AeadKey,
+    req: &Request,
+    nonce: &[u8; NONCE_LEN],
+    random: &[u8; RANDOM_LEN],
+) -> [u8; DATAGRAM_LEN] {
     let mut out = [0u8; DATAGRAM_LEN];
     let (header, body) = out.split_at_mut(HEADER_LEN);
     let (magic, rest) = header.split_at_mut(4);
     let (version, rest) = rest.split_at_mut(1);
     let (key_id, nonce_out) = rest.split_at_mut(KEY_ID_LEN);
     magic.copy_from_slice(&MAGIC);
-    version[0] = VERSION;
-    key_id.copy_from_slice(&keys.key_id().0);
+    version[0] = version_byte;
+    key_id.copy_from_slice(&id.0);
     nonce_out.copy_from_slice(nonce);
     let (ct, tag_out) = body.split_at_mut(PLAINTEXT_LEN);
     ct.copy_from_slice(&encode_plaintext(req, random));
-    tag_out.copy_from_slice(&keys.aead.seal(nonce, header, ct));
+    tag_out.copy_from_slice(&aead.seal(nonce, header, ct));
     out
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of the spa v1 datagram and HMAC knock
-sequence, written from docs/protocol.md alone (no Rust code shared).
+"""Independent reference implementation of the spa v1 and v2 datagrams and the HMAC
+knock sequence, written from docs/protocol.md alone (no Rust code shared).
 
 It recomputes the test vectors of docs/protocol.md with Python's hashlib/hmac,
 the `cryptography` package's HKDF and ChaCha20-Poly1305, and a pure-Python
@@ -78,7 +78,28 @@ def datagram(keys, sid, nonce, random, **req) -> tuple:
     return pt, header + xchacha20poly1305_seal(keys["aead"], nonce, pt, header)
 
 
-def knock(knock_key: bytes, sid: bytes, unix: int, ports=4, step_secs=30, lo=10000, hi=60000):
+def v2_server_key(master: bytes, uid: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"spa v2 hkdf salt",
+                info=b"spa v2 server key" + uid).derive(master)
+
+
+def v2_keys(server_key: bytes) -> dict:
+    def sub(info: bytes, n: int) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=n, salt=b"spa v2 hkdf salt", info=info).derive(server_key)
+    return {"aead": sub(b"spa v2 aead key", 32), "id_key": sub(b"spa v2 id key", 32), "stable": sub(b"spa v2 key id", 8)}
+
+
+def v2_wire_id(id_key: bytes, epoch: int) -> bytes:
+    return hmac.new(id_key, b"spa v2 id\x00" + struct.pack(">Q", epoch), hashlib.sha256).digest()[:8]
+
+
+def v2_datagram(keys, uid, nonce, random, **req) -> tuple:
+    pt = plaintext(req["action"], req["allow"], req["ts"], req["duration"], uid, req["grants"], random)
+    header = MAGIC + bytes([2]) + v2_wire_id(keys["id_key"], req["ts"] // 60) + nonce
+    return pt, header + xchacha20poly1305_seal(keys["aead"], nonce, pt, header)
+
+
+def knock(knock_key: bytes, sid: bytes, unix: int, ports=5, step_secs=30, lo=10000, hi=60000):
     step = unix // step_secs
     mac = hmac.new(knock_key, b"spa v1 knock\x00" + sid + struct.pack(">Q", step), hashlib.sha256).digest()
     span = hi - lo + 1
@@ -117,6 +138,26 @@ def main() -> int:
     out["knock step"] = str(step)
     out["knock hmac"] = mac.hex()
     out["knock ports"] = ", ".join(map(str, seq))
+
+    # Protocol v2 (section 10): per-server key, rotating wire id.
+    uid = bytes(range(0xA0, 0xB0))
+    ks = v2_server_key(master, uid)
+    k2 = v2_keys(ks)
+    epoch = 1_700_000_000 // 60
+    out["v2 server uid"] = uid.hex()
+    out["v2 server key"] = ks.hex()
+    out["v2 aead key"] = k2["aead"].hex()
+    out["v2 id key"] = k2["id_key"].hex()
+    out["v2 stable id"] = k2["stable"].hex()
+    out["v2 epoch"] = str(epoch)
+    for e in (epoch - 1, epoch, epoch + 1, epoch + 2):
+        out[f"v2 wire id {e}"] = v2_wire_id(k2["id_key"], e).hex()
+    out["v2 other uid key"] = v2_server_key(master, bytes(range(0xB0, 0xC0))).hex()
+    pt, d = v2_datagram(k2, uid, nonce, random, **vectors[0])
+    out["v2 vector plaintext"] = pt.hex()
+    out["v2 vector datagram"] = d.hex()
+    pt, d = v2_datagram(k2, uid, nonce, random, **dict(vectors[0], ts=1_700_000_000 + 60))
+    out["v2 vector 2 datagram"] = d.hex()
 
     doc_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "protocol.md")
     doc = open(doc_path).read() if os.path.exists(doc_path) else ""
