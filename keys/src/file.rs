@@ -3,7 +3,7 @@
 use crate::error::KeyError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use spa_proto::{MasterKey, MASTER_KEY_LEN};
+use spa_proto::{MasterKey, ServerKey, ServerUid, MASTER_KEY_LEN};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -22,6 +22,10 @@ pub struct KeyFile {
     /// The `server_id` of the server this key is meant for, so the client
     /// does not need `--server-id` on every call.
     pub server_id: Option<String>,
+    /// Set in a v2 server key file (docs/protocol.md §10.2): then `key` is
+    /// not a master key but `K_s`, the key for the server of this uid
+    /// alone, made by `spa-client server-key` from the client's master.
+    pub server_uid: Option<ServerUid>,
 }
 
 /// The on-disk schema. Spans let every value error name its line.
@@ -31,6 +35,7 @@ struct Raw {
     name: toml::Spanned<String>,
     key: toml::Spanned<String>,
     server_id: Option<toml::Spanned<String>>,
+    server_uid: Option<toml::Spanned<String>>,
 }
 
 /// 1-based line and column of byte offset `at` in `text`.
@@ -189,6 +194,16 @@ impl KeyFile {
         if let Some(sid) = &raw.server_id {
             check_label(sid.get_ref()).map_err(|m| invalid("server_id", sid.span(), m))?;
         }
+        let server_uid = match &raw.server_uid {
+            Some(u) => Some(u.get_ref().parse::<ServerUid>().map_err(|m| {
+                invalid(
+                    "server_uid",
+                    u.span(),
+                    format!("{m} (spa-server check-config prints the server's)"),
+                )
+            })?),
+            None => None,
+        };
         let key_span = raw.key.span();
         let mut decoded = STANDARD.decode(raw.key.get_ref().trim()).map_err(|e| {
             invalid(
@@ -214,6 +229,7 @@ impl KeyFile {
             name: raw.name.into_inner(),
             key,
             server_id: raw.server_id.map(toml::Spanned::into_inner),
+            server_uid,
         })
     }
 
@@ -223,10 +239,18 @@ impl KeyFile {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let mut out = String::new();
         out.push_str("# spa key: keep this file secret (mode 0600)\n");
-        out.push_str(&format!(
-            "# key-id: {} (the server logs this, never the key)\n",
-            self.key.derive().key_id()
-        ));
+        match &self.server_uid {
+            Some(uid) => out.push_str(&format!(
+                "# v2 server key for server uid {uid}; stable id: {} (the server logs this)\n",
+                ServerKey::from_bytes(*self.key.as_bytes())
+                    .derive()
+                    .stable_id()
+            )),
+            None => out.push_str(&format!(
+                "# key-id: {} (the server logs this, never the key)\n",
+                self.key.derive().key_id()
+            )),
+        }
         out.push_str(&format!("name = {}\n", q(&self.name)));
         out.push_str(&format!(
             "key = \"{}\"\n",
@@ -236,6 +260,11 @@ impl KeyFile {
             out.push_str(&format!(
                 "server_id = {}  # the server name this key is meant for\n",
                 q(sid)
+            ));
+        }
+        if let Some(uid) = &self.server_uid {
+            out.push_str(&format!(
+                "server_uid = \"{uid}\"  # key is K_s for this server only (protocol v2)\n"
             ));
         }
         out
@@ -341,6 +370,7 @@ mod tests {
             name: "alice-laptop".into(),
             key: MasterKey::from_bytes(b),
             server_id: Some("gw1".into()),
+            server_uid: None,
         }
     }
 
@@ -607,8 +637,43 @@ mod tests {
         fn round_trip_any(name in "[^\\p{Cc}]{1,40}", sid in proptest::option::of("[^\\p{Cc}]{1,40}"), key in proptest::array::uniform32(0u8..)) {
             proptest::prop_assume!(!name.trim().is_empty());
             proptest::prop_assume!(sid.as_ref().is_none_or(|s| !s.trim().is_empty()));
-            let kf = KeyFile { name, key: MasterKey::from_bytes(key), server_id: sid };
+            let kf = KeyFile { name, key: MasterKey::from_bytes(key), server_id: sid, server_uid: None };
             proptest::prop_assert_eq!(KeyFile::parse(&kf.to_toml(), p()).unwrap(), kf);
         }
+    }
+}
+
+#[cfg(test)]
+mod server_key_tests {
+    use super::*;
+
+    #[test]
+    fn a_server_key_file_round_trips_and_a_bad_uid_names_its_line() {
+        let uid: ServerUid = "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf".parse().unwrap();
+        let kf = KeyFile {
+            name: "alice".into(),
+            key: MasterKey::from_bytes([9; 32]),
+            server_id: None,
+            server_uid: Some(uid),
+        };
+        let text = kf.to_toml();
+        assert!(
+            text.contains("server_uid = \"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\""),
+            "{text}"
+        );
+        assert!(text.contains("stable id"), "{text}");
+        assert_eq!(KeyFile::parse(&text, Path::new("s.key")).unwrap(), kf);
+        let bad = "name = \"a\"\nkey = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nserver_uid = \"xyz\"\n";
+        let e = KeyFile::parse(bad, Path::new("s.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s.key") && e.contains(":3") || e.contains("line 3"),
+            "{e}"
+        );
+        assert!(
+            e.contains("server_uid") && e.contains("32 hex digits"),
+            "{e}"
+        );
     }
 }

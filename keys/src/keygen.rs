@@ -147,6 +147,7 @@ fn generate(opts: &KeygenOptions) -> Result<KeyFile, KeyError> {
         name,
         key: MasterKey::generate(&mut rand::rngs::OsRng),
         server_id,
+        server_uid: None,
     })
 }
 
@@ -317,6 +318,7 @@ mod tests {
             name: "bob's \"pc\"".into(),
             key: MasterKey::from_bytes([3; 32]),
             server_id: Some("gw1".into()),
+            server_uid: None,
         };
         let s = setup_snippet(&kf, Path::new("/home/b/my keys/x.key"));
         let id = kf.key.derive().key_id().to_string();
@@ -345,6 +347,7 @@ mod tests {
             name: "a".into(),
             key: MasterKey::from_bytes([3; 32]),
             server_id: None,
+            server_uid: None,
         };
         let s = setup_snippet(&kf, Path::new("/k"));
         assert!(s.contains("--server-id NAME"), "{s}");

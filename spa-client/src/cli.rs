@@ -58,6 +58,15 @@ pub enum Command {
         manager), and the rest on stderr. Identical to spa-keygen."
     )]
     Keygen(spa_keys::KeygenOptions),
+    /// Print the key file a server stores for you under protocol v2.
+    ///
+    /// Derives the server's key from your key and the server's uid
+    /// (`spa-server check-config` prints it) and prints the key file on
+    /// stdout: install it on that server (mode 0600) as a [[key]]'s file.
+    /// Your own key never leaves this machine, and the printed file opens
+    /// nothing at any other server. Then send with --server-uid HEX (or
+    /// `server_uid` in the profile).
+    ServerKey(crate::ServerKeyArgs),
     /// Testing tool: send a file's bytes unchanged as one UDP datagram.
     ///
     /// Replays a datagram saved with `spa-client send --output FILE`, or

@@ -22,6 +22,11 @@ pub enum ClientError {
     NoServerId {
         key_path: PathBuf,
     },
+    /// The key file holds a server's v2 key (`server_uid` set), not a
+    /// master key.
+    ServerKeyFile {
+        path: PathBuf,
+    },
     /// A port list entry or `--port` is unusable.
     BadPort {
         spec: String,
@@ -104,6 +109,12 @@ impl fmt::Display for ClientError {
                  pass --server-id NAME, NAME being the server's `server_id` setting (by default \
                  the server's host name)",
                 key_path.display()
+            ),
+            ClientError::ServerKeyFile { path } => write!(
+                f,
+                "{} is a server's key file (it has server_uid: made by `spa-client server-key` \
+                 for one server); send with your own key file (the one server-key read)",
+                path.display()
             ),
             ClientError::BadPort { spec, reason } => write!(f, "invalid port '{spec}': {reason}"),
             ClientError::Request(e) => write!(f, "{e}"),

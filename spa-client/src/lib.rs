@@ -11,6 +11,7 @@
 //! ([`cli`]); `main.rs` only dispatches.
 
 pub mod cli;
+pub mod enroll;
 mod error;
 pub mod grants;
 pub mod key;
@@ -23,6 +24,7 @@ mod sock;
 pub mod target;
 pub mod wait;
 
+pub use enroll::{run_server_key, ServerKeyArgs};
 pub use error::ClientError;
 pub use grants::{parse_grant, parse_grants};
 pub use key::{load_key, KeyChoice};

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Keygen(opts) => {
             done(spa_keys::run_keygen(opts, &mut stdout).map_err(spa_client::ClientError::Key))
         }
+        Command::ServerKey(args) => done(spa_client::run_server_key(args, &mut stdout)),
         Command::RawSend(args) => done(spa_client::run_raw_send(args, &mut stdout)),
         Command::KnockSeq(args) => done(spa_client::run_knock_seq(args, &mut stdout)),
         Command::Knock(args) => done(spa_client::run_knock(args, &mut stdout)),

@@ -43,6 +43,10 @@ pub struct Profile {
     /// directory).
     pub key: Option<PathBuf>,
     pub server_id: Option<String>,
+    /// The server's uid (`spa-server check-config` prints it): when set,
+    /// `send` speaks protocol v2 with the key for that server alone
+    /// (docs/protocol.md §10).
+    pub server_uid: Option<spa_proto::ServerUid>,
     /// Opened when the command line has no --open / --close. Empty: none.
     pub open: Vec<Grant>,
     pub duration: Option<u32>,
@@ -166,7 +170,8 @@ impl Ctx<'_> {
     }
 }
 
-const SERVER_FIELDS: &str = "host, port, key, server_id, open, duration, family, allow_ip";
+const SERVER_FIELDS: &str =
+    "host, port, key, server_id, server_uid, open, duration, family, allow_ip";
 
 /// Parses `client.toml` text; `path` names it in errors and anchors
 /// relative key paths; `home` expands `~/`.
@@ -305,6 +310,9 @@ fn server(
             }
             "key" => p.key = Some(expand(&string()?, path, home).map_err(err)?),
             "server_id" => p.server_id = Some(string()?),
+            "server_uid" => {
+                p.server_uid = Some(string()?.parse().map_err(|m: &str| err(m.to_owned()))?)
+            }
             "open" => {
                 let specs = strings(cx, value, &field)?;
                 p.open = parse_grants(specs.iter().map(|(s, _)| s.as_str())).map_err(located)?;

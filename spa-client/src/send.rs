@@ -95,6 +95,13 @@ pub struct SendArgs {
     #[arg(long = "server-id", value_name = "NAME")]
     pub server_id: Option<String>,
 
+    /// The server's uid (32 hex digits; `spa-server check-config` prints
+    /// it): send protocol v2, sealed with the key for that server alone
+    /// (install it there with `spa-client server-key`). [default: the
+    /// profile's `server_uid`; none: protocol v1]
+    #[arg(long = "server-uid", value_name = "HEX")]
+    pub server_uid: Option<spa_proto::ServerUid>,
+
     /// Key file. [default: the profile's `key`, else $SPA_KEY, else
     /// ~/.config/spa/default.key]
     #[arg(long, short = 'k', value_name = "FILE")]
@@ -191,6 +198,8 @@ struct Plan {
     key: KeyFile,
     key_path: PathBuf,
     server_id: String,
+    /// Set: protocol v2 for the server of this uid (docs/protocol.md §10).
+    server_uid: Option<spa_proto::ServerUid>,
     action: Action,
     grants: Vec<Grant>,
     duration: u32,
@@ -232,13 +241,22 @@ fn plan(args: &SendArgs, label: &str, p: Option<&Profile>) -> Result<Plan, Clien
     };
     let key_file = args.key.as_deref().or(p.and_then(|p| p.key.as_deref()));
     let (key, key_path) = load_key(key_file)?;
+    if key.server_uid.is_some() {
+        // K_s is what a server stores; sealing with it as a master would
+        // make a key for nobody.
+        return Err(ClientError::ServerKeyFile { path: key_path });
+    }
+    let server_uid = args.server_uid.or(p.and_then(|p| p.server_uid));
     let server_id = match (
         &args.server_id,
         p.and_then(|p| p.server_id.as_ref()),
         &key.server_id,
+        server_uid,
     ) {
-        (Some(s), _, _) | (None, Some(s), _) | (None, None, Some(s)) => s.clone(),
-        (None, None, None) => return Err(ClientError::NoServerId { key_path }),
+        (Some(s), _, _, _) | (None, Some(s), _, _) | (None, None, Some(s), _) => s.clone(),
+        // v2 names the server by its uid alone.
+        (None, None, None, Some(uid)) => uid.to_string(),
+        (None, None, None, None) => return Err(ClientError::NoServerId { key_path }),
     };
     Ok(Plan {
         label: label.to_owned(),
@@ -248,6 +266,7 @@ fn plan(args: &SendArgs, label: &str, p: Option<&Profile>) -> Result<Plan, Clien
         key,
         key_path,
         server_id,
+        server_uid,
         action,
         grants,
         duration: args.duration.or(p.and_then(|p| p.duration)).unwrap_or(0),
@@ -264,7 +283,7 @@ impl Plan {
             Some(IpAddr::V6(a)) => AllowAddr::V6(a),
         };
         let now = unix_now(offset)?;
-        let req = build_request(
+        let mut req = build_request(
             self.action,
             &self.grants,
             self.duration,
@@ -272,7 +291,23 @@ impl Plan {
             &self.server_id,
             now,
         )?;
-        Ok((seal(keys, &req), now))
+        match self.server_uid {
+            None => Ok((seal(keys, &req), now)),
+            Some(uid) => {
+                req.server = uid.server_id();
+                let k = self.key.key.server_key(&uid).derive();
+                Ok((spa_proto::seal_v2(&k, &req, &mut rand::rngs::OsRng), now))
+            }
+        }
+    }
+
+    /// The id the server logs for this key: v1's key-id, or v2's stable id
+    /// (the wire id changes every minute and is never logged).
+    fn log_id(&self, keys: &KeySet) -> spa_proto::KeyId {
+        match self.server_uid {
+            None => keys.key_id(),
+            Some(uid) => self.key.key.server_key(&uid).derive().stable_id(),
+        }
     }
 }
 
@@ -327,7 +362,7 @@ pub fn run_send(
                             out,
                             "wrote {DATAGRAM_LEN}-byte datagram to {} (key-id {}, server id {:?})",
                             path.display(),
-                            keys.key_id(),
+                            plan.log_id(&keys),
                             plan.server_id
                         )
                         .map_err(io_out)?;
@@ -369,7 +404,7 @@ pub fn run_send(
                 "sent SPA request to {dest}{profile}: {} {} for {whom} (key-id {}, server id {:?})",
                 verb(plan.action),
                 what.join(","),
-                keys.key_id(),
+                plan.log_id(&keys),
                 plan.server_id
             )
             .map_err(io_out)?;
@@ -377,7 +412,7 @@ pub fn run_send(
         sent.push(Sent {
             label: plan.label.clone(),
             dest,
-            key_id: keys.key_id(),
+            key_id: plan.log_id(&keys),
             key_path: plan.key_path.display().to_string(),
             server_id: plan.server_id.clone(),
             action: plan.action,

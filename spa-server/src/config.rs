@@ -517,6 +517,17 @@ impl Config {
             let path = resolve(file, k.file.get_ref());
             let kf =
                 read_key(&path).map_err(|e| err(Some(k.file.span()), "key.file", e.to_string()))?;
+            if let Some(uid) = kf.server_uid {
+                return Err(err(
+                    Some(k.file.span()),
+                    "key.file",
+                    format!(
+                        "{} is a protocol v2 server key (server_uid {uid}); this spa-server \
+                         serves v1 only: use the client's master key file for now",
+                        path.display()
+                    ),
+                ));
+            }
             let key_id = kf.key.derive().key_id();
             if let Some(expect) = &k.key_id {
                 let want: KeyId = expect
@@ -607,6 +618,17 @@ impl Config {
                 field: Some("--key".into()),
                 msg: e.to_string(),
             })?;
+            if let Some(uid) = kf.server_uid {
+                return Err(ConfigError {
+                    file: path.clone(),
+                    line: None,
+                    field: Some("--key".into()),
+                    msg: format!(
+                        "a protocol v2 server key (server_uid {uid}); this spa-server serves v1 \
+                         only: use the client's master key file for now"
+                    ),
+                });
+            }
             let allow = if ov.key_allow.is_empty() {
                 vec![Grant::tcp(22).map_err(|e| err(None, "--allow", e.to_string()))?]
             } else {
@@ -939,6 +961,7 @@ mod tests {
                 name: name.into(),
                 key: MasterKey::from_bytes([byte; 32]),
                 server_id: None,
+                server_uid: None,
             }
             .write_new(&p, true)
             .unwrap();
