@@ -26,5 +26,5 @@ pub use v2::{
 pub use wire::version_of;
 pub use wire::{
     parse_header, seal, seal_with, verify, verify_admit, Action, AllowAddr, Grant, GrantSyntax,
-    Grants, Header, Opened, Proto, Request, DATAGRAM_LEN, MAGIC, MAX_GRANTS, VERSION,
+    Grants, Header, IpFamily, Opened, Proto, Request, DATAGRAM_LEN, MAGIC, MAX_GRANTS, VERSION,
 };

@@ -107,6 +107,34 @@ impl std::fmt::Display for Grant {
     }
 }
 
+/// An IP address family: which capture socket, which rule set, which tool.
+/// The one such type (the server's capture and iptables backend used to
+/// have one each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// The family an address is sent in (an IPv4-mapped IPv6 address
+    /// travels as IPv4).
+    pub fn of(addr: std::net::IpAddr) -> IpFamily {
+        match addr.to_canonical() {
+            std::net::IpAddr::V4(_) => IpFamily::V4,
+            std::net::IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// "IPv4" or "IPv6", for log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        }
+    }
+}
+
 /// Why a grant's text was refused; the messages are the ones every tool
 /// shows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 //! instead (user space checks the exact list again in `parse`).
 
 use super::FilterSpec;
+use spa_proto::IpFamily;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -85,22 +86,6 @@ impl Class {
         match self {
             Class::Spa => "spa",
             Class::Knock => "knock",
-        }
-    }
-}
-
-/// Which socket the program is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
         }
     }
 }
@@ -231,12 +216,12 @@ impl Asm {
 
 /// Loads relative to the transport header: IPv4 uses the index register
 /// (set from the IHL), IPv6 a fixed 40-byte header.
-fn load_l4(a: &mut Asm, family: Family, size_h: bool, off: u32) {
+fn load_l4(a: &mut Asm, family: IpFamily, size_h: bool, off: u32) {
     match (family, size_h) {
-        (Family::V4, true) => a.stmt(LD_H_IND, off),
-        (Family::V4, false) => a.stmt(LD_B_IND, off),
-        (Family::V6, true) => a.stmt(LD_H_ABS, 40 + off),
-        (Family::V6, false) => a.stmt(LD_B_ABS, 40 + off),
+        (IpFamily::V4, true) => a.stmt(LD_H_IND, off),
+        (IpFamily::V4, false) => a.stmt(LD_B_IND, off),
+        (IpFamily::V6, true) => a.stmt(LD_H_ABS, 40 + off),
+        (IpFamily::V6, false) => a.stmt(LD_B_ABS, 40 + off),
     }
 }
 
@@ -269,14 +254,18 @@ fn port_list(a: &mut Asm, ports: &BTreeSet<u16>, hit: usize, miss: usize) {
 
 /// The filter for one address family: everything `spec` names (both
 /// classes; what the tests check `parse` against).
-pub fn program(spec: &FilterSpec, family: Family) -> Result<Vec<Insn>, BpfError> {
+pub fn program(spec: &FilterSpec, family: IpFamily) -> Result<Vec<Insn>, BpfError> {
     generate(spec, family, true, true)
 }
 
 /// The filter for the sockets of one class: [`program`] restricted to
 /// datagrams or to knocks. A datagram to a port that is also a UDP knock
 /// port goes to the SPA sockets only.
-pub fn program_for(spec: &FilterSpec, family: Family, class: Class) -> Result<Vec<Insn>, BpfError> {
+pub fn program_for(
+    spec: &FilterSpec,
+    family: IpFamily,
+    class: Class,
+) -> Result<Vec<Insn>, BpfError> {
     match class {
         Class::Spa => generate(spec, family, true, false),
         Class::Knock if spec.knock_tcp.is_empty() && spec.knock_udp.is_empty() => Ok(drop_all()),
@@ -286,7 +275,7 @@ pub fn program_for(spec: &FilterSpec, family: Family, class: Class) -> Result<Ve
 
 fn generate(
     spec: &FilterSpec,
-    family: Family,
+    family: IpFamily,
     spa: bool,
     knocks: bool,
 ) -> Result<Vec<Insn>, BpfError> {
@@ -313,19 +302,19 @@ fn generate(
     a.stmt(LD_B_ABS, 0);
     a.stmt(ALU_AND_K, 0xf0);
     let version = match family {
-        Family::V4 => 0x40,
-        Family::V6 => 0x60,
+        IpFamily::V4 => 0x40,
+        IpFamily::V6 => 0x60,
     };
     a.jump(JMP_JEQ_K, version, Target::Next, Target::Label(drop0));
     match family {
-        Family::V4 => {
+        IpFamily::V4 => {
             // Any fragment offset or More Fragments: not a whole datagram.
             a.stmt(LD_H_ABS, 6);
             a.jump(JMP_JSET_K, 0x3fff, Target::Label(drop0), Target::Next);
             a.stmt(LDX_B_MSH, 0);
             a.stmt(LD_B_ABS, 9);
         }
-        Family::V6 => {
+        IpFamily::V6 => {
             // Next header directly UDP/TCP; extension headers are not walked.
             a.stmt(LD_B_ABS, 6);
         }

@@ -21,7 +21,8 @@ mod parse;
 mod sys;
 
 pub use bpf::Class;
-use bpf::{BpfError, Family, Insn};
+use bpf::{BpfError, Insn};
+use spa_proto::IpFamily;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -214,7 +215,7 @@ const STREAK: u32 = 32;
 #[derive(Debug)]
 struct Sock {
     fd: OwnedFd,
-    family: Family,
+    family: IpFamily,
     class: Class,
     /// `None`: bound to all interfaces (ifindex 0).
     iface: Option<String>,
@@ -270,10 +271,10 @@ struct Programs {
 }
 
 impl Programs {
-    fn get(&self, family: Family) -> &[Insn] {
+    fn get(&self, family: IpFamily) -> &[Insn] {
         match family {
-            Family::V4 => &self.v4,
-            Family::V6 => &self.v6,
+            IpFamily::V4 => &self.v4,
+            IpFamily::V6 => &self.v6,
         }
     }
 }
@@ -305,7 +306,7 @@ impl Capture {
         let mut turns: [Turn; 2] = Default::default();
         for (iface, index) in targets {
             for class in Class::ALL {
-                for family in [Family::V4, Family::V6] {
+                for family in [IpFamily::V4, IpFamily::V6] {
                     let prog = progs[class_index(class)].get(family);
                     turns[class_index(class)].socks.push(socks.len());
                     socks.push(open_socket(iface.clone(), index, family, class, prog)?);
@@ -412,7 +413,7 @@ impl Capture {
                     }
                     self.stats.frames += 1;
                     self.stats.bytes += len as u64;
-                    let is_v6 = sock.family == Family::V6;
+                    let is_v6 = sock.family == IpFamily::V6;
                     let frame = self.buf.get(..len).unwrap_or(&[]);
                     match parse::classify(frame, is_v6, &self.spec) {
                         // The class check is the user-space authority, as
@@ -533,7 +534,7 @@ fn is_link_error(e: &io::Error) -> bool {
 /// checked before any socket is touched.
 fn programs(spec: &FilterSpec) -> Result<[Programs; 2], CaptureError> {
     spec.validate()?;
-    let gen = |family: Family, class: Class| {
+    let gen = |family: IpFamily, class: Class| {
         bpf::program_for(spec, family, class).map_err(|source| CaptureError::Filter {
             family: family.name(),
             source,
@@ -541,8 +542,8 @@ fn programs(spec: &FilterSpec) -> Result<[Programs; 2], CaptureError> {
     };
     let both = |class| -> Result<Programs, CaptureError> {
         Ok(Programs {
-            v4: gen(Family::V4, class)?,
-            v6: gen(Family::V6, class)?,
+            v4: gen(IpFamily::V4, class)?,
+            v6: gen(IpFamily::V6, class)?,
         })
     };
     Ok([both(Class::Spa)?, both(Class::Knock)?])
@@ -553,7 +554,7 @@ fn programs(spec: &FilterSpec) -> Result<[Programs; 2], CaptureError> {
 fn open_socket(
     iface: Option<String>,
     index: libc::c_int,
-    family: Family,
+    family: IpFamily,
     class: Class,
     prog: &[Insn],
 ) -> Result<Sock, CaptureError> {

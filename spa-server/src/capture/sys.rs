@@ -2,7 +2,8 @@
 //! non-blocking receive, interface lookups. Every `unsafe` has its SAFETY
 //! note; nothing here knows about classes, specs or the daemon.
 
-use super::bpf::{Family, Insn};
+use super::bpf::Insn;
+use spa_proto::IpFamily;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -37,10 +38,10 @@ pub(super) fn is_up(fd: &OwnedFd, name: &str) -> bool {
     r == 0 && (i32::from(unsafe { req.ifr_ifru.ifru_flags }) & libc::IFF_UP) != 0
 }
 
-pub(super) fn ethertype(family: Family) -> u16 {
+pub(super) fn ethertype(family: IpFamily) -> u16 {
     match family {
-        Family::V4 => libc::ETH_P_IP as u16,
-        Family::V6 => libc::ETH_P_IPV6 as u16,
+        IpFamily::V4 => libc::ETH_P_IP as u16,
+        IpFamily::V6 => libc::ETH_P_IPV6 as u16,
     }
 }
 
@@ -98,7 +99,7 @@ pub(super) fn attach(fd: &OwnedFd, prog: &[Insn]) -> io::Result<()> {
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
-pub(super) fn bind(fd: &OwnedFd, family: Family, index: libc::c_int) -> io::Result<()> {
+pub(super) fn bind(fd: &OwnedFd, family: IpFamily, index: libc::c_int) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as libc::c_ushort;

@@ -1,7 +1,7 @@
 //! parse() over packets built with pnet_packet, and the generated BPF run in
 //! a small interpreter over the same packets: the two must agree.
 
-use super::bpf::{self, interp, Family, PACKET_HOST};
+use super::bpf::{self, interp, PACKET_HOST};
 use super::*;
 use pnet_packet::ip::IpNextHeaderProtocol;
 use pnet_packet::ipv4::MutableIpv4Packet;
@@ -9,6 +9,7 @@ use pnet_packet::ipv6::MutableIpv6Packet;
 use pnet_packet::tcp::MutableTcpPacket;
 use pnet_packet::udp::MutableUdpPacket;
 use proptest::prelude::*;
+use spa_proto::IpFamily;
 use spa_proto::{Proto, DATAGRAM_LEN};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -139,21 +140,21 @@ fn v6_raw(next: u8, seg: &[u8]) -> Vec<u8> {
     b
 }
 
-fn bpf_accepts(spec: &FilterSpec, family: Family, pkt: &[u8], pkttype: u32) -> bool {
+fn bpf_accepts(spec: &FilterSpec, family: IpFamily, pkt: &[u8], pkttype: u32) -> bool {
     let prog = bpf::program(spec, family).unwrap();
     interp::run(&prog, pkt, pkttype) > 0
 }
 
 /// Whether the program of `class`'s sockets passes `pkt`.
-fn class_accepts(spec: &FilterSpec, family: Family, class: Class, pkt: &[u8]) -> bool {
+fn class_accepts(spec: &FilterSpec, family: IpFamily, class: Class, pkt: &[u8]) -> bool {
     let prog = bpf::program_for(spec, family, class).unwrap();
     interp::run(&prog, pkt, PACKET_HOST) > 0
 }
 
 /// The class programs split [`bpf::program`] exactly: each passes what
 /// parse() classifies as its class, and nothing else.
-fn classes_agree(spec: &FilterSpec, family: Family, pkt: &[u8]) -> Result<(), String> {
-    let parsed = parse(pkt, family == Family::V6, spec).map(|p| p.class());
+fn classes_agree(spec: &FilterSpec, family: IpFamily, pkt: &[u8]) -> Result<(), String> {
+    let parsed = parse(pkt, family == IpFamily::V6, spec).map(|p| p.class());
     for class in Class::ALL {
         let kernel = class_accepts(spec, family, class, pkt);
         if kernel != (parsed == Some(class)) {
@@ -167,10 +168,10 @@ fn classes_agree(spec: &FilterSpec, family: Family, pkt: &[u8]) -> Result<(), St
 }
 
 /// Runs both the kernel filter and parse(), asserts they agree, returns it.
-fn both(spec: &FilterSpec, family: Family, pkt: &[u8]) -> Option<Packet<'static>> {
+fn both(spec: &FilterSpec, family: IpFamily, pkt: &[u8]) -> Option<Packet<'static>> {
     let kernel = bpf_accepts(spec, family, pkt, PACKET_HOST);
     let leaked: &'static [u8] = Box::leak(pkt.to_vec().into_boxed_slice());
-    let user = parse(leaked, family == Family::V6, spec);
+    let user = parse(leaked, family == IpFamily::V6, spec);
     assert_eq!(
         kernel,
         user.is_some(),
@@ -182,7 +183,7 @@ fn both(spec: &FilterSpec, family: Family, pkt: &[u8]) -> Option<Packet<'static>
 #[test]
 fn spa_datagram_v4_is_seen_with_payload() {
     let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
-    match both(&spec(), Family::V4, &pkt) {
+    match both(&spec(), IpFamily::V4, &pkt) {
         Some(Packet::Spa { src, dst, payload }) => {
             assert_eq!(src, IpAddr::V4(src4()));
             assert_eq!(dst, IpAddr::V4(dst4()));
@@ -198,7 +199,7 @@ fn spa_datagram_v4_with_ip_options_uses_ihl() {
     for words in [1, 3, 10] {
         let pkt = v4(&udp(SPA, DATAGRAM_LEN), words, (0, 0));
         assert!(matches!(
-            both(&spec(), Family::V4, &pkt),
+            both(&spec(), IpFamily::V4, &pkt),
             Some(Packet::Spa { .. })
         ));
     }
@@ -209,7 +210,7 @@ fn spa_datagram_with_link_padding_is_seen() {
     let mut pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
     pkt.extend_from_slice(&[0; 6]);
     assert!(
-        matches!(both(&spec(), Family::V4, &pkt), Some(Packet::Spa { payload, .. }) if payload.len() == DATAGRAM_LEN)
+        matches!(both(&spec(), IpFamily::V4, &pkt), Some(Packet::Spa { payload, .. }) if payload.len() == DATAGRAM_LEN)
     );
 }
 
@@ -225,8 +226,8 @@ fn wrong_port_or_length_is_dropped() {
         tcp(SPA, SYN),
         L4::Other(1),
     ] {
-        assert_eq!(both(&s, Family::V4, &v4(&l4, 0, (0, 0))), None, "{l4:?}");
-        assert_eq!(both(&s, Family::V6, &v6(&l4)), None, "{l4:?}");
+        assert_eq!(both(&s, IpFamily::V4, &v4(&l4, 0, (0, 0))), None, "{l4:?}");
+        assert_eq!(both(&s, IpFamily::V6, &v6(&l4)), None, "{l4:?}");
     }
 }
 
@@ -237,12 +238,12 @@ fn udp_length_field_must_match_even_if_bytes_are_there() {
         payload: DATAGRAM_LEN,
         len_field: Some(8 + DATAGRAM_LEN as u16 - 1),
     };
-    assert_eq!(both(&spec(), Family::V4, &v4(&l4, 0, (0, 0))), None);
+    assert_eq!(both(&spec(), IpFamily::V4, &v4(&l4, 0, (0, 0))), None);
     // Length field claims a full datagram, bytes are short: kernel passes
     // (it does not see the truncation), parse refuses.
     let mut pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
     pkt.truncate(pkt.len() - 10);
-    assert!(bpf_accepts(&spec(), Family::V4, &pkt, PACKET_HOST));
+    assert!(bpf_accepts(&spec(), IpFamily::V4, &pkt, PACKET_HOST));
     assert_eq!(parse(&pkt, false, &spec()), None);
 }
 
@@ -251,13 +252,13 @@ fn fragments_are_dropped() {
     let s = spec();
     for frag in [(0b001, 0), (0, 1), (0b001, 185), (0, 8191)] {
         let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, frag);
-        assert_eq!(both(&s, Family::V4, &pkt), None, "{frag:?}");
+        assert_eq!(both(&s, IpFamily::V4, &pkt), None, "{frag:?}");
         let pkt = v4(&tcp(7000, SYN), 0, frag);
-        assert_eq!(both(&s, Family::V4, &pkt), None, "{frag:?}");
+        assert_eq!(both(&s, IpFamily::V4, &pkt), None, "{frag:?}");
     }
     // Don't Fragment is fine.
     let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0b010, 0));
-    assert!(both(&s, Family::V4, &pkt).is_some());
+    assert!(both(&s, IpFamily::V4, &pkt).is_some());
 }
 
 #[test]
@@ -272,10 +273,10 @@ fn tcp_knock_needs_syn_without_ack() {
         (0x01, false), // FIN
         (0, false),
     ] {
-        for family in [Family::V4, Family::V6] {
+        for family in [IpFamily::V4, IpFamily::V6] {
             let pkt = match family {
-                Family::V4 => v4(&tcp(8000, flags), 0, (0, 0)),
-                Family::V6 => v6(&tcp(8000, flags)),
+                IpFamily::V4 => v4(&tcp(8000, flags), 0, (0, 0)),
+                IpFamily::V6 => v6(&tcp(8000, flags)),
             };
             let got = both(&s, family, &pkt);
             assert_eq!(got.is_some(), want, "flags {flags:#x} {family:?}");
@@ -286,14 +287,17 @@ fn tcp_knock_needs_syn_without_ack() {
             }
         }
     }
-    assert_eq!(both(&s, Family::V4, &v4(&tcp(8001, SYN), 0, (0, 0))), None);
+    assert_eq!(
+        both(&s, IpFamily::V4, &v4(&tcp(8001, SYN), 0, (0, 0))),
+        None
+    );
 }
 
 #[test]
 fn udp_knock_any_length() {
     let s = spec();
     for len in [0, 1, 100, DATAGRAM_LEN, 900] {
-        let got = both(&s, Family::V4, &v4(&udp(7001, len), 0, (0, 0)));
+        let got = both(&s, IpFamily::V4, &v4(&udp(7001, len), 0, (0, 0)));
         assert!(
             matches!(
                 got,
@@ -306,7 +310,7 @@ fn udp_knock_any_length() {
             ),
             "{len}"
         );
-        let got = both(&s, Family::V6, &v6(&udp(8001, len)));
+        let got = both(&s, IpFamily::V6, &v6(&udp(8001, len)));
         assert!(
             matches!(
                 got,
@@ -326,11 +330,11 @@ fn spa_port_also_a_udp_knock_port() {
     let mut s = spec();
     s.knock_udp.push(SPA);
     assert!(matches!(
-        both(&s, Family::V4, &v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0))),
+        both(&s, IpFamily::V4, &v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0))),
         Some(Packet::Spa { .. })
     ));
     assert!(matches!(
-        both(&s, Family::V4, &v4(&udp(SPA, 3), 0, (0, 0))),
+        both(&s, IpFamily::V4, &v4(&udp(SPA, 3), 0, (0, 0))),
         Some(Packet::Knock { dport: SPA, .. })
     ));
 }
@@ -338,7 +342,7 @@ fn spa_port_also_a_udp_knock_port() {
 #[test]
 fn ipv6_spa_and_extension_headers() {
     let s = spec();
-    match both(&s, Family::V6, &v6(&udp(SPA, DATAGRAM_LEN))) {
+    match both(&s, IpFamily::V6, &v6(&udp(SPA, DATAGRAM_LEN))) {
         Some(Packet::Spa { src, dst, payload }) => {
             assert_eq!(src, IpAddr::V6(src6()));
             assert_eq!(dst, IpAddr::V6(dst6()));
@@ -352,7 +356,7 @@ fn ipv6_spa_and_extension_headers() {
         let mut with_ext = vec![17u8, 0, 0, 0, 0, 0, 0, 0];
         with_ext.extend_from_slice(&seg);
         assert_eq!(
-            both(&s, Family::V6, &v6_raw(ext, &with_ext)),
+            both(&s, IpFamily::V6, &v6_raw(ext, &with_ext)),
             None,
             "ext {ext}"
         );
@@ -364,20 +368,20 @@ fn wrong_version_for_the_socket_is_dropped() {
     let s = spec();
     let p4 = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
     let p6 = v6(&udp(SPA, DATAGRAM_LEN));
-    assert_eq!(both(&s, Family::V6, &p4), None);
-    assert_eq!(both(&s, Family::V4, &p6), None);
+    assert_eq!(both(&s, IpFamily::V6, &p4), None);
+    assert_eq!(both(&s, IpFamily::V4, &p6), None);
 }
 
 #[test]
 fn only_packets_to_this_host_pass_the_kernel() {
     let s = spec();
     let pkt = v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0));
-    assert!(bpf_accepts(&s, Family::V4, &pkt, PACKET_HOST));
-    assert!(!bpf_accepts(&s, Family::V4, &pkt, PACKET_OUTGOING));
-    assert!(!bpf_accepts(&s, Family::V4, &pkt, PACKET_OTHERHOST));
+    assert!(bpf_accepts(&s, IpFamily::V4, &pkt, PACKET_HOST));
+    assert!(!bpf_accepts(&s, IpFamily::V4, &pkt, PACKET_OUTGOING));
+    assert!(!bpf_accepts(&s, IpFamily::V4, &pkt, PACKET_OTHERHOST));
     let pkt = v6(&tcp(7000, SYN));
-    assert!(bpf_accepts(&s, Family::V6, &pkt, PACKET_HOST));
-    assert!(!bpf_accepts(&s, Family::V6, &pkt, PACKET_OUTGOING));
+    assert!(bpf_accepts(&s, IpFamily::V6, &pkt, PACKET_HOST));
+    assert!(!bpf_accepts(&s, IpFamily::V6, &pkt, PACKET_OUTGOING));
 }
 
 /// Finding 4: datagrams and knocks go to separate sockets, so a knock
@@ -393,20 +397,20 @@ fn class_programs_split_datagrams_from_knocks() {
         v4(&tcp(7000, SYN), 0, (0, 0)),
         v4(&udp(7001, 9), 0, (0, 0)),
     ];
-    assert!(class_accepts(&s, Family::V4, Class::Spa, &datagram));
-    assert!(!class_accepts(&s, Family::V4, Class::Knock, &datagram));
+    assert!(class_accepts(&s, IpFamily::V4, Class::Spa, &datagram));
+    assert!(!class_accepts(&s, IpFamily::V4, Class::Knock, &datagram));
     for k in &knocks {
-        assert!(!class_accepts(&s, Family::V4, Class::Spa, k));
-        assert!(class_accepts(&s, Family::V4, Class::Knock, k));
-        classes_agree(&s, Family::V4, k).unwrap();
+        assert!(!class_accepts(&s, IpFamily::V4, Class::Spa, k));
+        assert!(class_accepts(&s, IpFamily::V4, Class::Knock, k));
+        classes_agree(&s, IpFamily::V4, k).unwrap();
     }
-    classes_agree(&s, Family::V4, &datagram).unwrap();
-    classes_agree(&s, Family::V6, &v6(&udp(SPA, DATAGRAM_LEN))).unwrap();
-    classes_agree(&s, Family::V6, &v6(&tcp(9000, SYN))).unwrap();
+    classes_agree(&s, IpFamily::V4, &datagram).unwrap();
+    classes_agree(&s, IpFamily::V6, &v6(&udp(SPA, DATAGRAM_LEN))).unwrap();
+    classes_agree(&s, IpFamily::V6, &v6(&tcp(9000, SYN))).unwrap();
     // No knock ports: the knock sockets' filter passes nothing at all.
     let v1 = FilterSpec::v1(SPA);
     assert_eq!(
-        bpf::program_for(&v1, Family::V4, Class::Knock).unwrap(),
+        bpf::program_for(&v1, IpFamily::V4, Class::Knock).unwrap(),
         bpf::drop_all()
     );
 }
@@ -414,13 +418,16 @@ fn class_programs_split_datagrams_from_knocks() {
 #[test]
 fn no_knock_ports_program_is_small_and_exact() {
     let s = FilterSpec::v1(SPA);
-    for family in [Family::V4, Family::V6] {
+    for family in [IpFamily::V4, IpFamily::V6] {
         let prog = bpf::program(&s, family).unwrap();
         assert!(prog.len() < 24, "{family:?}: {}", prog.len());
     }
-    assert!(both(&s, Family::V4, &v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0))).is_some());
-    assert_eq!(both(&s, Family::V4, &v4(&tcp(7000, SYN), 0, (0, 0))), None);
-    assert_eq!(both(&s, Family::V6, &v6(&udp(7001, 5))), None);
+    assert!(both(&s, IpFamily::V4, &v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0))).is_some());
+    assert_eq!(
+        both(&s, IpFamily::V4, &v4(&tcp(7000, SYN), 0, (0, 0))),
+        None
+    );
+    assert_eq!(both(&s, IpFamily::V6, &v6(&udp(7001, 5))), None);
 }
 
 #[test]
@@ -432,18 +439,18 @@ fn long_port_lists_stay_exact_up_to_the_limit() {
             knock_tcp: (0..n as u16).map(|i| 10_000 + 3 * i).collect(),
             knock_udp: (0..n as u16).map(|i| 20_000 + 3 * i).collect(),
         };
-        for family in [Family::V4, Family::V6] {
+        for family in [IpFamily::V4, IpFamily::V6] {
             let prog = bpf::program(&s, family).unwrap();
             assert!(prog.len() <= bpf::MAX_INSNS);
             for i in [0u16, 1, n as u16 / 2, n as u16 - 1] {
                 let (t, u) = (10_000 + 3 * i, 20_000 + 3 * i);
                 let (pt, pu, miss) = match family {
-                    Family::V4 => (
+                    IpFamily::V4 => (
                         v4(&tcp(t, SYN), 0, (0, 0)),
                         v4(&udp(u, 9), 0, (0, 0)),
                         v4(&tcp(t + 1, SYN), 0, (0, 0)),
                     ),
-                    Family::V6 => (v6(&tcp(t, SYN)), v6(&udp(u, 9)), v6(&tcp(t + 1, SYN))),
+                    IpFamily::V6 => (v6(&tcp(t, SYN)), v6(&udp(u, 9)), v6(&tcp(t + 1, SYN))),
                 };
                 assert!(both(&s, family, &pt).is_some());
                 assert!(both(&s, family, &pu).is_some());
@@ -453,8 +460,8 @@ fn long_port_lists_stay_exact_up_to_the_limit() {
                 &s,
                 family,
                 &match family {
-                    Family::V4 => v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0)),
-                    Family::V6 => v6(&udp(SPA, DATAGRAM_LEN)),
+                    IpFamily::V4 => v4(&udp(SPA, DATAGRAM_LEN), 0, (0, 0)),
+                    IpFamily::V6 => v6(&udp(SPA, DATAGRAM_LEN)),
                 }
             )
             .is_some());
@@ -470,27 +477,27 @@ fn very_long_port_lists_fall_back_to_a_range() {
         knock_tcp: (0..1000).map(|i| 10_000 + 2 * i).collect(),
         knock_udp: (0..1000).map(|i| 30_000 + 2 * i).collect(),
     };
-    let prog = bpf::program(&s, Family::V4).unwrap();
+    let prog = bpf::program(&s, IpFamily::V4).unwrap();
     assert!(prog.len() < 40);
     // In the range but not in the list: the kernel passes, parse drops.
     let pkt = v4(&tcp(10_001, SYN), 0, (0, 0));
-    assert!(bpf_accepts(&s, Family::V4, &pkt, PACKET_HOST));
+    assert!(bpf_accepts(&s, IpFamily::V4, &pkt, PACKET_HOST));
     assert_eq!(parse(&pkt, false, &s), None);
     // Outside the range: dropped in the kernel.
     assert!(!bpf_accepts(
         &s,
-        Family::V4,
+        IpFamily::V4,
         &v4(&tcp(9_999, SYN), 0, (0, 0)),
         PACKET_HOST
     ));
     assert!(!bpf_accepts(
         &s,
-        Family::V4,
+        IpFamily::V4,
         &v4(&tcp(12_000, SYN), 0, (0, 0)),
         PACKET_HOST
     ));
-    assert!(both(&s, Family::V4, &v4(&tcp(11_998, SYN), 0, (0, 0))).is_some());
-    assert!(both(&s, Family::V4, &v4(&udp(31_000, 1), 0, (0, 0))).is_some());
+    assert!(both(&s, IpFamily::V4, &v4(&tcp(11_998, SYN), 0, (0, 0))).is_some());
+    assert!(both(&s, IpFamily::V4, &v4(&udp(31_000, 1), 0, (0, 0))).is_some());
 }
 
 #[test]
@@ -560,14 +567,14 @@ proptest! {
     #[test]
     fn parse_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..400), v6 in any::<bool>()) {
         let _ = parse(&bytes, v6, &spec());
-        let _ = interp::run(&bpf::program(&spec(), Family::V4).unwrap(), &bytes, PACKET_HOST);
+        let _ = interp::run(&bpf::program(&spec(), IpFamily::V4).unwrap(), &bytes, PACKET_HOST);
     }
 
     /// Whatever parse accepts, the kernel filter passed: the filter never
     /// hides a packet the daemon wants.
     #[test]
     fn kernel_never_drops_what_parse_wants(bytes in proptest::collection::vec(any::<u8>(), 0..400), v6 in any::<bool>()) {
-        let family = if v6 { Family::V6 } else { Family::V4 };
+        let family = if v6 { IpFamily::V6 } else { IpFamily::V4 };
         if parse(&bytes, v6, &spec()).is_some() {
             prop_assert!(bpf_accepts(&spec(), family, &bytes, PACKET_HOST));
         }
@@ -583,12 +590,12 @@ proptest! {
         }
         if v6 {
             let pkt = self::v6(&l4);
-            prop_assert_eq!(bpf_accepts(&s, Family::V6, &pkt, PACKET_HOST), parse(&pkt, true, &s).is_some());
-            prop_assert_eq!(classes_agree(&s, Family::V6, &pkt), Ok(()));
+            prop_assert_eq!(bpf_accepts(&s, IpFamily::V6, &pkt, PACKET_HOST), parse(&pkt, true, &s).is_some());
+            prop_assert_eq!(classes_agree(&s, IpFamily::V6, &pkt), Ok(()));
         } else {
             let pkt = v4(&l4, opt, (frag.0, frag.1 & 0x1fff));
-            prop_assert_eq!(bpf_accepts(&s, Family::V4, &pkt, PACKET_HOST), parse(&pkt, false, &s).is_some());
-            prop_assert_eq!(classes_agree(&s, Family::V4, &pkt), Ok(()));
+            prop_assert_eq!(bpf_accepts(&s, IpFamily::V4, &pkt, PACKET_HOST), parse(&pkt, false, &s).is_some());
+            prop_assert_eq!(classes_agree(&s, IpFamily::V4, &pkt), Ok(()));
         }
     }
 }

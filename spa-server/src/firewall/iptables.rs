@@ -19,20 +19,7 @@ const MAX_STALE_JUMPS: usize = 64;
 /// The largest `--datestop` xt_time accepts (its field is 32-bit).
 const MAX_DATESTOP: u64 = i32::MAX as u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn label(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-}
+use spa_proto::IpFamily;
 
 pub struct Iptables {
     opts: FirewallOptions,
@@ -70,7 +57,7 @@ impl Iptables {
         }
     }
 
-    fn restore_argv(&self, fam: Family) -> Vec<String> {
+    fn restore_argv(&self, fam: IpFamily) -> Vec<String> {
         let mut argv: Vec<String> = self.opts.exec_prefix.clone();
         argv.extend([
             self.restore_tool(fam).to_owned(),
@@ -82,8 +69,8 @@ impl Iptables {
     }
 
     /// Starts the spare for `fam` if there is none.
-    fn refill(&self, fam: Family) {
-        if !self.prespawn || (fam == Family::V6 && !self.v6) {
+    fn refill(&self, fam: IpFamily) {
+        if !self.prespawn || (fam == IpFamily::V6 && !self.v6) {
             return;
         }
         let Ok(mut spares) = self.spares.lock() else {
@@ -110,7 +97,7 @@ impl Iptables {
     }
 
     /// Hands a batch to the spare for `fam`, if one is alive.
-    fn restore_with_spare(&self, fam: Family, batch: &str) -> Option<Ran> {
+    fn restore_with_spare(&self, fam: IpFamily, batch: &str) -> Option<Ran> {
         let mut child = self.spares.lock().ok()?[fam as usize].take()?;
         if !matches!(child.try_wait(), Ok(None)) {
             return None;
@@ -140,17 +127,17 @@ impl Iptables {
         }
     }
 
-    fn tool(&self, fam: Family) -> &str {
+    fn tool(&self, fam: IpFamily) -> &str {
         match fam {
-            Family::V4 => &self.opts.iptables,
-            Family::V6 => &self.opts.ip6tables,
+            IpFamily::V4 => &self.opts.iptables,
+            IpFamily::V6 => &self.opts.ip6tables,
         }
     }
 
-    fn restore_tool(&self, fam: Family) -> &str {
+    fn restore_tool(&self, fam: IpFamily) -> &str {
         match fam {
-            Family::V4 => &self.opts.iptables_restore,
-            Family::V6 => &self.opts.ip6tables_restore,
+            IpFamily::V4 => &self.opts.iptables_restore,
+            IpFamily::V6 => &self.opts.ip6tables_restore,
         }
     }
 
@@ -159,7 +146,7 @@ impl Iptables {
     }
 
     /// `iptables -w N <args>`.
-    fn iptables(&self, fam: Family, args: &[String]) -> Result<super::Ran, FwError> {
+    fn iptables(&self, fam: IpFamily, args: &[String]) -> Result<super::Ran, FwError> {
         let wait = self.wait();
         let mut argv: Vec<&str> = vec![self.tool(fam), "-w", &wait];
         argv.extend(args.iter().map(String::as_str));
@@ -168,8 +155,8 @@ impl Iptables {
 
     /// One atomic `iptables-restore --noflush` transaction (through the
     /// warm spare when there is one), then a new spare for the next one.
-    fn restore(&self, fam: Family, batch: &str) -> Result<(), FwError> {
-        debug!(family = fam.label(), batch, "iptables-restore batch");
+    fn restore(&self, fam: IpFamily, batch: &str) -> Result<(), FwError> {
+        debug!(family = fam.name(), batch, "iptables-restore batch");
         let ran = match self.restore_with_spare(fam, batch) {
             Some(r) => r,
             None => {
@@ -190,7 +177,7 @@ impl Iptables {
     /// Deletes every jump of ours from the parent chain (bounded), in
     /// today's form and in the form earlier versions wrote (every state),
     /// so an upgrade leaves no jump of the old kind behind.
-    fn remove_jumps(&self, fam: Family) -> Result<usize, FwError> {
+    fn remove_jumps(&self, fam: IpFamily) -> Result<usize, FwError> {
         let mut removed = 0;
         for spec in [self.jump_spec(), old_jump_spec(&self.opts)] {
             let mut args = vec!["-D".to_string(), self.opts.parent_chain.clone()];
@@ -228,14 +215,14 @@ impl Iptables {
         }
         if removed >= MAX_STALE_JUMPS {
             warn!(
-                family = fam.label(),
+                family = fam.name(),
                 removed, "removed many jumps to our chain; more may remain"
             );
         }
         Ok(removed)
     }
 
-    fn setup_family(&self, fam: Family) -> Result<(), FwError> {
+    fn setup_family(&self, fam: IpFamily) -> Result<(), FwError> {
         let stale = self.remove_jumps(fam)?;
         // Declaring an existing chain in a --noflush restore flushes it, so
         // this one transaction both clears stale grants and (re)creates the
@@ -262,7 +249,7 @@ impl Iptables {
         batch.push_str("COMMIT\n");
         self.restore(fam, &batch)?;
         info!(
-            family = fam.label(),
+            family = fam.name(),
             chain = %self.opts.chain,
             stale_jumps = stale,
             "iptables chain installed, jump at the top of {}",
@@ -271,11 +258,11 @@ impl Iptables {
         Ok(())
     }
 
-    fn teardown_family(&self, fam: Family) -> Result<(), FwError> {
+    fn teardown_family(&self, fam: IpFamily) -> Result<(), FwError> {
         let removed = match self.remove_jumps(fam) {
             Ok(n) => n,
             // No ip6tables binary: nothing of ours can exist there.
-            Err(FwError::Spawn { .. }) if fam == Family::V6 => return Ok(()),
+            Err(FwError::Spawn { .. }) if fam == IpFamily::V6 => return Ok(()),
             Err(e) => return Err(e),
         };
         let mut batch = String::new();
@@ -296,12 +283,12 @@ impl Iptables {
             ));
         }
         if batch.is_empty() {
-            debug!(family = fam.label(), "no chain of ours to remove");
+            debug!(family = fam.name(), "no chain of ours to remove");
             return Ok(());
         }
         self.restore(fam, &batch)?;
         info!(
-            family = fam.label(),
+            family = fam.name(),
             jumps = removed,
             "removed our iptables chain and its grants"
         );
@@ -312,7 +299,7 @@ impl Iptables {
     /// removes that are no longer there. Returns the removes actually done.
     fn apply_family(
         &self,
-        fam: Family,
+        fam: IpFamily,
         add: &[Access],
         remove: &[Access],
     ) -> Result<Vec<Access>, FwError> {
@@ -340,7 +327,7 @@ impl Iptables {
             return Err(err);
         }
         warn!(
-            family = fam.label(),
+            family = fam.name(),
             gone = remove.len() - present.len(),
             first_error = %err,
             "grants to remove were already gone (chain flushed by hand?); retrying without them"
@@ -359,11 +346,11 @@ impl Firewall for Iptables {
         self.opts.validate()?;
         self.drop_spares();
         self.prespawn = self
-            .iptables(Family::V4, &["-V".into()])
+            .iptables(IpFamily::V4, &["-V".into()])
             .map(|r| r.stdout.contains("nf_tables"))
             .unwrap_or(false);
-        self.setup_family(Family::V4)?;
-        match self.setup_family(Family::V6) {
+        self.setup_family(IpFamily::V4)?;
+        match self.setup_family(IpFamily::V6) {
             Ok(()) => self.v6 = true,
             Err(e) => {
                 self.v6 = false;
@@ -387,8 +374,8 @@ impl Firewall for Iptables {
             a.extend(spec);
             drop = Some(a);
         }
-        for fam in [Family::V4, Family::V6] {
-            if fam == Family::V6 && !self.v6 {
+        for fam in [IpFamily::V4, IpFamily::V6] {
+            if fam == IpFamily::V6 && !self.v6 {
                 continue;
             }
             if !self.iptables(fam, &args)?.ok() {
@@ -440,9 +427,9 @@ impl Firewall for Iptables {
             ));
         }
         batch.push_str("COMMIT\n");
-        self.restore(Family::V4, &batch)?;
+        self.restore(IpFamily::V4, &batch)?;
         if self.v6 {
-            self.restore(Family::V6, &batch)?;
+            self.restore(IpFamily::V6, &batch)?;
         }
         self.silence = new.clone();
         Ok(())
@@ -464,15 +451,15 @@ impl Firewall for Iptables {
         let done4 = if add4.is_empty() && rm4.is_empty() {
             Vec::new()
         } else {
-            self.apply_family(Family::V4, &add4, &rm4)?
+            self.apply_family(IpFamily::V4, &add4, &rm4)?
         };
         if !(add6.is_empty() && rm6.is_empty()) {
-            if let Err(e) = self.apply_family(Family::V6, &add6, &rm6) {
+            if let Err(e) = self.apply_family(IpFamily::V6, &add6, &rm6) {
                 // Two tools, two transactions: undo the IPv4 half so the
                 // call stays all or nothing.
                 if !(add4.is_empty() && done4.is_empty()) {
                     let undo = batch(&self.opts, &done4, &add4);
-                    if let Err(u) = self.restore(Family::V4, &undo) {
+                    if let Err(u) = self.restore(IpFamily::V4, &undo) {
                         warn!(error = %u, "could not undo the IPv4 half of a failed batch");
                     } else {
                         warn!("IPv6 half failed; IPv4 half undone");
@@ -499,8 +486,8 @@ impl Firewall for Iptables {
         self.drop_spares();
         self.prespawn = false;
         self.installed = false;
-        self.teardown_family(Family::V4)?;
-        self.teardown_family(Family::V6)
+        self.teardown_family(IpFamily::V4)?;
+        self.teardown_family(IpFamily::V6)
     }
 }
 
