@@ -255,6 +255,26 @@ pub fn verify_v2_admit<'k>(
     replay: &mut ReplayRecord,
     admit: impl FnOnce(&KeyId) -> Result<(), Reject>,
 ) -> Result<Opened, Reject> {
+    let opened = open_v2(datagram, lookup, server, now)?;
+    replay.check_admit_insert(
+        &opened.key_id,
+        &opened.nonce,
+        opened.request.timestamp,
+        now,
+        || admit(&opened.key_id),
+    )?;
+    Ok(opened)
+}
+
+/// Steps 1–7 of §10.5 (everything but the window and the replay record,
+/// which the caller keeps: the server's is durable). `Opened::key_id` is
+/// the stable id.
+pub fn open_v2<'k>(
+    datagram: &[u8],
+    lookup: impl FnOnce(&KeyId) -> Option<(&'k KeySetV2, u64)>,
+    server: &ServerUid,
+    now: u64,
+) -> Result<Opened, Reject> {
     let header = parse_header_of(datagram, VERSION_V2)?;
     let keys = match lookup(&header.key_id()) {
         Some((keys, epoch)) if epoch_is_live(epoch, now) => keys,
@@ -265,13 +285,6 @@ pub fn verify_v2_admit<'k>(
     if opened.request.server != server.server_id() {
         return Err(Reject::WrongServer);
     }
-    replay.check_admit_insert(
-        &opened.key_id,
-        &opened.nonce,
-        opened.request.timestamp,
-        now,
-        || admit(&opened.key_id),
-    )?;
     Ok(opened)
 }
 

@@ -24,6 +24,15 @@ pub fn check(cfg: &Config) -> Report {
         "server_id {:?} (from {}); clients must seal for it",
         cfg.server_name, cfg.server_id_source
     ));
+    r.lines.push(match cfg.v2.uid {
+        Some(uid) => format!(
+            "server uid {uid} (protocol v2; clients: spa-client server-key --server-uid {uid})"
+        ),
+        None => format!(
+            "server uid: none yet (spa-server creates {} at its first start)",
+            cfg.v2.uid_file.display()
+        ),
+    });
     r.lines.push(format!(
         "port {}, backend {}, {} key(s), silent {}",
         cfg.spa_port,
@@ -42,6 +51,15 @@ pub fn check(cfg: &Config) -> Report {
         }
         for (g, to) in &k.rules.forward {
             rules += &format!(", {g} forwarded to {to}");
+        }
+        let protocols = cfg
+            .v2
+            .keys
+            .iter()
+            .zip(&cfg.keys)
+            .find(|(_, p)| p.name == k.name);
+        if let Some((v, _)) = protocols.filter(|(v, _)| v.protocols.v2) {
+            rules += &format!(", protocols {}", v.protocols.names());
         }
         r.lines.push(format!(
             "  key {} ({}): {} for up to {} s{rules}",

@@ -133,6 +133,8 @@ pub struct Config {
     pub silent: bool,
     /// The unprivileged user the network side runs as (privsep).
     pub user: String,
+    /// Protocol v2: the server uid, each key's protocols and v2 key (v2.rs).
+    pub v2: crate::v2::V2Config,
     /// Prometheus text file rewritten (atomically, on change, at most every
     /// few seconds) for node_exporter's textfile collector (control/publish.rs).
     pub metrics_file: Option<PathBuf>,
@@ -192,6 +194,8 @@ struct RawKey {
     /// Informational copy of the key-id (spa-keygen prints it); checked
     /// against the key file when present.
     key_id: Option<Spanned<String>>,
+    /// `["v1"]`, `["v2"]` or both (crate::v2::Protocols).
+    protocols: Option<Spanned<Vec<String>>>,
 }
 
 /// Command-line settings that override (or, without a file, replace) the
@@ -455,6 +459,7 @@ impl Config {
         };
 
         let mut keys = Vec::new();
+        let mut v2 = crate::v2::V2Config::default();
         for k in &raw.key {
             let kspan = k.span();
             let k = k.get_ref();
@@ -517,18 +522,50 @@ impl Config {
             let path = resolve(file, k.file.get_ref());
             let kf =
                 read_key(&path).map_err(|e| err(Some(k.file.span()), "key.file", e.to_string()))?;
-            if let Some(uid) = kf.server_uid {
-                return Err(err(
-                    Some(k.file.span()),
-                    "key.file",
-                    format!(
-                        "{} is a protocol v2 server key (server_uid {uid}); this spa-server \
-                         serves v1 only: use the client's master key file for now",
-                        path.display()
-                    ),
-                ));
-            }
-            let key_id = kf.key.derive().key_id();
+            // Protocol v2 (v2.rs): a server key file speaks v2 only, a
+            // master key file v1 unless `protocols` says more.
+            let protocols = match &k.protocols {
+                Some(p) => crate::v2::Protocols::parse(p.get_ref())
+                    .map_err(|m| err(Some(p.span()), "key.protocols", m))?,
+                None => crate::v2::Protocols {
+                    v1: kf.server_uid.is_none(),
+                    v2: kf.server_uid.is_some(),
+                },
+            };
+            let (key_id, source) = match kf.server_uid {
+                Some(uid) => {
+                    if protocols.v1 {
+                        return Err(err(
+                            k.protocols.as_ref().map(|p| p.span()),
+                            "key.protocols",
+                            format!(
+                                "{} is a v2 server key file (server_uid {uid}): it cannot \
+                                 speak v1; set protocols = [\"v2\"] or use a master key file",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    let ks = spa_proto::ServerKey::from_bytes(*kf.key.as_bytes());
+                    (
+                        ks.derive().stable_id(),
+                        Some(crate::v2::V2Source::ServerKey {
+                            key: std::sync::Arc::new(ks),
+                            uid,
+                        }),
+                    )
+                }
+                None => (
+                    kf.key.derive().key_id(),
+                    protocols
+                        .v2
+                        .then(|| crate::v2::V2Source::Master(std::sync::Arc::new(kf.key.clone()))),
+                ),
+            };
+            v2.keys.push(crate::v2::V2Key {
+                protocols,
+                source,
+                set: None,
+            });
             if let Some(expect) = &k.key_id {
                 let want: KeyId = expect
                     .get_ref()
@@ -624,11 +661,19 @@ impl Config {
                     line: None,
                     field: Some("--key".into()),
                     msg: format!(
-                        "a protocol v2 server key (server_uid {uid}); this spa-server serves v1 \
-                         only: use the client's master key file for now"
+                        "a protocol v2 server key (server_uid {uid}): name it in a [[key]] \
+                         table of the configuration file (--key takes master key files)"
                     ),
                 });
             }
+            v2.keys.push(crate::v2::V2Key {
+                protocols: crate::v2::Protocols {
+                    v1: true,
+                    v2: false,
+                },
+                source: None,
+                set: None,
+            });
             let allow = if ov.key_allow.is_empty() {
                 vec![Grant::tcp(22).map_err(|e| err(None, "--allow", e.to_string()))?]
             } else {
@@ -715,6 +760,11 @@ impl Config {
         crate::policy::check_forwards(&keys).map_err(|m| err(None, "key.forward", m))?;
         let mut by_id = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
+            // v1's map holds only keys that speak v1 (a v2-only key's
+            // stable id never travels, and v2 ids live in their own map).
+            if !v2.keys.get(i).is_none_or(|p| p.protocols.v1) {
+                continue;
+            }
             if let Some(&j) = by_id.get(&k.key_id) {
                 let other: &KeyPolicy = &keys[j];
                 return Err(err(
@@ -762,7 +812,21 @@ impl Config {
             }
             m => m.map(|m| m.into_inner()),
         };
+        // The uid file exists from the daemon's first start on; before
+        // that, the daemon attaches the uid it creates (v2.rs).
+        v2.uid_file = state_dir.join(crate::v2::UID_FILE);
+        if let Some(uid) =
+            crate::v2::read_uid(&v2.uid_file).map_err(|m| err(None, "state_dir", m))?
+        {
+            let names: Vec<(&str, &Path)> = keys
+                .iter()
+                .map(|k| (k.name.as_str(), k.file.as_path()))
+                .collect();
+            v2.attach(uid, &names)
+                .map_err(|m| err(None, "key.file", m))?;
+        }
         Ok(Config {
+            v2,
             source: file.to_owned(),
             server_id: ServerId::from_name(&server_name),
             server_name,
@@ -903,6 +967,7 @@ impl Config {
             server_id: ServerId::from_name("gw"),
             interfaces: vec![],
             spa_port: DEFAULT_SPA_PORT,
+            v2: crate::v2::V2Config::default(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             runtime_dir: None,
             firewall: BackendKind::Iptables,

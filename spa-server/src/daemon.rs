@@ -34,6 +34,9 @@ pub enum DaemonError {
     Lock(crate::lock::LockError),
     Control(crate::control::ControlError),
     Privsep(privsep::SandboxError),
+    /// The server uid could not be read or created, or a v2 server key
+    /// file was made for another uid (v2.rs).
+    V2(String),
     /// The privileged side closed its end: it died.
     PrivilegedGone,
 }
@@ -50,6 +53,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Lock(e) => write!(f, "{e}"),
             DaemonError::Control(e) => write!(f, "{e}"),
             DaemonError::Privsep(e) => write!(f, "privilege separation: {e}"),
+            DaemonError::V2(e) => write!(f, "protocol v2: {e}"),
             DaemonError::PrivilegedGone => f.write_str(
                 "the privileged side exited; stopping (systemd restarts the service, ExecStopPost flushes)",
             ),
@@ -227,6 +231,26 @@ impl Daemon {
         )
         .map_err(DaemonError::State)?;
         log_replay_start(&opened, now.secs());
+        // After the replay state is read (a new state directory must still
+        // look empty to it): the server uid, created at the first start.
+        let mut cfg = cfg;
+        if cfg.v2.uid.is_none() {
+            let (uid, new) =
+                crate::v2::load_or_create_uid(&cfg.v2.uid_file).map_err(DaemonError::V2)?;
+            let names: Vec<(String, std::path::PathBuf)> = cfg
+                .keys
+                .iter()
+                .map(|k| (k.name.clone(), k.file.clone()))
+                .collect();
+            let names: Vec<(&str, &std::path::Path)> = names
+                .iter()
+                .map(|(n, f)| (n.as_str(), f.as_path()))
+                .collect();
+            cfg.v2.attach(uid, &names).map_err(DaemonError::V2)?;
+            if new {
+                info!(%uid, file = %cfg.v2.uid_file.display(), "server uid created (protocol v2)");
+            }
+        }
         let replay = DurableReplay::new(opened.record, opened.log);
         let mut grants = Grants::new(Box::new(remote.clone()));
         // Forwards (issue 15): the kernel must forward, or a refusal now

@@ -124,7 +124,10 @@ pub fn knock_ports(cfg: &Config) -> (Vec<u16>, Vec<u16>) {
 fn hmac_keys(cfg: &Config) -> Vec<HmacKey> {
     cfg.keys
         .iter()
-        .filter_map(|k| {
+        .enumerate()
+        // HMAC knocks derive from the master: v1 keys only.
+        .filter(|(i, _)| cfg.v2.keys.get(*i).is_none_or(|v| v.protocols.v1))
+        .filter_map(|(_, k)| {
             let n = k.allow.len().min(spa_proto::MAX_GRANTS);
             let grants = Grants::new(&k.allow[..n]).ok()?;
             Some(HmacKey {

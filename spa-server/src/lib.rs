@@ -29,4 +29,5 @@ pub mod ratelimit;
 pub mod safefile;
 pub mod state;
 pub mod stats;
+pub mod v2;
 pub mod verdict;

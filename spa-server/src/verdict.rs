@@ -137,6 +137,9 @@ pub struct JudgeState {
     pub replay: DurableReplay,
     /// Each key's token bucket (finding 16).
     pub buckets: Buckets,
+    /// Protocol v2's wire ids of the previous, current and next minute
+    /// (spa_proto::v2::IdMap); cleared when the keys change.
+    pub v2_ids: spa_proto::IdMap,
 }
 
 impl JudgeState {
@@ -144,6 +147,7 @@ impl JudgeState {
         JudgeState {
             replay,
             buckets: Buckets::default(),
+            v2_ids: spa_proto::IdMap::new(),
         }
     }
 }
@@ -167,20 +171,32 @@ pub fn judge(
     state: &mut JudgeState,
     is_local: impl FnOnce(IpAddr) -> bool,
 ) -> Result<Verdict, StateError> {
-    let header = match spa_proto::parse_header(payload) {
-        Ok(h) => h,
-        Err(r) => return Ok(Verdict::Reject(r)),
+    // Dispatch on the version byte: each version has its own id map.
+    let (policy, opened) = if spa_proto::version_of(payload) == Some(spa_proto::VERSION_V2) {
+        match crate::v2::open(payload, cfg, &mut state.v2_ids, now) {
+            Ok((i, o)) => match cfg.keys.get(i) {
+                Some(p) => (p, o),
+                None => return Ok(Verdict::Reject(Reject::UnknownKeyId)),
+            },
+            Err(r) => return Ok(Verdict::Reject(r)),
+        }
+    } else {
+        let header = match spa_proto::parse_header(payload) {
+            Ok(h) => h,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        let Some(policy) = cfg.key(&header.key_id()) else {
+            return Ok(Verdict::Reject(Reject::UnknownKeyId));
+        };
+        let opened = match header.open(&policy.keys) {
+            Ok(o) => o,
+            Err(r) => return Ok(Verdict::Reject(r)),
+        };
+        if opened.request.server != cfg.server_id {
+            return Ok(Verdict::Reject(Reject::WrongServer));
+        }
+        (policy, opened)
     };
-    let Some(policy) = cfg.key(&header.key_id()) else {
-        return Ok(Verdict::Reject(Reject::UnknownKeyId));
-    };
-    let opened = match header.open(&policy.keys) {
-        Ok(o) => o,
-        Err(r) => return Ok(Verdict::Reject(r)),
-    };
-    if opened.request.server != cfg.server_id {
-        return Ok(Verdict::Reject(Reject::WrongServer));
-    }
     let seen = Seen {
         timestamp: opened.request.timestamp,
         key_id: opened.key_id,
@@ -188,7 +204,7 @@ pub fn judge(
     };
     let buckets = &mut state.buckets;
     let admit = || {
-        if buckets.take(&opened.key_id, policy.rate, now) {
+        if buckets.take(&policy.key_id, policy.rate, now) {
             Ok(())
         } else {
             Err(Reject::RateLimited)

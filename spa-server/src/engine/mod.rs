@@ -256,9 +256,17 @@ impl Engine {
     fn datagram(&mut self, src: IpAddr, payload: &[u8], now: &Now) -> Outcome {
         // The cleartext key-id goes on every line, so a client's `--wait`
         // diagnosis can name the one grep that finds it.
-        let key_id = spa_proto::parse_header(payload)
-            .map(|h| h.key_id().to_string())
-            .unwrap_or_else(|_| "-".into());
+        let key_id = match spa_proto::version_of(payload) {
+            // v2: the wire id of this minute (the stable id is in the
+            // verdict's key name and id once authenticated).
+            Some(spa_proto::VERSION_V2) => payload
+                .get(5..13)
+                .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+                .unwrap_or_else(|| "-".into()),
+            _ => spa_proto::parse_header(payload)
+                .map(|h| h.key_id().to_string())
+                .unwrap_or_else(|_| "-".into()),
+        };
         let (local, mono) = (&mut self.local, now.mono);
         let judged = verdict::judge(payload, src, now.secs(), &self.cfg, &mut self.judge, |a| {
             local.contains(a, mono)
@@ -589,6 +597,8 @@ impl Engine {
             .replay
             .set_limits(new.window, share_of(new.replay_capacity, new.keys.len()));
         self.judge.buckets.retain(|id| new.key(id).is_some());
+        // v2 ids map to key indices of the old configuration.
+        self.judge.v2_ids.clear();
         self.grants.set_forwards(crate::policy::forwards(&new.keys));
         if let Err(e) = self.grants.set_silence(&knocks::silence(&new)) {
             warn!("reload: the silent ports' drop rules could not be replaced (the old ones stay): {e}");

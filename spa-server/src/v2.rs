@@ -1,0 +1,418 @@
+//! Protocol v2 at the server (docs/protocol.md §10): the server uid, each
+//! key's protocols and v2 key, and the judging of a v2 datagram up to the
+//! point where it joins v1's path (replay record, token bucket, policy).
+//!
+//! Why a module of its own: v1 stays untouched, and everything v2 adds to
+//! the configuration lives in one field ([`V2Config`]) rather than in every
+//! key's table.
+
+use crate::config::Config;
+use spa_proto::v2::{open_v2, IdMap, KeySetV2, ServerUid};
+use spa_proto::{KeyId, MasterKey, Opened, Reject, ServerKey};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The server uid's file in the state directory: 32 hex digits and a newline.
+pub const UID_FILE: &str = "server_uid";
+
+/// Which versions one key accepts (`[[key]] protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocols {
+    pub v1: bool,
+    pub v2: bool,
+}
+
+impl Protocols {
+    /// `["v1"]`, `["v2"]` or both; anything else names what is allowed.
+    pub fn parse(list: &[String]) -> Result<Protocols, String> {
+        let mut p = Protocols {
+            v1: false,
+            v2: false,
+        };
+        for s in list {
+            match s.trim() {
+                "v1" => p.v1 = true,
+                "v2" => p.v2 = true,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a protocol: use \"v1\", \"v2\" or both"
+                    ))
+                }
+            }
+        }
+        if !(p.v1 || p.v2) {
+            return Err("must name at least one of \"v1\", \"v2\"".into());
+        }
+        Ok(p)
+    }
+
+    pub fn names(&self) -> &'static str {
+        match (self.v1, self.v2) {
+            (true, true) => "v1, v2",
+            (false, true) => "v2",
+            _ => "v1",
+        }
+    }
+}
+
+/// Where a key's v2 key comes from.
+#[derive(Clone)]
+pub enum V2Source {
+    /// A master key file with "v2" in its protocols (a rollout): K_s is
+    /// derived here from the master and this server's uid.
+    Master(Arc<MasterKey>),
+    /// A server key file (`spa-client server-key`): K_s itself, for `uid`.
+    ServerKey { key: Arc<ServerKey>, uid: ServerUid },
+}
+
+/// Everything v2 adds to a configuration; `keys[i]` belongs to
+/// `Config::keys[i]`.
+#[derive(Clone, Default)]
+pub struct V2Config {
+    /// `None` until the uid file exists (the daemon creates it at its first
+    /// start, then calls [`V2Config::attach`]).
+    pub uid: Option<ServerUid>,
+    pub uid_file: PathBuf,
+    pub keys: Vec<V2Key>,
+}
+
+#[derive(Clone)]
+pub struct V2Key {
+    pub protocols: Protocols,
+    pub source: Option<V2Source>,
+    /// Derived by [`V2Config::attach`].
+    pub set: Option<Arc<KeySetV2>>,
+}
+
+impl std::fmt::Debug for V2Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V2Config")
+            .field("uid", &self.uid)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl V2Config {
+    /// Derives every v2 key for `uid`. A server key file made for another
+    /// uid is refused, naming both uids: it was made for another server.
+    pub fn attach(&mut self, uid: ServerUid, names: &[(&str, &Path)]) -> Result<(), String> {
+        for (k, (name, file)) in self.keys.iter_mut().zip(names) {
+            k.set = match &k.source {
+                None => None,
+                Some(V2Source::Master(m)) => Some(Arc::new(m.server_key(&uid).derive())),
+                Some(V2Source::ServerKey { key, uid: made_for }) if *made_for == uid => {
+                    Some(Arc::new(key.derive()))
+                }
+                Some(V2Source::ServerKey { uid: made_for, .. }) => {
+                    return Err(format!(
+                        "key `{name}`: {} was made for server uid {made_for}, this server's is \
+                         {uid}: ask its owner for `spa-client server-key --server-uid {uid}`",
+                        file.display()
+                    ))
+                }
+            };
+        }
+        self.uid = Some(uid);
+        Ok(())
+    }
+
+    /// The v2 key set of key `i`, if it speaks v2 and is attached.
+    pub fn set(&self, i: usize) -> Option<&KeySetV2> {
+        self.keys.get(i).and_then(|k| k.set.as_deref())
+    }
+
+    pub fn any_v2(&self) -> bool {
+        self.keys.iter().any(|k| k.protocols.v2)
+    }
+}
+
+/// Reads the uid file; `Ok(None)` when there is none yet.
+pub fn read_uid(path: &Path) -> Result<Option<ServerUid>, String> {
+    match crate::safefile::read_capped(path, 256) {
+        Ok(crate::safefile::Contents::Missing) => Ok(None),
+        Ok(crate::safefile::Contents::Bytes(b)) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "{}: not a server uid (32 hex digits); restore it from a backup (clients' \
+                     server key files are made for it) or remove it to make a new one",
+                    path.display()
+                )
+            }),
+        Ok(crate::safefile::Contents::TooLarge) => {
+            Err(format!("{}: too large for a server uid", path.display()))
+        }
+        Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
+    }
+}
+
+/// The uid, created (random, written durably, mode 0644: it is public) when
+/// the file is missing. Called by the daemon after the replay state is read,
+/// so a new state directory still counts as empty for it.
+pub fn load_or_create_uid(path: &Path) -> Result<(ServerUid, bool), String> {
+    if let Some(uid) = read_uid(path)? {
+        return Ok((uid, false));
+    }
+    let uid = ServerUid::generate(&mut rand::rngs::OsRng);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        f.write_all(format!("{uid}\n").as_bytes())?;
+        f.sync_all()?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| format!("{}: cannot create the server uid: {e}", path.display()))?;
+    Ok((uid, true))
+}
+
+/// Steps 1–7 of a v2 datagram (§10.5): the key index and the opened
+/// datagram (its `key_id` the stable id), through `ids`, one probe.
+pub fn open(
+    payload: &[u8],
+    cfg: &Config,
+    ids: &mut IdMap,
+    now: u64,
+) -> Result<(usize, Opened), Reject> {
+    let uid = cfg
+        .v2
+        .uid
+        .ok_or(Reject::UnknownVersion(spa_proto::VERSION_V2))?;
+    let id = payload
+        .get(5..13)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(KeyId);
+    let v2 = &cfg.v2;
+    let found = id.and_then(|id| ids.lookup(&id, now, &v2.keys, |k| k.set.as_deref()));
+    let opened = open_v2(
+        payload,
+        |_| found.and_then(|(i, e)| v2.set(i).map(|s| (s, e))),
+        &uid,
+        now,
+    )?;
+    let (i, _) = found.ok_or(Reject::UnknownKeyId)?;
+    Ok((i, opened))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::KeyPolicy;
+    use crate::state::DurableReplay;
+    use crate::verdict::{judge, JudgeState, Verdict};
+    use spa_proto::v2::{epoch_of, seal_v2, EPOCH_SECS};
+    use spa_proto::{
+        Action, AllowAddr, Grant, Grants, ReplayRecord, Request, ServerId, TimeWindow,
+    };
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const NOW: u64 = 1_700_000_000;
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+    const UID: ServerUid = ServerUid([0xaa; 16]);
+
+    fn master() -> MasterKey {
+        MasterKey::from_bytes([0x11; 32])
+    }
+
+    /// One key, alice, for tcp/22: a master key file with `protocols`.
+    fn config(protocols: Protocols) -> Config {
+        let k = master().derive();
+        let policy = KeyPolicy {
+            name: "alice".into(),
+            key_id: k.key_id(),
+            keys: Arc::new(k),
+            allow: vec![Grant::tcp(22).unwrap()],
+            max_duration: 60,
+            allow_other_address: false,
+            require_explicit_address: false,
+            max_grants: 16,
+            rate: crate::ratelimit::Rate {
+                per_minute: 60,
+                burst: 1000,
+            },
+            rules: crate::policy::KeyRules::default(),
+            file: PathBuf::from("/etc/spa/alice.key"),
+        };
+        let mut cfg = Config::for_tests(vec![policy], 30);
+        if !protocols.v1 {
+            cfg.by_id.clear();
+        }
+        cfg.v2.keys.push(V2Key {
+            protocols,
+            source: protocols.v2.then(|| V2Source::Master(Arc::new(master()))),
+            set: None,
+        });
+        cfg.v2
+            .attach(UID, &[("alice", Path::new("/etc/spa/alice.key"))])
+            .unwrap();
+        cfg
+    }
+
+    fn request(ts: u64, server: ServerId) -> Request {
+        Request {
+            action: Action::Open,
+            timestamp: ts,
+            duration_secs: 0,
+            allow: AllowAddr::Source,
+            server,
+            grants: Grants::new(&[Grant::tcp(22).unwrap()]).unwrap(),
+        }
+    }
+
+    fn v2_datagram(uid: ServerUid, ts: u64) -> [u8; spa_proto::DATAGRAM_LEN] {
+        let k = master().server_key(&uid).derive();
+        seal_v2(&k, &request(ts, uid.server_id()), &mut rand::rngs::OsRng)
+    }
+
+    fn state() -> JudgeState {
+        JudgeState::new(DurableReplay::in_memory(ReplayRecord::new(
+            TimeWindow::default(),
+            64,
+        )))
+    }
+
+    fn run(d: &[u8], now: u64, cfg: &Config, st: &mut JudgeState) -> Verdict {
+        judge(d, SRC, now, cfg, st, |_| false).unwrap()
+    }
+
+    #[test]
+    fn a_v2_datagram_opens_once_keyed_on_the_stable_id() {
+        let both = Protocols { v1: true, v2: true };
+        let cfg = config(both);
+        let mut st = state();
+        let d = v2_datagram(UID, NOW);
+        match run(&d, NOW, &cfg, &mut st) {
+            Verdict::Accept(dec) => assert_eq!(dec.key_name, "alice"),
+            other => panic!("{other:?}"),
+        }
+        let stable = master().server_key(&UID).derive().stable_id();
+        assert!(st.replay.record().entries().any(|s| s.key_id == stable));
+        assert_eq!(
+            run(&d, NOW, &cfg, &mut st),
+            Verdict::Reject(Reject::Replayed)
+        );
+        // v1 still works for the same key.
+        let v1 = spa_proto::seal(
+            &master().derive(),
+            &request(NOW, ServerId::from_name("gw")),
+            &mut rand::rngs::OsRng,
+        );
+        assert!(matches!(run(&v1, NOW, &cfg, &mut st), Verdict::Accept(_)));
+    }
+
+    #[test]
+    fn a_stale_id_is_unknown_and_v1_off_means_v1_unknown() {
+        let cfg = config(Protocols {
+            v1: false,
+            v2: true,
+        });
+        let mut st = state();
+        // Captured two minutes ago: unknown now, before any AEAD work.
+        let old = v2_datagram(UID, NOW - 2 * EPOCH_SECS);
+        assert_eq!(
+            run(&old, NOW, &cfg, &mut st),
+            Verdict::Reject(Reject::UnknownKeyId)
+        );
+        // One minute either way is still known (the clock skew the window allows).
+        let prev = v2_datagram(UID, NOW - 25);
+        assert_eq!(epoch_of(NOW - 25) + 1, epoch_of(NOW));
+        assert!(matches!(run(&prev, NOW, &cfg, &mut st), Verdict::Accept(_)));
+        let v1 = spa_proto::seal(
+            &master().derive(),
+            &request(NOW, ServerId::from_name("gw")),
+            &mut rand::rngs::OsRng,
+        );
+        assert_eq!(
+            run(&v1, NOW, &cfg, &mut st),
+            Verdict::Reject(Reject::UnknownKeyId)
+        );
+    }
+
+    #[test]
+    fn a_datagram_for_another_uid_or_a_v1_only_key_is_unknown() {
+        let mut st = state();
+        let cfg = config(Protocols {
+            v1: false,
+            v2: true,
+        });
+        let other = v2_datagram(ServerUid([0xbb; 16]), NOW);
+        assert_eq!(
+            run(&other, NOW, &cfg, &mut st),
+            Verdict::Reject(Reject::UnknownKeyId)
+        );
+        let cfg = config(Protocols {
+            v1: true,
+            v2: false,
+        });
+        assert_eq!(
+            run(&v2_datagram(UID, NOW), NOW, &cfg, &mut st),
+            Verdict::Reject(Reject::UnknownKeyId)
+        );
+    }
+
+    #[test]
+    fn a_server_key_file_for_another_uid_is_refused_at_attach() {
+        let mut v = V2Config::default();
+        v.keys.push(V2Key {
+            protocols: Protocols {
+                v1: false,
+                v2: true,
+            },
+            source: Some(V2Source::ServerKey {
+                key: Arc::new(master().server_key(&UID)),
+                uid: UID,
+            }),
+            set: None,
+        });
+        let e = v
+            .attach(ServerUid([0xbb; 16]), &[("alice", Path::new("/k"))])
+            .unwrap_err();
+        assert!(
+            e.contains("made for server uid aaaa") && e.contains("server-key"),
+            "{e}"
+        );
+        v.attach(UID, &[("alice", Path::new("/k"))]).unwrap();
+        assert!(v.set(0).is_some());
+    }
+
+    #[test]
+    fn protocols_parse() {
+        let p = |v: &[&str]| Protocols::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(p(&["v1", "v2"]).unwrap().names(), "v1, v2");
+        assert_eq!(
+            p(&["v2"]).unwrap(),
+            Protocols {
+                v1: false,
+                v2: true
+            }
+        );
+        assert!(p(&[]).unwrap_err().contains("at least one"));
+        assert!(p(&["v3"]).unwrap_err().contains("\"v3\""));
+    }
+
+    #[test]
+    fn uid_file_is_created_once_and_read_back() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join(UID_FILE);
+        assert_eq!(read_uid(&f), Ok(None));
+        let (a, new) = load_or_create_uid(&f).unwrap();
+        assert!(new);
+        let (b, new) = load_or_create_uid(&f).unwrap();
+        assert!(!new);
+        assert_eq!(a, b);
+        std::fs::write(&f, "nonsense").unwrap();
+        assert!(read_uid(&f).unwrap_err().contains("not a server uid"));
+    }
+}
