@@ -6,7 +6,7 @@
 //! (`spa<id>s`, `spa<id>c`) and the subnet (198.18.<id>.0/24,
 //! 2001:2:0:<id>::/64), so tests run in parallel without sharing anything.
 //! Ids in use: 1-9 and 70 daemon tests, 10-19 firewall, 20-24 capture, 30-49 legacy,
-//! 50-69 lifecycle, 100-103 replay_record, 120-126 owners, jump and addresses (B:
+//! 50-69 lifecycle (69: re-created interface), 100-103 replay_record, 120-126 owners, jump and addresses (B:
 //! 120-139), 140 tools_env and 141 knock_flood (C: 140-159), 160-162 and 164 client, 163 ssh,
 //! 200-213 issue 10 (instance, silent, journal in systemd.rs, rejections, fw_reload,
 //! revocation, check_config; F: 200-219), 220-222 privsep (G: 220-239), 240 key_rules and 241-243 forward (H: 240-250). Nothing here
@@ -167,6 +167,20 @@ impl NetPair {
         must(p.srv(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]));
         must(p.srv(&["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]));
         p
+    }
+
+    /// Re-creates the veth pair after `ip link del` of the server's end
+    /// (which takes the client's end with it), with the same names and
+    /// addresses but a new ifindex: what a re-created VLAN or veth looks like.
+    pub fn recreate_veth(&self) {
+        self.srv_sh(&format!(
+            "ip link add {s} type veth peer name {c} netns {cns} && ip addr add {a4}/24 dev {s} && ip addr add {a6}/64 dev {s} nodad && ip link set {s} up",
+            s = self.srv_if, c = self.cli_if, cns = self.cli_ns, a4 = self.srv_ip4, a6 = self.srv_ip6
+        ));
+        self.cli_sh(&format!(
+            "ip addr add {a}/24 dev {c} && ip addr add {b}/24 dev {c} && ip addr add {a6}/64 dev {c} nodad && ip link set {c} up",
+            c = self.cli_if, a = self.cli_ip4, b = self.cli_ip4_b, a6 = self.cli_ip6
+        ));
     }
 
     /// A command that runs inside the server namespace.

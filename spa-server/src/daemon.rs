@@ -293,12 +293,15 @@ impl Daemon {
         let local = LocalAddrs::with_reader(Box::new(move || r.local_addrs()));
         // The control socket, bound by the network side's user after its
         // state is open (an empty state directory means first start) and
-        // before its seccomp filter (which forbids socket and bind); before
+        // before its seccomp filter (which forbids socket, and bind but on
+        // the capture sockets); before
         // READY, so a status right after `systemctl start` finds it.
         let control = crate::control::Control::open(&crate::control::socket_path(&cfg))
             .map_err(DaemonError::Control)?;
         // Before the first packet: from here on no socket, exec or fork.
-        privsep::sandbox::install_seccomp().map_err(DaemonError::Privsep)?;
+        // Binding stays allowed on the capture sockets alone, so a re-created
+        // interface is captured again (Capture::rebind).
+        privsep::sandbox::install_seccomp(&capture.raw_fds()).map_err(DaemonError::Privsep)?;
         info!(
             server_id = %cfg.server_name,
             port = cfg.spa_port,

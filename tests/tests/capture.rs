@@ -442,17 +442,6 @@ fn outgoing_is_ignored_and_filter_reload_applies() {
     }
 }
 
-fn recreate_veth(pair: &NetPair) {
-    pair.srv_sh(&format!(
-        "ip link add {s} type veth peer name {c} netns {cns} && ip addr add {a4}/24 dev {s} && ip addr add {a6}/64 dev {s} nodad && ip link set {s} up",
-        s = pair.srv_if, c = pair.cli_if, cns = pair.cli_ns, a4 = pair.srv_ip4, a6 = pair.srv_ip6
-    ));
-    pair.cli_sh(&format!(
-        "ip addr add {a}/24 dev {c} && ip addr add {b}/24 dev {c} && ip addr add {a6}/64 dev {c} nodad && ip link set {c} up",
-        c = pair.cli_if, a = pair.cli_ip4, b = pair.cli_ip4_b, a6 = pair.cli_ip6
-    ));
-}
-
 /// Sends an SPA datagram from `src` every 200 ms until the probe sees one
 /// (a link that just came back may need a moment, for its carrier, before
 /// frames flow); fails with `what` after `WAIT`.
@@ -504,7 +493,7 @@ fn interface_down_up_and_recreated() {
     assert!(r.after, "a missing interface stays watched: {r:?}");
 
     // Re-created with a new ifindex: rebind picks it up on the same fds.
-    recreate_veth(&pair);
+    pair.recreate_veth();
     let r = probe.rebind();
     assert_eq!(r.missing, Ok(vec![]));
     probe.seen.clear();
@@ -519,7 +508,7 @@ fn interface_down_up_and_recreated() {
     assert_eq!(r.missing, Ok(vec![]));
     assert!(r.after, "a down interface stays watched: {r:?}");
     pair.srv_sh(&format!("ip link del {}", pair.srv_if));
-    recreate_veth(&pair);
+    pair.recreate_veth();
     let r = probe.rebind();
     assert_eq!(r.missing, Ok(vec![]));
     probe.seen.clear();

@@ -288,6 +288,52 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
     assert!(wait_exit(&mut server, Duration::from_secs(10)).is_some());
 }
 
+/// A deleted and re-created interface (new ifindex) is captured again by
+/// the running daemon, whose network side has dropped every privilege: the
+/// capture finds the new index through an ioctl on its own socket and
+/// re-binds it, the one `bind` its seccomp filter allows.
+#[test]
+fn a_recreated_interface_is_captured_again_after_the_privilege_drop() {
+    let (env, mut server) = running_with_a_grant(69, 60);
+    let c2 = env.pair.v4().cli_b;
+    env.pair.srv_sh(&format!("ip link del {}", env.pair.srv_if));
+    assert!(
+        wait_for(Duration::from_secs(5), || env
+            .log()
+            .contains("interface down, waiting for it")),
+        "the deletion was not noticed; log:\n{}",
+        env.log()
+    );
+    env.pair.recreate_veth();
+    // Datagrams may be lost while the new link settles: retry, bounded.
+    let mut opened = false;
+    for _ in 0..10 {
+        env.open("a", c2, 60);
+        if env.wait_connect(c2, true, Duration::from_millis(800)) {
+            opened = true;
+            break;
+        }
+    }
+    assert!(
+        opened,
+        "no grant through the re-created interface; log:\n{}",
+        env.log()
+    );
+    assert!(
+        env.log()
+            .contains("capture re-bound to re-created interface"),
+        "log:\n{}",
+        env.log()
+    );
+    assert!(
+        matches!(server.0.try_wait(), Ok(None)),
+        "the server exited; log:\n{}",
+        env.log()
+    );
+    signal(server.pid(), libc::SIGTERM);
+    assert!(wait_exit(&mut server, Duration::from_secs(10)).is_some());
+}
+
 #[test]
 fn interface_down_and_up_does_not_stop_the_server() {
     let (env, mut server) = running_with_a_grant(57, 60);

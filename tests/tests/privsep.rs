@@ -212,8 +212,35 @@ fn the_seccomp_filter_makes_forbidden_calls_fail() {
     assert!(pid >= 0, "fork");
     if pid == 0 {
         let code = (|| unsafe {
-            if spa_server::privsep::sandbox::install_seccomp().is_err() {
+            // Two sockets made before the filter: bind stays allowed on the
+            // one named as a capture socket, and only on it.
+            let capture = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+            let other = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+            if capture < 0 || other < 0 {
+                return 16;
+            }
+            if spa_server::privsep::sandbox::install_seccomp(&[capture]).is_err() {
                 return 10;
+            }
+            // Abstract names (leading NUL): nothing on the file system.
+            let bind_abstract = |fd: i32, tag: u8| {
+                let mut sa: libc::sockaddr_un = std::mem::zeroed();
+                sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                let name = [0u8, b's', b'p', b'a', b'-', b's', b'c', tag];
+                for (d, &b) in sa.sun_path.iter_mut().zip(&name) {
+                    *d = b as libc::c_char;
+                }
+                let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+                libc::bind(fd, (&raw const sa).cast(), len as libc::socklen_t)
+            };
+            let tag = (libc::getpid() % 250) as u8;
+            if bind_abstract(capture, tag) != 0 {
+                return 17;
+            }
+            if bind_abstract(other, tag.wrapping_add(1)) == 0
+                || *libc::__errno_location() != libc::EPERM
+            {
+                return 18;
             }
             if libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) >= 0 {
                 return 11;
@@ -248,7 +275,8 @@ fn the_seccomp_filter_makes_forbidden_calls_fail() {
         libc::WEXITSTATUS(st),
         0,
         "10 no filter, 11 socket allowed, 12 socket not EPERM, 13 execve not EPERM, \
-         14 setuid allowed, 15 open/read broken"
+         14 setuid allowed, 15 open/read broken, 16 no sockets before the filter, \
+         17 bind refused on a capture socket, 18 bind allowed on another socket"
     );
 }
 

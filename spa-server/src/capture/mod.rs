@@ -27,7 +27,7 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use sys::{attach, bind, cvt, ifindex, is_up, packet_stats, recv_one, set_rcvbuf};
+use sys::{attach, bind, cvt, ifindex, ifindex_on, is_up, packet_stats, recv_one, set_rcvbuf};
 
 /// What the kernel lets through. One value describes both families.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -477,7 +477,7 @@ impl Capture {
             let Some(name) = s.iface.clone() else {
                 continue;
             };
-            match ifindex(&name) {
+            match ifindex_on(&s.fd, &name) {
                 None => {
                     if !missing.contains(&name) {
                         missing.push(name);

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 /// Receive queue per socket, so a burst does not push out a legit datagram.
 const RCVBUF: libc::c_int = 4 << 20;
 
+/// The index of `name` at open, before any socket exists (still root).
 pub(super) fn ifindex(name: &str) -> Option<libc::c_int> {
     let c = CString::new(name).ok()?;
     // SAFETY: `c` is a valid NUL-terminated string for the whole call.
@@ -18,19 +19,44 @@ pub(super) fn ifindex(name: &str) -> Option<libc::c_int> {
     libc::c_int::try_from(index).ok().filter(|i| *i > 0)
 }
 
-/// IFF_UP of `name`, through SIOCGIFFLAGS on one of our own sockets.
-/// An error (the interface vanished meanwhile) counts as down.
-pub(super) fn is_up(fd: &OwnedFd, name: &str) -> bool {
+/// An `ifreq` naming `name`, or None for a name the kernel cannot hold.
+fn ifreq(name: &str) -> Option<libc::ifreq> {
     // SAFETY: all-zero bytes are a valid `ifreq` (a name and a union of
     // plain integers and pointers).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
-    if bytes.len() >= req.ifr_name.len() {
-        return false;
+    if bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
+        return None;
     }
     for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
         *dst = b as libc::c_char;
     }
+    Some(req)
+}
+
+/// The index of `name` through SIOCGIFINDEX on one of our own sockets.
+/// Not `if_nametoindex`: that opens a socket of its own, which the network
+/// side's seccomp filter forbids, so a re-created interface could never be
+/// found again after the privilege drop.
+pub(super) fn ifindex_on(fd: &OwnedFd, name: &str) -> Option<libc::c_int> {
+    let mut req = ifreq(name)?;
+    // SAFETY: `req` is a valid, NUL-terminated ifreq that outlives the call;
+    // SIOCGIFINDEX writes only `ifr_ifindex` inside it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: after a successful SIOCGIFINDEX the union holds the index.
+    let index = unsafe { req.ifr_ifru.ifru_ifindex };
+    (index > 0).then_some(index)
+}
+
+/// IFF_UP of `name`, through SIOCGIFFLAGS on one of our own sockets.
+/// An error (the interface vanished meanwhile) counts as down.
+pub(super) fn is_up(fd: &OwnedFd, name: &str) -> bool {
+    let Some(mut req) = ifreq(name) else {
+        return false;
+    };
     // SAFETY: `req` is a valid, NUL-terminated ifreq that outlives the call;
     // SIOCGIFFLAGS writes only `ifr_flags` inside it.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };

@@ -327,12 +327,32 @@ fn allowed() -> Vec<i64> {
 
 /// Installs the network side's allow-list (and NoNewPrivs): from here on a
 /// forbidden call fails with EPERM.
-pub fn install_seccomp() -> Result<(), SandboxError> {
-    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+///
+/// `bind` is allowed on `capture_fds` alone (seccomp compares the fd
+/// argument, a plain integer): re-binding an existing packet socket to a
+/// re-created interface is how the capture follows a deleted and re-added
+/// veth or VLAN. It grants nothing new: the network side cannot create a
+/// socket, and the kernel filter attached to each socket stays.
+pub fn install_seccomp(capture_fds: &[std::os::fd::RawFd]) -> Result<(), SandboxError> {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    let seccomp = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         allowed().into_iter().map(|s| (s, Vec::new())).collect();
+    let mut bind_rules = Vec::new();
+    for &fd in capture_fds {
+        let fd = u64::try_from(fd).map_err(|_| SandboxError::Seccomp(format!("bad fd {fd}")))?;
+        let on_fd = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, fd)
+            .map_err(seccomp)?;
+        bind_rules.push(SeccompRule::new(vec![on_fd]).map_err(seccomp)?);
+    }
+    if !bind_rules.is_empty() {
+        rules.insert(libc::SYS_bind, bind_rules);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
