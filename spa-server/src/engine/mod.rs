@@ -248,7 +248,16 @@ impl Engine {
                 dport,
                 tcp_flags,
             }) => self.knock(src, dst, proto, dport, tcp_flags, now),
-            Event::Tick => vec![self.expire(now)],
+            Event::Tick => {
+                // The v2 ids of a new minute, on a wake-up the loop has
+                // anyway, so the first datagram of the minute rarely pays
+                // (a no-op within the minute; lazily at lookup otherwise).
+                let v2 = &self.cfg.v2;
+                self.judge
+                    .v2_ids
+                    .refresh(now.secs(), &v2.keys, |k| k.set.as_deref());
+                vec![self.expire(now)]
+            }
             Event::Reload(new) => vec![self.reload(*new, now)],
         }
     }
