@@ -301,12 +301,16 @@ impl Plan {
         }
     }
 
-    /// The id the server logs for this key: v1's key-id, or v2's stable id
-    /// (the wire id changes every minute and is never logged).
-    fn log_id(&self, keys: &KeySet) -> spa_proto::KeyId {
-        match self.server_uid {
-            None => keys.key_id(),
-            Some(uid) => self.key.key.server_key(&uid).derive().stable_id(),
+    /// The id the server logs on this datagram's line: v1's key-id, or
+    /// v2's wire id of the minute it was sealed in (bytes 5..13), so the
+    /// `--wait` diagnosis's grep finds the line either way.
+    fn log_id(&self, keys: &KeySet, datagram: &[u8; DATAGRAM_LEN]) -> spa_proto::KeyId {
+        match (
+            self.server_uid,
+            datagram.get(5..13).map(<[u8; 8]>::try_from),
+        ) {
+            (Some(_), Some(Ok(id))) => spa_proto::KeyId(id),
+            _ => keys.key_id(),
         }
     }
 }
@@ -362,7 +366,7 @@ pub fn run_send(
                             out,
                             "wrote {DATAGRAM_LEN}-byte datagram to {} (key-id {}, server id {:?})",
                             path.display(),
-                            plan.log_id(&keys),
+                            plan.log_id(&keys, &datagram),
                             plan.server_id
                         )
                         .map_err(io_out)?;
@@ -404,7 +408,7 @@ pub fn run_send(
                 "sent SPA request to {dest}{profile}: {} {} for {whom} (key-id {}, server id {:?})",
                 verb(plan.action),
                 what.join(","),
-                plan.log_id(&keys),
+                plan.log_id(&keys, &datagram),
                 plan.server_id
             )
             .map_err(io_out)?;
@@ -412,7 +416,7 @@ pub fn run_send(
         sent.push(Sent {
             label: plan.label.clone(),
             dest,
-            key_id: plan.log_id(&keys),
+            key_id: plan.log_id(&keys, &datagram),
             key_path: plan.key_path.display().to_string(),
             server_id: plan.server_id.clone(),
             action: plan.action,

@@ -135,8 +135,28 @@ fn a_key_file_of_server_a_does_not_open_server_b() {
         "a datagram for A opened B:\n{}",
         s.log_text()
     );
-    r.send(cli, srv, &["--open", &open, "--server-uid", &uid_b]);
+    let (c, d) = (r.pair.cli_ip4.to_string(), r.pair.srv_ip4.to_string());
+    let out = r.client(&[
+        "send",
+        "--key",
+        &r.key,
+        "--open",
+        &open,
+        "--server-uid",
+        &uid_b,
+        "--source",
+        &c,
+        &d,
+    ]);
     r.expect_connect(cli, srv, true, "v2 datagram for B", &s);
-    s.expect_lines(&["accepted open", "alice"], 1);
+    // The id the client printed is the one on the server's line (for grep).
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let id = printed
+        .split("key-id ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .unwrap_or_else(|| panic!("no key-id printed: {printed}"))
+        .to_owned();
+    s.expect_lines(&["accepted open", "alice", &id], 1);
     r.done("a_key_file_of_server_a_does_not_open_server_b");
 }
