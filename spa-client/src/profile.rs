@@ -398,6 +398,9 @@ pub fn render(cfg: &ClientConfig) -> String {
                 open.join(",")
             },
         ));
+        if let Some(u) = p.server_uid {
+            s.push_str(&format!(" server_uid={u} (protocol v2)"));
+        }
         if let Some(d) = p.duration {
             s.push_str(&format!(" duration={d}"));
         }
@@ -454,6 +457,7 @@ mod tests {
         let c = parse_ok(
             "[server.gw1]\nhost = \"198.18.0.1\"\nport = 62202\nkey = \"~/k/gw1.key\"\n\
              server_id = \"gw-one\"\nopen = [\"tcp/22\", \"443\"]\nduration = 120\n\
+             server_uid = \"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\"\n\
              family = \"ipv4\"\nallow_ip = \"203.0.113.7\"\n\
              [server.gw2]\nkey = \"gw2.key\"\n\
              [group.fleet]\nservers = [\"gw1\", \"gw2\", \"gw1\"]\n",
@@ -463,6 +467,10 @@ mod tests {
         assert_eq!(g.port, Some(62202));
         assert_eq!(g.key.as_deref(), Some(Path::new("/h/k/gw1.key")));
         assert_eq!(g.server_id.as_deref(), Some("gw-one"));
+        assert_eq!(
+            g.server_uid.map(|u| u.to_string()).as_deref(),
+            Some("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
+        );
         assert_eq!(g.open.len(), 2);
         assert_eq!(g.duration, Some(120));
         assert_eq!(g.family, Some(Family::V4));
