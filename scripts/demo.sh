@@ -40,6 +40,8 @@ fi
 B=$PWD/target/release
 S=spademo-srv C=spademo-cli SIP=198.18.250.1 CIP=198.18.250.2
 WORK=$(mktemp -d /tmp/spa-demo.XXXXXX)
+# The daemon's network side runs unprivileged: it must be able to reach its state below.
+chmod 0711 "$WORK"
 SERVER_PID= SSHD_PID=
 
 cleanup() {

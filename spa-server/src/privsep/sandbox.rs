@@ -137,6 +137,15 @@ pub fn give_dir(dir: &Path, user: &User) -> Result<(), SandboxError> {
             dir.display()
         )));
     }
+    if let Some(blocked) = unsearchable_parent(dir, user) {
+        return Err(refuse(format!(
+            "the network side's user {} cannot reach it: {} is not searchable by that user \
+             (`chmod o+x {}`, or choose a state directory under /var/lib)",
+            user.name,
+            blocked.display(),
+            blocked.display()
+        )));
+    }
     let chown = |p: &Path| -> Result<(), SandboxError> {
         let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Sys {
             what: format!("chown {}", p.display()),
@@ -157,6 +166,30 @@ pub fn give_dir(dir: &Path, user: &User) -> Result<(), SandboxError> {
         Err(e) => return Err(sys(format!("list {}", dir.display()))(e)),
     }
     chown(dir)
+}
+
+/// The first parent directory of `dir` that `user` may not search (x bit
+/// for its owner, group or others, as the kernel checks it), if any. After
+/// the drop the network side opens its state by path: a private parent (a
+/// 0700 `mktemp -d`, a home directory) would fail only then, as "permission
+/// denied" on a directory that exists; this names the parent up front.
+fn unsearchable_parent(dir: &Path, user: &User) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let abs = std::path::absolute(dir).ok()?;
+    for parent in abs.ancestors().skip(1) {
+        let md = std::fs::metadata(parent).ok()?;
+        let bit = if md.uid() == user.uid {
+            0o100
+        } else if md.gid() == user.gid {
+            0o010
+        } else {
+            0o001
+        };
+        if md.mode() & bit == 0 {
+            return Some(parent.to_path_buf());
+        }
+    }
+    None
 }
 
 /// Becomes `user` for good: supplementary groups, then gid, then uid (real,
@@ -365,4 +398,30 @@ pub fn install_seccomp(capture_fds: &[std::os::fd::RawFd]) -> Result<(), Sandbox
         .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string()))?;
     no_new_privs()?;
     seccompiler::apply_filter(&prog).map_err(|e| SandboxError::Seccomp(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A state directory below a private parent (a 0700 `mktemp -d`) is
+    /// named before the drop, not found unreadable after it.
+    #[test]
+    fn a_private_parent_is_named() {
+        let top = tempfile::tempdir().expect("tempdir");
+        let state = top.path().join("state");
+        let nobody = User {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(
+            unsearchable_parent(&state, &nobody).as_deref(),
+            Some(top.path())
+        );
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(unsearchable_parent(&state, &nobody), None);
+    }
 }
