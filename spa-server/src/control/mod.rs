@@ -401,3 +401,63 @@ fn read_request(s: &mut UnixStream, buf: &mut Vec<u8>) -> Option<Result<Request,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_refuses_a_live_socket_and_other_files_and_removes_a_stale_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(SOCKET_NAME);
+        let c = Control::open(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(Control::open(&p), Err(ControlError::InUse(_))));
+        // A socket nobody answers on (a killed daemon's) is replaced.
+        std::mem::forget(c);
+        let _ = std::fs::remove_file(&p);
+        let stale = UnixListener::bind(&p).unwrap();
+        drop(stale);
+        let c = Control::open(&p).unwrap();
+        drop(c);
+        assert!(!p.exists(), "removed at drop");
+        std::fs::write(&p, "x").unwrap();
+        assert!(matches!(
+            Control::open(&p),
+            Err(ControlError::NotASocket(_))
+        ));
+        let long = d.path().join("x".repeat(120));
+        assert!(matches!(
+            Control::open(&long),
+            Err(ControlError::PathTooLong(_))
+        ));
+    }
+
+    #[test]
+    fn a_request_is_read_answered_and_the_connection_closed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(SOCKET_NAME);
+        let mut c = Control::open(&p).unwrap();
+        let mut client = UnixStream::connect(&p).unwrap();
+        client.write_all(b"revoke key alice\n").unwrap();
+        // Accept, then read: two turns of the loop.
+        assert!(c.serve(&[true]).is_empty());
+        let ready = vec![true; c.poll_set().len()];
+        let got = c.serve(&ready);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].request,
+            Request::Revoke(Selector::Key("alice".into()))
+        );
+        c.reply(got[0].token, Ok("revoked 0 grant(s)\n".into()));
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        client.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "ok\nrevoked 0 grant(s)\n");
+        // Draining sees the end and the connection goes; no timeout left.
+        let ready = vec![true; c.poll_set().len()];
+        c.serve(&ready);
+        assert!(c.conns.is_empty() && c.timeout(Instant::now()).is_none());
+    }
+}
