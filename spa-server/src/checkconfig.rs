@@ -18,8 +18,20 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-pub fn check(cfg: &Config) -> Report {
+pub fn check(cfg: &mut Config) -> Report {
     let mut r = Report::default();
+    // The uid is state (the daemon attaches it at start): read it here as
+    // the daemon would, so a key file made for another server is found now.
+    match crate::v2::read_uid(&cfg.v2.uid_file) {
+        Ok(Some(uid)) => {
+            if let Err(e) = cfg.attach_uid(uid) {
+                r.errors.push(e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => r.errors.push(e),
+    }
+    let cfg = &*cfg;
     r.lines.push(format!(
         "server_id {:?} (from {}); clients must seal for it",
         cfg.server_name, cfg.server_id_source
@@ -200,7 +212,7 @@ mod tests {
         )
         .unwrap();
         cfg.state_dir = d.path().to_owned();
-        let r = check(&cfg);
+        let r = check(&mut cfg);
         assert_eq!(r.errors.len(), 4, "{:?}", r.errors);
         assert!(r.errors[0].contains("nope-a0") && r.errors[1].contains("nope-b0"));
         assert!(

@@ -272,6 +272,18 @@ impl Config {
         Config::from_text_with(text, file, ov, &mut |p| KeyFile::read(p))
     }
 
+    /// Derives every v2 key for this server's `uid` (v2.rs): at start, and
+    /// for each reloaded configuration, with the uid of the running daemon.
+    /// A server key file made for another uid is refused, naming both.
+    pub fn attach_uid(&mut self, uid: spa_proto::v2::ServerUid) -> Result<(), String> {
+        let names: Vec<(&str, &Path)> = self
+            .keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.file.as_path()))
+            .collect();
+        self.v2.attach(uid, &names)
+    }
+
     /// [`Config::load`], also returning every file it read (the config
     /// file's text, each key file re-encoded): the privileged side reads,
     /// the network side parses the same bytes with [`Config::load_from`].
@@ -812,19 +824,13 @@ impl Config {
             }
             m => m.map(|m| m.into_inner()),
         };
-        // The uid file exists from the daemon's first start on; before
-        // that, the daemon attaches the uid it creates (v2.rs).
+        // The uid itself is state, not configuration: the daemon reads (or
+        // creates) it in its state directory and attaches it with
+        // [`Config::attach_uid`], at start and to each reloaded
+        // configuration. Reading it here would make the privileged side,
+        // which loads the configuration on reload, read a directory that
+        // belongs to the network side's user.
         v2.uid_file = state_dir.join(crate::v2::UID_FILE);
-        if let Some(uid) =
-            crate::v2::read_uid(&v2.uid_file).map_err(|m| err(None, "state_dir", m))?
-        {
-            let names: Vec<(&str, &Path)> = keys
-                .iter()
-                .map(|k| (k.name.as_str(), k.file.as_path()))
-                .collect();
-            v2.attach(uid, &names)
-                .map_err(|m| err(None, "key.file", m))?;
-        }
         Ok(Config {
             v2,
             source: file.to_owned(),

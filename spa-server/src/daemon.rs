@@ -234,22 +234,11 @@ impl Daemon {
         // After the replay state is read (a new state directory must still
         // look empty to it): the server uid, created at the first start.
         let mut cfg = cfg;
-        if cfg.v2.uid.is_none() {
-            let (uid, new) =
-                crate::v2::load_or_create_uid(&cfg.v2.uid_file).map_err(DaemonError::V2)?;
-            let names: Vec<(String, std::path::PathBuf)> = cfg
-                .keys
-                .iter()
-                .map(|k| (k.name.clone(), k.file.clone()))
-                .collect();
-            let names: Vec<(&str, &std::path::Path)> = names
-                .iter()
-                .map(|(n, f)| (n.as_str(), f.as_path()))
-                .collect();
-            cfg.v2.attach(uid, &names).map_err(DaemonError::V2)?;
-            if new {
-                info!(%uid, file = %cfg.v2.uid_file.display(), "server uid created (protocol v2)");
-            }
+        let (uid, new) =
+            crate::v2::load_or_create_uid(&cfg.v2.uid_file).map_err(DaemonError::V2)?;
+        cfg.attach_uid(uid).map_err(DaemonError::V2)?;
+        if new {
+            info!(%uid, file = %cfg.v2.uid_file.display(), "server uid created (protocol v2)");
         }
         let replay = DurableReplay::new(opened.record, opened.log);
         let mut grants = Grants::new(Box::new(remote.clone()));
@@ -616,10 +605,15 @@ impl Daemon {
     /// of a reload that can fail, done before the engine sees anything.
     fn reload_capture(&mut self) -> Result<Config, DaemonError> {
         // The keys are not ours to read: the privileged side reads them.
-        let new = self
+        let mut new = self
             .remote
             .load_config(&self.source)
             .map_err(DaemonError::Config)?;
+        // The server uid is state, read once at start: the same for every
+        // configuration this process serves.
+        if let Some(uid) = self.engine.config().v2.uid {
+            new.attach_uid(uid).map_err(DaemonError::V2)?;
+        }
         // A forward added by this reload needs IP forwarding as at start.
         firewall::forward::check_ip_forwarding(&crate::policy::forwards(&new.keys), |p| {
             std::fs::read_to_string(p)

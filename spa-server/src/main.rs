@@ -120,8 +120,8 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Some(Command::CheckConfig) => {
             let src = source(&cli)?;
-            let cfg: Config = src.load().map_err(|e| e.to_string())?;
-            let report = spa_server::checkconfig::check(&cfg);
+            let mut cfg: Config = src.load().map_err(|e| e.to_string())?;
+            let report = spa_server::checkconfig::check(&mut cfg);
             for l in &report.lines {
                 println!("{l}");
             }
