@@ -34,11 +34,42 @@ impl KeygenCli {
         shell: clap_complete::Shell,
         out: &mut dyn Write,
     ) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        let mut cmd = <Self as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "spa-keygen", &mut buf);
-        out.write_all(&buf)
+        write_completions(
+            <Self as clap::CommandFactory>::command(),
+            "spa-keygen",
+            shell,
+            out,
+        )
     }
+}
+
+/// Writes the completion script of `bin` (its clap command tree `cmd`) for
+/// `shell`: the one implementation behind `spa-server completions`,
+/// `spa-client completions` and `spa-keygen --completions`. Rendered in
+/// memory first: clap_complete panics on a write error, and a closed stdout
+/// is not a bug.
+pub fn write_completions(
+    mut cmd: clap::Command,
+    bin: &str,
+    shell: clap_complete::Shell,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, bin, &mut buf);
+    if shell == clap_complete::Shell::Bash {
+        if let Some((root, rest)) = bin.split_once('-') {
+            // clap_complete 4.6 spells the root of a hyphenated binary
+            // `spa__server` where it sets the state but `spa__subcmd__server`
+            // in the labels of subcommands, so no subcommand's flags were
+            // ever offered (xtask/tests/completions.rs).
+            let text = String::from_utf8_lossy(&buf).replace(
+                &format!("{root}__subcmd__{rest}__"),
+                &format!("{root}__{rest}__"),
+            );
+            buf = text.into_bytes();
+        }
+    }
+    out.write_all(&buf)
 }
 
 /// Options of `spa-keygen` / `spa-client keygen`.

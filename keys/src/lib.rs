@@ -18,5 +18,5 @@ pub use error::KeyError;
 pub use file::{check_label, KeyFile, MAX_KEY_FILE_LEN};
 pub use keygen::{
     default_key_path, default_name, hostname, keygen, run_keygen, run_keygen_to, setup_snippet,
-    KeygenCli, KeygenOptions,
+    write_completions, KeygenCli, KeygenOptions,
 };

@@ -106,22 +106,12 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
-/// Writes the completion script for `shell`. Rendered in memory first:
-/// clap_complete panics on a write error, and a closed stdout is not a bug.
+/// Writes the completion script for `shell` (spa_keys::write_completions).
 pub fn write_completions(
     shell: clap_complete::Shell,
     out: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut command(), "spa-client", &mut buf);
-    if shell == clap_complete::Shell::Bash {
-        // clap_complete 4.6 spells the root `spa__client` where it sets the
-        // state but `spa__subcmd__client` in the labels of subcommands, so
-        // no subcommand's flags were ever offered (xtask/tests/completions.rs).
-        let text = String::from_utf8_lossy(&buf).replace("spa__subcmd__client__", "spa__client__");
-        buf = text.into_bytes();
-    }
-    out.write_all(&buf)
+    spa_keys::write_completions(command(), "spa-client", shell, out)
 }
 
 #[cfg(test)]

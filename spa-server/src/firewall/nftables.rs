@@ -163,9 +163,9 @@ impl Nftables {
         format!("{} {}", self.opts.nft_family, self.opts.nft_table)
     }
 
-    /// Our rules (by comment, in any chain of the table) and our sets that
-    /// exist now, as delete commands. None: the table itself is missing.
-    fn leftovers(&self) -> Result<Option<Vec<String>>, FwError> {
+    /// `nft -a list table` of the admin's table (with handles); None when
+    /// the table is missing.
+    fn list_table(&self) -> Result<Option<String>, FwError> {
         let ran = self.run.run(
             &[
                 &self.opts.nft,
@@ -177,11 +177,17 @@ impl Nftables {
             ],
             None,
         )?;
-        if !ran.ok() {
+        Ok(ran.ok().then_some(ran.stdout))
+    }
+
+    /// Our rules (by comment, in any chain of the table) and our sets that
+    /// exist now, as delete commands. None: the table itself is missing.
+    fn leftovers(&self) -> Result<Option<Vec<String>>, FwError> {
+        let Some(stdout) = self.list_table()? else {
             return Ok(None);
-        }
-        let found = parse_listing(&ran.stdout, &self.opts.comment);
-        let drops = parse_listing(&ran.stdout, &silence::comment(&self.opts.comment));
+        };
+        let found = parse_listing(&stdout, &self.opts.comment);
+        let drops = parse_listing(&stdout, &silence::comment(&self.opts.comment));
         let mut cmds: Vec<String> = found
             .rules
             .iter()
@@ -190,11 +196,11 @@ impl Nftables {
             .collect();
         let probe = format!("{}probe", self.opts.nft_set4);
         let n = super::forward::nft_names(&self.opts);
-        if ran.stdout.contains(&format!("chain {} {{", n.nat_chain)) {
+        if stdout.contains(&format!("chain {} {{", n.nat_chain)) {
             cmds.push(format!("delete chain {} {}", self.table(), n.nat_chain));
         }
         for map in [&n.dnat4, &n.dnat6] {
-            if ran.stdout.contains(&format!("map {map} {{")) {
+            if stdout.contains(&format!("map {map} {{")) {
                 cmds.push(format!("delete map {} {map}", self.table()));
             }
         }
@@ -366,21 +372,10 @@ impl Firewall for Nftables {
     }
 
     fn intact(&mut self) -> Result<bool, FwError> {
-        let ran = self.run.run(
-            &[
-                &self.opts.nft,
-                "-a",
-                "list",
-                "table",
-                &self.opts.nft_family,
-                &self.opts.nft_table,
-            ],
-            None,
-        )?;
-        if !ran.ok() {
+        let Some(stdout) = self.list_table()? else {
             return Ok(false);
-        }
-        let found = parse_listing(&ran.stdout, &self.opts.comment);
+        };
+        let found = parse_listing(&stdout, &self.opts.comment);
         let (v4, v6) = self.families();
         let mut want = Vec::new();
         if v4 {
@@ -403,7 +398,7 @@ impl Firewall for Nftables {
                 .count();
             let sets = [(v4, &n.fwd4), (v6, &n.fwd6)];
             if fwd_rules < want.len()
-                || !ran.stdout.contains(&format!("chain {} {{", n.nat_chain))
+                || !stdout.contains(&format!("chain {} {{", n.nat_chain))
                 || sets.iter().any(|(on, s)| *on && !found.sets.contains(s))
             {
                 return Ok(false);
