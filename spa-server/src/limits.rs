@@ -6,7 +6,7 @@
 //! the kernel cannot represent is silently cut or wrapped by the backend
 //! (nftables caps element timeouts near 49.7 days, iptables' `--datestop`
 //! ends in 2038), leaving the daemon and the kernel disagreeing about when a
-//! grant ends. The checks return the message; config.rs adds file, line
+//! grant ends. The checks return the message; config/ adds file, line
 //! and field.
 
 /// Longest grant unless `duration_limit` says otherwise: one day.

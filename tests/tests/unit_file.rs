@@ -131,7 +131,7 @@ fn the_unit_has_the_directives_the_design_relies_on() {
     assert_eq!(one("SystemCallArchitectures"), "native");
     assert_eq!(one("UMask"), "0077");
     assert!(service("SystemCallFilter").contains(&"@system-service".to_owned()));
-    // The default state_dir (config.rs) is what StateDirectory= creates.
+    // The default state_dir (config/schema.rs) is what StateDirectory= creates.
     assert_eq!(spa_server::config::DEFAULT_STATE_DIR, "/var/lib/spa-server");
     assert_eq!(spa_server::config::DEFAULT_CONFIG, INSTALLED_CONFIG);
 }

@@ -133,7 +133,7 @@ fn man_pages_render_without_warnings() {
 fn config_keys() -> BTreeSet<String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spa-server/src");
     let structs: [(&str, &[&str]); 3] = [
-        ("config.rs", &["RawConfig", "RawKey"]),
+        ("config/schema.rs", &["RawConfig", "RawKey"]),
         ("firewall/mod.rs", &["FirewallOptions"]),
         (
             "legacy/mod.rs",
@@ -157,6 +157,7 @@ fn config_keys() -> BTreeSet<String> {
                 if let Some(r) = t.split("rename = \"").nth(1) {
                     rename = r.split('"').next().map(str::to_owned);
                 }
+                let t = t.strip_prefix("pub(super) ").unwrap_or(t);
                 let t = t.strip_prefix("pub ").unwrap_or(t);
                 if let Some((field, _)) = t.split_once(": ") {
                     if !t.starts_with("//")

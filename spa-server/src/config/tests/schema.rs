@@ -1,0 +1,62 @@
+//! The grant grammar and the documented defaults (schema.rs).
+
+use super::*;
+
+#[test]
+fn minimal_file_gets_the_documented_defaults() {
+    let env = Env::new();
+    let cfg = env.load(ALICE).unwrap();
+    assert_eq!(cfg.spa_port, DEFAULT_SPA_PORT);
+    assert_eq!(cfg.default_duration, DEFAULT_DURATION);
+    assert_eq!(cfg.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(cfg.firewall, BackendKind::Iptables);
+    assert_eq!(cfg.server_name, hostname());
+    assert_eq!(cfg.server_id, ServerId::from_name(&hostname()));
+    assert!(cfg.interfaces.is_empty());
+    assert_eq!(cfg.window.past_secs, spa_proto::replay::DEFAULT_WINDOW_SECS);
+    assert_eq!(
+        cfg.window.future_secs,
+        spa_proto::replay::DEFAULT_WINDOW_SECS
+    );
+    assert_eq!(cfg.replay_capacity, spa_proto::replay::DEFAULT_CAPACITY);
+    assert_eq!(cfg.keys.len(), 1);
+    let k = &cfg.keys[0];
+    assert_eq!(k.name, "alice");
+    assert_eq!(k.allow, vec![tcp(22)]);
+    assert_eq!(k.max_duration, DEFAULT_MAX_DURATION);
+    assert_eq!(
+        k.file,
+        env.dir.path().join("alice.key"),
+        "relative to the config"
+    );
+    let id = MasterKey::from_bytes([0x11; 32]).derive().key_id();
+    assert_eq!(k.key_id, id);
+    assert_eq!(cfg.key(&id).map(|k| k.name.as_str()), Some("alice"));
+    assert!(cfg.key(&KeyId([0; 8])).is_none());
+    assert!(cfg.doors.is_empty());
+}
+
+#[test]
+fn parse_grant_accepts_the_documented_forms() {
+    assert_eq!(parse_grant("22"), Ok(tcp(22)));
+    assert_eq!(parse_grant(" tcp/22 "), Ok(tcp(22)));
+    assert_eq!(
+        parse_grant("UDP/53"),
+        Grant::new(Proto::Udp, 53).map_err(|_| String::new())
+    );
+    assert_eq!(parse_grant("tcp/65535"), Ok(tcp(65535)));
+    for bad in [
+        "", "0", "tcp/0", "65536", "icmp/1", "tcp/-1", "tcp/22/1", "/22", "udp/",
+    ] {
+        assert!(parse_grant(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+proptest! {
+    #[test]
+    fn parse_grant_round_trips_and_never_panics(s in ".{0,12}", port in 1u16.., udp: bool) {
+        let _ = parse_grant(&s);
+        let g = Grant::new(if udp { Proto::Udp } else { Proto::Tcp }, port).unwrap();
+        prop_assert_eq!(parse_grant(&g.to_string()), Ok(g));
+    }
+}
