@@ -2,7 +2,7 @@
 //! does not: where a key may be used from (`from`, fwknop's `SOURCE`) and
 //! until when (`expires`, fwknop's `ACCESS_EXPIRE`).
 //!
-//! Why a module of its own: the same two checks bind a datagram (verdict.rs)
+//! Why a module of its own: the same two checks bind a datagram (verdict/)
 //! and an HMAC knock (knocks.rs), and a key's grants are cut to end at its
 //! expiry instant, so the kernel (nft timeout, iptables `--datestop`) ends
 //! them even when the daemon is not running. Pure: time is passed in.
