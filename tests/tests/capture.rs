@@ -248,9 +248,10 @@ impl Drop for Probe {
 
 const PY_UDP: &str = "import socket,sys
 src,dst,port,size,count=sys.argv[1],sys.argv[2],int(sys.argv[3]),int(sys.argv[4]),int(sys.argv[5])
+head=bytes.fromhex(sys.argv[6]) if len(sys.argv)>6 else b'\\x8aSPA\\x01'
 s=socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((src,0))
-b=bytes([0x8a])*size
+b=(head+bytes([0x8a])*size)[:size]
 for i in range(count):
     s.sendto(b,(dst,port))
 ";
@@ -263,7 +264,22 @@ s.bind((src,0))
 s.connect_ex((dst,port))
 ";
 
+/// `count` UDP datagrams of `size` bytes that start like a v1 datagram
+/// (magic, version 1).
 fn udp(pair: &NetPair, src: IpAddr, dst: IpAddr, port: u16, size: usize, count: usize) {
+    udp_head(pair, src, dst, port, size, count, "8a53504101");
+}
+
+/// As [`udp`], the payload starting with the bytes `head` (hex) instead.
+fn udp_head(
+    pair: &NetPair,
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    size: usize,
+    count: usize,
+    head: &str,
+) {
     let st = pair
         .cli(&[
             "python3",
@@ -274,6 +290,7 @@ fn udp(pair: &NetPair, src: IpAddr, dst: IpAddr, port: u16, size: usize, count: 
             &port.to_string(),
             &size.to_string(),
             &count.to_string(),
+            head,
         ])
         .status()
         .expect("python3");
@@ -376,7 +393,7 @@ fn outgoing_is_ignored_and_filter_reload_applies() {
     let mut probe = Probe::start(&pair.srv_ns, Vec::new(), spec());
     // The server itself sends SPA-shaped datagrams and SYNs out: never seen.
     let py_out = format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.sendto(bytes([0x8a])*{DATAGRAM_LEN},('{}',{SPA}))\nt=socket.socket()\nt.settimeout(2)\nt.connect_ex(('{}',{KNOCK_TCP}))\n",
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.sendto((b'\\x8aSPA\\x01'+bytes({DATAGRAM_LEN}))[:{DATAGRAM_LEN}],('{}',{SPA}))\nt=socket.socket()\nt.settimeout(2)\nt.connect_ex(('{}',{KNOCK_TCP}))\n",
         pair.cli_ip4, pair.cli_ip4
     );
     let st = pair
@@ -524,7 +541,9 @@ fn interface_down_up_and_recreated() {
 }
 
 /// Issue 4's figure: a flood of traffic for other ports and of wrong-size
-/// datagrams to the SPA port copies nothing to user space.
+/// datagrams to the SPA port copies nothing to user space. Issue 17: nor
+/// does right-length garbage to the SPA port (wrong magic, a version we do
+/// not speak), over IPv4 and IPv6.
 #[test]
 fn flood_of_non_matching_traffic_stays_in_the_kernel() {
     const N: usize = 20_000;
@@ -539,16 +558,21 @@ fn flood_of_non_matching_traffic_stays_in_the_kernel() {
     let cli6: IpAddr = pair.cli_ip6.into();
     let srv6: IpAddr = pair.srv_ip6.into();
     udp(&pair, cli6, srv6, 9999, DATAGRAM_LEN, N);
+    // The right length and port: a wrong magic, version 3 (v4), a wrong
+    // magic (v6).
+    udp_head(&pair, cli, srv, SPA, DATAGRAM_LEN, N, "8a53504201");
+    udp_head(&pair, cli, srv, SPA, DATAGRAM_LEN, N, "8a53504103");
+    udp_head(&pair, cli6, srv6, SPA, DATAGRAM_LEN, N, "0053504101");
     let sent = Instant::now() - started;
     // The marker: one legit datagram after the flood.
     udp(&pair, cli, srv, SPA, DATAGRAM_LEN, 1);
     probe.expect("SPA after the flood", is_spa_from(cli));
     probe.settle(Duration::from_millis(300));
     let (seen, stats) = probe.stop();
-    let total = 4 * N;
+    let total = 7 * N;
     eprintln!(
         "flood: {total} non-matching datagrams ({} bytes of IP) sent in {sent:?}; reached user space: {} frames, {} bytes ({stats:?})",
-        N * ((28 + DATAGRAM_LEN) + (28 + DATAGRAM_LEN + 1) + (28 + 1200) + (48 + DATAGRAM_LEN)),
+        N * ((28 + DATAGRAM_LEN) * 3 + (28 + DATAGRAM_LEN + 1) + (28 + 1200) + (48 + DATAGRAM_LEN) * 2),
         stats.frames,
         stats.bytes
     );

@@ -31,6 +31,7 @@ pub const MAX_INSNS: usize = 4096;
 
 // Classic BPF opcodes (linux/bpf_common.h, linux/filter.h).
 pub const LD_W_ABS: u16 = 0x20;
+pub const LD_W_IND: u16 = 0x40;
 pub const LD_H_ABS: u16 = 0x28;
 pub const LD_B_ABS: u16 = 0x30;
 pub const LD_H_IND: u16 = 0x48;
@@ -53,8 +54,33 @@ pub const SKF_AD_PKTTYPE: u32 = 4;
 /// is not a knock at us.
 pub const PACKET_HOST: u32 = 0;
 
+/// The magic every datagram starts with (payload bytes 0..4), the same in
+/// every protocol version.
+pub const SPA_MAGIC: [u8; 4] = spa_proto::MAGIC;
+
+/// The version bytes (payload byte 4) the daemon speaks. Both are always
+/// passed, whatever versions the configured keys accept: the filter then
+/// depends on the ports alone, a reload that changes a key's `protocols`
+/// never swaps a filter, and a datagram of a version no key accepts costs
+/// one id-map probe in user space (`unknown_key_id`), no AEAD work.
+pub const SPA_VERSIONS: [u8; 2] = [spa_proto::VERSION, spa_proto::VERSION_V2];
+
+/// Whether a payload starts like a datagram the daemon speaks: the magic,
+/// then one of [`SPA_VERSIONS`]. The one rule the kernel filter and `parse`
+/// both apply, so garbage of the right length never wakes the daemon.
+pub fn speaks(payload: &[u8]) -> bool {
+    payload.get(..SPA_MAGIC.len()) == Some(&SPA_MAGIC[..])
+        && payload
+            .get(SPA_MAGIC.len())
+            .is_some_and(|v| SPA_VERSIONS.contains(v))
+}
+
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
+const UDP_HEADER_LEN: u32 = 8;
+/// Offsets of the magic and the version byte in the UDP payload.
+const MAGIC_OFF: u32 = 0;
+const VERSION_OFF: u32 = 4;
 const TCP_SYN: u32 = 0x02;
 const TCP_ACK: u32 = 0x10;
 
@@ -73,7 +99,8 @@ pub struct Insn {
 /// the daemon reads datagrams first (issue 16, finding 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
-    /// SPA datagrams: UDP to `spa_port` of exactly the datagram's length.
+    /// SPA datagrams: UDP to `spa_port` of exactly the datagram's length,
+    /// starting with the magic and a version byte we speak ([`speaks`]).
     Spa,
     /// Knocks: TCP SYNs and UDP to the knock ports (not the datagrams).
     Knock,
@@ -214,14 +241,25 @@ impl Asm {
     }
 }
 
+/// Load sizes of classic BPF.
+#[derive(Clone, Copy)]
+enum Size {
+    B,
+    H,
+    W,
+}
+
 /// Loads relative to the transport header: IPv4 uses the index register
-/// (set from the IHL), IPv6 a fixed 40-byte header.
-fn load_l4(a: &mut Asm, family: IpFamily, size_h: bool, off: u32) {
-    match (family, size_h) {
-        (IpFamily::V4, true) => a.stmt(LD_H_IND, off),
-        (IpFamily::V4, false) => a.stmt(LD_B_IND, off),
-        (IpFamily::V6, true) => a.stmt(LD_H_ABS, 40 + off),
-        (IpFamily::V6, false) => a.stmt(LD_B_ABS, 40 + off),
+/// (set from the IHL: `ldxb 4*([0]&0xf)`), IPv6 a fixed 40-byte header.
+fn load_l4(a: &mut Asm, family: IpFamily, size: Size, off: u32) {
+    let (ind, abs) = match size {
+        Size::B => (LD_B_IND, LD_B_ABS),
+        Size::H => (LD_H_IND, LD_H_ABS),
+        Size::W => (LD_W_IND, LD_W_ABS),
+    };
+    match family {
+        IpFamily::V4 => a.stmt(ind, off),
+        IpFamily::V6 => a.stmt(abs, 40 + off),
     }
 }
 
@@ -329,35 +367,50 @@ fn generate(
         a.stmt(RET_K, 0);
     }
 
-    // UDP: the SPA port with the exact v1 length, or a UDP knock port.
+    // UDP: the SPA port with the exact datagram length, magic and a version
+    // we speak, or else a UDP knock port.
     a.place(udp);
     {
         let accept = a.label();
         let drop = a.label();
         let knock = a.label();
         let reload = a.label();
-        load_l4(&mut a, family, true, 2);
+        load_l4(&mut a, family, Size::H, 2);
         a.jump(
             JMP_JEQ_K,
             u32::from(spec.spa_port),
             Target::Next,
             Target::Label(knock),
         );
-        load_l4(&mut a, family, true, 4);
-        // A datagram: ours on the SPA sockets, dropped on the knock ones.
-        let datagram = if spa { accept } else { drop };
+        load_l4(&mut a, family, Size::H, 4);
+        a.jump(JMP_JEQ_K, udp_len, Target::Next, Target::Label(reload));
+        // The payload starts with the magic and a version we speak
+        // ([`speaks`]): garbage of the right length stays in the kernel.
+        load_l4(&mut a, family, Size::W, UDP_HEADER_LEN + MAGIC_OFF);
         a.jump(
             JMP_JEQ_K,
-            udp_len,
-            Target::Label(datagram),
+            u32::from_be_bytes(SPA_MAGIC),
+            Target::Next,
             Target::Label(reload),
         );
+        load_l4(&mut a, family, Size::B, UDP_HEADER_LEN + VERSION_OFF);
+        // A datagram: ours on the SPA sockets, dropped on the knock ones.
+        let datagram = if spa { accept } else { drop };
+        let last = SPA_VERSIONS.len() - 1;
+        for (i, &v) in SPA_VERSIONS.iter().enumerate() {
+            let jf = if i == last {
+                Target::Label(reload)
+            } else {
+                Target::Next
+            };
+            a.jump(JMP_JEQ_K, u32::from(v), Target::Label(datagram), jf);
+        }
         a.place(reload);
         if knock_udp.is_empty() {
             a.place(knock);
             a.ja(drop);
         } else {
-            load_l4(&mut a, family, true, 2);
+            load_l4(&mut a, family, Size::H, 2);
             a.place(knock);
             port_list(&mut a, &knock_udp, accept, drop);
         }
@@ -373,10 +426,10 @@ fn generate(
         let accept = a.label();
         let drop = a.label();
         let flags = a.label();
-        load_l4(&mut a, family, true, 2);
+        load_l4(&mut a, family, Size::H, 2);
         port_list(&mut a, &knock_tcp, flags, drop);
         a.place(flags);
-        load_l4(&mut a, family, false, 13);
+        load_l4(&mut a, family, Size::B, 13);
         a.stmt(ALU_AND_K, TCP_SYN | TCP_ACK);
         a.jump(
             JMP_JEQ_K,
@@ -426,6 +479,10 @@ pub(crate) mod interp {
             match i.code {
                 LD_W_ABS if i.k == SKF_AD_OFF.wrapping_add(SKF_AD_PKTTYPE) => a = pkttype,
                 LD_W_ABS => match ld(i.k, 4) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                LD_W_IND => match ld(x.wrapping_add(i.k), 4) {
                     Some(v) => a = v,
                     None => return 0,
                 },

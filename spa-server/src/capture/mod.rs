@@ -63,6 +63,13 @@ impl FilterSpec {
         if self.spa_port == 0 {
             return Err(CaptureError::Spec("spa_port must not be 0".into()));
         }
+        // The filter reads the magic and the version byte inside the payload.
+        if self.spa_len <= bpf::SPA_MAGIC.len() {
+            return Err(CaptureError::Spec(format!(
+                "spa_len {} is shorter than the magic and version bytes",
+                self.spa_len
+            )));
+        }
         if self.spa_len > usize::from(u16::MAX) - 8 {
             return Err(CaptureError::Spec(format!(
                 "spa_len {} does not fit a UDP datagram",
@@ -96,7 +103,8 @@ impl FilterSpec {
 /// One captured packet that matched the [`FilterSpec`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packet<'a> {
-    /// A UDP datagram to `spa_port` of exactly `spa_len` payload bytes.
+    /// A UDP datagram to `spa_port` of exactly `spa_len` payload bytes,
+    /// starting with the magic and a version byte we speak.
     Spa {
         src: IpAddr,
         dst: IpAddr,

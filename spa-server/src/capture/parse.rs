@@ -5,6 +5,7 @@
 //! frame may have been queued under the previous filter during a reload, and
 //! a bug in generated BPF must not become a bug in what the daemon acts on.
 
+use super::bpf::speaks;
 use super::{FilterSpec, Packet};
 use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv4::{Ipv4Flags, Ipv4Packet};
@@ -132,9 +133,11 @@ fn transport(
         let udp = UdpPacket::new(l4)?;
         let dport = udp.get_destination();
         let spa_total = spec.spa_len.checked_add(UDP_HEADER_LEN)?;
+        // The kernel filter's rule: port, exact length, magic and version.
         if dport == spec.spa_port
             && usize::from(udp.get_length()) == spa_total
             && l4.len() >= spa_total
+            && l4.get(UDP_HEADER_LEN..spa_total).is_some_and(speaks)
         {
             Kind::Spa {
                 start: start + UDP_HEADER_LEN,

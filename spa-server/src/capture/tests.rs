@@ -17,6 +17,9 @@ const SPA: u16 = 62201;
 const PACKET_OUTGOING: u32 = 4;
 const PACKET_OTHERHOST: u32 = 3;
 const SYN: u8 = 0x02;
+/// The first five payload bytes of a v1 and a v2 datagram.
+const V1: [u8; 5] = [0x8a, b'S', b'P', b'A', 1];
+const V2: [u8; 5] = [0x8a, b'S', b'P', b'A', 2];
 const ACK: u8 = 0x10;
 
 fn spec() -> FilterSpec {
@@ -41,14 +44,16 @@ fn dst6() -> Ipv6Addr {
     "2001:2:0:20::1".parse().unwrap()
 }
 
-/// A transport segment: UDP with `payload` bytes (length field `udp_len`
-/// or the true length) or a TCP header with `flags`.
+/// A transport segment: UDP with `payload` bytes starting with `head`
+/// (length field `len_field` or the true length) or a TCP header with
+/// `flags`.
 #[derive(Clone, Debug)]
 enum L4 {
     Udp {
         dport: u16,
         payload: usize,
         len_field: Option<u16>,
+        head: [u8; 5],
     },
     Tcp {
         dport: u16,
@@ -57,11 +62,16 @@ enum L4 {
     Other(u8),
 }
 
+/// UDP whose payload starts like a v1 datagram (magic, version 1).
 fn udp(dport: u16, payload: usize) -> L4 {
+    udp_head(dport, payload, V1)
+}
+fn udp_head(dport: u16, payload: usize, head: [u8; 5]) -> L4 {
     L4::Udp {
         dport,
         payload,
         len_field: None,
+        head,
     }
 }
 fn tcp(dport: u16, flags: u8) -> L4 {
@@ -74,8 +84,11 @@ fn l4_bytes(l4: &L4) -> (u8, Vec<u8>) {
             dport,
             payload,
             len_field,
+            head,
         } => {
             let mut b = vec![0xa5u8; 8 + payload];
+            let n = head.len().min(payload);
+            b[8..8 + n].copy_from_slice(&head[..n]);
             let mut u = MutableUdpPacket::new(&mut b).unwrap();
             u.set_source(40000);
             u.set_destination(dport);
@@ -188,7 +201,8 @@ fn spa_datagram_v4_is_seen_with_payload() {
             assert_eq!(src, IpAddr::V4(src4()));
             assert_eq!(dst, IpAddr::V4(dst4()));
             assert_eq!(payload.len(), DATAGRAM_LEN);
-            assert!(payload.iter().all(|b| *b == 0xa5));
+            assert_eq!(payload[..5], V1);
+            assert!(payload[5..].iter().all(|b| *b == 0xa5));
         }
         other => panic!("{other:?}"),
     }
@@ -237,6 +251,7 @@ fn udp_length_field_must_match_even_if_bytes_are_there() {
         dport: SPA,
         payload: DATAGRAM_LEN,
         len_field: Some(8 + DATAGRAM_LEN as u16 - 1),
+        head: V1,
     };
     assert_eq!(both(&spec(), IpFamily::V4, &v4(&l4, 0, (0, 0))), None);
     // Length field claims a full datagram, bytes are short: kernel passes
@@ -500,6 +515,75 @@ fn very_long_port_lists_fall_back_to_a_range() {
     assert!(both(&s, IpFamily::V4, &v4(&udp(31_000, 1), 0, (0, 0))).is_some());
 }
 
+/// Issue 17: a datagram of the right length to the SPA port passes only
+/// with the magic and a version we speak (v1 and v2), in the kernel and in
+/// parse() alike, over IPv4 (with and without options) and IPv6.
+#[test]
+fn magic_and_version_are_checked_in_the_kernel_and_by_parse() {
+    let s = spec();
+    let mut wrong = Vec::new();
+    for i in 0..4 {
+        for flip in [0x01u8, 0x80] {
+            let mut h = V1;
+            h[i] ^= flip;
+            wrong.push(h);
+        }
+    }
+    for v in [0u8, 3, 0x81, 0xff] {
+        wrong.push([0x8a, b'S', b'P', b'A', v]);
+    }
+    wrong.push([0xa5; 5]);
+    wrong.push([b'S', b'P', b'A', 0x8a, 1]);
+    for family in [IpFamily::V4, IpFamily::V6] {
+        for opt in [0u8, 3] {
+            let pkt = |head| match family {
+                IpFamily::V4 => v4(&udp_head(SPA, DATAGRAM_LEN, head), opt, (0, 0)),
+                IpFamily::V6 => v6(&udp_head(SPA, DATAGRAM_LEN, head)),
+            };
+            for head in [V1, V2] {
+                let got = both(&s, family, &pkt(head));
+                assert!(
+                    matches!(got, Some(Packet::Spa { payload, .. }) if payload[..5] == head),
+                    "{family:?} {head:02x?}: {got:?}"
+                );
+                classes_agree(&s, family, &pkt(head)).unwrap();
+            }
+            for &head in &wrong {
+                assert_eq!(both(&s, family, &pkt(head)), None, "{family:?} {head:02x?}");
+                // The user-space parser alone, fed directly, refuses it too.
+                assert_eq!(parse(&pkt(head), family == IpFamily::V6, &s), None);
+                classes_agree(&s, family, &pkt(head)).unwrap();
+            }
+        }
+    }
+    // Without knock ports (the usual server) the same holds.
+    let v1 = FilterSpec::v1(SPA);
+    for &head in &wrong {
+        let pkt = v4(&udp_head(SPA, DATAGRAM_LEN, head), 0, (0, 0));
+        assert_eq!(both(&v1, IpFamily::V4, &pkt), None, "{head:02x?}");
+    }
+}
+
+/// The SPA port is also a UDP knock port: right-length garbage is not a
+/// datagram, so it is a knock, in the kernel's class programs and in parse().
+#[test]
+fn garbage_to_a_spa_port_that_is_a_knock_port_is_a_knock() {
+    let mut s = spec();
+    s.knock_udp.push(SPA);
+    s.knock_udp.sort_unstable();
+    for head in [[0u8; 5], [0x8a, b'S', b'P', b'A', 9]] {
+        let pkt = v4(&udp_head(SPA, DATAGRAM_LEN, head), 0, (0, 0));
+        assert!(matches!(
+            both(&s, IpFamily::V4, &pkt),
+            Some(Packet::Knock { dport: SPA, .. })
+        ));
+        assert!(!class_accepts(&s, IpFamily::V4, Class::Spa, &pkt));
+        assert!(class_accepts(&s, IpFamily::V4, Class::Knock, &pkt));
+        classes_agree(&s, IpFamily::V4, &pkt).unwrap();
+        classes_agree(&s, IpFamily::V6, &v6(&udp_head(SPA, DATAGRAM_LEN, head))).unwrap();
+    }
+}
+
 #[test]
 fn spec_validation() {
     assert!(FilterSpec::v1(SPA).validate().is_ok());
@@ -508,6 +592,13 @@ fn spec_validation() {
     s.spa_len = 70_000;
     let e = s.validate().unwrap_err().to_string();
     assert!(e.contains("70000"), "{e}");
+    // The filter reads the magic and the version inside the payload.
+    let mut s = FilterSpec::v1(SPA);
+    s.spa_len = 5;
+    assert!(s.validate().is_ok());
+    s.spa_len = 4;
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("spa_len 4"), "{e}");
     let mut s = FilterSpec::v1(SPA);
     s.knock_tcp = vec![0];
     assert!(s.validate().is_err());
@@ -539,6 +630,22 @@ fn open_names_a_missing_interface() {
     }
 }
 
+/// The first payload bytes: both versions, one flipped bit in the magic,
+/// any version byte, anything.
+fn arb_head() -> impl Strategy<Value = [u8; 5]> {
+    prop_oneof![
+        Just(V1),
+        Just(V2),
+        (0usize..32).prop_map(|bit| {
+            let mut h = V1;
+            h[bit / 8] ^= 1 << (bit % 8);
+            h
+        }),
+        any::<u8>().prop_map(|v| [0x8a, b'S', b'P', b'A', v]),
+        any::<[u8; 5]>(),
+    ]
+}
+
 fn arb_l4() -> impl Strategy<Value = L4> {
     let port = prop_oneof![
         Just(SPA),
@@ -551,12 +658,14 @@ fn arb_l4() -> impl Strategy<Value = L4> {
         (
             port.clone(),
             prop_oneof![Just(DATAGRAM_LEN), 0usize..300],
-            proptest::option::of(any::<u16>())
+            proptest::option::of(any::<u16>()),
+            arb_head()
         )
-            .prop_map(|(dport, payload, len_field)| L4::Udp {
+            .prop_map(|(dport, payload, len_field, head)| L4::Udp {
                 dport,
                 payload,
-                len_field
+                len_field,
+                head
             }),
         (port, any::<u8>()).prop_map(|(dport, flags)| L4::Tcp { dport, flags }),
         any::<u8>().prop_map(L4::Other),
