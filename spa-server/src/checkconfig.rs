@@ -25,11 +25,11 @@ pub fn check(cfg: &mut Config) -> Report {
     match crate::v2::read_uid(&cfg.v2.uid_file) {
         Ok(Some(uid)) => {
             if let Err(e) = cfg.attach_uid(uid) {
-                r.errors.push(e);
+                r.errors.push(e.to_string());
             }
         }
         Ok(None) => {}
-        Err(e) => r.errors.push(e),
+        Err(e) => r.errors.push(e.to_string()),
     }
     let cfg = &*cfg;
     r.lines.push(format!(

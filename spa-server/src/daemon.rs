@@ -36,7 +36,7 @@ pub enum DaemonError {
     Privsep(privsep::SandboxError),
     /// The server uid could not be read or created, or a v2 server key
     /// file was made for another uid (v2.rs).
-    V2(String),
+    V2(crate::v2::UidError),
     /// The privileged side closed its end: it died.
     PrivilegedGone,
 }
@@ -61,7 +61,23 @@ impl fmt::Display for DaemonError {
     }
 }
 
-impl std::error::Error for DaemonError {}
+/// The cause stays reachable (`main` gets it inside `ExitError::Daemon`).
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Config(e) => Some(e),
+            DaemonError::State(e) => Some(e),
+            DaemonError::Firewall(e) => Some(e),
+            DaemonError::Capture(e) => Some(e),
+            DaemonError::Signals(e) | DaemonError::Poll(e) => Some(e),
+            DaemonError::Lock(e) => Some(e),
+            DaemonError::Control(e) => Some(e),
+            DaemonError::Privsep(e) => Some(e),
+            DaemonError::V2(e) => Some(e),
+            DaemonError::PrivilegedGone => None,
+        }
+    }
+}
 
 /// One drain of the capture runs at most this long, then the loop expires
 /// grants and polls again. Signals and the watchdog are served inside it.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod exit;
 pub mod explain;
 pub mod firewall;
 pub mod fwwatch;

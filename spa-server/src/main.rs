@@ -4,6 +4,7 @@ use clap::Parser;
 use spa_server::cli::{Cli, Command};
 use spa_server::config::{self, Config, Overrides};
 use spa_server::daemon::{self, ConfigSource, Daemon};
+use spa_server::exit::ExitError;
 use spa_server::firewall::{BackendKind, FirewallOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,34 +13,34 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match spa_server::logging::parse_filter(&cli.log_level) {
         Ok(filter) => spa_server::logging::init(filter),
-        Err(e) => {
-            eprintln!("spa-server: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&ExitError::LogLevel(e)),
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Under systemd with the `<3>` priority, so `journalctl -p err`
-            // shows why the daemon did not start.
-            let prio = if spa_server::logging::stderr_is_journal() {
-                "<3>"
-            } else {
-                ""
-            };
-            eprintln!(
-                "{prio}spa-server: error: {}",
-                spa_server::logging::one_line(&e)
-            );
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e),
     }
 }
 
-fn source(cli: &Cli) -> Result<ConfigSource, String> {
+/// Prints `e` on one line and returns its exit status. Under systemd with
+/// the `<3>` priority, so `journalctl -p err` shows why the daemon did not
+/// start.
+fn fail(e: &ExitError) -> ExitCode {
+    let prio = if spa_server::logging::stderr_is_journal() {
+        "<3>"
+    } else {
+        ""
+    };
+    eprintln!(
+        "{prio}spa-server: error: {}",
+        spa_server::logging::one_line(&e.to_string())
+    );
+    ExitCode::from(e.exit_code())
+}
+
+fn source(cli: &Cli) -> Result<ConfigSource, ExitError> {
     let mut key_allow = Vec::new();
     for a in &cli.allow {
-        key_allow.push(config::parse_grant(a).map_err(|m| format!("--allow: {m}"))?);
+        key_allow.push(config::parse_grant(a).map_err(ExitError::Allow)?);
     }
     let overrides = Overrides {
         server_id: cli.server_id.clone(),
@@ -62,23 +63,23 @@ fn source(cli: &Cli) -> Result<ConfigSource, String> {
         Some(p) => Some(p.clone()),
         None if default.exists() => Some(default),
         None if !cli.keys.is_empty() || overrides.legacy_knock => None,
-        None => {
-            return Err(format!(
-                "no configuration: {} does not exist; pass --config FILE, or --key FILE to run from the command line",
-                config::DEFAULT_CONFIG
-            ))
-        }
+        None => return Err(ExitError::NoConfiguration),
     };
     Ok(ConfigSource { path, overrides })
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// Loads the configuration `cli` names.
+fn load(cli: &Cli) -> Result<Config, ExitError> {
+    Ok(source(cli)?.load()?)
+}
+
+fn run(cli: Cli) -> Result<(), ExitError> {
     match cli.command {
         Some(Command::Flush { force }) => {
             // Flush must work even when the configuration no longer loads
             // (that may be why the daemon died): then it uses the defaults,
             // and without --firewall it clears both backends.
-            let loaded = source(&cli).and_then(|s| s.load().map_err(|e| e.to_string()));
+            let loaded = load(&cli);
             let (backends, opts) = match (&loaded, cli.firewall) {
                 (Ok(cfg), Some(b)) => (vec![b], cfg.firewall_options.clone()),
                 (Ok(cfg), None) => (vec![cfg.firewall], cfg.firewall_options.clone()),
@@ -98,7 +99,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let _lock = match spa_server::lock::acquire_if_exists(&state_dir) {
                 Ok(l) => l,
                 Err(e @ spa_server::lock::LockError::Held { .. }) if !force => {
-                    return Err(format!("flush refused: {e}; or pass --force"))
+                    return Err(ExitError::FlushRefused(e))
                 }
                 Err(e) => {
                     eprintln!("spa-server: flush: {e}; flushing anyway");
@@ -109,18 +110,17 @@ fn run(cli: Cli) -> Result<(), String> {
             for b in backends {
                 match daemon::flush(b, &opts) {
                     Ok(()) => eprintln!("spa-server: flushed every {b} grant and our chain/sets"),
-                    Err(e) => failed.push(format!("{b}: {e}")),
+                    Err(e) => failed.push((b, e)),
                 }
             }
             if failed.is_empty() {
                 Ok(())
             } else {
-                Err(format!("flush: {}", failed.join("; ")))
+                Err(ExitError::Flush(failed))
             }
         }
         Some(Command::CheckConfig) => {
-            let src = source(&cli)?;
-            let mut cfg: Config = src.load().map_err(|e| e.to_string())?;
+            let mut cfg = load(&cli)?;
             let report = spa_server::checkconfig::check(&mut cfg);
             for l in &report.lines {
                 println!("{l}");
@@ -132,10 +132,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("configuration OK");
                 Ok(())
             } else {
-                Err(format!(
-                    "check-config: {} error(s); spa-server would not start",
-                    report.errors.len()
-                ))
+                Err(ExitError::CheckConfig {
+                    errors: report.errors.len(),
+                })
             }
         }
         Some(Command::Status {
@@ -150,8 +149,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 _ => Format::Text,
             };
             let path = control_socket(&cli, socket.as_ref())?;
-            let body = spa_server::control::client::call(&path, &Request::Status(format))
-                .map_err(|e| e.to_string())?;
+            let body = spa_server::control::client::call(&path, &Request::Status(format))?;
             print!("{body}");
             Ok(())
         }
@@ -168,19 +166,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 _ => Selector::All,
             };
             let path = control_socket(&cli, socket.as_ref())?;
-            let body = spa_server::control::client::call(&path, &Request::Revoke(sel))
-                .map_err(|e| e.to_string())?;
+            let body = spa_server::control::client::call(&path, &Request::Revoke(sel))?;
             print!("{body}");
             Ok(())
         }
         Some(Command::Completions { shell }) => {
             spa_server::cli::write_completions(shell, &mut std::io::stdout().lock())
-                .map_err(|e| format!("cannot write completions to standard output: {e}"))
+                .map_err(ExitError::Completions)
         }
         Some(Command::Run) | None => {
             let src = source(&cli)?;
-            let d = Daemon::start(src).map_err(|e| e.to_string())?;
-            d.run().map_err(|e| e.to_string())
+            Ok(Daemon::start(src)?.run()?)
         }
     }
 }
@@ -188,18 +184,15 @@ fn run(cli: Cli) -> Result<(), String> {
 /// Where the running daemon's control socket is: `--socket`, else from the
 /// configuration (its runtime_dir, else its state_dir), else from
 /// `--runtime-dir`/`--state-dir` when the configuration does not load.
-fn control_socket(cli: &Cli, socket: Option<&PathBuf>) -> Result<PathBuf, String> {
+fn control_socket(cli: &Cli, socket: Option<&PathBuf>) -> Result<PathBuf, ExitError> {
     if let Some(p) = socket {
         return Ok(p.clone());
     }
-    match source(cli).and_then(|s| s.load().map_err(|e| e.to_string())) {
+    match load(cli) {
         Ok(cfg) => Ok(spa_server::control::socket_path(&cfg)),
         Err(e) => match cli.runtime_dir.as_ref().or(cli.state_dir.as_ref()) {
             Some(d) => Ok(d.join(spa_server::control::SOCKET_NAME)),
-            None => Err(format!(
-                "cannot tell where the daemon's control socket is: the configuration does not \
-                 load ({e}); pass --socket PATH (control.sock in its runtime_dir or state_dir)"
-            )),
+            None => Err(ExitError::NoSocket(Box::new(e))),
         },
     }
 }

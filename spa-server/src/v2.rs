@@ -17,6 +17,77 @@ use std::sync::Arc;
 /// The server uid's file in the state directory: 32 hex digits and a newline.
 pub const UID_FILE: &str = "server_uid";
 
+/// Why the server uid could not be read, created or attached. Each names
+/// the file and what to do; typed so the daemon's error keeps the cause.
+#[derive(Debug)]
+pub enum UidError {
+    /// The uid file holds something else than a uid.
+    NotAUid { path: PathBuf },
+    /// The uid file is larger than any uid file.
+    TooLarge { path: PathBuf },
+    /// The uid file exists and cannot be read.
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The uid file was missing and could not be written.
+    Create {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Key `name`'s server key file was made for another server's uid.
+    OtherServer {
+        name: String,
+        file: PathBuf,
+        made_for: ServerUid,
+        uid: ServerUid,
+    },
+}
+
+impl std::fmt::Display for UidError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UidError::NotAUid { path } => write!(
+                f,
+                "{}: not a server uid (32 hex digits); restore it from a backup (clients' \
+                 server key files are made for it) or remove it to make a new one",
+                path.display()
+            ),
+            UidError::TooLarge { path } => {
+                write!(f, "{}: too large for a server uid", path.display())
+            }
+            UidError::Read { path, error } => {
+                write!(f, "{}: cannot read: {error}", path.display())
+            }
+            UidError::Create { path, error } => write!(
+                f,
+                "{}: cannot create the server uid: {error}",
+                path.display()
+            ),
+            UidError::OtherServer {
+                name,
+                file,
+                made_for,
+                uid,
+            } => write!(
+                f,
+                "key `{name}`: {} was made for server uid {made_for}, this server's is \
+                 {uid}: ask its owner for `spa-client server-key --server-uid {uid}`",
+                file.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UidError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UidError::Read { error, .. } | UidError::Create { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Which versions one key accepts (`[[key]] protocols`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Protocols {
@@ -98,7 +169,7 @@ impl std::fmt::Debug for V2Config {
 impl V2Config {
     /// Derives every v2 key for `uid`. A server key file made for another
     /// uid is refused, naming both uids: it was made for another server.
-    pub fn attach(&mut self, uid: ServerUid, names: &[(&str, &Path)]) -> Result<(), String> {
+    pub fn attach(&mut self, uid: ServerUid, names: &[(&str, &Path)]) -> Result<(), UidError> {
         for (k, (name, file)) in self.keys.iter_mut().zip(names) {
             k.set = match &k.source {
                 None => None,
@@ -107,11 +178,12 @@ impl V2Config {
                     Some(Arc::new(key.derive()))
                 }
                 Some(V2Source::ServerKey { uid: made_for, .. }) => {
-                    return Err(format!(
-                        "key `{name}`: {} was made for server uid {made_for}, this server's is \
-                         {uid}: ask its owner for `spa-client server-key --server-uid {uid}`",
-                        file.display()
-                    ))
+                    return Err(UidError::OtherServer {
+                        name: (*name).to_owned(),
+                        file: file.to_path_buf(),
+                        made_for: *made_for,
+                        uid,
+                    })
                 }
             };
         }
@@ -130,31 +202,27 @@ impl V2Config {
 }
 
 /// Reads the uid file; `Ok(None)` when there is none yet.
-pub fn read_uid(path: &Path) -> Result<Option<ServerUid>, String> {
+pub fn read_uid(path: &Path) -> Result<Option<ServerUid>, UidError> {
+    let path_buf = || path.to_path_buf();
     match crate::safefile::read_capped(path, 256) {
         Ok(crate::safefile::Contents::Missing) => Ok(None),
         Ok(crate::safefile::Contents::Bytes(b)) => std::str::from_utf8(&b)
             .ok()
             .and_then(|s| s.parse().ok())
             .map(Some)
-            .ok_or_else(|| {
-                format!(
-                    "{}: not a server uid (32 hex digits); restore it from a backup (clients' \
-                     server key files are made for it) or remove it to make a new one",
-                    path.display()
-                )
-            }),
-        Ok(crate::safefile::Contents::TooLarge) => {
-            Err(format!("{}: too large for a server uid", path.display()))
-        }
-        Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
+            .ok_or_else(|| UidError::NotAUid { path: path_buf() }),
+        Ok(crate::safefile::Contents::TooLarge) => Err(UidError::TooLarge { path: path_buf() }),
+        Err(error) => Err(UidError::Read {
+            path: path_buf(),
+            error,
+        }),
     }
 }
 
 /// The uid, created (random, written durably, mode 0644: it is public) when
 /// the file is missing. Called by the daemon after the replay state is read,
 /// so a new state directory still counts as empty for it.
-pub fn load_or_create_uid(path: &Path) -> Result<(ServerUid, bool), String> {
+pub fn load_or_create_uid(path: &Path) -> Result<(ServerUid, bool), UidError> {
     if let Some(uid) = read_uid(path)? {
         return Ok((uid, false));
     }
@@ -173,7 +241,10 @@ pub fn load_or_create_uid(path: &Path) -> Result<(ServerUid, bool), String> {
         }
         Ok(())
     };
-    write().map_err(|e| format!("{}: cannot create the server uid: {e}", path.display()))?;
+    write().map_err(|error| UidError::Create {
+        path: path.to_path_buf(),
+        error,
+    })?;
     Ok((uid, true))
 }
 
@@ -379,6 +450,8 @@ mod tests {
         let e = v
             .attach(ServerUid([0xbb; 16]), &[("alice", Path::new("/k"))])
             .unwrap_err();
+        assert!(matches!(e, UidError::OtherServer { made_for, .. } if made_for == UID));
+        let e = e.to_string();
         assert!(
             e.contains("made for server uid aaaa") && e.contains("server-key"),
             "{e}"
@@ -406,13 +479,28 @@ mod tests {
     fn uid_file_is_created_once_and_read_back() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join(UID_FILE);
-        assert_eq!(read_uid(&f), Ok(None));
+        assert!(matches!(read_uid(&f), Ok(None)));
         let (a, new) = load_or_create_uid(&f).unwrap();
         assert!(new);
         let (b, new) = load_or_create_uid(&f).unwrap();
         assert!(!new);
         assert_eq!(a, b);
         std::fs::write(&f, "nonsense").unwrap();
-        assert!(read_uid(&f).unwrap_err().contains("not a server uid"));
+        let e = read_uid(&f).unwrap_err();
+        assert!(matches!(e, UidError::NotAUid { ref path } if path == &f));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: not a server uid (32 hex digits); restore it from a backup (clients' \
+                 server key files are made for it) or remove it to make a new one",
+                f.display()
+            )
+        );
+        // A directory where the file should be: cannot read, the cause kept.
+        let e = read_uid(d.path()).unwrap_err();
+        assert!(
+            matches!(e, UidError::Read { .. }) && std::error::Error::source(&e).is_some(),
+            "{e}"
+        );
     }
 }

@@ -147,7 +147,7 @@ impl Config {
     /// Derives every v2 key for this server's `uid` (v2.rs): at start, and
     /// for each reloaded configuration, with the uid of the running daemon.
     /// A server key file made for another uid is refused, naming both.
-    pub fn attach_uid(&mut self, uid: spa_proto::v2::ServerUid) -> Result<(), String> {
+    pub fn attach_uid(&mut self, uid: spa_proto::v2::ServerUid) -> Result<(), crate::v2::UidError> {
         let names: Vec<(&str, &Path)> = self
             .keys
             .iter()
