@@ -136,7 +136,7 @@ fn config_keys() -> BTreeSet<String> {
         ("config/schema.rs", &["RawConfig", "RawKey"]),
         ("firewall/mod.rs", &["FirewallOptions"]),
         (
-            "legacy/mod.rs",
+            "legacy/config.rs",
             &["LegacyConfig", "DoorConfig", "HmacConfig"],
         ),
     ];

@@ -1,0 +1,292 @@
+//! knockd.conf import: what is taken, what is refused, with its line.
+
+use super::*;
+use proptest::prelude::*;
+
+fn parse(text: &str) -> Result<KnockdImport, KnockdConfError> {
+    parse_knockd_conf(Path::new("/etc/knockd.conf"), text)
+}
+
+fn err_at(text: &str) -> (usize, String) {
+    let e = parse(text).unwrap_err();
+    let shown = e.to_string();
+    assert!(shown.starts_with("/etc/knockd.conf"), "{shown}");
+    (e.line, e.msg)
+}
+
+fn ssh() -> Grant {
+    Grant::tcp(22).unwrap()
+}
+
+/// Debian's stock /etc/knockd.conf (knockd 0.8-2), verbatim.
+const DEBIAN_STOCK: &str = "[options]
+\tUseSyslog
+
+[openSSH]
+\tsequence    = 7000,8000,9000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[closeSSH]
+\tsequence    = 9000,8000,7000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[openHTTPS]
+\tsequence    = 12345,54321,24680,13579
+\tseq_timeout = 5
+\tcommand     = /usr/local/sbin/knock_add -i -c INPUT -p tcp -d 443 -f %IP%
+\ttcpflags    = syn
+";
+
+#[test]
+fn debian_stock_config_imports() {
+    let imp = parse(DEBIAN_STOCK).unwrap();
+    assert_eq!(imp.doors.len(), 3);
+    let d = &imp.doors[0];
+    assert_eq!(d.name.as_ref(), "openSSH");
+    assert_eq!(d.sequence, parse_sequence("7000,8000,9000").unwrap());
+    assert_eq!(d.seq_timeout_ms, 5000);
+    assert_eq!(d.tcpflags, TcpFlags::SYN);
+    assert_eq!(
+        d.action,
+        DoorAction::Open {
+            grant: ssh(),
+            duration_secs: None
+        }
+    );
+    assert_eq!(imp.doors[1].action, DoorAction::Close { grant: ssh() });
+    assert_eq!(
+        imp.doors[2].action,
+        DoorAction::Open {
+            grant: Grant::tcp(443).unwrap(),
+            duration_secs: None
+        }
+    );
+    assert_eq!(imp.warnings.len(), 1);
+    assert!(
+        imp.warnings[0].contains(":2: UseSyslog"),
+        "{:?}",
+        imp.warnings
+    );
+    // The doors equal our defaults, as the issue promises.
+    assert_eq!(imp.doors[..2], super::super::tracker::default_doors(5)[..]);
+}
+
+/// The file the knockd package installed on this machine, if present.
+#[test]
+fn installed_knockd_conf_imports_if_present() {
+    let p = Path::new("/etc/knockd.conf");
+    if p.exists() {
+        let imp = read_knockd_conf(p).unwrap();
+        assert!(!imp.doors.is_empty());
+    }
+}
+
+/// The bench adapter's config, with the fail-closed timed door.
+#[test]
+fn bench_adapter_config_with_timed_door() {
+    let text = "[options]
+\tLogFile = /tmp/w/knockd.log
+\tInterface = veth-srv
+
+[openSSH]
+\tsequence    = 7000,8000,9000
+\tseq_timeout = 5
+\tcommand     = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[closeSSH]
+\tsequence    = 9000,8000,7000
+\tseq_timeout = 5
+\tcommand     = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[openSSHtimed]
+\tsequence      = 7100,8100,9100
+\tseq_timeout   = 5
+\tstart_command = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\tcmd_timeout   = 10
+\tstop_command  = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags      = syn
+";
+    let imp = parse(text).unwrap();
+    assert_eq!(imp.doors.len(), 3);
+    assert_eq!(
+        imp.doors[2].action,
+        DoorAction::Open {
+            grant: ssh(),
+            duration_secs: Some(10)
+        }
+    );
+    assert_eq!(imp.warnings.len(), 2);
+    assert!(imp.warnings[1].contains(":3: Interface = veth-srv"));
+}
+
+#[test]
+fn defaults_follow_knockd() {
+    let imp = parse(
+        "[d]\nsequence = 1000:udp,2000\nstart_command = iptables -A INPUT -s %IP% -p udp --dport 53 -j ACCEPT\n\
+         stop_command = iptables -D INPUT -s %IP% -p udp -m udp --dport 53 -j ACCEPT\n",
+    )
+    .unwrap();
+    let d = &imp.doors[0];
+    assert_eq!(d.seq_timeout_ms, 25_000, "knockd's SEQ_TIMEOUT");
+    assert_eq!(d.tcpflags, TcpFlags::ANY);
+    assert_eq!(
+        d.action,
+        DoorAction::Open {
+            grant: Grant::new(Proto::Udp, 53).unwrap(),
+            duration_secs: Some(10)
+        }
+    );
+    assert_eq!(
+        d.sequence[0],
+        Step {
+            port: 1000,
+            proto: Proto::Udp
+        }
+    );
+}
+
+#[test]
+fn accepted_command_variants() {
+    for cmd in [
+        "iptables -I INPUT 1 -s %IP% -p tcp --dport 22 -j ACCEPT",
+        "/usr/sbin/iptables -w -t filter --insert INPUT --source %IP% --protocol TCP -m tcp --destination-port 22 --jump ACCEPT",
+        "/sbin/iptables -w 5 -A INPUT -p tcp -s %IP%/32 --dport 22 -j ACCEPT",
+        "/usr/sbin/iptables-nft -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT",
+        "knock_add -a -f %IP% -d 22",
+        "/usr/local/sbin/knock_add -i -v -m -c INPUT -p tcp -d 22 -f %IP%",
+    ] {
+        let imp = parse(&format!("[d]\nsequence=1\ncommand = {cmd}\n"))
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert_eq!(imp.doors[0].action, DoorAction::Open { grant: ssh(), duration_secs: None }, "{cmd}");
+    }
+    let imp = parse("[d]\nsequence=1\ncommand = knock_add -x -f %IP% -d 22\n").unwrap();
+    assert_eq!(imp.doors[0].action, DoorAction::Close { grant: ssh() });
+}
+
+#[test]
+fn ipv6_commands_must_match_ipv4() {
+    let base = "[d]\nsequence=1\nstart_command = iptables -A INPUT -s %IP% -p tcp --dport 25 -j ACCEPT\n\
+                stop_command = iptables -D INPUT -s %IP% -p tcp --dport 25 -j ACCEPT\ncmd_timeout = 5\n";
+    let ok = format!(
+        "{base}start_command_6 = /usr/sbin/ip6tables -A INPUT -s %IP% -p tcp --dport 25 -j ACCEPT\n\
+         stop_command_6 = /usr/sbin/ip6tables -D INPUT -s %IP% -p tcp --dport 25 -j ACCEPT\n"
+    );
+    let imp = parse(&ok).unwrap();
+    assert_eq!(
+        imp.doors[0].action,
+        DoorAction::Open {
+            grant: Grant::tcp(25).unwrap(),
+            duration_secs: Some(5)
+        }
+    );
+    let bad =
+        format!("{base}start_command_6 = ip6tables -A INPUT -s %IP% -p tcp --dport 26 -j ACCEPT\n");
+    assert_eq!(err_at(&bad).0, 6);
+}
+
+#[test]
+fn unsupported_things_name_their_line() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("[options]\nUseSyslog\nfoo = bar\n", 3, "unsupported [options] key"),
+        ("sequence = 1\n", 1, "outside any [section]"),
+        ("[]\n", 1, "empty section"),
+        ("[d\u{1b}[2J]\n", 1, "control characters"),
+        ("[d]\nsequence = 1\ntarget = 10.0.0.1\n", 3, "target"),
+        ("[d]\none_time_sequences = /etc/otp\n", 2, "one_time_sequences"),
+        ("[d]\nsequence = 7000,abc\n", 2, "sequence"),
+        ("[d]\nsequence = 1\nseq_timeout = 0\n", 3, "seq_timeout"),
+        ("[d]\nsequence = 1\nseq_timeout = five\n", 3, "seq_timeout"),
+        ("[d]\nsequence = 1\ntcpflags = syn,xmas\n", 3, "tcpflags"),
+        ("[d]\nsequence = 1\ntcpflags = fin,!ack\n", 3, "bare SYN"),
+        ("[d]\nsequence = 1\nfrobnicate = 1\n", 3, "unsupported door key"),
+        ("[d]\nsequence = 1\nbogus\n", 3, "without a value"),
+        ("[d]\n  # comment\nsequence = 1\ncommand = /usr/local/bin/open-door %IP%\n", 4, "not supported"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT; reboot\n", 3, "shell syntax"),
+        ("[d]\nsequence = 1\ncommand = iptables -A FORWARD -s %IP% -p tcp --dport 22 -j ACCEPT\n", 3, "chain"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s 10.0.0.1 -p tcp --dport 22 -j ACCEPT\n", 3, "%IP%"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% --dport 22 -j ACCEPT\n", 3, "-p"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --syn -j ACCEPT\n", 3, "--syn"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22:25 -j ACCEPT\n", 3, "single port"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j DROP\n", 3, "ACCEPT"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22\n", 3, "-j ACCEPT"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n", 3, "twice"),
+        ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp -m udp --dport 22 -j ACCEPT\n", 3, "-m"),
+        ("[d]\nsequence = 1\ncommand = knock_add -t -i -f %IP% -d 22\n", 3, "dry run"),
+        ("[d]\nsequence = 1\ncommand =\n", 3, "empty command"),
+        (
+            "[d]\nsequence = 1\nstart_command = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n\
+             stop_command = iptables -D INPUT -s %IP% -p tcp --dport 23 -j ACCEPT\n",
+            4,
+            "stop_command must delete",
+        ),
+        (
+            "[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\ncmd_timeout = 5\n",
+            4,
+            "cmd_timeout",
+        ),
+        ("[d]\nseq_timeout = 5\n", 1, "no sequence"),
+        ("[d]\nsequence = 1\n[e]\nsequence = 2\n", 1, "no command"),
+        (
+            "[d]\nsequence = 1\ncommand = knock_add -i -f %IP% -d 22\n[d]\n",
+            4,
+            "defined twice",
+        ),
+        (
+            "[d]\nsequence = 1\ncommand = knock_add -i -f %IP% -d 22\n[e]\nsequence = 1:tcp\ncommand = knock_add -x -f %IP% -d 22\n",
+            4,
+            "same sequence",
+        ),
+    ];
+    for (text, line, needle) in cases {
+        let (l, msg) = err_at(text);
+        assert_eq!(l, *line, "{text:?}: {msg}");
+        assert!(msg.contains(needle), "{text:?}: {msg:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn non_utf8_file_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("knockd.conf");
+    std::fs::write(&p, b"[options]\nUseSyslog\n[d]\nsequence = 1\xff\n").unwrap();
+    let e = read_knockd_conf(&p).unwrap_err();
+    assert_eq!(e.line, 4);
+    let e = read_knockd_conf(&dir.path().join("missing")).unwrap_err();
+    assert_eq!(e.line, 0);
+    assert!(e.to_string().contains("missing"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Arbitrary text never panics; an error always carries a line in range.
+    #[test]
+    fn never_panics_on_arbitrary_text(text in "(\\PC{0,40}\n){0,12}") {
+        match parse(&text) {
+            Ok(_) => {}
+            Err(e) => prop_assert!(e.line <= text.lines().count()),
+        }
+    }
+
+    /// Arbitrary text built from knockd's own vocabulary.
+    #[test]
+    fn never_panics_on_knockd_like_text(lines in proptest::collection::vec(
+        prop_oneof![
+            Just("[options]".to_string()),
+            Just("[door]".to_string()),
+            Just("UseSyslog".to_string()),
+            "(sequence|seq_timeout|tcpflags|command|start_command|stop_command|cmd_timeout|target) *= *[0-9a-z:,!%/ -]{0,30}",
+            "command = (/sbin/)?(iptables|knock_add) (-[AIDxaifdpcsjm]|--dport|INPUT|%IP%|tcp|udp|ACCEPT|[0-9]{1,6}| )*",
+        ], 0..12)) {
+        let text = lines.join("\n");
+        if let Err(e) = parse(&text) {
+            prop_assert!(e.line <= lines.len());
+        }
+    }
+}
