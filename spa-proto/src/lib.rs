@@ -9,6 +9,7 @@
 
 mod aead;
 pub mod error;
+pub mod grant;
 pub mod kdf;
 pub mod knock;
 pub mod replay;
@@ -16,6 +17,7 @@ pub mod v2;
 pub mod wire;
 
 pub use error::{Malformed, Reject, RequestError};
+pub use grant::{Grant, GrantSyntax, Proto};
 pub use kdf::{KeyId, KeySet, MasterKey, ServerId, KEY_ID_LEN, MASTER_KEY_LEN};
 pub use knock::KnockParams;
 pub use replay::{ReplayRecord, Seen, TimeWindow};
@@ -25,6 +27,6 @@ pub use v2::{
 };
 pub use wire::version_of;
 pub use wire::{
-    parse_header, seal, seal_with, verify, verify_admit, Action, AllowAddr, Grant, GrantSyntax,
-    Grants, Header, IpFamily, Opened, Proto, Request, DATAGRAM_LEN, MAGIC, MAX_GRANTS, VERSION,
+    parse_header, seal, seal_with, verify, verify_admit, Action, AllowAddr, Grants, Header,
+    IpFamily, Opened, Request, DATAGRAM_LEN, MAGIC, MAX_GRANTS, VERSION,
 };

@@ -1,6 +1,7 @@
 use super::*;
+use crate::grant::Grant;
 use crate::replay::TimeWindow;
-use crate::wire::{parse_header, verify, Action, AllowAddr, Grant, Grants};
+use crate::wire::{parse_header, verify, Action, AllowAddr, Grants};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 
