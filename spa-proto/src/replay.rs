@@ -7,12 +7,20 @@
 //! everything older and its size is bounded by the accept rate times the
 //! window. The server persists it (fsync) before acting on a datagram, so a
 //! restart does not reopen the window to replays.
+//!
+//! Shape: one hash set of every entry (the replay lookup, O(1)) and, per
+//! key, a queue of its nonces in timestamp order (the share count and the
+//! expiry, O(1) amortized per entry). The timestamps a key can hold live in
+//! a window about 61 seconds wide, so its queue is a map from the second to
+//! that second's nonces: at most a few dozen buckets, however many entries.
+//! Before, one B-tree per key did both jobs in O(log n) (issue 14).
 
 use crate::error::Reject;
 use crate::kdf::KeyId;
 use crate::wire::NONCE_LEN;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// Default half-width of the acceptance window. 30 s tolerates NTP-synced
 /// clocks and slow links, and bounds how long a captured datagram is worth
@@ -72,8 +80,7 @@ impl TimeWindow {
     }
 }
 
-/// One recorded datagram. Ordered by timestamp first, so expiry is a range
-/// split of a key's set.
+/// One recorded datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Seen {
     pub timestamp: u64,
@@ -81,12 +88,75 @@ pub struct Seen {
     pub nonce: [u8; NONCE_LEN],
 }
 
+/// The secret key of the record's hash tables. A key holder chooses its
+/// nonces (and timestamps): with a hash known in advance it could pick
+/// entries that all land in one bucket and make every lookup in the record
+/// a walk. The crate has no randomness of its own, so the caller passes the
+/// key in ([`ReplayRecord::set_hash_key`]); a server draws it from the OS
+/// at start. It is never persisted by the server and never leaves memory.
+pub type HashKey = [u8; 16];
+
+/// SipHash-2-4 keyed with a [`HashKey`]. std's `SipHasher` is the one keyed
+/// SipHash in std (`RandomState` draws its own key, which this pure crate
+/// may not do); it is deprecated only in favour of `DefaultHasher`, whose
+/// key cannot be set. One implementation of the primitive, no new crate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Keyed(u64, u64);
+
+impl Keyed {
+    fn new(key: &HashKey) -> Self {
+        let (a, b) = key.split_at(8);
+        let word = |s: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(s);
+            u64::from_le_bytes(w)
+        };
+        Keyed(word(a), word(b))
+    }
+}
+
+impl BuildHasher for Keyed {
+    #[allow(deprecated)]
+    type Hasher = std::hash::SipHasher;
+
+    #[allow(deprecated)]
+    fn build_hasher(&self) -> Self::Hasher {
+        std::hash::SipHasher::new_with_keys(self.0, self.1)
+    }
+}
+
+/// A [`Seen`] as the hash set holds it: hashed as its 40 bytes in one
+/// write, a third of the hasher's work of the derived `Hash` (which writes
+/// each array's length as well).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry(Seen);
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let mut b = [0u8; 8 + crate::kdf::KEY_ID_LEN + NONCE_LEN];
+        b[..8].copy_from_slice(&self.0.timestamp.to_le_bytes());
+        b[8..16].copy_from_slice(&self.0.key_id.0);
+        b[16..].copy_from_slice(&self.0.nonce);
+        h.write(&b);
+    }
+}
+
+/// One key's entries in timestamp order: second → the nonces of that
+/// second, oldest first. Expiry pops whole seconds from the front.
+#[derive(Debug, Clone, Default)]
+struct KeyQueue {
+    by_second: BTreeMap<u64, Vec<[u8; NONCE_LEN]>>,
+    len: usize,
+}
+
 /// The window plus every authenticated datagram taken inside it, whatever
 /// its later verdict (a denied datagram must stay refused when replayed).
-/// Each key has its own set and its own share of room, so one key holder's
-/// flood cannot lock the others out. Serializable so the server can persist
-/// it; it holds no key material.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Each key has its own queue and its own share of room, so one key
+/// holder's flood cannot lock the others out. Serializable (for anyone
+/// embedding the crate; the server keeps its own log format) as its
+/// limits, floor, hash key and entries; it holds no key material.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "Persisted")]
 pub struct ReplayRecord {
     window: TimeWindow,
     /// Entries one key may hold at once.
@@ -95,23 +165,95 @@ pub struct ReplayRecord {
     /// timestamp the record forgets, and to [`TimeWindow::loss_floor`] when
     /// the record was lost, so nothing seen before can come back.
     floor: u64,
-    seen: BTreeMap<KeyId, BTreeSet<Seen>>,
-    len: usize,
+    hash_key: HashKey,
+    /// Every live entry: the replay lookup.
+    seen: HashSet<Entry, Keyed>,
+    /// The same entries per key, in timestamp order: the share and expiry.
+    keys: HashMap<KeyId, KeyQueue, Keyed>,
 }
 
-/// The key-id that sorts first: the bound for a timestamp cut in one key's set.
-const CUT_ID: KeyId = KeyId([0; crate::kdf::KEY_ID_LEN]);
+/// Equal when the limits, the floor and the entries are: the hash key and
+/// the order inside a second are how, not what, the record remembers.
+impl PartialEq for ReplayRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.window == other.window
+            && self.share == other.share
+            && self.floor == other.floor
+            && self.seen == other.seen
+    }
+}
+
+impl Eq for ReplayRecord {}
+
+/// The serialized shape of a [`ReplayRecord`]: its limits, floor, hash key
+/// and entries; the tables are rebuilt from the entries when read back.
+/// Written from a borrow (serde's `into` would clone every table first).
+#[derive(Serialize)]
+struct PersistedRef<'a> {
+    window: TimeWindow,
+    share: usize,
+    floor: u64,
+    hash_key: HashKey,
+    entries: Entries<'a>,
+}
+
+struct Entries<'a>(&'a HashSet<Entry, Keyed>);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|e| e.0))
+    }
+}
+
+impl Serialize for ReplayRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PersistedRef {
+            window: self.window,
+            share: self.share,
+            floor: self.floor,
+            hash_key: self.hash_key,
+            entries: Entries(&self.seen),
+        }
+        .serialize(s)
+    }
+}
+
+/// What [`PersistedRef`] wrote, read back.
+#[derive(Deserialize)]
+struct Persisted {
+    window: TimeWindow,
+    share: usize,
+    floor: u64,
+    hash_key: HashKey,
+    entries: Vec<Seen>,
+}
+
+impl From<Persisted> for ReplayRecord {
+    fn from(p: Persisted) -> Self {
+        let mut r = ReplayRecord::new(p.window, p.share);
+        r.set_hash_key(p.hash_key);
+        r.floor = p.floor;
+        for s in p.entries {
+            r.insert(s);
+        }
+        r
+    }
+}
 
 impl ReplayRecord {
     /// A record where each key may hold up to `share` live entries (see
-    /// [`share_of`]).
+    /// [`share_of`]). Its hash key is all zeros until
+    /// [`ReplayRecord::set_hash_key`]: fine for a client or a test, which
+    /// record only their own datagrams; a server must set one.
     pub fn new(window: TimeWindow, share: usize) -> Self {
+        let hasher = Keyed::default();
         ReplayRecord {
             window,
             share,
             floor: 0,
-            seen: BTreeMap::new(),
-            len: 0,
+            hash_key: [0; 16],
+            seen: HashSet::with_hasher(hasher),
+            keys: HashMap::with_hasher(hasher),
         }
     }
 
@@ -123,6 +265,25 @@ impl ReplayRecord {
         let mut r = ReplayRecord::new(window, share);
         r.floor = window.loss_floor(now);
         r
+    }
+
+    /// Re-keys the hash tables (see [`HashKey`]), keeping every entry.
+    /// Costs one pass over the entries: call it once, before the record
+    /// fills (a server does at start).
+    pub fn set_hash_key(&mut self, key: HashKey) {
+        let hasher = Keyed::new(&key);
+        self.hash_key = key;
+        let mut seen = HashSet::with_capacity_and_hasher(self.seen.len(), hasher);
+        seen.extend(self.seen.drain());
+        self.seen = seen;
+        let mut keys = HashMap::with_capacity_and_hasher(self.keys.len(), hasher);
+        keys.extend(self.keys.drain());
+        self.keys = keys;
+    }
+
+    /// The key of the hash tables: for a test that a server set one.
+    pub fn hash_key(&self) -> HashKey {
+        self.hash_key
     }
 
     pub fn window(&self) -> TimeWindow {
@@ -138,24 +299,25 @@ impl ReplayRecord {
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.seen.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.seen.is_empty()
     }
 
     /// Live entries of one key.
     pub fn len_of(&self, key_id: &KeyId) -> usize {
-        self.seen.get(key_id).map_or(0, BTreeSet::len)
+        self.keys.get(key_id).map_or(0, |q| q.len)
     }
 
     pub fn floor(&self) -> u64 {
         self.floor
     }
 
+    /// Every live entry, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = &Seen> {
-        self.seen.values().flatten()
+        self.seen.iter().map(|e| &e.0)
     }
 
     /// Forgets every entry that the window alone now rejects, and raises
@@ -164,36 +326,55 @@ impl ReplayRecord {
     /// floor (not the window) must keep refusing it. The floor comes only
     /// from timestamps actually forgotten, never from the clock: a start
     /// with the clock far ahead must not refuse the present once the clock
-    /// is right again (finding 6).
+    /// is right again (finding 6). Walks every key: for a start, not for
+    /// each datagram (a full share prunes its own key only).
     pub fn prune(&mut self, now: u64) {
         let oldest_live = now.saturating_sub(self.window.past_secs);
-        let keys: Vec<KeyId> = self.seen.keys().copied().collect();
+        let keys: Vec<KeyId> = self.keys.keys().copied().collect();
         for k in keys {
             self.prune_key(&k, oldest_live);
         }
     }
 
+    /// Pops the key's seconds older than `oldest_live` off its queue, and
+    /// their entries out of the set: O(1) per entry forgotten.
     fn prune_key(&mut self, key_id: &KeyId, oldest_live: u64) {
-        let Some(set) = self.seen.get_mut(key_id) else {
+        let Some(q) = self.keys.get_mut(key_id) else {
             return;
         };
-        let cut = Seen {
-            timestamp: oldest_live,
-            key_id: CUT_ID,
-            nonce: [0; NONCE_LEN],
-        };
-        let newest_forgotten = set.range(..cut).next_back().map(|s| s.timestamp);
-        let before = set.len();
-        let live = set.split_off(&cut);
-        *set = live;
-        let after = set.len();
-        if after == 0 {
-            self.seen.remove(key_id);
+        let mut newest_forgotten = None;
+        while let Some(entry) = q.by_second.first_entry() {
+            if *entry.key() >= oldest_live {
+                break;
+            }
+            let (timestamp, nonces) = entry.remove_entry();
+            q.len -= nonces.len();
+            for nonce in nonces {
+                self.seen.remove(&Entry(Seen {
+                    timestamp,
+                    key_id: *key_id,
+                    nonce,
+                }));
+            }
+            newest_forgotten = Some(timestamp);
         }
-        self.len -= before - after;
+        if q.len == 0 {
+            self.keys.remove(key_id);
+        }
         if let Some(ts) = newest_forgotten {
             self.raise_floor(ts.saturating_add(1));
         }
+    }
+
+    /// Adds an entry to the set and its key's queue; false if it was there.
+    fn insert(&mut self, s: Seen) -> bool {
+        if !self.seen.insert(Entry(s)) {
+            return false;
+        }
+        let q = self.keys.entry(s.key_id).or_default();
+        q.by_second.entry(s.timestamp).or_default().push(s.nonce);
+        q.len += 1;
+        true
     }
 
     /// Window check, replay check and insertion, in that order.
@@ -229,21 +410,17 @@ impl ReplayRecord {
             key_id: *key_id,
             nonce: *nonce,
         };
-        if let Some(set) = self.seen.get(key_id) {
-            if set.contains(&entry) {
-                return Err(Reject::Replayed);
-            }
-            if set.len() >= self.share {
-                self.prune_key(key_id, now.saturating_sub(self.window.past_secs));
-                if self.len_of(key_id) >= self.share {
-                    return Err(Reject::ReplayRecordFull);
-                }
+        if self.seen.contains(&Entry(entry)) {
+            return Err(Reject::Replayed);
+        }
+        if self.len_of(key_id) >= self.share {
+            self.prune_key(key_id, now.saturating_sub(self.window.past_secs));
+            if self.len_of(key_id) >= self.share {
+                return Err(Reject::ReplayRecordFull);
             }
         }
         admit()?;
-        if self.seen.entry(*key_id).or_default().insert(entry) {
-            self.len += 1;
-        }
+        self.insert(entry);
         Ok(())
     }
 
@@ -251,9 +428,7 @@ impl ReplayRecord {
     /// the window at `now` is forgotten instead, through the floor.
     pub fn restore(&mut self, entry: Seen, now: u64) {
         if self.window.check(entry.timestamp, now).is_ok() || entry.timestamp > now {
-            if self.seen.entry(entry.key_id).or_default().insert(entry) {
-                self.len += 1;
-            }
+            self.insert(entry);
         } else {
             self.raise_floor(entry.timestamp.saturating_add(1));
         }
@@ -281,207 +456,4 @@ impl ReplayRecord {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(b: u8) -> KeyId {
-        KeyId([b; 8])
-    }
-
-    #[test]
-    fn window_edges() {
-        let w = TimeWindow::default();
-        assert!(w.check(1000, 1000).is_ok());
-        assert!(w.check(970, 1000).is_ok());
-        assert_eq!(w.check(969, 1000), Err(Reject::TooOld { age_secs: 31 }));
-        assert!(w.check(1030, 1000).is_ok());
-        assert_eq!(
-            w.check(1031, 1000),
-            Err(Reject::InFuture { ahead_secs: 31 })
-        );
-    }
-
-    #[test]
-    fn second_insert_is_replay() {
-        let mut r = ReplayRecord::new(TimeWindow::default(), 10);
-        assert!(r.check_and_insert(&id(1), &[1; 24], 1000, 1000).is_ok());
-        assert_eq!(
-            r.check_and_insert(&id(1), &[1; 24], 1000, 1001),
-            Err(Reject::Replayed)
-        );
-        assert!(r.check_and_insert(&id(2), &[1; 24], 1000, 1001).is_ok());
-    }
-
-    #[test]
-    fn prune_forgets_only_dead_entries() {
-        let mut r = ReplayRecord::new(TimeWindow::default(), 10);
-        r.check_and_insert(&id(1), &[1; 24], 1000, 1000).unwrap();
-        r.check_and_insert(&id(1), &[2; 24], 1020, 1020).unwrap();
-        r.prune(1031);
-        assert_eq!(r.len(), 1);
-        // The forgotten one is now refused by the window anyway.
-        assert!(matches!(
-            r.check_and_insert(&id(1), &[1; 24], 1000, 1031),
-            Err(Reject::TooOld { .. })
-        ));
-    }
-
-    #[test]
-    fn full_record_fails_closed() {
-        let mut r = ReplayRecord::new(TimeWindow::default(), 2);
-        r.check_and_insert(&id(1), &[1; 24], 1000, 1000).unwrap();
-        r.check_and_insert(&id(1), &[2; 24], 1000, 1000).unwrap();
-        assert_eq!(
-            r.check_and_insert(&id(1), &[3; 24], 1000, 1000),
-            Err(Reject::ReplayRecordFull)
-        );
-        // Once the old entries leave the window, there is room again.
-        assert!(r.check_and_insert(&id(1), &[3; 24], 1040, 1040).is_ok());
-    }
-
-    #[test]
-    fn replay_beats_full() {
-        // A full record still names a replay as a replay, not as full.
-        let mut r = ReplayRecord::new(TimeWindow::default(), 1);
-        r.check_and_insert(&id(1), &[1; 24], 1000, 1000).unwrap();
-        assert_eq!(
-            r.check_and_insert(&id(1), &[1; 24], 1000, 1000),
-            Err(Reject::Replayed)
-        );
-        assert_eq!(r.len(), 1);
-    }
-
-    #[test]
-    fn clock_stepping_back_after_a_prune_does_not_reopen_a_replay() {
-        // The record prunes at 1100 (as a full record does), forgetting the
-        // datagram of 1000; then the clock steps back to 1010, where 1000
-        // is inside the window again.
-        let mut r = ReplayRecord::new(TimeWindow::default(), 10);
-        r.check_and_insert(&id(1), &[1; 24], 1000, 1000).unwrap();
-        r.prune(1100);
-        assert!(r.is_empty());
-        assert_eq!(
-            r.check_and_insert(&id(1), &[1; 24], 1000, 1010),
-            Err(Reject::Replayed)
-        );
-        // What was never accepted is refused too until the clock is back
-        // past the old floor: fail closed, for one window at most.
-        assert!(r.check_and_insert(&id(1), &[2; 24], 1070, 1070).is_ok());
-    }
-
-    #[test]
-    fn after_loss_refuses_everything_possibly_seen() {
-        let mut r = ReplayRecord::after_loss(TimeWindow::default(), 10, 1000);
-        assert_eq!(
-            r.check_and_insert(&id(1), &[1; 24], 1010, 1010),
-            Err(Reject::Replayed)
-        );
-        assert!(r.check_and_insert(&id(1), &[1; 24], 1031, 1031).is_ok());
-    }
-
-    #[test]
-    fn one_keys_flood_fills_only_its_own_share() {
-        // Finding 3: bob's datagrams (policy-denied or not, they are all in
-        // the record) fill bob's share; alice still gets in, at once.
-        let mut r = ReplayRecord::new(TimeWindow::default(), share_of(64, 2));
-        assert_eq!(share_of(64, 2), 32);
-        for n in 0..32u8 {
-            r.check_and_insert(&id(2), &[n; 24], 1000, 1000).unwrap();
-        }
-        assert_eq!(
-            r.check_and_insert(&id(2), &[99; 24], 1000, 1000),
-            Err(Reject::ReplayRecordFull)
-        );
-        assert!(r.check_and_insert(&id(1), &[1; 24], 1000, 1000).is_ok());
-        assert_eq!((r.len_of(&id(1)), r.len_of(&id(2)), r.len()), (1, 32, 33));
-    }
-
-    #[test]
-    fn share_has_a_floor_of_its_own() {
-        assert_eq!(share_of(DEFAULT_CAPACITY, 1), DEFAULT_CAPACITY);
-        assert_eq!(share_of(DEFAULT_CAPACITY, 0), DEFAULT_CAPACITY);
-        assert_eq!(share_of(64, 1000), MIN_SHARE);
-    }
-
-    #[test]
-    fn the_floor_comes_from_forgotten_timestamps_not_from_the_clock() {
-        // Finding 6: a start (prune) with the clock a year ahead and nothing
-        // recorded must not refuse the present once the clock is right.
-        let year = 365 * 86_400;
-        let mut r = ReplayRecord::new(TimeWindow::default(), 10);
-        r.prune(1000 + year);
-        assert_eq!(r.floor(), 0);
-        assert!(r.check_and_insert(&id(1), &[1; 24], 1000, 1000).is_ok());
-        // What is forgotten is refused through the floor: one past it.
-        r.check_and_insert(&id(1), &[2; 24], 1010, 1010).unwrap();
-        r.prune(1000 + year);
-        assert_eq!(r.floor(), 1011);
-        assert!(r.is_empty());
-    }
-
-    #[test]
-    fn a_floor_far_ahead_is_capped_to_one_window() {
-        let year = 365 * 86_400;
-        let w = TimeWindow::default();
-        let mut r = ReplayRecord::after_loss(w, 10, 1000 + year);
-        assert_eq!(r.cap_floor(1000), Some(1031 + year));
-        assert_eq!(r.floor(), w.loss_floor(1000));
-        assert_eq!(r.cap_floor(1000), None, "capped once, then in range");
-        assert_eq!(
-            r.check_and_insert(&id(1), &[1; 24], 1030, 1030),
-            Err(Reject::Replayed)
-        );
-        assert!(r.check_and_insert(&id(1), &[1; 24], 1031, 1031).is_ok());
-    }
-
-    #[test]
-    fn admit_runs_only_for_a_datagram_that_would_be_recorded() {
-        // Finding 16: the rate limit is spent by new datagrams only, so an
-        // observer replaying a key's datagram cannot starve the key.
-        let mut r = ReplayRecord::new(TimeWindow::default(), 10);
-        let mut calls = 0;
-        let mut admit = |ok: bool| {
-            calls += 1;
-            if ok {
-                Ok(())
-            } else {
-                Err(Reject::RateLimited)
-            }
-        };
-        r.check_admit_insert(&id(1), &[1; 24], 1000, 1000, || admit(true))
-            .unwrap();
-        assert_eq!(
-            r.check_admit_insert(&id(1), &[1; 24], 1000, 1000, || admit(true)),
-            Err(Reject::Replayed)
-        );
-        assert!(matches!(
-            r.check_admit_insert(&id(1), &[2; 24], 900, 1000, || admit(true)),
-            Err(Reject::TooOld { .. })
-        ));
-        assert_eq!(
-            r.check_admit_insert(&id(1), &[3; 24], 1000, 1000, || admit(false)),
-            Err(Reject::RateLimited)
-        );
-        assert_eq!(calls, 2, "the replay and the stale one did not ask");
-        assert_eq!(r.len(), 1, "a refused admission is not recorded");
-    }
-
-    #[test]
-    fn restore_drops_stale_entries() {
-        let mut r = ReplayRecord::new(TimeWindow::default(), 10);
-        let live = Seen {
-            timestamp: 990,
-            key_id: id(1),
-            nonce: [1; 24],
-        };
-        let dead = Seen {
-            timestamp: 900,
-            key_id: id(1),
-            nonce: [2; 24],
-        };
-        r.restore(live, 1000);
-        r.restore(dead, 1000);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r.floor(), 901, "forgotten through the floor");
-    }
-}
+mod tests;

@@ -40,6 +40,7 @@ pub use crate::safefile::StateError;
 use crate::safefile::{self, err, Contents, DirState};
 pub use durable::{DurableReplay, Refused};
 pub use hmac_used::{load_hmac_used, save_hmac_used, HmacUsed};
+use rand::RngCore;
 use spa_proto::{KeyId, ReplayRecord, Seen, TimeWindow};
 use std::fs::File;
 use std::io::Write;
@@ -148,6 +149,15 @@ impl ReplayLog {
             Contents::Missing if first_start => (ReplayRecord::new(window, share), Loaded::Fresh),
             Contents::Missing => lost(window, share, now, LostWhy::Missing),
         };
+        // The record's hash tables are keyed with a secret of this process
+        // (spa_proto::replay::HashKey): a key holder must not choose nonces
+        // that collide. Drawn before the seccomp filter, like every start-up
+        // resource.
+        let mut hash_key = spa_proto::replay::HashKey::default();
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut hash_key)
+            .map_err(|e| err(&path, "cannot draw the replay record's hash key")(e.into()))?;
+        record.set_hash_key(hash_key);
         let capped_floor = record.cap_floor(now);
         // Forgets what the window no longer accepts; the floor rises past
         // it (and only past it), and compaction writes that floor.
@@ -348,6 +358,20 @@ mod tests {
 
     fn check(o: &mut Opened, ts: u64, n: u8, now: u64) -> Result<(), Reject> {
         o.record.check_and_insert(&KeyId([n; 8]), &[n; 24], ts, now)
+    }
+
+    #[test]
+    fn each_open_keys_the_record_with_a_fresh_secret() {
+        // A key holder picks its nonces: with a hash key known in advance
+        // (the all-zero default) it could make them collide (issue 14).
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ka, kb) = (
+            open(a.path(), 1000).record.hash_key(),
+            open(b.path(), 1000).record.hash_key(),
+        );
+        let kc = open(a.path(), 1001).record.hash_key();
+        assert_ne!(ka, [0; 16]);
+        assert!(ka != kb && ka != kc, "drawn at every open, never stored");
     }
 
     #[test]
