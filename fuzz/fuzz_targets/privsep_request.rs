@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spa_proto::{Grant, MasterKey};
+use spa_proto::Grant;
 use spa_server::config::{Config, KeyPolicy};
 use spa_server::privsep::{check, proto::Request};
 use std::sync::OnceLock;
@@ -17,21 +17,13 @@ const NOW: u64 = 1_700_000_000;
 fn cfg() -> &'static Config {
     static C: OnceLock<Config> = OnceLock::new();
     C.get_or_init(|| {
-        let k = MasterKey::from_bytes([7; 32]).derive();
         let mut c = Config::for_tests(
-            vec![KeyPolicy {
-                name: "alice".into(),
-                key_id: k.key_id(),
-                keys: std::sync::Arc::new(k),
-                allow: vec![Grant::tcp(22).expect("port")],
-                max_duration: 300,
-                allow_other_address: false,
-                require_explicit_address: false,
-                max_grants: 16,
-                rate: Default::default(),
-                rules: Default::default(),
-                file: "/etc/spa/alice.key".into(),
-            }],
+            vec![KeyPolicy::for_tests(
+                "alice",
+                7,
+                &[Grant::tcp(22).expect("port")],
+                300,
+            )],
             30,
         );
         c.doors = spa_server::legacy::default_doors(5);

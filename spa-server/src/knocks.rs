@@ -364,30 +364,20 @@ mod tests {
 
     use crate::config::KeyPolicy;
     use crate::legacy::{tcp_flag, LegacyConfig};
-    use spa_proto::{KnockParams, MasterKey};
-    use std::path::PathBuf;
+    use spa_proto::KnockParams;
 
     /// One key that may open tcp/22 for at most `max` seconds, HMAC knocks
     /// on, and a server default of `default` seconds.
     fn config(default: u32, max: u32) -> Config {
-        let k = MasterKey::from_bytes([0x11; 32]).derive();
-        let key_id = k.key_id();
         let mut legacy = LegacyConfig::default();
         legacy.hmac.enabled = true;
         let mut cfg = Config::for_tests(
-            vec![KeyPolicy {
-                name: "alice".into(),
-                key_id,
-                keys: std::sync::Arc::new(k),
-                allow: vec![Grant::tcp(22).unwrap()],
-                max_duration: max,
-                allow_other_address: false,
-                require_explicit_address: false,
-                max_grants: 16,
-                rate: crate::ratelimit::Rate::default(),
-                rules: crate::policy::KeyRules::default(),
-                file: PathBuf::from("/etc/spa/alice.key"),
-            }],
+            vec![KeyPolicy::for_tests(
+                "alice",
+                0x11,
+                &[Grant::tcp(22).unwrap()],
+                max,
+            )],
             default,
         );
         cfg.legacy = legacy;

@@ -478,23 +478,14 @@ mod tests {
         let now = 1_700_000_000;
         let mut w = ExpiryWarnings::default();
         assert!(w.due(&cfg, now).is_empty());
-        let k = spa_proto::MasterKey::from_bytes([7; 32]).derive();
         cfg.keys.push(crate::config::KeyPolicy {
-            name: "contractor".into(),
-            key_id: k.key_id(),
-            keys: std::sync::Arc::new(k),
-            allow: Vec::new(),
-            max_duration: 30,
-            allow_other_address: false,
-            require_explicit_address: false,
             max_grants: 1,
-            rate: crate::ratelimit::Rate::default(),
             rules: KeyRules {
                 from: Vec::new(),
                 expires: Some(now + 3 * 86_400 + 7200),
                 forward: Vec::new(),
             },
-            file: "/k".into(),
+            ..crate::config::KeyPolicy::for_tests("contractor", 7, &[], 30)
         });
         let mut w = ExpiryWarnings::default();
         let lines = w.due(&cfg, now);

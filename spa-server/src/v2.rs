@@ -299,23 +299,7 @@ mod tests {
 
     /// One key, alice, for tcp/22: a master key file with `protocols`.
     fn config(protocols: Protocols) -> Config {
-        let k = master().derive();
-        let policy = KeyPolicy {
-            name: "alice".into(),
-            key_id: k.key_id(),
-            keys: Arc::new(k),
-            allow: vec![Grant::tcp(22).unwrap()],
-            max_duration: 60,
-            allow_other_address: false,
-            require_explicit_address: false,
-            max_grants: 16,
-            rate: crate::ratelimit::Rate {
-                per_minute: 60,
-                burst: 1000,
-            },
-            rules: crate::policy::KeyRules::default(),
-            file: PathBuf::from("/etc/spa/alice.key"),
-        };
+        let policy = KeyPolicy::for_tests("alice", 0x11, &[Grant::tcp(22).unwrap()], 60);
         let mut cfg = Config::for_tests(vec![policy], 30);
         if !protocols.v1 {
             cfg.by_id.clear();

@@ -201,6 +201,35 @@ impl Config {
     }
 }
 
+impl KeyPolicy {
+    /// A key built in code, for unit tests and fuzz targets, so each does
+    /// not spell out every field: master key `[byte; 32]`, allowed `allow`
+    /// for up to `max_duration` s, for its own address only, 16 live grants,
+    /// a generous token bucket (60 a minute, bursts of 1000: tests send many
+    /// datagrams at one instant), no `from`/`expires`/forwards, file
+    /// /etc/spa/NAME.key. Never used by the daemon.
+    #[doc(hidden)]
+    pub fn for_tests(name: &str, byte: u8, allow: &[Grant], max_duration: u32) -> KeyPolicy {
+        let keys = spa_proto::MasterKey::from_bytes([byte; 32]).derive();
+        KeyPolicy {
+            name: name.to_owned(),
+            key_id: keys.key_id(),
+            keys: std::sync::Arc::new(keys),
+            allow: allow.to_vec(),
+            max_duration,
+            allow_other_address: false,
+            require_explicit_address: false,
+            max_grants: 16,
+            rate: crate::ratelimit::Rate {
+                per_minute: 60,
+                burst: 1000,
+            },
+            rules: crate::policy::KeyRules::default(),
+            file: PathBuf::from(format!("/etc/spa/{name}.key")),
+        }
+    }
+}
+
 impl Config {
     /// A configuration built in code, for the unit tests of the modules
     /// that read one (verdict, knocks, privsep) and the fuzz targets: server

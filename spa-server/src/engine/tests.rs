@@ -34,22 +34,9 @@ fn tcp(p: u16) -> Grant {
 }
 
 fn policy(b: u8, name: &str, allow: &[Grant]) -> KeyPolicy {
-    let k = keys(b);
     KeyPolicy {
-        name: name.to_owned(),
-        key_id: k.key_id(),
-        keys: Arc::new(k),
-        allow: allow.to_vec(),
-        max_duration: 300,
         allow_other_address: true,
-        require_explicit_address: false,
-        max_grants: 16,
-        rate: crate::ratelimit::Rate {
-            per_minute: 60,
-            burst: 1000,
-        },
-        rules: crate::policy::KeyRules::default(),
-        file: PathBuf::from(format!("/etc/spa/{name}.key")),
+        ..KeyPolicy::for_tests(name, b, allow, 300)
     }
 }
 

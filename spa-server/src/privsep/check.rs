@@ -117,27 +117,18 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::config::KeyPolicy;
-    use spa_proto::{Grant, MasterKey, Proto};
-    use std::path::PathBuf;
+    use spa_proto::{Grant, Proto};
 
     const NOW: u64 = 1_700_000_000;
 
     fn cfg() -> Config {
-        let k = MasterKey::from_bytes([1; 32]).derive();
         let mut c = Config::for_tests(
-            vec![KeyPolicy {
-                name: "alice".into(),
-                key_id: k.key_id(),
-                keys: std::sync::Arc::new(k),
-                allow: vec![Grant::tcp(22).unwrap()],
-                max_duration: 300,
-                allow_other_address: false,
-                require_explicit_address: false,
-                max_grants: 16,
-                rate: crate::ratelimit::Rate::default(),
-                rules: crate::policy::KeyRules::default(),
-                file: PathBuf::from("/etc/spa/alice.key"),
-            }],
+            vec![KeyPolicy::for_tests(
+                "alice",
+                1,
+                &[Grant::tcp(22).unwrap()],
+                300,
+            )],
             30,
         );
         c.doors = crate::legacy::default_doors(5);

@@ -6,7 +6,6 @@ use crate::config::KeyPolicy;
 use proptest::prelude::*;
 use spa_proto::{seal_with, Grants, KeySet, MasterKey, Proto, ReplayRecord, ServerId, TimeWindow};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
 
 const NOW: u64 = 1_700_000_000;
 const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
@@ -24,24 +23,9 @@ fn keys(b: u8) -> KeySet {
 }
 
 fn policy(b: u8, name: &str, allow: &[Grant], max: u32, other: bool) -> KeyPolicy {
-    let k = keys(b);
     KeyPolicy {
-        name: name.to_owned(),
-        key_id: k.key_id(),
-        keys: std::sync::Arc::new(k),
-        allow: allow.to_vec(),
-        max_duration: max,
         allow_other_address: other,
-        require_explicit_address: false,
-        max_grants: 16,
-        // Generous: the policy tests send many datagrams at one `NOW`;
-        // the bucket's own test sets a small one.
-        rate: crate::ratelimit::Rate {
-            per_minute: 60,
-            burst: 1000,
-        },
-        rules: crate::policy::KeyRules::default(),
-        file: PathBuf::from(format!("/etc/spa/{name}.key")),
+        ..KeyPolicy::for_tests(name, b, allow, max)
     }
 }
 
