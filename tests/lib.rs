@@ -7,7 +7,7 @@
 //! 2001:2:0:<id>::/64), so tests run in parallel without sharing anything.
 //! Ids in use: 1-9 and 70 daemon tests, 10-19 firewall, 20-24 capture, 30-49 legacy,
 //! 50-69 lifecycle (69: re-created interface), 100-103 replay_record, 120-126 owners, jump and addresses (B:
-//! 120-139), 140 tools_env and 141 knock_flood (C: 140-159), 160-162 and 164 client, 163 ssh,
+//! 120-139), 140 tools_env and 141 knock_flood (C: 140-159), 160-162 and 164 client, 163 ssh, 170-171 flood (h5: 170-179),
 //! 200-213 issue 10 (instance, silent, journal in systemd.rs, rejections, fw_reload,
 //! revocation, check_config; F: 200-219), 220-222 privsep (G: 220-239), 240 key_rules and 241-243 forward (H: 240-250), 60 protocol_v2 (J: 60-66, 73-79). Nothing here
 //! touches the root namespace's firewall: every command runs through `ip netns exec`.
