@@ -3,7 +3,8 @@
 //! re-encodes to the same bytes (one spelling per request); and no `Apply`
 //! the check passes adds anything outside the configuration: only tcp/22
 //! (the one key's grant, also the default doors'), ending within the key's
-//! max_duration, for a usable unicast address.
+//! max_duration, for a usable unicast address; and no `OpenCapture` it
+//! passes names an interface other than the configured `eth0`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -27,6 +28,7 @@ fn cfg() -> &'static Config {
             30,
         );
         c.doors = spa_server::legacy::default_doors(5);
+        c.interfaces = vec!["eth0".into()];
         c
     })
 }
@@ -36,6 +38,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(&req.encode()[4..], data, "one spelling per request");
+    if let Request::OpenCapture { interface, .. } = &req {
+        if check::open_capture(cfg(), interface.as_deref()).is_ok() {
+            assert_eq!(interface.as_deref(), Some("eth0"));
+        }
+    }
     if let Request::Apply { add, .. } = req {
         if check::apply(cfg(), &add, NOW, |_| false).is_ok() {
             for a in &add {

@@ -219,15 +219,12 @@ impl Daemon {
         // Tools by absolute path, resolved once, never from $PATH.
         let fw_opts = firewall::tools::resolve(cfg.firewall, &cfg.firewall_options)
             .map_err(DaemonError::Firewall)?;
-        // Everything that needs a privilege or a new socket is opened now,
-        // before the split: the capture (CAP_NET_RAW), the nf_tables watch,
-        // the notify socket.
-        let capture = Capture::open(&cfg.interfaces, &knocks::filter_spec(&cfg))
-            .map_err(DaemonError::Capture)?;
+        // Every new socket the network side needs is opened now, before the
+        // split: the nf_tables watch, the notify socket. The capture sockets
+        // come from the privileged side (below).
         let (watch, unwatched) = crate::fwwatch::FwWatch::open();
         let notifier = Notifier::from_env();
-        let mut close = capture.raw_fds();
-        close.push(sigfd.as_raw_fd());
+        let mut close = vec![sigfd.as_raw_fd()];
         close.extend(watch.raw_fd());
         let (remote, cfg) =
             privsep::split(cfg, &source, &fw_opts, &close).map_err(DaemonError::Privsep)?;
@@ -237,6 +234,15 @@ impl Daemon {
         // here, and its privileged side with it).
         crate::safefile::ensure_private_dir(&cfg.state_dir).map_err(DaemonError::State)?;
         let lock = crate::lock::acquire(&cfg.state_dir).map_err(DaemonError::Lock)?;
+        // The capture sockets, made by the privileged side (CAP_NET_RAW)
+        // for the interfaces of its configuration, filter locked, handed
+        // over with SCM_RIGHTS: this side never opens a packet socket.
+        let capture = Capture::open_with(
+            &cfg.interfaces,
+            &knocks::filter_spec(&cfg),
+            &mut |i, f, c| remote.open_capture(i, f, c),
+        )
+        .map_err(DaemonError::Capture)?;
         let now = Now::read();
         let opened = ReplayLog::open(
             &cfg.state_dir,
@@ -303,10 +309,10 @@ impl Daemon {
         // READY, so a status right after `systemctl start` finds it.
         let control = crate::control::Control::open(&crate::control::socket_path(&cfg))
             .map_err(DaemonError::Control)?;
-        // Before the first packet: from here on no socket, exec or fork.
-        // Binding stays allowed on the capture sockets alone, so a re-created
-        // interface is captured again (Capture::rebind).
-        privsep::sandbox::install_seccomp(&capture.raw_fds()).map_err(DaemonError::Privsep)?;
+        // Before the first packet: from here on no socket, bind, exec or
+        // fork. New capture sockets (a re-created interface, a reload) come
+        // from the privileged side.
+        privsep::sandbox::install_seccomp().map_err(DaemonError::Privsep)?;
         info!(
             server_id = %cfg.server_name,
             port = cfg.spa_port,
@@ -460,7 +466,9 @@ impl Daemon {
                 self.repair_firewall(&now);
             }
             if self.capture.needs_rebind() {
-                if let Err(e) = self.capture.rebind() {
+                let remote = &self.remote;
+                let mut open = |i: Option<&str>, f, c| remote.open_capture(i, f, c);
+                if let Err(e) = self.capture.reopen_moved(&mut open) {
                     tracing::debug!("interface still missing: {e}");
                 }
             }
@@ -639,14 +647,18 @@ impl Daemon {
         if new.firewall != cur.firewall || new.state_dir != cur.state_dir {
             warn!("reload: firewall backend and state_dir changes take effect at the next restart");
         }
+        // New interfaces or ports: new sockets from the privileged side,
+        // which has taken the new configuration (Reload, above) and makes
+        // their filters from it. Their filters are locked, so the old
+        // sockets cannot be given a new one; they close when replaced.
         let spec = knocks::filter_spec(&new);
-        if new.interfaces != cur.interfaces {
-            self.capture = Capture::open(&new.interfaces, &spec).map_err(DaemonError::Capture)?;
-        } else if spec != *self.capture.spec() {
-            // Same sockets, new kernel filter: swapped atomically.
-            self.capture
-                .set_filter(&spec)
-                .map_err(DaemonError::Capture)?;
+        if new.interfaces != cur.interfaces || spec != *self.capture.spec() {
+            let remote = &self.remote;
+            let fresh = Capture::open_with(&new.interfaces, &spec, &mut |i, f, c| {
+                remote.open_capture(i, f, c)
+            })
+            .map_err(DaemonError::Capture)?;
+            self.capture.replace_with(fresh);
         }
         Ok(new)
     }

@@ -290,8 +290,9 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
 
 /// A deleted and re-created interface (new ifindex) is captured again by
 /// the running daemon, whose network side has dropped every privilege: the
-/// capture finds the new index through an ioctl on its own socket and
-/// re-binds it, the one `bind` its seccomp filter allows.
+/// capture finds the new index through an ioctl on its own socket and asks
+/// the privileged side for new sockets on it (SCM_RIGHTS; the network side
+/// may not bind or create a socket).
 #[test]
 fn a_recreated_interface_is_captured_again_after_the_privilege_drop() {
     let (env, mut server) = running_with_a_grant(69, 60);
@@ -321,7 +322,7 @@ fn a_recreated_interface_is_captured_again_after_the_privilege_drop() {
     );
     assert!(
         env.log()
-            .contains("capture re-bound to re-created interface"),
+            .contains("capture re-opened on re-created interface"),
         "log:\n{}",
         env.log()
     );

@@ -16,18 +16,20 @@
 //!   away `sll_pkttype`. pnet_packet still does the parsing ([`parse`]).
 
 pub mod bpf;
+mod handover;
 pub mod local;
 mod parse;
 mod sys;
 
 pub use bpf::Class;
 use bpf::{BpfError, Insn};
+pub use handover::{open_locked, Handed, Opener};
 use spa_proto::IpFamily;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use sys::{attach, bind, cvt, ifindex, ifindex_on, is_up, packet_stats, recv_one, set_rcvbuf};
+use sys::{attach, bind, cvt, ifindex, packet_stats, recv_one, set_rcvbuf};
 
 /// What the kernel lets through. One value describes both families.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +150,9 @@ pub enum CaptureError {
         interface: String,
         source: io::Error,
     },
+    /// The privileged side refused a capture socket or could not make one
+    /// (its reason), or could not be asked.
+    Privileged(String),
     /// The filter program could not be generated.
     Filter {
         family: &'static str,
@@ -178,6 +183,7 @@ impl fmt::Display for CaptureError {
                 write!(f, "capture: {family} filter: {source}")
             }
             CaptureError::Spec(why) => write!(f, "capture filter spec: {why}"),
+            CaptureError::Privileged(why) => write!(f, "privileged side: {why}"),
         }
     }
 }
@@ -295,46 +301,19 @@ impl Capture {
     /// only swaps filters. Fails, naming it, if an interface does not exist.
     pub fn open(interfaces: &[String], spec: &FilterSpec) -> Result<Capture, CaptureError> {
         let progs = programs(spec)?;
-        let mut targets: Vec<(Option<String>, libc::c_int)> = Vec::new();
-        if interfaces.is_empty() {
-            targets.push((None, 0));
-        }
-        for name in interfaces {
-            if targets
-                .iter()
-                .any(|(n, _)| n.as_deref() == Some(name.as_str()))
-            {
-                continue;
-            }
-            let index = ifindex(name)
-                .ok_or_else(|| CaptureError::NoSuchInterface { name: name.clone() })?;
-            targets.push((Some(name.clone()), index));
-        }
-        let mut socks = Vec::new();
-        let mut turns: [Turn; 2] = Default::default();
-        for (iface, index) in targets {
-            for class in Class::ALL {
-                for family in [IpFamily::V4, IpFamily::V6] {
-                    let prog = progs[class_index(class)].get(family);
-                    turns[class_index(class)].socks.push(socks.len());
-                    socks.push(open_socket(iface.clone(), index, family, class, prog)?);
-                }
-            }
-        }
-        tracing::info!(
-            sockets = socks.len(),
-            spa_port = spec.spa_port,
-            knock_tcp = spec.knock_tcp.len(),
-            knock_udp = spec.knock_udp.len(),
-            "capture open"
-        );
-        Ok(Capture {
-            socks,
-            spec: spec.clone(),
-            buf: vec![0; BUF_LEN],
-            turns,
-            stats: CaptureStats::default(),
-            needs_rebind: false,
+        Capture::open_with(interfaces, spec, &mut |iface, family, class| {
+            let index = match iface {
+                None => 0,
+                Some(name) => ifindex(name).ok_or_else(|| CaptureError::NoSuchInterface {
+                    name: name.to_owned(),
+                })?,
+            };
+            let prog = progs[class_index(class)].get(family);
+            let s = open_socket(iface.map(str::to_owned), index, family, class, prog)?;
+            Ok(Handed {
+                fd: s.fd,
+                ifindex: index,
+            })
         })
     }
 
@@ -363,8 +342,8 @@ impl Capture {
         &self.spec
     }
 
-    /// Non-blocking fds for the daemon's poll(2). Stable for the life of
-    /// the `Capture`: [`Capture::rebind`] re-binds the same fds.
+    /// Non-blocking fds for the daemon's poll(2). [`Capture::rebind`] keeps
+    /// them; [`Capture::reopen_moved`] replaces a moved interface's.
     pub fn raw_fds(&self) -> Vec<RawFd> {
         self.socks.iter().map(|s| s.fd.as_raw_fd()).collect()
     }
@@ -479,30 +458,7 @@ impl Capture {
     /// but while it is down (it may yet be deleted and re-created) the
     /// check stays armed.
     pub fn rebind(&mut self) -> Result<Vec<String>, CaptureError> {
-        let mut missing: Vec<String> = Vec::new();
-        let mut down = false;
-        for s in &mut self.socks {
-            let Some(name) = s.iface.clone() else {
-                continue;
-            };
-            match ifindex_on(&s.fd, &name) {
-                None => {
-                    if !missing.contains(&name) {
-                        missing.push(name);
-                    }
-                    continue;
-                }
-                Some(index) if index != s.ifindex => {
-                    bind(&s.fd, s.family, index).map_err(|e| s.err("bind", e))?;
-                    tracing::info!(interface = %name, family = s.family.name(), old = s.ifindex, new = index, "capture re-bound to re-created interface");
-                    s.ifindex = index;
-                }
-                Some(_) => {}
-            }
-            down |= !is_up(&s.fd, &name);
-        }
-        self.needs_rebind = down || !missing.is_empty();
-        Ok(missing)
+        self.follow(None)
     }
 
     /// Counters; also collects kernel queue drops from every socket.

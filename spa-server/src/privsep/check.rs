@@ -29,6 +29,9 @@ pub enum Refusal {
     /// A forward the configuration does not name for this grant (or none
     /// where it names one).
     Forward(Access),
+    /// A capture socket for an interface the configuration does not name
+    /// (`None`: every interface, while some are named).
+    Interface(Option<String>),
 }
 
 impl fmt::Display for Refusal {
@@ -47,6 +50,13 @@ impl fmt::Display for Refusal {
                 a.grant
             ),
             Refusal::TooMany(n) => write!(f, "{n} adds in one batch: over max_grants_total"),
+            Refusal::Interface(Some(name)) => write!(
+                f,
+                "a capture socket on interface {name:?}: not in the configuration's interfaces"
+            ),
+            Refusal::Interface(None) => f.write_str(
+                "a capture socket on every interface: the configuration names its interfaces",
+            ),
         }
     }
 }
@@ -111,6 +121,22 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// Checks one `OpenCapture`: only an interface the configuration names, or
+/// every interface when it names none. The filter on the socket is not the
+/// network side's to choose: the privileged side makes it from its own
+/// configuration (helper.rs).
+pub fn open_capture(cfg: &Config, interface: Option<&str>) -> Result<(), Refusal> {
+    let ok = match interface {
+        None => cfg.interfaces.is_empty(),
+        Some(name) => cfg.interfaces.iter().any(|i| i == name),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::Interface(interface.map(str::to_owned)))
+    }
 }
 
 #[cfg(test)]
@@ -218,5 +244,26 @@ mod tests {
         let a = acc("198.18.0.2", Proto::Tcp, 22, NOW + 10);
         let b = acc("198.18.0.3", Proto::Tcp, 22, NOW + 10);
         assert_eq!(apply(&c, &[a, b], NOW, no_local), Err(Refusal::TooMany(2)));
+    }
+
+    #[test]
+    fn a_capture_socket_only_for_a_configured_interface() {
+        let mut c = cfg();
+        // None configured: every interface, and no single one.
+        assert_eq!(open_capture(&c, None), Ok(()));
+        assert_eq!(
+            open_capture(&c, Some("eth0")),
+            Err(Refusal::Interface(Some("eth0".into())))
+        );
+        c.interfaces = vec!["eth0".into(), "eth1".into()];
+        assert_eq!(open_capture(&c, Some("eth1")), Ok(()));
+        for bad in ["eth2", "eth", "eth0 ", "lo"] {
+            assert_eq!(
+                open_capture(&c, Some(bad)),
+                Err(Refusal::Interface(Some(bad.into()))),
+                "{bad}"
+            );
+        }
+        assert_eq!(open_capture(&c, None), Err(Refusal::Interface(None)));
     }
 }

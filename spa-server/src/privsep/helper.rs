@@ -7,6 +7,7 @@
 //! one process did everything.
 
 use super::check;
+use super::fdpass::send_with_fd;
 use super::proto::{read_frame, Reply, Request};
 use crate::capture::local::read_local_addrs;
 use crate::config::Config;
@@ -15,6 +16,7 @@ use crate::firewall::Firewall;
 use crate::knocks;
 use std::io::Write;
 use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
@@ -46,19 +48,70 @@ pub fn serve(
                 return 1;
             }
         };
-        let reply = match Request::decode(&msg) {
+        let (reply, fd) = match Request::decode(&msg) {
             Err(e) => {
                 warn!(
                     reason = "malformed",
                     "privileged side refused a request: {e}"
                 );
-                Reply::Refused(format!("malformed request: {e}"))
+                (Reply::Refused(format!("malformed request: {e}")), None)
             }
-            Ok(req) => handle(req, &mut cfg, &source, fw.as_mut(), &mut local),
+            Ok(Request::OpenCapture {
+                interface,
+                family,
+                class,
+            }) => match open_capture(&cfg, interface.as_deref(), family, class) {
+                Ok((reply, fd)) => (reply, Some(fd)),
+                Err(reply) => (reply, None),
+            },
+            Ok(req) => (
+                handle(req, &mut cfg, &source, fw.as_mut(), &mut local),
+                None,
+            ),
         };
-        if let Err(e) = sock.write_all(&reply.encode()) {
+        let sent = match &fd {
+            // Our copy of the descriptor is closed once it is sent.
+            Some(fd) => send_with_fd(&mut sock, &reply.encode(), fd.as_fd()),
+            None => sock.write_all(&reply.encode()),
+        };
+        if let Err(e) = sent {
             error!("privileged side: cannot answer, exiting: {e}");
             return 1;
+        }
+    }
+}
+
+/// One capture socket for the network side: only for an interface our
+/// configuration names, with the kernel filter for our configuration's
+/// ports, attached and locked before the descriptor leaves this process.
+fn open_capture(
+    cfg: &Config,
+    interface: Option<&str>,
+    family: spa_proto::IpFamily,
+    class: crate::capture::Class,
+) -> Result<(Reply, OwnedFd), Reply> {
+    let on = interface.unwrap_or("every interface");
+    if let Err(r) = check::open_capture(cfg, interface) {
+        warn!(
+            reason = "outside_configuration",
+            "privileged side refused a request: {r}"
+        );
+        return Err(Reply::Refused(r.to_string()));
+    }
+    match crate::capture::open_locked(interface, family, class, &knocks::filter_spec(cfg)) {
+        Ok(h) => {
+            info!(
+                interface = on,
+                family = family.name(),
+                class = class.name(),
+                ifindex = h.ifindex,
+                "privileged side: capture socket handed over (filter locked)"
+            );
+            Ok((Reply::Capture { ifindex: h.ifindex }, h.fd))
+        }
+        Err(e) => {
+            warn!(interface = on, "privileged side: no capture socket: {e}");
+            Err(Reply::Refused(e.to_string()))
         }
     }
 }
@@ -125,6 +178,8 @@ fn handle(
                 Err(e) => Reply::Refused(e.to_string()),
             }
         }
+        // Answered in `serve`, with its descriptor.
+        Request::OpenCapture { .. } => Reply::Refused("capture requests go elsewhere".into()),
         Request::LocalAddrs => match read_local_addrs() {
             Ok(set) => {
                 *local = set.iter().copied().collect();

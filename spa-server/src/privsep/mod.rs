@@ -13,6 +13,7 @@
 //! and stops.
 
 pub mod check;
+pub mod fdpass;
 pub mod helper;
 pub mod proto;
 pub mod remote;
@@ -55,8 +56,8 @@ pub fn network_user(cfg: &Config) -> Result<User, SandboxError> {
     }
 }
 
-/// Forks the privileged side. It closes `close_in_child` (the capture,
-/// signal and watch descriptors: it never reads a packet), keeps only
+/// Forks the privileged side. It closes `close_in_child` (the signal and
+/// watch descriptors: it never reads a packet), keeps only
 /// CAP_NET_ADMIN and CAP_NET_RAW, builds the firewall backend and serves
 /// requests until the returned [`Remote`]'s socket closes.
 ///

@@ -9,8 +9,9 @@
 //! panicking (`fuzz/fuzz_targets/privsep_request.rs`). The network side
 //! decodes replies from the privileged side, which it trusts.
 
+use crate::capture::Class;
 use crate::firewall::Access;
-use spa_proto::{Grant, Proto};
+use spa_proto::{Grant, IpFamily, Proto};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ pub const MAX_BATCH: usize = 65_536;
 /// One access on the wire: family, address (16), protocol, port, expiry,
 /// then the forward target: family (0: none), address (16), port.
 pub const ACCESS_LEN: usize = 1 + 16 + 1 + 2 + 8 + 1 + 16 + 2;
+
+/// The longest interface name the kernel holds (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
 
 /// What the network side may ask. Nothing else exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +51,16 @@ pub enum Request {
     LocalAddrs,
     /// Remove every grant and our chain/sets (stop).
     Teardown,
+    /// A capture socket for one configured interface (`None`: every
+    /// interface, only when none is configured), family and class, its
+    /// kernel filter made from the privileged side's own configuration and
+    /// locked; answered with [`Reply::Capture`] and the descriptor
+    /// (SCM_RIGHTS).
+    OpenCapture {
+        interface: Option<String>,
+        family: IpFamily,
+        class: Class,
+    },
 }
 
 /// What the privileged side answers, one reply per request.
@@ -58,6 +72,11 @@ pub enum Reply {
     /// The files the privileged side read for a reload, path and bytes.
     Files(Vec<(PathBuf, Vec<u8>)>),
     Addrs(Vec<IpAddr>),
+    /// The capture socket travels beside this reply (SCM_RIGHTS); bound to
+    /// this interface index (0: every interface).
+    Capture {
+        ifindex: i32,
+    },
 }
 
 /// Why a frame was not decoded.
@@ -72,6 +91,7 @@ pub enum DecodeError {
     BadProto(u8),
     ZeroPort,
     BadText,
+    BadClass(u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -86,6 +106,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadProto(b) => write!(f, "protocol {b} unknown"),
             DecodeError::ZeroPort => f.write_str("port 0"),
             DecodeError::BadText => f.write_str("text is not UTF-8"),
+            DecodeError::BadClass(b) => write!(f, "capture class {b} unknown"),
         }
     }
 }
@@ -98,12 +119,14 @@ const T_SETUP: u8 = 3;
 const T_RELOAD: u8 = 4;
 const T_LOCAL: u8 = 5;
 const T_TEARDOWN: u8 = 6;
+const T_CAPTURE: u8 = 7;
 
 const R_DONE: u8 = 0x81;
 const R_REFUSED: u8 = 0x82;
 const R_INTACT: u8 = 0x83;
 const R_FILES: u8 = 0x84;
 const R_ADDRS: u8 = 0x85;
+const R_CAPTURE: u8 = 0x86;
 
 /// A cursor that never reads past the end.
 struct Rd<'a>(&'a [u8]);
@@ -248,6 +271,28 @@ impl Request {
             Request::Reload => frame(T_RELOAD, &[]),
             Request::LocalAddrs => frame(T_LOCAL, &[]),
             Request::Teardown => frame(T_TEARDOWN, &[]),
+            Request::OpenCapture {
+                interface,
+                family,
+                class,
+            } => {
+                let name = interface.as_deref().unwrap_or("").as_bytes();
+                let mut b = vec![
+                    match family {
+                        IpFamily::V4 => 4,
+                        IpFamily::V6 => 6,
+                    },
+                    match class {
+                        Class::Spa => 1,
+                        Class::Knock => 2,
+                    },
+                    // Never longer than MAX_IFNAME from a configuration
+                    // (the privileged side refuses any other name anyway).
+                    name.len().min(255) as u8,
+                ];
+                b.extend_from_slice(name.get(..255).unwrap_or(name));
+                frame(T_CAPTURE, &b)
+            }
         }
     }
 
@@ -277,6 +322,29 @@ impl Request {
             T_RELOAD => Request::Reload,
             T_LOCAL => Request::LocalAddrs,
             T_TEARDOWN => Request::Teardown,
+            T_CAPTURE => {
+                let family = match r.u8()? {
+                    4 => IpFamily::V4,
+                    6 => IpFamily::V6,
+                    b => return Err(DecodeError::BadFamily(b)),
+                };
+                let class = match r.u8()? {
+                    1 => Class::Spa,
+                    2 => Class::Knock,
+                    b => return Err(DecodeError::BadClass(b)),
+                };
+                let n = usize::from(r.u8()?);
+                if n > MAX_IFNAME {
+                    return Err(DecodeError::TooLarge(n));
+                }
+                let name = std::str::from_utf8(r.take(n)?).map_err(|_| DecodeError::BadText)?;
+                Request::OpenCapture {
+                    // An empty name is "every interface": one spelling.
+                    interface: (!name.is_empty()).then(|| name.to_owned()),
+                    family,
+                    class,
+                }
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end()?;
@@ -321,6 +389,7 @@ impl Reply {
                 }
                 frame(R_ADDRS, &b)
             }
+            Reply::Capture { ifindex } => frame(R_CAPTURE, &ifindex.to_be_bytes()),
         }
     }
 
@@ -358,6 +427,9 @@ impl Reply {
                 }
                 Reply::Addrs(addrs)
             }
+            R_CAPTURE => Reply::Capture {
+                ifindex: r.u32()? as i32,
+            },
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.end()?;
@@ -416,6 +488,16 @@ mod tests {
             Request::Reload,
             Request::LocalAddrs,
             Request::Teardown,
+            Request::OpenCapture {
+                interface: Some("eth0".into()),
+                family: IpFamily::V4,
+                class: Class::Spa,
+            },
+            Request::OpenCapture {
+                interface: None,
+                family: IpFamily::V6,
+                class: Class::Knock,
+            },
         ];
         for r in reqs {
             let f = r.encode();
@@ -431,6 +513,7 @@ mod tests {
             Reply::Intact(true),
             Reply::Files(vec![("/etc/spa/server.toml".into(), b"x = 1".to_vec())]),
             Reply::Addrs(vec!["198.18.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+            Reply::Capture { ifindex: 7 },
         ];
         for r in replies {
             let f = r.encode();
@@ -479,6 +562,37 @@ mod tests {
             Request::decode(&[T_INTACT, 0]),
             Err(DecodeError::TrailingBytes)
         );
+    }
+
+    #[test]
+    fn malformed_capture_requests_are_refused() {
+        let good = Request::OpenCapture {
+            interface: Some("eth0".into()),
+            family: IpFamily::V6,
+            class: Class::Knock,
+        }
+        .encode();
+        let b = body(&good);
+        assert_eq!(b, [T_CAPTURE, 6, 2, 4, b'e', b't', b'h', b'0']);
+        let mut fam = b.to_vec();
+        fam[1] = 5;
+        assert_eq!(Request::decode(&fam), Err(DecodeError::BadFamily(5)));
+        let mut class = b.to_vec();
+        class[2] = 0;
+        assert_eq!(Request::decode(&class), Err(DecodeError::BadClass(0)));
+        let mut long = vec![T_CAPTURE, 4, 1, 16];
+        long.extend_from_slice(&[b'a'; 16]);
+        assert_eq!(Request::decode(&long), Err(DecodeError::TooLarge(16)));
+        assert_eq!(
+            Request::decode(&b[..b.len() - 1]),
+            Err(DecodeError::Truncated)
+        );
+        let mut trailing = b.to_vec();
+        trailing.push(b'x');
+        assert_eq!(Request::decode(&trailing), Err(DecodeError::TrailingBytes));
+        let mut text = b.to_vec();
+        text[4] = 0xff;
+        assert_eq!(Request::decode(&text), Err(DecodeError::BadText));
     }
 
     proptest! {

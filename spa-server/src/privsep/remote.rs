@@ -6,9 +6,11 @@
 //! are the engine's and stay where they were.
 
 use super::proto::{read_frame, Reply, Request};
+use crate::capture::{CaptureError, Class, Handed};
 use crate::config::{Config, ConfigError};
 use crate::daemon::ConfigSource;
 use crate::firewall::{Access, Firewall, FwError};
+use spa_proto::IpFamily;
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -58,6 +60,35 @@ impl Remote {
                 cmd: WHO.into(),
                 error,
             }),
+        }
+    }
+
+    /// A capture socket for `interface` (`None`: every interface), made by
+    /// the privileged side with its filter locked, received with
+    /// SCM_RIGHTS: this side may not create a socket.
+    pub fn open_capture(
+        &self,
+        interface: Option<&str>,
+        family: IpFamily,
+        class: Class,
+    ) -> Result<Handed, CaptureError> {
+        let req = Request::OpenCapture {
+            interface: interface.map(str::to_owned),
+            family,
+            class,
+        };
+        let gone = |e: io::Error| CaptureError::Privileged(e.to_string());
+        let mut s = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        s.write_all(&req.encode()).map_err(gone)?;
+        let (msg, fd) = super::fdpass::recv_with_fd(&mut s)
+            .map_err(gone)?
+            .ok_or_else(|| CaptureError::Privileged("it is gone".into()))?;
+        match (Reply::decode(&msg), fd) {
+            (Ok(Reply::Capture { ifindex }), Some(fd)) => Ok(Handed { fd, ifindex }),
+            (Ok(Reply::Refused(why)), _) => Err(CaptureError::Privileged(why)),
+            (other, _) => Err(CaptureError::Privileged(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 

@@ -315,6 +315,7 @@ fn allowed() -> Vec<i64> {
         // The control socket's connections (bound before the filter).
         libc::SYS_accept4,
         libc::SYS_shutdown,
+        // Also how capture sockets arrive from the privileged side.
         libc::SYS_recvmsg,
         libc::SYS_sendto,
         libc::SYS_sendmsg,
@@ -361,31 +362,15 @@ fn allowed() -> Vec<i64> {
 /// Installs the network side's allow-list (and NoNewPrivs): from here on a
 /// forbidden call fails with EPERM.
 ///
-/// `bind` is allowed on `capture_fds` alone (seccomp compares the fd
-/// argument, a plain integer): re-binding an existing packet socket to a
-/// re-created interface is how the capture follows a deleted and re-added
-/// veth or VLAN. It grants nothing new: the network side cannot create a
-/// socket, and the kernel filter attached to each socket stays.
-pub fn install_seccomp(capture_fds: &[std::os::fd::RawFd]) -> Result<(), SandboxError> {
-    use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-        SeccompRule, TargetArch,
-    };
-    let seccomp = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
+/// No `bind` at all: a capture socket for a re-created interface, or for
+/// one a reload adds, is made by the privileged side and received with
+/// `recvmsg` (SCM_RIGHTS), already in the list for the control socket.
+pub fn install_seccomp() -> Result<(), SandboxError> {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
         allowed().into_iter().map(|s| (s, Vec::new())).collect();
-    let mut bind_rules = Vec::new();
-    for &fd in capture_fds {
-        let fd = u64::try_from(fd).map_err(|_| SandboxError::Seccomp(format!("bad fd {fd}")))?;
-        let on_fd = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, fd)
-            .map_err(seccomp)?;
-        bind_rules.push(SeccompRule::new(vec![on_fd]).map_err(seccomp)?);
-    }
-    if !bind_rules.is_empty() {
-        rules.insert(libc::SYS_bind, bind_rules);
-    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
