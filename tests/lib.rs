@@ -12,6 +12,8 @@
 //! revocation, check_config; F: 200-219), 220-222 privsep (G: 220-239), 240 key_rules and 241-243 forward (H: 240-250), 60 protocol_v2 (J: 60-66, 73-79). Nothing here
 //! touches the root namespace's firewall: every command runs through `ip netns exec`.
 
+pub mod sshd;
+
 use spa_proto::{Grant, Proto};
 use spa_server::firewall::{backend, Access, BackendKind, FirewallOptions};
 use std::io::Read;

@@ -11,15 +11,13 @@
 //! The internal namespace is `<prefix>spa<id>i`, deleted on drop with
 //! everything in it; sshd runs only there, in a mount namespace of its own.
 
-use spa_e2e::{bin, keygen, run_ok, spawn_logged, wait_for, Guard, NetPair, Scratch, Server};
+use spa_e2e::sshd::{start_sshd, SSH};
+use spa_e2e::{bin, keygen, run_ok, wait_for, NetPair, Scratch, Server};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const SSHD: &str = "/usr/sbin/sshd";
-const SSH: &str = "/usr/bin/ssh";
-const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 const SID: &str = "gw";
 
 /// The internal host: a namespace joined to the gateway by a veth pair,
@@ -97,69 +95,8 @@ impl Drop for Inner {
     }
 }
 
-fn ssh_keygen(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    run_ok(
-        Command::new(SSH_KEYGEN)
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "spa-e2e", "-f"])
-            .arg(path),
-    );
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// The real sshd on the internal host (every address, port 22), with
-/// throwaway keys, in a mount namespace of its own (as ssh.rs does).
-fn start_sshd(inner: &Inner, dir: &Scratch) -> Guard {
-    for (path, pkg) in [(SSHD, "openssh-server"), (SSH, "openssh-client")] {
-        assert!(
-            Path::new(path).exists(),
-            "{path} is missing: install {pkg} (`scripts/prereqs.sh test`)"
-        );
-    }
-    ssh_keygen(&dir.join("host_key"));
-    ssh_keygen(&dir.join("id_ed25519"));
-    let id_pub = std::fs::read_to_string(dir.join("id_ed25519.pub")).expect("id pub");
-    write(&dir.join("authorized_keys"), &id_pub);
-    let d = dir.path.display();
-    write(
-        &dir.join("sshd_config"),
-        &format!(
-            "ListenAddress 0.0.0.0:22\nListenAddress [::]:22\nHostKey {d}/host_key\n\
-             PidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
-             PubkeyAuthentication yes\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
-             StrictModes no\nLogLevel VERBOSE\n"
-        ),
-    );
-    write(&dir.join("shadow"), "root:*:19000:0:99999:7:::\n");
-    let sh = format!(
-        "mount --bind {d}/shadow /etc/shadow && mount -t tmpfs -o mode=0755 spa-e2e-sshd /run && \
-         mkdir -m 0755 /run/sshd && exec {SSHD} -D -e -f {d}/sshd_config"
-    );
-    let g = Guard(spawn_logged(
-        inner.cmd(&[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &sh,
-        ]),
-        &dir.join("sshd.log"),
-        false,
-    ));
-    let log = || std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
-    assert!(
-        wait_for(Duration::from_secs(10), || log()
-            .contains("Server listening")),
-        "sshd did not start: {}",
-        log()
-    );
-    g
 }
 
 /// `ssh -b SRC -p PORT root@GW ip -br addr` from the client namespace
@@ -223,7 +160,7 @@ fn forwards_to_the_internal_sshd(id: u8, backend: &'static str) {
     }
     let inner = Inner::new(&pair);
     let dir = Scratch::new(&format!("fwd{id}"));
-    let _sshd = start_sshd(&inner, &dir);
+    let _sshd = start_sshd(&dir, &["0.0.0.0:22", "[::]:22"], |a| inner.cmd(a));
     // The admin's own ruleset, to reload while a forward is live (as
     // netfilter-persistent or `nft -f /etc/nftables.conf` would).
     let d = dir.path.display();

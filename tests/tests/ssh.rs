@@ -10,37 +10,11 @@
 //! listens on the namespace's address only, and dies with the namespace
 //! (NetPair's drop) or the guard.
 
-use spa_e2e::{bin, keygen, run_ok, spawn_logged, Guard, NetPair, Scratch, Server};
+use spa_e2e::sshd::{require_openssh, start_sshd, SSH};
+use spa_e2e::{bin, keygen, NetPair, Scratch, Server};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-const SSHD: &str = "/usr/sbin/sshd";
-const SSH: &str = "/usr/bin/ssh";
-const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
-
-/// Fails (never skips) when OpenSSH is missing, naming the package.
-fn require_openssh() {
-    for (path, pkg) in [
-        (SSHD, "openssh-server"),
-        (SSH, "openssh-client"),
-        (SSH_KEYGEN, "openssh-client"),
-    ] {
-        assert!(
-            Path::new(path).exists(),
-            "{path} is missing: install the Debian package {pkg} (`scripts/prereqs.sh test` does)"
-        );
-    }
-}
-
-fn ssh_keygen(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    run_ok(
-        Command::new(SSH_KEYGEN)
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "spa-e2e", "-f"])
-            .arg(path),
-    );
-}
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -72,53 +46,9 @@ fn ssh_gw1_sends_the_datagram_waits_and_connects() {
 
     // The server side: a throwaway host key and sshd on the namespace's
     // address only.
-    ssh_keygen(&dir.join("host_key"));
-    ssh_keygen(&dir.join("id_ed25519"));
-    let id_pub = std::fs::read_to_string(dir.join("id_ed25519.pub")).expect("read id pub");
-    write(&dir.join("authorized_keys"), &id_pub);
-    let d = dir.path.display();
-    write(
-        &dir.join("sshd_config"),
-        &format!(
-            "ListenAddress {srv}:22\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nPubkeyAuthentication yes\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n"
-        ),
-    );
-    let sshd_cfg = dir.join("sshd_config").display().to_string();
-    // sshd without PAM refuses an account whose password field is locked
-    // ('!', as on hosts where root has no password): it runs in a mount
-    // namespace of its own where /etc/shadow has root with no password and
-    // not locked ('*'), so key login works whatever the host has.
-    write(&dir.join("shadow"), "root:*:19000:0:99999:7:::\n");
-    let shadow = dir.join("shadow").display().to_string();
-    // Its privilege separation directory (Debian's unit makes /run/sshd)
-    // goes on a tmpfs of that mount namespace too: nothing on the host.
-    let sshd_sh = format!(
-        "mount --bind {shadow} /etc/shadow && mount -t tmpfs -o mode=0755 spa-e2e-sshd /run && \
-         mkdir -m 0755 /run/sshd && exec {SSHD} -D -e -f {sshd_cfg}"
-    );
-    let sshd = Guard(spawn_logged(
-        pair.srv(&[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &sshd_sh,
-        ]),
-        &dir.join("sshd.log"),
-        false,
-    ));
+    let sshd = start_sshd(&dir, &[&format!("{srv}:22")], |a| pair.srv(a));
     let sshd_log = || std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
-    assert!(
-        spa_e2e::wait_for(Duration::from_secs(10), || sshd_log()
-            .contains("Server listening")),
-        "sshd did not start: {}",
-        sshd_log()
-    );
+    let d = dir.path.display();
 
     // The client side: a spa key and profile, the known host, and the
     // README's recipe.
