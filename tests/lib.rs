@@ -842,8 +842,24 @@ impl Testbed {
     /// `server` without the key (for a configuration file that lists it:
     /// it must not be given twice).
     pub fn server_without_key(&self, log: &str, extra: &[&str]) -> Server {
-        let state = self.state_dir().display().to_string();
-        let mut args = vec![
+        self.server_in(&self.state_dir(), log, extra)
+    }
+
+    /// `server_without_key` with the state directory `state` (a second
+    /// server, or a state directory a test prepares).
+    pub fn server_in(&self, state: &Path, log: &str, extra: &[&str]) -> Server {
+        let base = self.server_args(state);
+        let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        Server::start(&self.pair, &self.dir.join(log), &args)
+    }
+
+    /// The arguments `server_in` gives spa-server (interface, server id,
+    /// `--state-dir state`, backend), for a test that runs it another way
+    /// (`Server::spawn`, under `env`).
+    pub fn server_args(&self, state: &Path) -> Vec<String> {
+        let state = state.display().to_string();
+        [
             "--interface",
             &self.pair.srv_if,
             "--server-id",
@@ -852,9 +868,18 @@ impl Testbed {
             &state,
             "--firewall",
             self.backend,
-        ];
-        args.extend_from_slice(extra);
-        Server::start(&self.pair, &self.dir.join(log), &args)
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// `server_args` with the first key allowed tcp/22, as `server` gives.
+    pub fn server_args_with_key(&self) -> Vec<String> {
+        let mut args = ["--key", &self.key, "--allow", "tcp/22"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(self.server_args(&self.state_dir()));
+        args
     }
 
     /// `spa-client <args>` in the client namespace; must exit 0.

@@ -23,20 +23,8 @@ fn second_instance_and_flush(id: u8, backend: &'static str) {
 
     // The second instance: same arguments, same state directory.
     let state = r.state_dir().display().to_string();
-    let args = [
-        "--key",
-        &r.key,
-        "--allow",
-        "tcp/22",
-        "--interface",
-        &r.pair.srv_if,
-        "--server-id",
-        SID,
-        "--state-dir",
-        &state,
-        "--firewall",
-        backend,
-    ];
+    let args = r.server_args_with_key();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut second = Server::spawn(&r.pair, &r.dir.join("second.log"), &args);
     assert!(
         spa_e2e::wait_for(Duration::from_secs(10), || !second.is_running()),

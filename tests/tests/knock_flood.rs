@@ -127,30 +127,17 @@ fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
     };
 
     let server = bin("spa-server");
-    let state = r.state_dir().display().to_string();
     let notify_env = format!("NOTIFY_SOCKET={}", notify_path.display());
-    let argv = [
+    let args = r.server_args_with_key();
+    let mut argv = vec![
         "env",
         &notify_env,
         "WATCHDOG_USEC=1000000",
         "NO_COLOR=1",
         server.to_str().unwrap(),
-        "--key",
-        &r.key,
-        "--allow",
-        "tcp/22",
-        "--interface",
-        &r.pair.srv_if,
-        "--server-id",
-        SID,
-        "--state-dir",
-        &state,
-        "--firewall",
-        "iptables",
-        "--legacy-knock",
-        "--default-duration",
-        "300",
     ];
+    argv.extend(args.iter().map(String::as_str));
+    argv.extend(["--legacy-knock", "--default-duration", "300"]);
     let log_path = dir.join("server.log");
     let mut daemon = Guard(spawn_logged(r.pair.srv(&argv), &log_path, false));
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();

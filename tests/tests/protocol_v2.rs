@@ -14,27 +14,10 @@ use std::time::Duration;
 
 const SID: &str = "e2e-v2";
 
-/// `spa-server <common> --state-dir STATE <extra>`, ready.
-fn start(r: &Testbed, state: &Path, log: &str, extra: &[&str]) -> Server {
-    let state = state.display().to_string();
-    let mut args = vec![
-        "--interface",
-        &r.pair.srv_if,
-        "--server-id",
-        SID,
-        "--state-dir",
-        &state,
-        "--firewall",
-        r.backend,
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&r.pair, &r.dir.join(log), &args)
-}
-
 /// Runs a server once with the master key so it creates its uid; returns it.
 fn uid_of(r: &Testbed, state: &Path, log: &str) -> String {
     let allow = format!("tcp/{PORT}");
-    let mut s = start(r, state, log, &["--key", &r.key, "--allow", &allow]);
+    let mut s = r.server_in(state, log, &["--key", &r.key, "--allow", &allow]);
     s.stop();
     let uid = std::fs::read_to_string(state.join("server_uid")).expect("server_uid written");
     assert_eq!(uid.trim().len(), 32, "{uid:?}");
@@ -96,18 +79,9 @@ fn a_key_file_of_server_a_does_not_open_server_b() {
 
     // A's file installed at B: B refuses to start, naming both uids.
     let conf_taken = config(&r, "taken.toml", &file_a);
-    let mut args = vec![
-        "--interface",
-        &r.pair.srv_if,
-        "--server-id",
-        SID,
-        "--state-dir",
-        &sb,
-        "--firewall",
-        r.backend,
-        "--config",
-        &conf_taken,
-    ];
+    let base = r.server_args(&state_b);
+    let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+    args.extend(["--config", &conf_taken]);
     let mut s = Server::spawn(&r.pair, &r.dir.join("b1.log"), &args);
     assert!(
         spa_e2e::wait_for(Duration::from_secs(10), || !s.is_running()),
@@ -123,8 +97,8 @@ fn a_key_file_of_server_a_does_not_open_server_b() {
 
     // B with its own file: a datagram for B opens, one for A does not.
     let conf_b = config(&r, "b.toml", &file_b);
-    args.truncate(8);
-    args.extend_from_slice(&["--config", &conf_b]);
+    args.truncate(base.len());
+    args.extend(["--config", &conf_b]);
     let s = Server::start(&r.pair, &r.dir.join("b2.log"), &args);
     let (cli, srv) = (r.pair.cli_ip4.into(), r.pair.srv_ip4.into());
     let open = format!("tcp/{PORT}");

@@ -57,9 +57,9 @@ fn tools_run_by_absolute_path_with_a_minimal_environment() {
     .unwrap();
 
     let server = bin("spa-server");
-    let state = r.state_dir().display().to_string();
     let path = format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", evil.display());
-    let argv = [
+    let args = r.server_args_with_key();
+    let mut argv = vec![
         "env",
         &path,
         "SPA_E2E_LEAK=do-not-pass-on",
@@ -67,19 +67,8 @@ fn tools_run_by_absolute_path_with_a_minimal_environment() {
         server.to_str().unwrap(),
         "--config",
         conf.to_str().unwrap(),
-        "--key",
-        &r.key,
-        "--allow",
-        "tcp/22",
-        "--interface",
-        &r.pair.srv_if,
-        "--server-id",
-        "e2e-tools",
-        "--state-dir",
-        &state,
-        "--firewall",
-        "iptables",
     ];
+    argv.extend(args.iter().map(String::as_str));
     let log = dir.join("server.log");
     let _daemon = Guard(spawn_logged(r.pair.srv(&argv), &log, false));
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
