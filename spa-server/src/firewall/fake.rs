@@ -29,6 +29,8 @@ struct State {
     set_up: bool,
     missing_removes: usize,
     duplicate_adds: usize,
+    /// Our pieces were removed behind our back (until the next setup).
+    gone: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -98,9 +100,12 @@ impl FakeFirewall {
         self.lock().duplicate_adds
     }
 
-    /// Simulates an admin flushing our chain by hand.
+    /// Simulates an admin reloading the firewall: every grant and our
+    /// chain gone, so [`Firewall::intact`] says no until the next setup.
     pub fn clear_behind_our_back(&self) {
-        self.lock().live.clear();
+        let mut s = self.lock();
+        s.live.clear();
+        s.gone = true;
     }
 }
 
@@ -123,6 +128,7 @@ impl Firewall for FakeFirewall {
         injected(&mut s, "setup")?;
         s.live.clear();
         s.set_up = true;
+        s.gone = false;
         Ok(())
     }
 
@@ -156,6 +162,14 @@ impl Firewall for FakeFirewall {
         s.live.clear();
         s.set_up = false;
         Ok(())
+    }
+
+    /// As the real backends: yes only between setup and teardown, and not
+    /// after [`FakeFirewall::clear_behind_our_back`] (the contract,
+    /// firewall/contract.rs, holds the fake to it).
+    fn intact(&mut self) -> Result<bool, FwError> {
+        let s = self.lock();
+        Ok(s.set_up && !s.gone)
     }
 }
 

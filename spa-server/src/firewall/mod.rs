@@ -10,6 +10,7 @@
 //! rather than speaking netlink: the tools own the ruleset encoding, are what
 //! the admin debugs with, and one process per batch measured ≈2 ms.
 
+pub mod contract;
 pub mod fake;
 pub mod forward;
 pub mod iptables;
@@ -202,8 +203,8 @@ pub trait Firewall: Send {
         Ok(())
     }
     /// Whether our chain, jump and sets are all in place (false after the
-    /// admin reloaded the firewall). Read-only. The default (the fake)
-    /// always says yes.
+    /// admin reloaded the firewall). Read-only. The default always says
+    /// yes; every registered backend and the fake override it.
     fn intact(&mut self) -> Result<bool, FwError> {
         Ok(true)
     }
