@@ -85,7 +85,7 @@ pub fn check(cfg: &mut Config) -> Report {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    for (name, at) in crate::policy::expiring_soon(cfg, now) {
+    for (name, at) in crate::policy::expiring_soon(&cfg.keys, now) {
         r.lines.push(format!(
             "  warning: {}",
             crate::policy::expiry_note(name, at, now)

@@ -8,7 +8,8 @@
 
 use crate::capture::local::LocalAddrs;
 use crate::capture::{Capture, Class};
-use crate::config::{Config, ConfigError, Overrides};
+pub use crate::config::ConfigSource;
+use crate::config::{Config, ConfigError};
 use crate::engine::{restore_hmac_record, Engine, Event, Now};
 use crate::firewall::{self, FwError};
 use crate::grants::Grants;
@@ -19,7 +20,6 @@ use crate::state::{DurableReplay, Loaded, ReplayLog, StateError};
 use spa_proto::replay::share_of;
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
@@ -97,19 +97,6 @@ const SLICE_MAX: usize = 64;
 enum Flow {
     Continue,
     Stop,
-}
-
-/// Where the daemon reads its configuration from, kept for SIGHUP.
-#[derive(Debug, Clone)]
-pub struct ConfigSource {
-    pub path: Option<PathBuf>,
-    pub overrides: Overrides,
-}
-
-impl ConfigSource {
-    pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(self.path.as_deref(), &self.overrides)
-    }
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them, so

@@ -221,29 +221,39 @@ pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, t.port()))
 }
 
+/// What the checks over all keys read of one key. A trait because
+/// `config` builds its keys from this module's rules: naming its
+/// `KeyPolicy` here would make the two modules import each other.
+pub trait PolicyKey {
+    fn name(&self) -> &str;
+    /// The grants the key may ask for.
+    fn allow(&self) -> &[Grant];
+    fn rules(&self) -> &KeyRules;
+}
+
 /// Every forwarded grant of the configuration and its target. One grant
 /// means one thing on the gateway: `check_forwards` refuses a grant that
 /// one key forwards and another opens locally or forwards elsewhere.
-pub fn forwards(keys: &[crate::config::KeyPolicy]) -> HashMap<Grant, SocketAddr> {
+pub fn forwards<K: PolicyKey>(keys: &[K]) -> HashMap<Grant, SocketAddr> {
     keys.iter()
-        .flat_map(|k| k.rules.forward.iter().copied())
+        .flat_map(|k| k.rules().forward.iter().copied())
         .collect()
 }
 
 /// The configuration-wide rule for forwards (see `forwards`), the error
 /// naming both keys.
-pub fn check_forwards(keys: &[crate::config::KeyPolicy]) -> Result<(), String> {
+pub fn check_forwards<K: PolicyKey>(keys: &[K]) -> Result<(), String> {
     let all = forwards(keys);
     for k in keys {
-        for g in &k.allow {
+        for g in k.allow() {
             let Some(to) = all.get(g) else { continue };
-            match k.rules.forward.iter().find(|(f, _)| f == g) {
+            match k.rules().forward.iter().find(|(f, _)| f == g) {
                 Some((_, mine)) if mine == to => {}
                 mine => {
                     let other = keys
                         .iter()
-                        .find(|o| o.rules.forward.iter().any(|(f, t)| f == g && t == to))
-                        .map_or("?", |o| o.name.as_str());
+                        .find(|o| o.rules().forward.iter().any(|(f, t)| f == g && t == to))
+                        .map_or("?", |o| o.name());
                     let what = match mine {
                         Some((_, t)) => format!("forwards it to {t}"),
                         None => "opens it on the gateway itself".into(),
@@ -251,7 +261,7 @@ pub fn check_forwards(keys: &[crate::config::KeyPolicy]) -> Result<(), String> {
                     return Err(format!(
                         "key `{other}` forwards {g} to {to} but key `{}` {what}: a grant \
                          means one thing on the gateway; use another port for one of them",
-                        k.name
+                        k.name()
                     ));
                 }
             }
@@ -316,10 +326,9 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Keys that expire within `EXPIRY_NOTICE_SECS` of `now` (or already have),
 /// as (name, expiry), for check-config and the daily warning.
-pub fn expiring_soon(cfg: &crate::config::Config, now: u64) -> Vec<(&str, u64)> {
-    cfg.keys
-        .iter()
-        .filter_map(|k| k.rules.expires.map(|at| (k.name.as_str(), at)))
+pub fn expiring_soon<K: PolicyKey>(keys: &[K], now: u64) -> Vec<(&str, u64)> {
+    keys.iter()
+        .filter_map(|k| k.rules().expires.map(|at| (k.name(), at)))
         .filter(|(_, at)| *at <= now.saturating_add(EXPIRY_NOTICE_SECS))
         .collect()
 }
@@ -354,14 +363,14 @@ pub struct ExpiryWarnings {
 impl ExpiryWarnings {
     /// The lines to log now, if a day has passed since the last ones (or
     /// none were logged yet).
-    pub fn due(&mut self, cfg: &crate::config::Config, now: u64) -> Vec<String> {
+    pub fn due<K: PolicyKey>(&mut self, keys: &[K], now: u64) -> Vec<String> {
         if self
             .last
             .is_some_and(|t| now.saturating_sub(t) < EXPIRY_WARNING_EVERY_SECS)
         {
             return Vec::new();
         }
-        let lines: Vec<String> = expiring_soon(cfg, now)
+        let lines: Vec<String> = expiring_soon(keys, now)
             .into_iter()
             .map(|(name, at)| expiry_note(name, at, now))
             .collect();
@@ -477,7 +486,7 @@ mod tests {
         let mut cfg = crate::config::Config::for_tests(Vec::new(), 30);
         let now = 1_700_000_000;
         let mut w = ExpiryWarnings::default();
-        assert!(w.due(&cfg, now).is_empty());
+        assert!(w.due(&cfg.keys, now).is_empty());
         cfg.keys.push(crate::config::KeyPolicy {
             max_grants: 1,
             rules: KeyRules {
@@ -488,20 +497,20 @@ mod tests {
             ..crate::config::KeyPolicy::for_tests("contractor", 7, &[], 30)
         });
         let mut w = ExpiryWarnings::default();
-        let lines = w.due(&cfg, now);
+        let lines = w.due(&cfg.keys, now);
         assert_eq!(lines.len(), 1);
         assert!(
             lines[0].contains("`contractor` expires at 2023-11-18T00:13:20Z (in 3 d 2 h)"),
             "{}",
             lines[0]
         );
-        assert!(w.due(&cfg, now + 86_399).is_empty());
-        assert_eq!(w.due(&cfg, now + 86_400).len(), 1);
-        assert!(w.due(&cfg, now + 86_401).is_empty());
+        assert!(w.due(&cfg.keys, now + 86_399).is_empty());
+        assert_eq!(w.due(&cfg.keys, now + 86_400).len(), 1);
+        assert!(w.due(&cfg.keys, now + 86_401).is_empty());
         w.reset();
-        assert_eq!(w.due(&cfg, now + 86_402).len(), 1);
+        assert_eq!(w.due(&cfg.keys, now + 86_402).len(), 1);
         // Eight days before: not yet.
-        assert!(expiring_soon(&cfg, now - 5 * 86_400).is_empty());
+        assert!(expiring_soon(&cfg.keys, now - 5 * 86_400).is_empty());
         assert!(expiry_note("contractor", now, now + 1).contains("expired at"));
     }
 

@@ -6,7 +6,6 @@
 //! the configuration lives in one field ([`V2Config`]) rather than in every
 //! key's table.
 
-use crate::config::Config;
 use spa_proto::v2::{open_v2, IdMap, KeySetV2, ServerUid};
 use spa_proto::{KeyId, MasterKey, Opened, Reject, ServerKey};
 use std::io::Write;
@@ -252,19 +251,17 @@ pub fn load_or_create_uid(path: &Path) -> Result<(ServerUid, bool), UidError> {
 /// datagram (its `key_id` the stable id), through `ids`, one probe.
 pub fn open(
     payload: &[u8],
-    cfg: &Config,
+    v2: &V2Config,
     ids: &mut IdMap,
     now: u64,
 ) -> Result<(usize, Opened), Reject> {
-    let uid = cfg
-        .v2
+    let uid = v2
         .uid
         .ok_or(Reject::UnknownVersion(spa_proto::VERSION_V2))?;
     let id = payload
         .get(5..13)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(KeyId);
-    let v2 = &cfg.v2;
     let found = id.and_then(|id| ids.lookup(&id, now, &v2.keys, |k| k.set.as_deref()));
     let opened = open_v2(
         payload,
@@ -280,7 +277,7 @@ pub fn open(
 mod tests {
     use super::*;
 
-    use crate::config::KeyPolicy;
+    use crate::config::{Config, KeyPolicy};
     use crate::state::DurableReplay;
     use crate::verdict::{judge, JudgeState, Verdict};
     use spa_proto::v2::{epoch_of, seal_v2, EPOCH_SECS};

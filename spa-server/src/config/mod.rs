@@ -33,6 +33,20 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Where the daemon reads its configuration from, kept for SIGHUP (and
+/// for the privileged side, which re-reads it).
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.path.as_deref(), &self.overrides)
+    }
+}
+
 /// Files a configuration was read from, path and bytes (privsep reloads).
 pub type Files = Vec<(PathBuf, Vec<u8>)>;
 
@@ -198,6 +212,18 @@ impl Config {
             Some(b) => KeyFile::parse(&String::from_utf8_lossy(b), p),
             None => KeyFile::read(p),
         })
+    }
+}
+
+impl crate::policy::PolicyKey for KeyPolicy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn allow(&self) -> &[Grant] {
+        &self.allow
+    }
+    fn rules(&self) -> &crate::policy::KeyRules {
+        &self.rules
     }
 }
 

@@ -10,6 +10,7 @@
 //! what `socat` or `nc -U` can send by hand, and the parser is small enough
 //! to fuzz (fuzz/fuzz_targets/control_request.rs). Pure: no I/O.
 
+pub use crate::engine::Selector;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -23,28 +24,6 @@ pub enum Format {
     Text,
     Json,
     Prometheus,
-}
-
-/// Which grants `revoke` ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    All,
-    /// Every owner's grants for this address (IPv4-mapped IPv6 is taken as
-    /// the IPv4 address, as grants are).
-    Address(IpAddr),
-    /// Every grant this key owns (datagrams and HMAC knocks).
-    Key(String),
-}
-
-impl fmt::Display for Selector {
-    /// The request's own words, for log lines.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Selector::All => f.write_str("all"),
-            Selector::Address(a) => write!(f, "address {a}"),
-            Selector::Key(k) => write!(f, "key {k}"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, error, info, warn};
 
 mod manual;
+pub use manual::Selector;
 #[cfg(test)]
 mod tests;
 
@@ -230,7 +231,7 @@ impl Engine {
     /// every event (a wake-up the loop has anyway) and at start, so it adds
     /// no timer: an idle daemon warns at its next packet, expiry or watchdog.
     pub fn warn_expiring_keys(&mut self, now: &Now) {
-        for line in self.expiry_warnings.due(&self.cfg, now.secs()) {
+        for line in self.expiry_warnings.due(&self.cfg.keys, now.secs()) {
             warn!(reason = "key_expiring", "{line}");
         }
     }

@@ -11,7 +11,7 @@ use super::fdpass::send_with_fd;
 use super::proto::{read_frame, Reply, Request};
 use crate::capture::local::read_local_addrs;
 use crate::config::Config;
-use crate::daemon::ConfigSource;
+use crate::config::ConfigSource;
 use crate::firewall::Firewall;
 use crate::knocks;
 use std::io::Write;

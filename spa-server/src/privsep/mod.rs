@@ -23,7 +23,7 @@ pub use remote::Remote;
 pub use sandbox::SandboxError;
 
 use crate::config::Config;
-use crate::daemon::ConfigSource;
+use crate::config::ConfigSource;
 use crate::firewall::{self, FirewallOptions};
 use sandbox::{User, CAP_NET_ADMIN, CAP_NET_RAW};
 use std::os::fd::RawFd;

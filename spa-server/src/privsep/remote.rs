@@ -7,8 +7,8 @@
 
 use super::proto::{read_frame, Reply, Request};
 use crate::capture::{CaptureError, Class, Handed};
+use crate::config::ConfigSource;
 use crate::config::{Config, ConfigError};
-use crate::daemon::ConfigSource;
 use crate::firewall::{Access, Firewall, FwError};
 use spa_proto::IpFamily;
 use std::collections::HashSet;

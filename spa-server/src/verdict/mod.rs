@@ -173,7 +173,7 @@ pub fn judge(
 ) -> Result<Verdict, StateError> {
     // Dispatch on the version byte: each version has its own id map.
     let (policy, opened) = if spa_proto::version_of(payload) == Some(spa_proto::VERSION_V2) {
-        match crate::v2::open(payload, cfg, &mut state.v2_ids, now) {
+        match crate::v2::open(payload, &cfg.v2, &mut state.v2_ids, now) {
             Ok((i, o)) => match cfg.keys.get(i) {
                 Some(p) => (p, o),
                 None => return Ok(Verdict::Reject(Reject::UnknownKeyId)),
