@@ -47,18 +47,19 @@ fn second_instance_and_flush(id: u8, backend: &'static str) {
     // flush by hand while the daemon runs: refused, nothing changes.
     let server = bin("spa-server");
     let server = server.to_str().expect("utf-8 path");
-    let out = r
-        .pair
-        .srv(&[
+    let flush = |extra: &[&str]| {
+        let mut argv = vec![
             server,
             "--state-dir",
             &state,
             "--firewall",
             backend,
             "flush",
-        ])
-        .output()
-        .expect("run spa-server flush");
+        ];
+        argv.extend_from_slice(extra);
+        r.pair.srv(&argv).output().expect("run spa-server flush")
+    };
+    let out = flush(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "flush must refuse: {err}");
     assert!(
@@ -69,19 +70,7 @@ fn second_instance_and_flush(id: u8, backend: &'static str) {
     r.expect_connect(cli, srv, true, "after the refused flush", &s);
 
     // With --force it flushes.
-    let out = r
-        .pair
-        .srv(&[
-            server,
-            "--state-dir",
-            &state,
-            "--firewall",
-            backend,
-            "flush",
-            "--force",
-        ])
-        .output()
-        .expect("run spa-server flush --force");
+    let out = flush(&["--force"]);
     assert!(
         out.status.success(),
         "{}",
