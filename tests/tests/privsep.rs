@@ -82,6 +82,37 @@ fn the_network_side_holds_nothing_and_the_privileged_side_two_capabilities() {
         uid.split_whitespace().all(|u| u == owner),
         "state dir owner {owner}, uid {uid}"
     );
+    // Its packet sockets (and only they) sit at CAPTURE_FD_BASE and above,
+    // where its seccomp filter lets them receive and nothing more.
+    let packet_inodes: Vec<String> = std::fs::read_to_string(format!("/proc/{net}/net/packet"))
+        .expect("net/packet")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    let mut fds: Vec<(i32, bool)> = std::fs::read_dir(format!("/proc/{net}/fd"))
+        .expect("fd dir")
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let link = std::fs::read_link(e.path())
+                .ok()?
+                .to_string_lossy()
+                .into_owned();
+            let inode = link
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .unwrap_or("");
+            Some((fd, packet_inodes.iter().any(|i| i == inode)))
+        })
+        .collect();
+    fds.sort();
+    let base = spa_server::privsep::sandbox::CAPTURE_FD_BASE;
+    assert_eq!(fds.iter().filter(|(_, p)| *p).count(), 4, "{fds:?}");
+    assert!(
+        fds.iter().all(|&(fd, packet)| packet == (fd >= base)),
+        "packet sockets at {base} and above, nothing else: {fds:?}"
+    );
     // And it still works: open and close.
     let v4 = r.pair.v4();
     r.send(v4.cli, v4.srv, &["--open", "22", "-d", "60"]);
@@ -226,6 +257,20 @@ fn the_seccomp_filter_makes_forbidden_calls_fail() {
             if capture < 0 {
                 return 16;
             }
+            // A socket pair: one end where the network side keeps its
+            // capture sockets (from CAPTURE_FD_BASE up), one below.
+            let mut pair = [0; 2];
+            if libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) != 0 {
+                return 16;
+            }
+            let high = libc::fcntl(
+                pair[0],
+                libc::F_DUPFD,
+                spa_server::privsep::sandbox::CAPTURE_FD_BASE,
+            );
+            if high < 0 {
+                return 16;
+            }
             if spa_server::privsep::sandbox::install_seccomp().is_err() {
                 return 10;
             }
@@ -258,6 +303,29 @@ fn the_seccomp_filter_makes_forbidden_calls_fail() {
             if libc::syscall(libc::SYS_setuid, 0) == 0 {
                 return 14;
             }
+            // From the capture range: no send, no socket option; below it,
+            // both still work.
+            let one: libc::c_int = 1;
+            let opt = |fd: i32| {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_PASSCRED,
+                    (&raw const one).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if libc::write(high, b"x".as_ptr().cast(), 1) >= 0
+                || *libc::__errno_location() != libc::EPERM
+            {
+                return 19;
+            }
+            if libc::send(high, b"x".as_ptr().cast(), 1, 0) >= 0 || opt(high) == 0 {
+                return 20;
+            }
+            if libc::write(pair[1], b"x".as_ptr().cast(), 1) != 1 || opt(pair[1]) != 0 {
+                return 21;
+            }
             // What the event loop needs still works.
             let mut buf = [0u8; 1];
             let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
@@ -277,7 +345,8 @@ fn the_seccomp_filter_makes_forbidden_calls_fail() {
         0,
         "10 no filter, 11 socket allowed, 12 socket not EPERM, 13 execve not EPERM, \
          14 setuid allowed, 15 open/read broken, 16 no socket before the filter, \
-         18 bind allowed"
+         18 bind allowed, 19 write on a capture-range fd allowed or not EPERM, \
+         20 send or setsockopt on it allowed, 21 write or setsockopt below the range refused"
     );
 }
 

@@ -14,7 +14,7 @@ use spa_proto::IpFamily;
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
@@ -84,7 +84,10 @@ impl Remote {
             .map_err(gone)?
             .ok_or_else(|| CaptureError::Privileged("it is gone".into()))?;
         match (Reply::decode(&msg), fd) {
-            (Ok(Reply::Capture { ifindex }), Some(fd)) => Ok(Handed { fd, ifindex }),
+            (Ok(Reply::Capture { ifindex }), Some(fd)) => Ok(Handed {
+                fd: above_base(fd)?,
+                ifindex,
+            }),
             (Ok(Reply::Refused(why)), _) => Err(CaptureError::Privileged(why)),
             (other, _) => Err(CaptureError::Privileged(format!(
                 "unexpected reply {other:?}"
@@ -121,6 +124,24 @@ impl Remote {
             Err(e) => Err(err(format!("{WHO}: {e}"))),
         }
     }
+}
+
+/// The capture socket moved to a number at or above
+/// [`super::sandbox::CAPTURE_FD_BASE`], where the seccomp filter lets it
+/// receive and nothing more; the number it arrived with is closed.
+fn above_base(fd: OwnedFd) -> Result<OwnedFd, CaptureError> {
+    let base = super::sandbox::CAPTURE_FD_BASE;
+    // SAFETY: fcntl on a descriptor we own; the new one is ours alone.
+    let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
+    if high < 0 {
+        return Err(CaptureError::Privileged(format!(
+            "cannot keep the capture socket at descriptor {base} or above: {} \
+             (raise the open-file limit, LimitNOFILE=)",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `high` is a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(high) })
 }
 
 fn refused(r: Reply) -> FwError {

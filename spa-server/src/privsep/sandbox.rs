@@ -359,18 +359,57 @@ fn allowed() -> Vec<i64> {
     v
 }
 
+/// The network side keeps its capture sockets at this descriptor number
+/// and above (`Remote::open_capture` moves each one there), and nothing
+/// else: its seccomp filter refuses every call that sends or changes a
+/// socket option on a descriptor from here up. Why: a packet socket can
+/// also send (the kernel checks CAP_NET_RAW only when it is created), to
+/// any interface and with any source address (`sendto` names them), and
+/// its options include promiscuous mode. Seccomp sees only the number, and
+/// a socket received later gets a number no filter installed earlier could
+/// name: a range can. Well under the usual soft RLIMIT_NOFILE of 1024; the
+/// network side's other descriptors (state files, the control socket and
+/// its few connections) stay far below it.
+pub const CAPTURE_FD_BASE: std::os::fd::RawFd = 512;
+
+/// The calls allowed on descriptors below [`CAPTURE_FD_BASE`] only: every
+/// way to send, and socket options.
+fn below_capture_fds() -> Vec<i64> {
+    vec![
+        libc::SYS_write,
+        libc::SYS_writev,
+        libc::SYS_pwrite64,
+        libc::SYS_sendto,
+        libc::SYS_sendmsg,
+        libc::SYS_setsockopt,
+    ]
+}
+
 /// Installs the network side's allow-list (and NoNewPrivs): from here on a
 /// forbidden call fails with EPERM.
 ///
 /// No `bind` at all: a capture socket for a re-created interface, or for
 /// one a reload adds, is made by the privileged side and received with
 /// `recvmsg` (SCM_RIGHTS), already in the list for the control socket.
+/// Sending and `setsockopt` only on descriptors below
+/// [`CAPTURE_FD_BASE`]: the capture sockets receive, nothing more.
 pub fn install_seccomp() -> Result<(), SandboxError> {
-    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    let seccomp = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         allowed().into_iter().map(|s| (s, Vec::new())).collect();
+    let base =
+        u64::try_from(CAPTURE_FD_BASE).map_err(|_| SandboxError::Seccomp("fd base".into()))?;
+    for call in below_capture_fds() {
+        let below = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Lt, base)
+            .map_err(seccomp)?;
+        rules.insert(call, vec![SeccompRule::new(vec![below]).map_err(seccomp)?]);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
