@@ -20,6 +20,7 @@
 # The one list. Each package: the purposes that need it.
 SPA_PACKAGES="
 iptables          demo test bench package
+ipset             demo test bench package
 nftables          test bench
 iproute2          demo test bench
 python3           demo test bench

@@ -634,20 +634,35 @@ impl Drop for Server {
 }
 
 impl NetPair {
-    /// `iptables-save` and `ip6tables-save` of the server namespace, without
-    /// the date comments and packet counters, so two snapshots compare equal
-    /// exactly when the rules are the same.
+    /// `iptables-save`, `ip6tables-save` and `ipset save` of the server
+    /// namespace, without the date comments, packet counters and the set
+    /// entries' remaining seconds, so two snapshots compare equal exactly
+    /// when the rules and set entries are the same.
     /// Every line ends in a newline, so a caller may filter lines and
     /// compare again.
     pub fn iptables_snapshot(&self) -> String {
-        let raw = self.srv_sh("iptables-save; ip6tables-save");
+        let raw = self.srv_sh("iptables-save; ip6tables-save; ipset save 2>/dev/null || true");
         raw.lines()
             .filter(|l| !l.starts_with('#'))
             // ":INPUT ACCEPT [12:345]" -> ":INPUT ACCEPT"
             .map(|l| match l.find(" [") {
                 Some(i) if l.starts_with(':') => format!("{}\n", &l[..i]),
+                _ if l.starts_with("add ") => format!("{}\n", without_timeout(l)),
                 _ => format!("{l}\n"),
             })
+            .collect()
+    }
+
+    /// The grant set entries of the iptables backend (`ipset save` lines,
+    /// `add SPA4 198.18.0.2,tcp:22 timeout 29 comment "spa-server exp=..."`)
+    /// of `tool`'s family (iptables: SPA4, ip6tables: SPA6); none when the
+    /// set is missing. The kernel hides an entry once its timeout passed.
+    pub fn set_entries(&self, tool: &str) -> Vec<String> {
+        let set = if tool == "ip6tables" { "SPA6" } else { "SPA4" };
+        self.srv_sh(&format!("ipset save {set} 2>/dev/null || true"))
+            .lines()
+            .filter(|l| l.starts_with("add ") && l.contains("exp="))
+            .map(str::to_owned)
             .collect()
     }
 
@@ -944,30 +959,38 @@ impl Testbed {
         );
     }
 
-    /// Grant rules (`-A SPA -s ...`) of `tool` (iptables or ip6tables) in
-    /// the server namespace; none when the chain is missing.
+    /// The iptables backend's grants of `tool`'s family (iptables or
+    /// ip6tables) in the server namespace: the entries of its grant set
+    /// (issue 14; `add SPA4 198.18.0.2,tcp:22 timeout 29 comment
+    /// "spa-server exp=..."`), see [`NetPair::set_entries`].
     pub fn grant_rules(&self, tool: &str) -> Vec<String> {
-        self.pair
-            .srv_sh(&format!("{tool} -w -S SPA 2>/dev/null || true"))
-            .lines()
-            .filter(|l| l.starts_with("-A SPA") && l.contains("exp="))
-            .map(str::to_owned)
-            .collect()
+        self.pair.set_entries(tool)
     }
 
-    /// Asserts the iptables chain holds exactly one grant: for `src` (/32)
-    /// on tcp/22.
+    /// Asserts the iptables backend holds exactly one grant: for `src` on
+    /// tcp/22.
     pub fn assert_one_grant(&self, src: IpAddr) {
         let rules = self.grant_rules("iptables");
         assert_eq!(rules.len(), 1, "{rules:?}");
-        assert!(
-            rules[0].contains(&format!("-s {src}/32")) && rules[0].contains("--dport 22"),
-            "{rules:?}"
-        );
+        assert!(rules[0].contains(&format!(" {src},tcp:22 ")), "{rules:?}");
     }
 
     /// Prints how long the test took since `new`.
     pub fn done(&self, name: &str) {
         eprintln!("{name}: {:.2} s", self.started.elapsed().as_secs_f64());
     }
+}
+
+/// An `ipset save` add line without its `timeout N` (it counts down).
+fn without_timeout(line: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut words = line.split(' ');
+    while let Some(w) = words.next() {
+        if w == "timeout" {
+            words.next();
+        } else {
+            out.push(w);
+        }
+    }
+    out.join(" ")
 }

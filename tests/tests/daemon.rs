@@ -137,7 +137,7 @@ fn grant_expires_and_its_rule_is_removed() {
     r.expect_connect(cli, srv, true, "after --open", &s);
     let rules = r.grant_rules("iptables");
     assert_eq!(rules.len(), 2, "{rules:?}");
-    assert!(rules.iter().any(|l| l.contains("--dport 443")), "{rules:?}");
+    assert!(rules.iter().any(|l| l.contains(",tcp:443 ")), "{rules:?}");
     r.expect_connect(cli, srv, false, "after the 2 s grant ran out", &s);
     assert!(
         opened.elapsed() >= Duration::from_millis(900),
@@ -345,7 +345,7 @@ fn ipv6_open_close_with_ip6tables() {
     );
     let rules = r.grant_rules("ip6tables");
     assert_eq!(rules.len(), 1, "{rules:?}");
-    assert!(rules[0].contains(&format!("-s {cli}/128")), "{rules:?}");
+    assert!(rules[0].contains(&format!(" {cli},tcp:22 ")), "{rules:?}");
     assert!(r.grant_rules("iptables").is_empty());
 
     r.send(cli, srv, &["-6", "--close", "22"]);

@@ -1,8 +1,8 @@
-//! The iptables backend against the real iptables/ip6tables inside a fresh
-//! network namespace (ids 10..=14): rules appear and disappear as asked, a
-//! real TCP connect follows them, the kernel closes a grant on its own at
-//! its expiry, a failed batch changes nothing, teardown leaves the admin's
-//! baseline byte for byte.
+//! The iptables backend against the real iptables/ip6tables and ipset inside
+//! a fresh network namespace (ids 10..=14, 145..=146): grant set entries
+//! appear and disappear as asked, a real TCP connect follows them, the
+//! kernel closes a grant on its own at its expiry, a failed batch changes
+//! nothing, teardown leaves the admin's baseline byte for byte (no set).
 
 use spa_e2e::{kernel_closes_at_expiry, tcp_access as acc, unix_now as now, Guard, NetPair};
 use spa_server::firewall::{backend, Access, BackendKind, Firewall, FirewallOptions, FwError};
@@ -24,6 +24,19 @@ fn rules(p: &NetPair, tool: &str, chain: &str) -> Vec<String> {
         .lines()
         .filter(|l| l.starts_with("-A"))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The grant set entries of `tool`'s family (`add SPA4 198.18.0.2,tcp:22 ...`).
+fn entries(p: &NetPair, tool: &str) -> Vec<String> {
+    p.set_entries(tool)
+}
+
+/// The rules of our chain other than the one that matches the grant set.
+fn grant_rules(p: &NetPair, tool: &str) -> Vec<String> {
+    rules(p, tool, "SPA")
+        .into_iter()
+        .filter(|l| !l.contains("--match-set"))
         .collect()
 }
 
@@ -51,15 +64,25 @@ fn setup_is_idempotent_and_teardown_restores_baseline() {
         let input = rules(&p, tool, "INPUT");
         assert!(input[0].contains("-j SPA"), "{tool}: jump first: {input:?}");
         assert!(input[0].contains("spa-server"), "{input:?}");
+        let set = if tool == "iptables" { "SPA4" } else { "SPA6" };
+        assert_eq!(
+            rules(&p, tool, "SPA"),
+            vec![format!(
+                "-A SPA -m set --match-set {set} src,dst -m comment --comment spa-server -j ACCEPT"
+            )],
+            "{tool}: one rule matches the grant set"
+        );
     }
 
     // A grant left by a "previous instance" is cleared by the next setup.
     f.apply(&[acc(p.cli_ip4, PORT, now() + 600)], &[]).unwrap();
     f.apply(&[acc(p.cli_ip6, PORT, now() + 600)], &[]).unwrap();
+    assert_eq!(entries(&p, "iptables").len(), 1);
     let mut g = fw(&p);
     g.setup().unwrap();
-    assert!(rules(&p, "iptables", "SPA").is_empty());
-    assert!(rules(&p, "ip6tables", "SPA").is_empty());
+    assert!(entries(&p, "iptables").is_empty());
+    assert!(entries(&p, "ip6tables").is_empty());
+    assert!(grant_rules(&p, "iptables").is_empty());
     assert_eq!(jumps(&p, "iptables"), 1);
 
     // A duplicate jump, here in the form versions before issue 16 wrote
@@ -86,34 +109,35 @@ fn grant_opens_refresh_keeps_one_rule_remove_closes() {
     let exp = now() + 600;
     let (a4, a6) = (acc(c4, PORT, exp), acc(c6, PORT, exp));
     f.apply(&[a4, a6], &[]).unwrap();
-    let r4 = rules(&p, "iptables", "SPA");
+    let r4 = entries(&p, "iptables");
     assert_eq!(r4.len(), 1, "{r4:?}");
     assert!(
-        r4[0].starts_with(&format!(
-            "-A SPA -s {c4}/32 -p tcp -m tcp --dport 22 -m time --datestop "
-        )),
+        r4[0].starts_with(&format!("add SPA4 {c4},tcp:22 timeout ")),
         "{r4:?}"
     );
     assert!(
-        r4[0].ends_with(&format!("--comment \"spa-server exp={exp}\" -j ACCEPT")),
+        r4[0].ends_with(&format!("comment \"spa-server exp={exp}\"")),
         "{r4:?}"
     );
-    assert_eq!(rules(&p, "ip6tables", "SPA").len(), 1);
+    let r6 = entries(&p, "ip6tables");
+    assert_eq!(r6.len(), 1, "{r6:?}");
+    assert!(r6[0].starts_with(&format!("add SPA6 {c6},tcp:22 timeout ")));
+    assert!(grant_rules(&p, "iptables").is_empty(), "no rule per grant");
     p.assert_connect_v4_v6(PORT, |f| f.cli, true, "granted source connects");
     p.assert_connect_v4_v6(PORT, |f| f.cli_b, false, "other source still refused");
 
-    // Refresh: remove old, add new; never two rules for one grant.
+    // Refresh: remove old, add new; never two entries for one grant.
     let (n4, n6) = (acc(c4, PORT, exp + 30), acc(c6, PORT, exp + 30));
     f.apply(&[n4, n6], &[a4, a6]).unwrap();
-    let r4 = rules(&p, "iptables", "SPA");
+    let r4 = entries(&p, "iptables");
     assert_eq!(r4.len(), 1, "{r4:?}");
     assert!(r4[0].contains(&format!("exp={}", exp + 30)), "{r4:?}");
-    assert_eq!(rules(&p, "ip6tables", "SPA").len(), 1);
+    assert_eq!(entries(&p, "ip6tables").len(), 1);
     assert!(p.can_connect(c4, s4, PORT));
 
     f.apply(&[], &[n4, n6]).unwrap();
-    assert!(rules(&p, "iptables", "SPA").is_empty());
-    assert!(rules(&p, "ip6tables", "SPA").is_empty());
+    assert!(entries(&p, "iptables").is_empty());
+    assert!(entries(&p, "ip6tables").is_empty());
     p.assert_connect_v4_v6(PORT, |f| f.cli, false, "closed again");
     f.teardown().unwrap();
 }
@@ -130,12 +154,13 @@ fn kernel_closes_the_grant_at_expiry_without_the_daemon() {
         3,
         Duration::from_secs(6),
         || {
-            // The rule is still there: the time match, not a process, closed it.
-            assert_eq!(rules(&p, "iptables", "SPA").len(), 1);
+            // The kernel removed the entry itself: no process of ours ran.
+            assert!(entries(&p, "iptables").is_empty());
+            assert!(entries(&p, "ip6tables").is_empty());
         },
     );
     assert!(run.waited_from.elapsed() < Duration::from_secs(5));
-    let r = rules(&p, "iptables", "SPA");
+    let r = entries(&p, "iptables");
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(r[0].contains(&format!("exp={}", run.again)), "{r:?}");
 }
@@ -151,7 +176,7 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
     f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
     let before = save(&p);
 
-    // A chain that does not exist: the batch fails as a whole.
+    // A chain (and so sets) that does not exist: the batch fails as a whole.
     let mut bogus = backend(
         BackendKind::Iptables,
         &FirewallOptions {
@@ -163,12 +188,14 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
         .apply(&[acc(c4, 80, exp), acc(c4, 81, exp)], &[])
         .unwrap_err();
     assert!(matches!(e, FwError::Failed { .. }), "{e:?}");
-    assert!(e.to_string().contains("iptables-restore"), "{e}");
+    assert!(e.to_string().contains("ipset"), "{e}");
     assert_eq!(save(&p), before, "failed batch left a trace");
 
-    // IPv6 half fails after the IPv4 half succeeded: the IPv4 half is undone.
+    // Issue 14: the IPv6 set is no longer matched by any rule (our ip6tables
+    // chain is gone, the set stays): the IPv4 half went in with it, in one
+    // ipset call, and is undone; nothing changes.
     p.srv_sh(
-        "ip6tables -D INPUT -m conntrack --ctstate NEW -m comment --comment spa-server -j SPA && ip6tables -X SPA",
+        "ip6tables -D INPUT -m conntrack --ctstate NEW -m comment --comment spa-server -j SPA && ip6tables -F SPA && ip6tables -X SPA",
     );
     let before = save(&p);
     let e = f
@@ -177,19 +204,51 @@ fn failed_batch_changes_nothing_and_vanished_removes_are_tolerated() {
             &[acc(c4, PORT, exp)],
         )
         .unwrap_err();
-    assert!(e.to_string().contains("ip6tables-restore"), "{e}");
+    assert!(
+        matches!(&e, FwError::Unreferenced { set } if set == "SPA6"),
+        "{e:?}"
+    );
     assert_eq!(save(&p), before, "v4 half not undone");
 
-    // Someone flushed our chain by hand: a refresh still works.
+    // Someone removed the entry by hand (or the kernel expired it): a
+    // refresh and a close still work.
     f.setup().unwrap();
     f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
-    p.srv_sh("iptables -F SPA");
+    p.srv_sh(&format!("ipset del SPA4 {c4},tcp:{PORT}"));
     f.apply(&[acc(c4, PORT, exp + 30)], &[acc(c4, PORT, exp)])
         .unwrap();
-    let r = rules(&p, "iptables", "SPA");
+    let r = entries(&p, "iptables");
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(r[0].contains(&format!("exp={}", exp + 30)));
+    p.srv_sh(&format!("ipset del SPA4 {c4},tcp:{PORT}"));
+    f.apply(&[], &[acc(c4, PORT, exp + 30)]).unwrap();
+    assert!(entries(&p, "iptables").is_empty());
+
+    // Someone flushed our chain by hand (`iptables -F SPA`): the set and
+    // its entries survive but nothing matches them, so an open must not
+    // report success: it fails as Unreferenced (which makes the daemon
+    // re-install, tests/tests/fw_reload.rs) and leaves nothing behind.
+    f.apply(&[acc(c4, PORT, exp)], &[]).unwrap();
+    p.srv_sh("iptables -F SPA");
+    let before = save(&p);
+    let e = f.apply(&[acc(c4, 443, exp)], &[]).unwrap_err();
+    assert!(
+        matches!(&e, FwError::Unreferenced { set } if set == "SPA4"),
+        "{e:?}"
+    );
+    assert_eq!(save(&p), before, "the failed open left an entry");
+    assert!(!f.intact().unwrap(), "a flushed chain is not intact");
+    // A repair (setup of a backend already set up) keeps the live entry
+    // and puts the rule back: it matches again.
+    f.setup().unwrap();
+    assert!(f.intact().unwrap());
+    let r = entries(&p, "iptables");
+    assert_eq!(r.len(), 1, "the repair kept the live grant: {r:?}");
     f.teardown().unwrap();
+    assert!(
+        p.srv_sh("ipset list -n").trim().is_empty(),
+        "teardown destroys the sets"
+    );
 }
 
 #[test]
@@ -257,7 +316,7 @@ fn apply_latency_both_backends() {
         ..o.clone()
     };
     for (kind, label, o) in [
-        (BackendKind::Iptables, "iptables-restore", &o),
+        (BackendKind::Iptables, "iptables (ipset restore)", &o),
         (BackendKind::Nftables, "nft session", &o),
         (BackendKind::Nftables, "nft -f per batch", &spawn_nft),
     ] {

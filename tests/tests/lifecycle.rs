@@ -19,7 +19,8 @@ const B: KeySpec = KeySpec {
 };
 
 /// Rules of ours in the IPv4 and IPv6 filter tables: the jump lines in INPUT
-/// and the lines of the SPA chain (including its `-N SPA`).
+/// and the lines of the SPA chain (including its `-N SPA`), with the grant
+/// set entries (issue 14) in place of the set's one rule.
 fn our_iptables(env: &Env) -> (Vec<String>, Vec<String>) {
     let mut jumps = Vec::new();
     let mut chain = Vec::new();
@@ -30,9 +31,14 @@ fn our_iptables(env: &Env) -> (Vec<String>, Vec<String>) {
             }
             // The silent ports' drop rules (issue 10, item 4) are part of
             // the chain as installed, not grants.
-            if l.starts_with("-N SPA") || (l.starts_with("-A SPA") && !l.contains("silent")) {
+            if l.starts_with("-N SPA")
+                || (l.starts_with("-A SPA") && !l.contains("silent") && !l.contains("--match-set"))
+            {
                 chain.push(format!("{t}: {l}"));
             }
+        }
+        for e in env.pair.set_entries(t) {
+            chain.push(format!("{t}: {e}"));
         }
     }
     (jumps, chain)
@@ -65,7 +71,7 @@ fn kill_9_closes_in_the_kernel(id: u8, backend: &'static str) {
     if backend == "iptables" {
         let (_, chain) = our_iptables(&env);
         assert!(
-            chain.iter().any(|l| l.contains("-A SPA")),
+            chain.iter().any(|l| l.contains("add SPA4")),
             "the grant should still be listed after kill -9: {chain:?}"
         );
     } else {

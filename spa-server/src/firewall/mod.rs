@@ -13,10 +13,12 @@
 pub mod contract;
 pub mod fake;
 pub mod forward;
+pub mod ipset;
 pub mod iptables;
 mod nft_session;
 pub mod nftables;
 pub mod silence;
+mod spare;
 pub mod tools;
 
 pub use fake::{FakeCall, FakeFirewall};
@@ -111,6 +113,9 @@ pub enum FwError {
         sysctl: &'static str,
         example: String,
     },
+    /// The iptables backend's grant set is no longer referred to by our
+    /// rule: the ruleset was reloaded under us (the set survives that).
+    Unreferenced { set: String },
     /// `FakeFirewall` was told to fail.
     Injected { call: &'static str },
     /// `apply` before `setup` (only the fake checks this; the real tools
@@ -163,6 +168,11 @@ impl fmt::Display for FwError {
                 f,
                 "IP forwarding is off ({sysctl} = 0) but [key.forward] forwards {example}: \
                  set `sysctl -w {sysctl}=1` (and persist it in /etc/sysctl.d/) or remove the forward"
+            ),
+            FwError::Unreferenced { set } => write!(
+                f,
+                "ipset {set} is no longer matched by our rule (References: 0): the iptables \
+                 ruleset was reloaded under us; the batch was undone and our chain is re-installed"
             ),
             FwError::Injected { call } => write!(f, "fake firewall: injected failure in {call}"),
             FwError::NotSetUp => write!(f, "fake firewall: apply before setup"),
@@ -335,6 +345,9 @@ pub struct FirewallOptions {
     pub iptables_restore: String,
     pub ip6tables_restore: String,
     pub nft: String,
+    /// iptables: the tool for the grant sets (issue 14: grants are ipset
+    /// entries matched by one rule, see firewall/ipset.rs).
+    pub ipset: String,
     /// nftables: apply batches through one long-lived `nft -e -i` process
     /// (≈0.5 ms per batch) instead of spawning `nft -f -` (≈3-6 ms). Falls
     /// back to spawning, per call, whenever the session misbehaves.
@@ -360,6 +373,7 @@ impl Default for FirewallOptions {
             iptables_restore: "iptables-restore".into(),
             ip6tables_restore: "ip6tables-restore".into(),
             nft: "nft".into(),
+            ipset: "ipset".into(),
             nft_session: true,
         }
     }
@@ -504,18 +518,20 @@ impl Runner {
 }
 
 /// The split of one apply call by address family, with duplicates dropped
-/// (a batch that adds one rule twice would leave a duplicate behind).
+/// (a batch that adds one rule twice would leave a duplicate behind). Linear:
+/// a re-install after a reload is one call with every live grant (issue 14).
 pub(crate) fn split_family(items: &[Access]) -> (Vec<Access>, Vec<Access>) {
     let mut v4: Vec<Access> = Vec::new();
     let mut v6: Vec<Access> = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     for a in items {
-        let list = if a.canonical_addr().is_ipv4() {
-            &mut v4
+        if !seen.insert(*a) {
+            continue;
+        }
+        if a.canonical_addr().is_ipv4() {
+            v4.push(*a);
         } else {
-            &mut v6
-        };
-        if !list.contains(a) {
-            list.push(*a);
+            v6.push(*a);
         }
     }
     (v4, v6)

@@ -38,6 +38,8 @@ fn package(tool: &str) -> &'static str {
         "iptables"
     } else if base == "nft" {
         "nftables"
+    } else if base == "ipset" {
+        "ipset"
     } else if base == "ip" {
         "iproute2"
     } else if base == "nsenter" {
@@ -95,6 +97,7 @@ pub fn resolve(kind: BackendKind, opts: &FirewallOptions) -> Result<FirewallOpti
             o.ip6tables = abs("ip6tables", &o.ip6tables)?;
             o.iptables_restore = abs("iptables_restore", &o.iptables_restore)?;
             o.ip6tables_restore = abs("ip6tables_restore", &o.ip6tables_restore)?;
+            o.ipset = abs("ipset", &o.ipset)?;
         }
         BackendKind::Nftables => o.nft = abs("nft", &o.nft)?,
     }
@@ -157,6 +160,7 @@ mod tests {
                 &r.ip6tables,
                 &r.iptables_restore,
                 &r.ip6tables_restore,
+                &r.ipset,
             ] {
                 assert!(t.starts_with('/'), "{t}");
             }
