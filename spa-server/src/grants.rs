@@ -18,11 +18,13 @@
 //! the owners that remain, in the same one-batch way as a refresh.
 
 use crate::firewall::{Access, Firewall, FwError};
+use ends::Ends;
 use spa_proto::Grant;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+mod ends;
 pub mod revoke;
 pub mod view;
 pub use revoke::{Fit, Revoked};
@@ -104,9 +106,25 @@ impl Entry {
     }
 }
 
+/// Expiry wakes the loop at most once per window of this many seconds: at
+/// the first rule end, it waits for the last end within the window and
+/// forgets them all in one wake-up. The kernel already ended each grant on
+/// time (set timeouts), so this only delays the log line and the memory
+/// clean-up, by at most this long, and 10,000 grants ending together cost
+/// one wake-up like one grant does (issue 14).
+pub const EXPIRY_WINDOW_SECS: u64 = 2;
+
+type Key = (IpAddr, Grant);
+
 pub struct Grants {
     fw: Box<dyn Firewall>,
-    live: HashMap<(IpAddr, Grant), Entry>,
+    live: HashMap<Key, Entry>,
+    /// The rules' ends: the next expiry and what is due without a scan.
+    rule_ends: Ends<Key>,
+    /// Every owner's own end: forgetting ended owners, counting running grants.
+    owner_ends: Ends<(IpAddr, Grant, Owner)>,
+    /// Each owner's grants by end: its cap without a scan.
+    by_owner: HashMap<Owner, Ends<Key>>,
     /// Grants the configuration forwards to a host behind the gateway
     /// (`[key.forward]`, policy.rs): a new rule for one is a forward.
     forwards: HashMap<Grant, std::net::SocketAddr>,
@@ -128,9 +146,104 @@ impl Grants {
         Grants {
             fw,
             live: HashMap::new(),
+            rule_ends: Ends::default(),
+            owner_ends: Ends::default(),
+            by_owner: HashMap::new(),
             forwards: HashMap::new(),
             origins: HashMap::new(),
             repairs: 0,
+        }
+    }
+
+    /// Puts `a` in as the rule of its (address, grant), replacing the old one.
+    fn set_rule(&mut self, a: Access) {
+        let key = (a.addr, a.grant);
+        match self.live.get_mut(&key) {
+            Some(e) => {
+                self.rule_ends.remove(e.rule.expires_at, &key);
+                e.rule = a;
+            }
+            None => {
+                self.live.insert(
+                    key,
+                    Entry {
+                        rule: a,
+                        owners: HashMap::new(),
+                    },
+                );
+            }
+        }
+        self.rule_ends.insert(a.expires_at, key);
+    }
+
+    /// `owner` holds `key` (which has a rule) until `until`.
+    fn set_owner(&mut self, key: Key, owner: &Owner, until: u64) {
+        let Some(e) = self.live.get_mut(&key) else {
+            return;
+        };
+        if let Some(old) = e.owners.insert(owner.clone(), until) {
+            self.unindex_owner(key, owner, old);
+        }
+        self.owner_ends.insert(until, (key.0, key.1, owner.clone()));
+        self.by_owner
+            .entry(owner.clone())
+            .or_default()
+            .insert(until, key);
+    }
+
+    fn unindex_owner(&mut self, key: Key, owner: &Owner, end: u64) {
+        self.owner_ends.remove(end, &(key.0, key.1, owner.clone()));
+        if let Some(mine) = self.by_owner.get_mut(owner) {
+            mine.remove(end, &key);
+            if mine.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
+    }
+
+    /// `owner` no longer holds `key` (memory only).
+    fn drop_owner(&mut self, key: Key, owner: &Owner) {
+        if let Some(t) = self.live.get_mut(&key).and_then(|e| e.owners.remove(owner)) {
+            self.unindex_owner(key, owner, t);
+        }
+        self.origins.remove(&(key.0, key.1, owner.clone()));
+    }
+
+    /// The rule of `key` and its owners are gone (memory only).
+    fn drop_entry(&mut self, key: Key) {
+        let Some(e) = self.live.remove(&key) else {
+            return;
+        };
+        self.rule_ends.remove(e.rule.expires_at, &key);
+        for (o, t) in e.owners {
+            self.unindex_owner(key, &o, t);
+            self.origins.remove(&(key.0, key.1, o));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.live.clear();
+        self.rule_ends.clear();
+        self.owner_ends.clear();
+        self.by_owner.clear();
+        self.origins.clear();
+    }
+
+    /// Forgets the owners whose own grant ended by `now` (the rule may stay
+    /// for another owner). Each owner's end is visited once: amortised O(1).
+    fn prune_owners(&mut self, now: u64) {
+        let ended: Vec<(u64, IpAddr, Grant, Owner)> = self
+            .owner_ends
+            .due(now)
+            .map(|(t, (a, g, o))| (t, *a, *g, o.clone()))
+            .collect();
+        for (t, a, g, o) in ended {
+            let held = self.live.get(&(a, g)).and_then(|e| e.owners.get(&o)) == Some(&t);
+            if held {
+                self.drop_owner((a, g), &o);
+            } else {
+                self.unindex_owner((a, g), &o, t);
+            }
         }
     }
 
@@ -207,8 +320,7 @@ impl Grants {
 
     /// Clears what a previous instance left and installs our chain/sets.
     pub fn setup(&mut self) -> Result<(), FwError> {
-        self.live.clear();
-        self.origins.clear();
+        self.clear();
         self.fw.setup()
     }
 
@@ -234,7 +346,7 @@ impl Grants {
             .count();
         let new_rules = entries.iter().filter(|e| e.is_none()).count();
         if new_owned > 0 {
-            let live = self.live.values().filter(|e| e.held_by(owner, now)).count();
+            let live = self.by_owner.get(owner).map_or(0, |m| m.running(now));
             if live + new_owned > owner_cap {
                 return Err(CapHit::Owner {
                     live,
@@ -242,7 +354,8 @@ impl Grants {
                 });
             }
         }
-        let live = self.live.len();
+        // Rules that ended are the kernel's already (not yet forgotten).
+        let live = self.rule_ends.running(now);
         if new_rules > 0 && live + new_rules > total_cap {
             return Err(CapHit::Total {
                 live,
@@ -265,6 +378,7 @@ impl Grants {
         duration_secs: u32,
         now: u64,
     ) -> Result<Change, FwError> {
+        self.prune_owners(now);
         let expires_at = now.saturating_add(u64::from(duration_secs));
         let mut add = Vec::new();
         let mut remove = Vec::new();
@@ -299,16 +413,10 @@ impl Grants {
             self.apply(&add, &remove, now)?;
         }
         for a in &add {
-            let e = self.live.entry((a.addr, a.grant)).or_insert(Entry {
-                rule: *a,
-                owners: HashMap::new(),
-            });
-            e.rule = *a;
+            self.set_rule(*a);
         }
         for grant in dedup(grants) {
-            if let Some(e) = self.live.get_mut(&(addr, grant)) {
-                e.owners.insert(owner.clone(), expires_at);
-            }
+            self.set_owner((addr, grant), owner, expires_at);
         }
         Ok(change)
     }
@@ -356,13 +464,14 @@ impl Grants {
         }
         for &(grant, rest) in &mine {
             match rest {
-                None => {
-                    self.live.remove(&(addr, grant));
-                }
+                None => self.drop_entry((addr, grant)),
                 Some(t) => {
-                    if let Some(e) = self.live.get_mut(&(addr, grant)) {
-                        e.owners.remove(owner);
-                        e.rule.expires_at = t;
+                    self.drop_owner((addr, grant), owner);
+                    if let Some(rule) = self.live.get(&(addr, grant)).map(|e| e.rule) {
+                        self.set_rule(Access {
+                            expires_at: t,
+                            ..rule
+                        });
                     }
                 }
             }
@@ -375,18 +484,18 @@ impl Grants {
 
     /// Removes every rule whose time is up (all its owners' grants ended);
     /// returns them for the log. The kernel already stopped matching them
-    /// (kernel-side expiry); this only tidies the ruleset. Owners whose own
-    /// grant ended under a rule that stays are forgotten in memory only.
+    /// (kernel-side expiry) and removes set entries itself (the backends
+    /// skip removes of ended grants: no tool runs); this forgets them and
+    /// tidies what stays (a forward's rules). Owners whose own grant ended
+    /// under a rule that stays are forgotten in memory only. Costs what is
+    /// due, not the table's size.
     pub fn expire(&mut self, now: u64) -> Result<Vec<Access>, FwError> {
+        self.prune_owners(now);
         let due: Vec<Access> = self
-            .live
-            .values()
-            .filter(|e| e.rule.expires_at <= now)
-            .map(|e| e.rule)
+            .rule_ends
+            .due(now)
+            .filter_map(|(_, k)| self.live.get(k).map(|e| e.rule))
             .collect();
-        for e in self.live.values_mut() {
-            e.owners.retain(|_, t| *t > now);
-        }
         if due.is_empty() {
             return Ok(due);
         }
@@ -394,7 +503,7 @@ impl Grants {
         // Forget them even if the removal failed: the kernel no longer
         // matches them, and retrying forever would only repeat the error.
         for a in &due {
-            self.live.remove(&(a.addr, a.grant));
+            self.drop_entry((a.addr, a.grant));
         }
         res.map(|_| due)
     }
@@ -408,7 +517,16 @@ impl Grants {
 
     /// The earliest rule expiry (Unix seconds).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.live.values().map(|e| e.rule.expires_at).min()
+        self.rule_ends.first()
+    }
+
+    /// When the loop should wake to expire grants: the last rule end within
+    /// [`EXPIRY_WINDOW_SECS`] of the first, so ends close together cost one
+    /// wake-up (no per-grant timer).
+    pub fn next_wake(&self) -> Option<u64> {
+        let first = self.rule_ends.first()?;
+        self.rule_ends
+            .last_until(first.saturating_add(EXPIRY_WINDOW_SECS))
     }
 
     /// Grant rules in the firewall.
@@ -422,8 +540,7 @@ impl Grants {
 
     /// Removes every grant and our chain/sets/jump.
     pub fn teardown(&mut self) -> Result<(), FwError> {
-        self.live.clear();
-        self.origins.clear();
+        self.clear();
         self.fw.teardown()
     }
 }
@@ -559,6 +676,50 @@ mod tests {
         assert_eq!(gone[0].grant, ssh);
         assert_eq!(fw.live().len(), 1);
         assert_eq!(g.next_expiry(), Some(1020));
+    }
+
+    /// Issue 14: ends close together cost one wake-up; the indexes (next
+    /// end, the owner's running grants, the count) follow opens, refreshes,
+    /// closes and expiry without a scan, and agree with the table.
+    #[test]
+    fn expiry_is_indexed_and_batched_in_one_wake_up() {
+        let (mut g, fw, _, ssh) = setup();
+        let (alice, bob) = (key("alice"), key("bob"));
+        let addr = |i: usize| IpAddr::from([198, 18, (i >> 8) as u8, i as u8]);
+        for i in 0..10_000 {
+            // 10,000 grants ending over 3 s (1010..=1012), as a burst of
+            // opens does.
+            g.open(&alice, addr(i), &[ssh], 10 + (i % 3) as u32, 1000)
+                .unwrap();
+        }
+        g.open(&bob, addr(20_000), &[ssh], 60, 1000).unwrap();
+        assert_eq!(g.next_expiry(), Some(1010));
+        assert_eq!(g.next_wake(), Some(1012), "one wake-up for the burst");
+        assert_eq!(g.count(1009), 10_001);
+        assert_eq!(
+            g.check_caps(&alice, addr(30_000), &[ssh], 1010, 6_667, 65_536),
+            Ok(()),
+            "3,333 of alice's ended at 1010"
+        );
+        let calls = fw.apply_count();
+        let gone = g.expire(1012).unwrap();
+        assert_eq!(gone.len(), 10_000);
+        assert_eq!(fw.apply_count(), calls + 1, "one batch for all of them");
+        assert_eq!((g.len(), g.count(1012)), (1, 1));
+        assert_eq!((g.next_expiry(), g.next_wake()), (Some(1060), Some(1060)));
+        // A refresh moves the end; a close of a shared rule keeps the other
+        // owner's end; the indexes follow.
+        g.open(&alice, addr(20_000), &[ssh], 100, 1013).unwrap();
+        assert_eq!(g.next_expiry(), Some(1113));
+        g.close(&alice, addr(20_000), &[ssh], 1014).unwrap();
+        assert_eq!((g.next_expiry(), g.count(1014)), (Some(1060), 1));
+        assert_eq!(
+            g.check_caps(&alice, addr(1), &[ssh], 1014, 1, 65_536),
+            Ok(())
+        );
+        assert!(g.expire(1060).unwrap().len() == 1 && g.is_empty());
+        assert_eq!((g.next_expiry(), g.count(1060)), (None, 0));
+        assert!(g.by_owner.is_empty() && g.owner_ends.is_empty());
     }
 
     /// Finding 1: a key holds at most its cap of live grants, all owners at

@@ -208,7 +208,7 @@ impl Engine {
     pub fn next_deadline(&self, now: &Now) -> Option<Duration> {
         let grant = self
             .grants
-            .next_expiry()
+            .next_wake()
             .map(|s| Duration::from_millis(s.saturating_mul(1000).saturating_sub(now.ms)));
         match (grant, self.legacy.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -163,13 +163,15 @@ impl Nftables {
         format!("{} {}", self.opts.nft_family, self.opts.nft_table)
     }
 
-    /// `nft -a list table` of the admin's table (with handles); None when
-    /// the table is missing.
+    /// `nft -a -t list table` of the admin's table (with handles, without
+    /// set elements: `-t`, so its cost does not grow with the live grants,
+    /// issue 14); None when the table is missing.
     fn list_table(&self) -> Result<Option<String>, FwError> {
         let ran = self.run.run(
             &[
                 &self.opts.nft,
                 "-a",
+                "-t",
                 "list",
                 "table",
                 &self.opts.nft_family,
@@ -478,8 +480,8 @@ pub fn plan(
     let (a4, a6) = split_family(add);
     let (r4, r6) = split_family(remove);
     let adds: Vec<Access> = a4.into_iter().chain(a6).collect();
-    let same_key =
-        |r: &Access, a: &Access| r.canonical_addr() == a.canonical_addr() && r.grant == a.grant;
+    let add_keys: std::collections::HashSet<_> =
+        adds.iter().map(|a| (a.canonical_addr(), a.grant)).collect();
     let removes: Vec<Access> = r4
         .into_iter()
         .chain(r6)
@@ -488,7 +490,7 @@ pub fn plan(
                 debug!(grant = %r, "already expired; the kernel removes it");
                 return false;
             }
-            !(timeout_update && adds.iter().any(|a| same_key(r, a)))
+            !(timeout_update && add_keys.contains(&(r.canonical_addr(), r.grant)))
         })
         .collect();
     (adds, removes)

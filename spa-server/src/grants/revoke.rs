@@ -174,13 +174,24 @@ impl Grants {
         }
         for (key, owners, until) in plan {
             match until {
-                None => {
-                    self.live.remove(&key);
-                }
+                None => self.drop_entry(key),
                 Some(u) => {
-                    if let Some(e) = self.live.get_mut(&key) {
-                        e.owners = owners;
-                        e.rule.expires_at = u;
+                    let old: Vec<Owner> = self
+                        .live
+                        .get(&key)
+                        .map(|e| e.owners.keys().cloned().collect())
+                        .unwrap_or_default();
+                    for o in old.iter().filter(|o| !owners.contains_key(o)) {
+                        self.drop_owner(key, o);
+                    }
+                    for (o, t) in owners {
+                        self.set_owner(key, &o, t);
+                    }
+                    if let Some(rule) = self.live.get(&key).map(|e| e.rule) {
+                        self.set_rule(Access {
+                            expires_at: u,
+                            ..rule
+                        });
                     }
                 }
             }

@@ -65,11 +65,7 @@ impl Grants {
         via: Via,
         now: u64,
     ) {
-        let live = &self.live;
-        self.origins.retain(|(a, g, o), _| {
-            live.get(&(*a, *g))
-                .is_some_and(|e| e.owners.get(o).is_some_and(|&t| t > now))
-        });
+        self.prune_owners(now);
         for g in grants {
             if self.held_until(owner, addr, *g, now).is_none() {
                 continue;
@@ -85,12 +81,10 @@ impl Grants {
         }
     }
 
-    /// How many owners' grants run at `now` (what `list` would list).
+    /// How many owners' grants run at `now` (what `list` would list),
+    /// without a scan (read at every wake-up for the status line).
     pub fn count(&self, now: u64) -> usize {
-        self.live
-            .values()
-            .map(|e| e.owners.values().filter(|&&t| t > now).count())
-            .sum()
+        self.owner_ends.running(now)
     }
 
     /// Every owner's live grant at `now`, sorted by address, grant, owner.
