@@ -597,9 +597,19 @@ impl Daemon {
         self.notifier.reloading();
         match self.reload_capture() {
             Ok(new) => {
+                // Everything that can fail is done: the privileged side
+                // takes the new configuration too, before the engine's
+                // batches (judged by it) go out.
+                if let Err(e) = self.remote.settle(true) {
+                    error!("reload: the privileged side did not take the new configuration: {e}");
+                }
                 self.engine.handle(Event::Reload(Box::new(new)), now);
             }
             Err(e) => {
+                // Both sides keep the old configuration.
+                if let Err(e) = self.remote.settle(false) {
+                    error!("reload: the privileged side did not answer: {e}");
+                }
                 self.engine.reload_refused();
                 error!("reload refused, old configuration stays in force: {e}");
                 self.notifier

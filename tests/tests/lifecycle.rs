@@ -63,8 +63,10 @@ fn kill_9_closes_in_the_kernel(id: u8, backend: &'static str) {
     env.open("a", cli, 3);
     env.assert_opens(cli, 2, "grant did not open");
     kill_9(&mut server);
+    // The privileged side exits when it reads the end of its socket: soon
+    // after, not at once (a loaded machine showed it still there).
     assert!(
-        env.server_pids().is_empty(),
+        wait_for(Duration::from_secs(5), || env.server_pids().is_empty()),
         "a spa-server process is still running in the namespace"
     );
     // The grant is still listed (nobody removed it) ...

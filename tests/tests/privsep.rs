@@ -428,7 +428,8 @@ fn hup(s: &Server) {
 /// family and class for the new configuration's interfaces and hands them
 /// over (SCM_RIGHTS). Before: the reload was refused ("capture ... socket
 /// failed: Operation not permitted") and the old configuration stayed.
-/// A reload naming a missing interface is still refused, the sockets kept.
+/// A reload naming a missing interface is still refused, the sockets and
+/// the old configuration kept on both sides.
 #[test]
 fn sighup_adding_an_interface_captures_on_it() {
     let r = Testbed::new(127, "privsep-iface", "iptables", SID, &["alice"]);
@@ -464,12 +465,34 @@ fn sighup_adding_an_interface_captures_on_it() {
     r.send(v4.cli, v4.srv, &["--open", "22", "-d", "60"]);
     r.expect_connect(v4.cli, v4.srv, true, "the first interface still", &s);
 
-    // A missing interface: refused, old configuration and sockets kept.
-    write_config(&r, &[&if0, &if1, "spa127zz"]);
+    // A missing interface (and the second one dropped): refused, the old
+    // configuration and sockets kept, on both sides: the privileged side
+    // still makes sockets for the second interface. Before Settle it had
+    // taken the refused configuration at `Reload` and refused them.
+    write_config(&r, &[&if0, "spa127zz"]);
     hup(&s);
     s.expect_lines(&["reload refused", "spa127zz", "does not exist"], 1);
     r.send(v4.cli_b, v4.srv, &["--open", "22", "-d", "60"]);
     r.expect_connect(v4.cli_b, v4.srv, true, "after a refused reload", &s);
+    let mut ch = steal_channel(s.pid().expect("server pid"));
+    ch.write_all(
+        &Request::OpenCapture {
+            interface: Some(if1.clone()),
+            family: IpFamily::V4,
+            class: Class::Spa,
+        }
+        .encode(),
+    )
+    .expect("send request");
+    let (msg, fd) = spa_server::privsep::fdpass::recv_with_fd(&mut ch)
+        .expect("reply")
+        .expect("a reply");
+    assert!(
+        matches!(Reply::decode(&msg), Ok(Reply::Capture { .. })) && fd.is_some(),
+        "after a refused reload the privileged side judges by the refused file: {:?}; log:\n{}",
+        Reply::decode(&msg),
+        s.log_text()
+    );
     r.done("sighup_adding_an_interface_captures_on_it");
 }
 

@@ -36,6 +36,8 @@ pub fn serve(
     mut fw: Box<dyn Firewall>,
 ) -> i32 {
     let mut local: Vec<IpAddr> = Vec::new();
+    // A reload's configuration, read but not yet ours (Request::Settle).
+    let mut pending: Option<Config> = None;
     loop {
         let msg = match read_frame(&mut sock) {
             Ok(Some(m)) => m,
@@ -60,14 +62,21 @@ pub fn serve(
                 interface,
                 family,
                 class,
-            }) => match open_capture(&cfg, interface.as_deref(), family, class) {
+            }) => match open_capture(
+                // During a reload, the sockets are for the new configuration.
+                pending.as_ref().unwrap_or(&cfg),
+                interface.as_deref(),
+                family,
+                class,
+            ) {
                 Ok((reply, fd)) => (reply, Some(fd)),
                 Err(reply) => (reply, None),
             },
-            Ok(req) => (
-                handle(req, &mut cfg, &source, fw.as_mut(), &mut local),
-                None,
-            ),
+            Ok(Request::Reload) => (reload(&source, &mut pending), None),
+            Ok(Request::Settle { commit }) => {
+                (settle(commit, &mut cfg, &mut pending, fw.as_mut()), None)
+            }
+            Ok(req) => (handle(req, &mut cfg, fw.as_mut(), &mut local), None),
         };
         let sent = match &fd {
             // Our copy of the descriptor is closed once it is sent.
@@ -123,13 +132,52 @@ fn fw_reply(r: Result<(), crate::firewall::FwError>) -> Reply {
     }
 }
 
-fn handle(
-    req: Request,
+/// SIGHUP's first half: the configuration and key files read again and
+/// held aside, their bytes sent to the network side.
+fn reload(source: &ConfigSource, pending: &mut Option<Config>) -> Reply {
+    match Config::load_recording(source.path.as_deref(), &source.overrides) {
+        Ok((new, files)) => {
+            *pending = Some(new);
+            Reply::Files(files)
+        }
+        Err(e) => {
+            *pending = None;
+            Reply::Refused(e.to_string())
+        }
+    }
+}
+
+/// SIGHUP's second half: the network side has everything it needs for the
+/// new configuration (capture sockets included) and takes it; so do we.
+/// Or it refused the reload, and we keep judging by the old one.
+fn settle(
+    commit: bool,
     cfg: &mut Config,
-    source: &ConfigSource,
+    pending: &mut Option<Config>,
     fw: &mut dyn Firewall,
-    local: &mut Vec<IpAddr>,
 ) -> Reply {
+    let Some(new) = pending.take() else {
+        return if commit {
+            Reply::Refused("no reload to take".into())
+        } else {
+            Reply::Done
+        };
+    };
+    if !commit {
+        info!("privileged side: reload refused by the network side; old configuration kept");
+        return Reply::Done;
+    }
+    fw.set_forwarding(!crate::policy::forwards(&new.keys).is_empty());
+    if let Err(e) = fw.set_silence(&knocks::silence(&new)) {
+        warn!(
+            "reload: the silent ports' drop rules could not be replaced (the old ones stay): {e}"
+        );
+    }
+    *cfg = new;
+    Reply::Done
+}
+
+fn handle(req: Request, cfg: &mut Config, fw: &mut dyn Firewall, local: &mut Vec<IpAddr>) -> Reply {
     match req {
         Request::Apply { add, remove } => {
             // The host's addresses, read again only when an add names one
@@ -165,21 +213,10 @@ fn handle(
             fw_reply(fw.setup())
         }
         Request::Teardown => fw_reply(fw.teardown()),
-        Request::Reload => {
-            match Config::load_recording(source.path.as_deref(), &source.overrides) {
-                Ok((new, files)) => {
-                    fw.set_forwarding(!crate::policy::forwards(&new.keys).is_empty());
-                    if let Err(e) = fw.set_silence(&knocks::silence(&new)) {
-                        warn!("reload: the silent ports' drop rules could not be replaced (the old ones stay): {e}");
-                    }
-                    *cfg = new;
-                    Reply::Files(files)
-                }
-                Err(e) => Reply::Refused(e.to_string()),
-            }
+        // Answered in `serve` (with a descriptor, or with the reload state).
+        Request::OpenCapture { .. } | Request::Reload | Request::Settle { .. } => {
+            Reply::Refused("answered elsewhere".into())
         }
-        // Answered in `serve`, with its descriptor.
-        Request::OpenCapture { .. } => Reply::Refused("capture requests go elsewhere".into()),
         Request::LocalAddrs => match read_local_addrs() {
             Ok(set) => {
                 *local = set.iter().copied().collect();

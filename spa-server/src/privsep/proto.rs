@@ -44,8 +44,13 @@ pub enum Request {
     /// `Apply`.
     Setup,
     /// Re-read the configuration and keys (SIGHUP), and reply with the
-    /// files read, for the network side to parse the same bytes.
+    /// files read, for the network side to parse the same bytes. The new
+    /// configuration is held aside (capture sockets for it may be asked)
+    /// until [`Request::Settle`].
     Reload,
+    /// The end of a reload: take the configuration read by `Reload` as our
+    /// own (`commit`), or drop it (the network side refused the reload).
+    Settle { commit: bool },
     /// This host's addresses (the knock check; the network side may not
     /// open a netlink socket).
     LocalAddrs,
@@ -92,6 +97,7 @@ pub enum DecodeError {
     ZeroPort,
     BadText,
     BadClass(u8),
+    BadFlag(u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -107,6 +113,7 @@ impl fmt::Display for DecodeError {
             DecodeError::ZeroPort => f.write_str("port 0"),
             DecodeError::BadText => f.write_str("text is not UTF-8"),
             DecodeError::BadClass(b) => write!(f, "capture class {b} unknown"),
+            DecodeError::BadFlag(b) => write!(f, "flag {b} is neither 0 nor 1"),
         }
     }
 }
@@ -120,6 +127,7 @@ const T_RELOAD: u8 = 4;
 const T_LOCAL: u8 = 5;
 const T_TEARDOWN: u8 = 6;
 const T_CAPTURE: u8 = 7;
+const T_SETTLE: u8 = 8;
 
 const R_DONE: u8 = 0x81;
 const R_REFUSED: u8 = 0x82;
@@ -269,6 +277,7 @@ impl Request {
             Request::Intact => frame(T_INTACT, &[]),
             Request::Setup => frame(T_SETUP, &[]),
             Request::Reload => frame(T_RELOAD, &[]),
+            Request::Settle { commit } => frame(T_SETTLE, &[u8::from(*commit)]),
             Request::LocalAddrs => frame(T_LOCAL, &[]),
             Request::Teardown => frame(T_TEARDOWN, &[]),
             Request::OpenCapture {
@@ -320,6 +329,13 @@ impl Request {
             T_INTACT => Request::Intact,
             T_SETUP => Request::Setup,
             T_RELOAD => Request::Reload,
+            T_SETTLE => Request::Settle {
+                commit: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    b => return Err(DecodeError::BadFlag(b)),
+                },
+            },
             T_LOCAL => Request::LocalAddrs,
             T_TEARDOWN => Request::Teardown,
             T_CAPTURE => {
@@ -486,6 +502,8 @@ mod tests {
             Request::Intact,
             Request::Setup,
             Request::Reload,
+            Request::Settle { commit: true },
+            Request::Settle { commit: false },
             Request::LocalAddrs,
             Request::Teardown,
             Request::OpenCapture {
@@ -562,6 +580,11 @@ mod tests {
             Request::decode(&[T_INTACT, 0]),
             Err(DecodeError::TrailingBytes)
         );
+        assert_eq!(
+            Request::decode(&[T_SETTLE, 2]),
+            Err(DecodeError::BadFlag(2))
+        );
+        assert_eq!(Request::decode(&[T_SETTLE]), Err(DecodeError::Truncated));
     }
 
     #[test]

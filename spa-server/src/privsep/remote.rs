@@ -95,6 +95,12 @@ impl Remote {
         }
     }
 
+    /// The end of a reload: the privileged side takes the configuration it
+    /// read for `load_config` (`commit`) or keeps its old one.
+    pub fn settle(&self, commit: bool) -> Result<(), FwError> {
+        self.done(&Request::Settle { commit })
+    }
+
     /// This host's addresses, read by the privileged side.
     pub fn local_addrs(&self) -> io::Result<HashSet<IpAddr>> {
         match self.call(&Request::LocalAddrs)? {
@@ -104,7 +110,7 @@ impl Remote {
     }
 
     /// SIGHUP: the privileged side re-reads the configuration and keys;
-    /// this side parses the same bytes.
+    /// this side parses the same bytes. Ends with [`Remote::settle`].
     pub fn load_config(&self, source: &ConfigSource) -> Result<Config, ConfigError> {
         let err = |msg: String| ConfigError {
             file: source
