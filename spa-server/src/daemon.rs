@@ -430,7 +430,15 @@ impl Daemon {
             fds.push((self.remote.raw_fd(), 0));
             let control_at = fds.len();
             fds.extend(self.control.poll_set());
-            let ready = poll_fds(&fds, self.timeout(&now)).map_err(DaemonError::Poll)?;
+            // Frames read in a batch and not yet handled are invisible to
+            // poll: look again at once, without sleeping.
+            let pending = self.capture.pending();
+            let timeout = if pending {
+                Some(Duration::ZERO)
+            } else {
+                self.timeout(&now)
+            };
+            let ready = poll_fds(&fds, timeout).map_err(DaemonError::Poll)?;
             // The clock, once per wake-up: every decision of this wake-up
             // uses the same time.
             now = Now::read();
@@ -440,7 +448,7 @@ impl Daemon {
             if ready.first().copied().unwrap_or(false) && self.take_signals(&now) == Flow::Stop {
                 return Ok(());
             }
-            if ready.iter().skip(1).take(captures).any(|&r| r)
+            if (pending || ready.iter().skip(1).take(captures).any(|&r| r))
                 && self.drain_capture(&now) == Flow::Stop
             {
                 return Ok(());

@@ -16,7 +16,7 @@
 use super::sys::{bind, ifindex_on, is_up};
 use super::sys::{ifindex, setsockopt};
 use super::{bpf, class_index, open_socket, Capture, CaptureError, CaptureStats, Class};
-use super::{FilterSpec, Sock, Turn, BUF_LEN};
+use super::{Batch, FilterSpec, Sock, Turn};
 use spa_proto::IpFamily;
 use std::os::fd::OwnedFd;
 
@@ -113,7 +113,7 @@ impl Capture {
         Ok(Capture {
             socks,
             spec: spec.clone(),
-            buf: vec![0; BUF_LEN],
+            batches: [Batch::new(), Batch::new()],
             turns,
             stats: CaptureStats::default(),
             needs_rebind: false,

@@ -29,7 +29,7 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use sys::{attach, bind, cvt, ifindex, packet_stats, recv_one, set_rcvbuf};
+use sys::{attach, bind, cvt, ifindex, packet_stats, recv_batch, set_rcvbuf};
 
 /// What the kernel lets through. One value describes both families.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,18 +213,59 @@ pub struct CaptureStats {
     pub kernel_drops: u64,
 }
 
-/// Receive buffer size: larger than [`bpf::SNAPLEN`], the most the kernel
-/// ever copies for an accepted frame.
-const BUF_LEN: usize = 2048;
+/// Room for one frame in a batch: the most the kernel filter ever copies.
+const SLOT: usize = bpf::SNAPLEN as usize;
 /// Frames one `recv` call reads before returning `Ok(None)`, so a stream of
 /// frames that fail `parse` cannot starve the daemon's other work.
 const RECV_BUDGET: usize = 256;
-/// Frames read in a row from one socket before the next gets its turn.
-/// Why not 1: rotating after every frame costs an empty `recvfrom` on the
-/// idle socket (the other family, say) per frame, which doubled the
-/// syscalls under a one-sided flood. Why bounded: a flood on one socket
-/// must not keep a legit datagram waiting on another for long.
-const STREAK: u32 = 32;
+/// Frames read in one `recvmmsg` from one socket, after which the next
+/// socket of the class gets its turn. Why a batch: one system call per
+/// frame was most of the daemon's cost under a flood (issue 14). Why
+/// bounded: a flood on one socket must not keep a legit datagram waiting on
+/// another (the other family, say) for long. Before the batch this was a
+/// streak of 32 `recvfrom` calls on one socket.
+const BATCH: usize = 32;
+
+/// Frames read by one `recvmmsg` and not yet handed out: every class has
+/// its own, so a knock batch never delays a datagram batch.
+#[derive(Debug)]
+struct Batch {
+    /// `BATCH` slots of `SLOT` bytes.
+    data: Vec<u8>,
+    /// (length, `sll_pkttype`) of each frame read, in order.
+    frames: Vec<(usize, u8)>,
+    /// The next frame to hand out.
+    next: usize,
+    /// Index into `socks` of the socket they came from.
+    sock: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            data: vec![0; BATCH * SLOT],
+            frames: Vec::with_capacity(BATCH),
+            next: 0,
+            sock: 0,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.next < self.frames.len()
+    }
+
+    /// Slot index, length and packet type of the next frame, if any.
+    fn take(&mut self) -> Option<(usize, usize, u8)> {
+        let (len, pkttype) = *self.frames.get(self.next)?;
+        self.next += 1;
+        Some((self.next - 1, len, pkttype))
+    }
+
+    fn frame(&self, slot: usize, len: usize) -> &[u8] {
+        let start = slot * SLOT;
+        self.data.get(start..start + len.min(SLOT)).unwrap_or(&[])
+    }
+}
 
 #[derive(Debug)]
 struct Sock {
@@ -251,14 +292,16 @@ fn label(iface: Option<&str>) -> String {
     }
 }
 
-/// The capture sockets. Owns the fds (closed on drop) and one receive buffer.
+/// The capture sockets. Owns the fds (closed on drop) and one batch of
+/// frames per class.
 #[derive(Debug)]
 pub struct Capture {
     socks: Vec<Sock>,
     spec: FilterSpec,
-    buf: Vec<u8>,
-    /// Per class (index `class as usize`): the indexes into `socks` of its
-    /// sockets, whose turn it is, and frames read in a row from it.
+    /// Per class (index [`class_index`]): frames read, not yet handed out.
+    batches: [Batch; 2],
+    /// Per class: the indexes into `socks` of its sockets, and whose turn
+    /// it is.
     turns: [Turn; 2],
     stats: CaptureStats,
     needs_rebind: bool,
@@ -268,7 +311,6 @@ pub struct Capture {
 struct Turn {
     socks: Vec<usize>,
     next: usize,
-    streak: u32,
 }
 
 fn class_index(class: Class) -> usize {
@@ -352,76 +394,92 @@ impl Capture {
     /// [`Class::Spa`], then of [`Class::Knock`].
     pub fn recv(&mut self) -> Result<Option<Packet<'_>>, CaptureError> {
         let found = match self.recv_meta(Class::Spa)? {
-            Some(f) => Some(f),
-            None => self.recv_meta(Class::Knock)?,
+            Some(f) => Some((Class::Spa, f)),
+            None => self.recv_meta(Class::Knock)?.map(|f| (Class::Knock, f)),
         };
-        Ok(found.and_then(|(meta, len)| meta.into_packet(self.buf.get(..len)?)))
+        Ok(found.and_then(|(class, (meta, slot, len))| {
+            meta.into_packet(self.batches[class_index(class)].frame(slot, len))
+        }))
     }
 
     /// Next packet of `class` that parses; `Ok(None)` when every socket of
-    /// the class would block (or after [`RECV_BUDGET`] frames, so call again
-    /// after poll says readable). Frames that do not parse are counted and
-    /// skipped. An interface going down (ENETDOWN) is logged once and
-    /// skipped, never an error.
+    /// the class would block (or after [`RECV_BUDGET`] frames: then frames
+    /// may be left read and not handed out, see [`Capture::pending`]).
+    /// Frames that do not parse are counted and skipped. An interface going
+    /// down (ENETDOWN) is logged once and skipped, never an error.
     pub fn recv_class(&mut self, class: Class) -> Result<Option<Packet<'_>>, CaptureError> {
         let found = self.recv_meta(class)?;
-        Ok(found.and_then(|(meta, len)| meta.into_packet(self.buf.get(..len)?)))
+        let batch = &self.batches[class_index(class)];
+        Ok(found.and_then(|(meta, slot, len)| meta.into_packet(batch.frame(slot, len))))
     }
 
-    /// Reads the next frame of `class` that parses into `self.buf`; returns
-    /// its classification and length.
-    fn recv_meta(&mut self, class: Class) -> Result<Option<(parse::Meta, usize)>, CaptureError> {
+    /// Frames already read from the kernel and not yet handed out. poll(2)
+    /// cannot see them: the daemon must call `recv` again without sleeping.
+    pub fn pending(&self) -> bool {
+        self.batches.iter().any(Batch::pending)
+    }
+
+    /// The next frame of `class` that parses: its classification, and its
+    /// slot and length in the class's batch. Hands out the batch's frames
+    /// first, then reads the next batch from the socket whose turn it is.
+    fn recv_meta(
+        &mut self,
+        class: Class,
+    ) -> Result<Option<(parse::Meta, usize, usize)>, CaptureError> {
         let ci = class_index(class);
         let n = self.turns[ci].socks.len();
         let mut idle = 0;
         let mut budget = RECV_BUDGET;
-        while idle < n && budget > 0 {
+        loop {
+            while budget > 0 {
+                let Some((slot, len, pkttype)) = self.batches[ci].take() else {
+                    break;
+                };
+                budget -= 1;
+                if pkttype == libc::PACKET_OUTGOING {
+                    self.stats.outgoing += 1;
+                    continue;
+                }
+                self.stats.frames += 1;
+                self.stats.bytes += len as u64;
+                let batch = &self.batches[ci];
+                let is_v6 = self.socks.get(batch.sock).map(|s| s.family) == Some(IpFamily::V6);
+                match parse::classify(batch.frame(slot, len), is_v6, &self.spec) {
+                    // The class check is the user-space authority, as
+                    // parse is for the filter as a whole.
+                    Some(meta) if meta.class() == class => return Ok(Some((meta, slot, len))),
+                    _ => self.stats.unparsed += 1,
+                }
+            }
+            if budget == 0 || idle >= n {
+                return Ok(None);
+            }
             let turn = &mut self.turns[ci];
-            let i = turn.socks[turn.next % n];
             let k = turn.next % n;
-            match recv_one(&self.socks[i].fd, &mut self.buf) {
-                Ok(Some((len, pkttype))) => {
-                    budget -= 1;
+            let i = turn.socks[k];
+            turn.next = (k + 1) % n;
+            let batch = &mut self.batches[ci];
+            batch.frames.clear();
+            batch.next = 0;
+            batch.sock = i;
+            let room = BATCH.min(budget) * SLOT;
+            match recv_batch(
+                &self.socks[i].fd,
+                &mut batch.data[..room],
+                SLOT,
+                &mut batch.frames,
+            ) {
+                Ok(0) => idle += 1,
+                Ok(_) => {
                     idle = 0;
-                    let turn = &mut self.turns[ci];
-                    turn.streak += 1;
-                    if turn.streak >= STREAK {
-                        turn.streak = 0;
-                        turn.next = (k + 1) % n;
-                    }
                     let sock = &mut self.socks[i];
                     if sock.down_logged {
                         sock.down_logged = false;
                         tracing::info!(on = %sock.label(), family = sock.family.name(), "capture receiving again");
                     }
-                    if pkttype == libc::PACKET_OUTGOING {
-                        self.stats.outgoing += 1;
-                        continue;
-                    }
-                    self.stats.frames += 1;
-                    self.stats.bytes += len as u64;
-                    let is_v6 = sock.family == IpFamily::V6;
-                    let frame = self.buf.get(..len).unwrap_or(&[]);
-                    match parse::classify(frame, is_v6, &self.spec) {
-                        // The class check is the user-space authority, as
-                        // parse is for the filter as a whole.
-                        Some(meta) if meta.class() == class => {
-                            return Ok(Some((meta, len)));
-                        }
-                        _ => self.stats.unparsed += 1,
-                    }
-                }
-                Ok(None) => {
-                    idle += 1;
-                    let turn = &mut self.turns[ci];
-                    turn.streak = 0;
-                    turn.next = (k + 1) % n;
                 }
                 Err(e) if is_link_error(&e) => {
                     idle += 1;
-                    let turn = &mut self.turns[ci];
-                    turn.streak = 0;
-                    turn.next = (k + 1) % n;
                     let sock = &mut self.socks[i];
                     if !sock.down_logged {
                         sock.down_logged = true;
@@ -437,10 +495,9 @@ impl Capture {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => budget -= 1,
-                Err(e) => return Err(self.socks[i].err("recvfrom", e)),
+                Err(e) => return Err(self.socks[i].err("recvmmsg", e)),
             }
         }
-        Ok(None)
     }
 
     /// True once a named interface reported a link error (down, deleted)

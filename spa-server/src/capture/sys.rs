@@ -1,5 +1,5 @@
 //! The syscall edge of the capture: packet-socket options, bind, one
-//! non-blocking receive, interface lookups. Every `unsafe` has its SAFETY
+//! non-blocking batched receive, interface lookups. Every `unsafe` has its SAFETY
 //! note; nothing here knows about classes, specs or the daemon.
 
 use super::bpf::Insn;
@@ -142,30 +142,74 @@ pub(super) fn bind(fd: &OwnedFd, family: IpFamily, index: libc::c_int) -> io::Re
     .map(drop)
 }
 
-/// One non-blocking recvfrom: `Ok(None)` when nothing is queued.
-pub(super) fn recv_one(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, u8)>> {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    let mut sll_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // SAFETY: `buf` is writable for buf.len() bytes and `sll` for sll_len.
-    let n = unsafe {
-        libc::recvfrom(
+/// Frames one [`recv_batch`] call reads at most.
+pub(super) const MAX_BATCH: usize = 64;
+
+/// One non-blocking `recvmmsg` of up to `data.len() / slot` frames (at
+/// most [`MAX_BATCH`]), each into its own `slot`-byte piece of `data`, in
+/// order; pushes each frame's (length, `sll_pkttype`) onto `out` and
+/// returns how many. `Ok(0)` when nothing is queued. One system call per
+/// batch instead of one per frame: under a flood the per-frame syscall was
+/// a large part of the daemon's cost (docs/benchmarks.md, issue 14).
+pub(super) fn recv_batch(
+    fd: &OwnedFd,
+    data: &mut [u8],
+    slot: usize,
+    out: &mut Vec<(usize, u8)>,
+) -> io::Result<usize> {
+    if slot == 0 {
+        return Ok(0);
+    }
+    // SAFETY: sockaddr_ll, iovec and mmsghdr are plain data; all-zero is a
+    // valid value of each (null pointers, zero lengths).
+    let mut addrs: [libc::sockaddr_ll; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    for (i, piece) in data.chunks_exact_mut(slot).take(MAX_BATCH).enumerate() {
+        iov[i] = libc::iovec {
+            iov_base: piece.as_mut_ptr().cast(),
+            iov_len: slot,
+        };
+        n = i + 1;
+    }
+    for ((h, a), v) in hdrs
+        .iter_mut()
+        .zip(addrs.iter_mut())
+        .zip(iov.iter_mut())
+        .take(n)
+    {
+        h.msg_hdr.msg_name = (a as *mut libc::sockaddr_ll).cast();
+        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        h.msg_hdr.msg_iov = v;
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point at `n` live iovecs, each at its
+    // own `slot` bytes of `data`, and at `n` live sockaddr_ll with their
+    // size; all outlive the call. No timeout (null): MSG_DONTWAIT.
+    let got = unsafe {
+        libc::recvmmsg(
             fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
             libc::MSG_DONTWAIT,
-            (&mut sll as *mut libc::sockaddr_ll).cast(),
-            &mut sll_len,
+            std::ptr::null_mut(),
         )
     };
-    if n < 0 {
+    if got < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(None);
+            return Ok(0);
         }
         return Err(e);
     }
-    Ok(Some((n as usize, sll.sll_pkttype)))
+    let got = usize::try_from(got).unwrap_or(0).min(n);
+    for (h, a) in hdrs.iter().zip(addrs.iter()).take(got) {
+        out.push(((h.msg_len as usize).min(slot), a.sll_pkttype));
+    }
+    Ok(got)
 }
 
 /// PACKET_STATISTICS: reading resets the kernel's counters.

@@ -312,6 +312,8 @@ fn allowed() -> Vec<i64> {
         libc::SYS_ioctl,
         libc::SYS_ppoll,
         libc::SYS_recvfrom,
+        // The capture's batched receive (capture/sys.rs, issue 14).
+        libc::SYS_recvmmsg,
         // The control socket's connections (bound before the filter).
         libc::SYS_accept4,
         libc::SYS_shutdown,
