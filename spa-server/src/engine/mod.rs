@@ -34,6 +34,9 @@ mod manual;
 pub use manual::Selector;
 #[cfg(test)]
 mod tests;
+mod wire_id;
+
+use wire_id::WireId;
 
 /// The time, read once per wake-up of the event loop.
 #[derive(Debug, Clone, Copy)]
@@ -266,17 +269,8 @@ impl Engine {
     fn datagram(&mut self, src: IpAddr, payload: &[u8], now: &Now) -> Outcome {
         // The cleartext key-id goes on every line, so a client's `--wait`
         // diagnosis can name the one grep that finds it.
-        let key_id = match spa_proto::version_of(payload) {
-            // v2: the wire id of this minute (the stable id is in the
-            // verdict's key name and id once authenticated).
-            Some(spa_proto::VERSION_V2) => payload
-                .get(5..13)
-                .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
-                .unwrap_or_else(|| "-".into()),
-            _ => spa_proto::parse_header(payload)
-                .map(|h| h.key_id().to_string())
-                .unwrap_or_else(|_| "-".into()),
-        };
+        let wire_id = WireId::of(payload);
+        let key_id = wire_id.as_str();
         let (local, mono) = (&mut self.local, now.mono);
         let judged = verdict::judge(payload, src, now.secs(), &self.cfg, &mut self.judge, |a| {
             local.contains(a, mono)
@@ -304,7 +298,7 @@ impl Engine {
                     // After authentication the key-id names a key: say which.
                     let key = match r {
                         Reject::UnknownKeyId | Reject::AuthFailed => None,
-                        _ => crate::explain::key_for(&self.cfg, &key_id),
+                        _ => crate::explain::key_for(&self.cfg, key_id),
                     };
                     let key = key.map_or("-", |k| k.name.as_str());
                     let why = crate::explain::reject(&self.cfg, &r, now.secs());
@@ -316,7 +310,7 @@ impl Engine {
                 self.stats.reject(p.code());
                 self.stats.datagrams_denied += 1;
                 if self.limiter.allow(now.mono) {
-                    let k = crate::explain::key_for(&self.cfg, &key_id);
+                    let k = crate::explain::key_for(&self.cfg, key_id);
                     let key = k.map_or("-", |k| k.name.as_str());
                     let why = crate::explain::policy(k, &p);
                     info!(%src, key_id, key, reason = p.code(), "rejected: {p}; {why}");
