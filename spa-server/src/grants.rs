@@ -484,11 +484,12 @@ impl Grants {
 
     /// Removes every rule whose time is up (all its owners' grants ended);
     /// returns them for the log. The kernel already stopped matching them
-    /// (kernel-side expiry) and removes set entries itself (the backends
-    /// skip removes of ended grants: no tool runs); this forgets them and
-    /// tidies what stays (a forward's rules). Owners whose own grant ended
-    /// under a rule that stays are forgotten in memory only. Costs what is
-    /// due, not the table's size.
+    /// (kernel-side expiry) and removes set entries itself
+    /// ([`Firewall::expires_itself`]: no batch, no tool, no privsep frame
+    /// for those); this forgets them and tidies what stays (an iptables
+    /// forward's rules). Owners whose own grant ended under a rule that
+    /// stays are forgotten in memory only. Costs what is due, not the
+    /// table's size.
     pub fn expire(&mut self, now: u64) -> Result<Vec<Access>, FwError> {
         self.prune_owners(now);
         let due: Vec<Access> = self
@@ -499,7 +500,16 @@ impl Grants {
         if due.is_empty() {
             return Ok(due);
         }
-        let res = self.fw.apply(&[], &due);
+        let tidy: Vec<Access> = due
+            .iter()
+            .filter(|a| !self.fw.expires_itself(a))
+            .copied()
+            .collect();
+        let res = if tidy.is_empty() {
+            Ok(())
+        } else {
+            self.fw.apply(&[], &tidy)
+        };
         // Forget them even if the removal failed: the kernel no longer
         // matches them, and retrying forever would only repeat the error.
         for a in &due {
@@ -720,6 +730,24 @@ mod tests {
         assert!(g.expire(1060).unwrap().len() == 1 && g.is_empty());
         assert_eq!((g.next_expiry(), g.count(1060)), (None, 0));
         assert!(g.by_owner.is_empty() && g.owner_ends.is_empty());
+    }
+
+    /// Issue 14: grants the kernel ends itself (set timeouts) expire in
+    /// memory with no firewall call: 10,000 of them cost no batch (and,
+    /// through privsep, no frame to the privileged side).
+    #[test]
+    fn expiry_of_what_the_kernel_ends_calls_no_firewall() {
+        let (mut g, fw, _, ssh) = setup();
+        fw.expire_in_kernel(true);
+        let alice = key("alice");
+        for i in 0..10_000u32 {
+            let a = IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
+            g.open(&alice, a, &[ssh], 10, 1000).unwrap();
+        }
+        let calls = fw.apply_count();
+        assert_eq!(g.expire(1010).unwrap().len(), 10_000, "all forgotten");
+        assert_eq!(fw.apply_count(), calls, "no batch: the kernel ends them");
+        assert!(g.is_empty() && fw.open_at(1010).is_empty());
     }
 
     /// Finding 1: a key holds at most its cap of live grants, all owners at

@@ -31,6 +31,8 @@ struct State {
     duplicate_adds: usize,
     /// Our pieces were removed behind our back (until the next setup).
     gone: bool,
+    /// What `expires_itself` says ([`FakeFirewall::expire_in_kernel`]).
+    self_expiring: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,6 +102,13 @@ impl FakeFirewall {
         self.lock().duplicate_adds
     }
 
+    /// Makes [`Firewall::expires_itself`] say yes for every grant, as a
+    /// set with element timeouts would (the grants stay in [`Self::live`]
+    /// until removed; [`Self::open_at`] shows what would still match).
+    pub fn expire_in_kernel(&self, on: bool) {
+        self.lock().self_expiring = on;
+    }
+
     /// Simulates an admin reloading the firewall: every grant and our
     /// chain gone, so [`Firewall::intact`] says no until the next setup.
     pub fn clear_behind_our_back(&self) {
@@ -118,6 +127,10 @@ fn injected(s: &mut State, call: &'static str) -> Result<(), FwError> {
 }
 
 impl Firewall for FakeFirewall {
+    fn expires_itself(&self, _: &Access) -> bool {
+        self.lock().self_expiring
+    }
+
     fn name(&self) -> &'static str {
         "fake"
     }

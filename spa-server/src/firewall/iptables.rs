@@ -464,6 +464,10 @@ impl Firewall for Iptables {
         self.forwarding = on;
     }
 
+    fn expires_itself(&self, a: &Access) -> bool {
+        super::BackendKind::Iptables.expires_itself(a)
+    }
+
     fn teardown(&mut self) -> Result<(), FwError> {
         self.opts.validate()?;
         self.drop_spares();

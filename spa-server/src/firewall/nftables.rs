@@ -448,6 +448,10 @@ impl Firewall for Nftables {
         self.forwarding = on;
     }
 
+    fn expires_itself(&self, a: &Access) -> bool {
+        super::BackendKind::Nftables.expires_itself(a)
+    }
+
     fn teardown(&mut self) -> Result<(), FwError> {
         self.opts.validate()?;
         self.session = None;

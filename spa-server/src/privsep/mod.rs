@@ -99,8 +99,7 @@ pub fn split(
         std::process::exit(code);
     }
     drop(privileged);
-    let backend = cfg.firewall.as_str();
-    Ok((Remote::new(net, backend), cfg))
+    Ok((Remote::new(net, cfg.firewall), cfg))
 }
 
 /// The network side gives up everything: it becomes its user with no

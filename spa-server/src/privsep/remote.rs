@@ -9,7 +9,7 @@ use super::proto::{read_frame, Reply, Request};
 use crate::capture::{CaptureError, Class, Handed};
 use crate::config::ConfigSource;
 use crate::config::{Config, ConfigError};
-use crate::firewall::{Access, Firewall, FwError};
+use crate::firewall::{Access, BackendKind, Firewall, FwError};
 use spa_proto::IpFamily;
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -23,11 +23,11 @@ const WHO: &str = "privileged side";
 #[derive(Clone)]
 pub struct Remote {
     sock: Arc<Mutex<UnixStream>>,
-    backend: &'static str,
+    backend: BackendKind,
 }
 
 impl Remote {
-    pub fn new(sock: UnixStream, backend: &'static str) -> Remote {
+    pub fn new(sock: UnixStream, backend: BackendKind) -> Remote {
         Remote {
             sock: Arc::new(Mutex::new(sock)),
             backend,
@@ -163,7 +163,13 @@ fn refused(r: Reply) -> FwError {
 
 impl Firewall for Remote {
     fn name(&self) -> &'static str {
-        self.backend
+        self.backend.as_str()
+    }
+
+    /// The privileged side runs this backend kind (its own configuration's,
+    /// which a reload cannot change), so the answer needs no round trip.
+    fn expires_itself(&self, a: &Access) -> bool {
+        self.backend.expires_itself(a)
     }
 
     fn setup(&mut self) -> Result<(), FwError> {
