@@ -1,6 +1,6 @@
 //! The daemon's core: one event (a captured packet, a tick, a reload) and
 //! the time in, a decision and its firewall change out. The event loop
-//! (daemon.rs) owns poll, signals, the watchdog and the sockets; this owns
+//! (daemon/) owns poll, signals, the watchdog and the sockets; this owns
 //! the ordering guarantees, so they can be unit-tested with the fake
 //! firewall:
 //!
