@@ -14,6 +14,10 @@
 //! The firewall is reached only through the `Box<dyn Firewall>` inside
 //! [`Grants`]: the real backends in the daemon, the fake in tests. The clock
 //! is read once per wake-up by the loop and passed in as [`Now`].
+//!
+//! This file: the events, datagrams, caps and expiry; knock.rs: knocks and
+//! the HMAC knock record; reload.rs: a new configuration; manual.rs: revoke
+//! by hand; limiter.rs: the log-line rate limit; wire_id.rs: the key-id.
 
 use crate::capture::local::LocalAddrs;
 use crate::capture::Packet;
@@ -21,21 +25,25 @@ use crate::config::Config;
 use crate::firewall::FwError;
 use crate::grants::{Change, Grants, Owner, Via};
 use crate::knocks;
-use crate::state::{DurableReplay, StateError};
+use crate::state::DurableReplay;
 use crate::stats::Stats;
 use crate::verdict::{self, JudgeState, Verdict};
-use spa_proto::{replay::share_of, Action, Reject};
+use spa_proto::{Action, Reject};
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
+mod knock;
+mod limiter;
 mod manual;
+mod reload;
 pub use manual::Selector;
 #[cfg(test)]
 mod tests;
 mod wire_id;
 
+pub use knock::restore_hmac_record;
+use limiter::LogLimiter;
 use wire_id::WireId;
 
 /// The time, read once per wake-up of the event loop.
@@ -101,51 +109,6 @@ pub enum Outcome {
     /// This many grants expired and were removed.
     Expired(usize),
     Reloaded,
-}
-
-/// Logs at most `per_sec` rejections and denials a second, then one summary
-/// line: a garbage flood, or a key holder's flood of denied requests, must
-/// not turn into a log flood (and a CPU flood).
-struct LogLimiter {
-    per_sec: u32,
-    window_start: Option<Instant>,
-    used: u32,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    fn new(per_sec: u32) -> Self {
-        LogLimiter {
-            per_sec,
-            window_start: None,
-            used: 0,
-            suppressed: 0,
-        }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        let expired = self
-            .window_start
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
-        if expired {
-            if self.suppressed > 0 {
-                warn!(
-                    suppressed = self.suppressed,
-                    "rejections and denials not logged in the last second (rate limit)"
-                );
-            }
-            self.window_start = Some(now);
-            self.used = 0;
-            self.suppressed = 0;
-        }
-        if self.used < self.per_sec {
-            self.used += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
 }
 
 pub struct Engine {
@@ -396,133 +359,6 @@ impl Engine {
         }
     }
 
-    fn knock(
-        &mut self,
-        src: IpAddr,
-        dst: IpAddr,
-        proto: spa_proto::Proto,
-        dport: u16,
-        tcp_flags: u8,
-        now: &Now,
-    ) -> Vec<Outcome> {
-        if !self.local.contains(dst, now.mono) {
-            debug!(%src, %dst, dport, "knock ignored: not addressed to this host");
-            return vec![Outcome::Ignored("not_local")];
-        }
-        // The same address check as for datagrams, before the knock counts
-        // at all: a spoofed sequence from this host's own (or a loopback,
-        // broadcast...) address opens nothing.
-        let mono = now.mono;
-        let src = match crate::address::usable(src, |a| self.local.contains(a, mono)) {
-            Ok(a) => a,
-            Err(why) => {
-                self.stats.knock_reject(why.code());
-                if self.limiter.allow(now.mono) {
-                    info!(%src, dport, reason = why.code(), "knock rejected: {src} is {why}");
-                }
-                return vec![Outcome::Refused(why.code())];
-            }
-        };
-        let events = self
-            .legacy
-            .observe(&self.cfg, src, proto, dport, tcp_flags, now.secs());
-        events
-            .into_iter()
-            .map(|ev| self.knock_outcome(ev, now))
-            .collect()
-    }
-
-    fn knock_outcome(&mut self, ev: knocks::Outcome, now: &Now) -> Outcome {
-        let at = now.ceil_secs();
-        match ev {
-            knocks::Outcome::Open {
-                owner,
-                addr,
-                grants,
-                duration_secs,
-                via,
-                hmac,
-            } => {
-                if owner == Owner::Doors
-                    && knocks::door_grant_fresh(&self.grants, addr, &grants, duration_secs, at)
-                {
-                    if self.limiter.allow(now.mono) {
-                        info!(%addr, via = %via, reason = "door_fresh",
-                            "knock ignored: the door grant still has more than half its time (not re-added)");
-                    }
-                    return Outcome::Ignored("door_fresh");
-                }
-                if let Err(hit) = self.check_caps(&owner, addr, &grants, at) {
-                    self.stats.knock_reject("grant_cap");
-                    if self.limiter.allow(now.mono) {
-                        warn!(%addr, via = %via, reason = "grant_cap",
-                            "knock rejected: {owner} holds {hit} (a spoofed knock flood?)");
-                    }
-                    return Outcome::Refused("grant_cap");
-                }
-                // Durable before effective, as for datagrams: a restart must
-                // not make this HMAC sequence usable again.
-                if hmac {
-                    let used = self.legacy.hmac_used();
-                    if let Err(e) = crate::state::save_hmac_used(&self.cfg.state_dir, &used) {
-                        self.stats.knock_reject("not_persisted");
-                        error!(%addr, via = %via, "knock rejected: cannot persist the used sequence: {e}");
-                        return Outcome::NotPersisted;
-                    }
-                }
-                match self.grants.open(&owner, addr, &grants, duration_secs, at) {
-                    Ok(c) => {
-                        let how = match (&owner, hmac) {
-                            (_, true) | (Owner::Key(_), _) => Via::HmacKnock,
-                            (Owner::Doors, false) => Via::Door(
-                                via.strip_prefix("legacy door ").unwrap_or(&via).to_owned(),
-                            ),
-                        };
-                        self.grants.note_origin(&owner, addr, &grants, how, at);
-                        self.stats.knocks_accepted += 1;
-                        info!(%addr, via = %via, added = c.added, refreshed = c.refreshed,
-                            duration = duration_secs, "knock accepted: rule added");
-                        Outcome::Opened(c)
-                    }
-                    Err(e) => {
-                        self.stats.firewall_failures += 1;
-                        error!(%addr, via = %via, "knock accepted, but the firewall change failed: {e}");
-                        Outcome::FirewallFailed
-                    }
-                }
-            }
-            knocks::Outcome::Close {
-                owner,
-                addr,
-                grants,
-                via,
-            } => match self.grants.close(&owner, addr, &grants, at) {
-                Ok(c) => {
-                    self.stats.knocks_accepted += 1;
-                    info!(%addr, via = %via, removed = c.removed, "knock accepted: rule removed");
-                    Outcome::Closed(c)
-                }
-                Err(e) => {
-                    self.stats.firewall_failures += 1;
-                    error!(%addr, via = %via, "knock accepted, but the firewall change failed: {e}");
-                    Outcome::FirewallFailed
-                }
-            },
-            knocks::Outcome::Rejected {
-                addr,
-                via,
-                code,
-                reason,
-            } => {
-                self.stats.knock_reject(code);
-                if self.limiter.allow(now.mono) {
-                    info!(%addr, via = %via, reason = code, "knock rejected: {reason}");
-                }
-                Outcome::Refused(code)
-            }
-        }
-    }
-
     /// The caps an open by `owner` is held to: the key's `max_grants` (an
     /// HMAC knock counts as its key), the doors' shared part of the total,
     /// and `max_grants_total` for everyone.
@@ -563,109 +399,8 @@ impl Engine {
         }
     }
 
-    /// Reload: ends or shortens at once the live grants the new
-    /// configuration no longer allows (grants::revoke), one line each.
-    fn revoke_unfit(&mut self, new: &Config, now: &Now) -> usize {
-        let at = now.ms.div_ceil(1000);
-        let old = &self.cfg;
-        let fit = |o: &Owner, g, t| crate::grants::revoke::fit(old, new, o, g, t, at);
-        match self.grants.revoke(at, fit) {
-            Ok(list) => {
-                for r in &list {
-                    match r.until {
-                        None => warn!(owner = %r.owner, addr = %r.addr, grant = %r.grant,
-                            "grant revoked on reload: {}", r.why),
-                        Some(t) => warn!(owner = %r.owner, addr = %r.addr, grant = %r.grant,
-                            until = t, "grant shortened on reload: {}", r.why),
-                    }
-                }
-                list.len()
-            }
-            Err(e) => {
-                self.stats.firewall_failures += 1;
-                error!(
-                    "reload: grants that no longer fit could not be revoked (they run until \
-                     their end; restart to drop them now): {}",
-                    crate::logging::one_line(&e.to_string())
-                );
-                0
-            }
-        }
-    }
-
-    /// A new configuration: keys, policy, limits and doors change; the
-    /// live grants that no longer fit are revoked or shortened at once,
-    /// the others kept (issue 10, item 3).
-    fn reload(&mut self, new: Config, now: &Now) -> Outcome {
-        self.judge
-            .replay
-            .set_limits(new.window, share_of(new.replay_capacity, new.keys.len()));
-        self.judge.buckets.retain(|id| new.key(id).is_some());
-        // v2 ids map to key indices of the old configuration.
-        self.judge.v2_ids.clear();
-        self.grants.set_forwards(crate::policy::forwards(&new.keys));
-        if let Err(e) = self.grants.set_silence(&knocks::silence(&new)) {
-            warn!("reload: the silent ports' drop rules could not be replaced (the old ones stay): {e}");
-        }
-        let hmac_was_on = self.cfg.legacy.hmac.enabled;
-        self.legacy.reload(&self.cfg, &new);
-        if new.legacy.hmac.enabled && !hmac_was_on {
-            // Turned on by this reload: what an earlier run used is on disk
-            // only (lost or missing: the floor, as at start).
-            if let Err(e) = restore_hmac_record(&mut self.legacy, &new, false, now.secs()) {
-                error!("reload: cannot write the HMAC knock record: {e}");
-            }
-        }
-        let revoked = self.revoke_unfit(&new, now);
-        info!(
-            keys = new.keys.len(),
-            grants = self.grants.len(),
-            revoked,
-            "reloaded: grants that still fit the configuration kept"
-        );
-        self.cfg = new;
-        self.stats.reloads += 1;
-        self.expiry_warnings.reset();
-        self.warn_expiring_keys(now);
-        Outcome::Reloaded
-    }
-
     /// The loop refused a reload (the configuration or the capture).
     pub fn reload_refused(&mut self) {
         self.stats.reloads_refused += 1;
     }
-}
-
-/// Reads the HMAC knock record back (lost: the steps that could have been
-/// used are refused, finding 10) and writes it at once, so a missing file
-/// at a later start always means lost state.
-pub fn restore_hmac_record(
-    legacy: &mut knocks::Runtime,
-    cfg: &Config,
-    first_start: bool,
-    now: u64,
-) -> Result<(), StateError> {
-    let rec = crate::state::load_hmac_used(&cfg.state_dir, first_start);
-    legacy.restore_hmac_used(&rec.used);
-    if let Some(was) = legacy.hmac_cap_floor(now) {
-        error!(
-            dir = %cfg.state_dir.display(),
-            floor_step = was,
-            "HMAC knock floor on disk was beyond the current step + 1 (the clock was ahead when \
-             it was written, or the file was altered): capped; check the clock (NTP)"
-        );
-    }
-    if let Some(why) = rec.lost {
-        legacy.hmac_after_loss(now);
-        error!(
-            dir = %cfg.state_dir.display(),
-            "HMAC knock record LOST ({why}): refusing the sequences of the current and next \
-             time step (HMAC knocks work again after that)"
-        );
-    }
-    save_used(&cfg.state_dir, legacy)
-}
-
-fn save_used(dir: &Path, legacy: &knocks::Runtime) -> Result<(), StateError> {
-    crate::state::save_hmac_used(dir, &legacy.hmac_used())
 }
