@@ -17,19 +17,19 @@ pub mod ipset;
 pub mod iptables;
 mod nft_session;
 pub mod nftables;
+mod run;
 pub mod silence;
 mod spare;
 pub mod tools;
 
 pub use fake::{FakeCall, FakeFirewall};
+pub(crate) use run::{Ran, Runner};
 pub use silence::Silence;
 
 use serde::Deserialize;
 use spa_proto::Grant;
 use std::fmt;
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::Stdio;
 use std::str::FromStr;
 
 /// One source-scoped grant as the firewall sees it.
@@ -443,99 +443,6 @@ pub fn backend(kind: BackendKind, opts: &FirewallOptions) -> Box<dyn Firewall> {
     (kind.registration().build)(opts.clone())
 }
 
-/// Runs the firewall tools, optionally through `exec_prefix`.
-#[derive(Debug, Clone)]
-pub(crate) struct Runner {
-    prefix: Vec<String>,
-}
-
-/// What a tool said; `status` is kept so callers can tell "not found" (1)
-/// from "cannot run" (spawn error) from other failures.
-#[derive(Debug)]
-pub(crate) struct Ran {
-    pub cmd: String,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Ran {
-    pub fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-    pub fn into_result(self) -> Result<Ran, FwError> {
-        if self.ok() {
-            Ok(self)
-        } else {
-            Err(self.into_error())
-        }
-    }
-    pub fn into_error(self) -> FwError {
-        FwError::Failed {
-            cmd: self.cmd,
-            status: match self.code {
-                Some(c) => format!("exit status {c}"),
-                None => "killed by a signal".into(),
-            },
-            stderr: self.stderr,
-        }
-    }
-}
-
-impl Runner {
-    pub fn new(prefix: &[String]) -> Self {
-        Runner {
-            prefix: prefix.to_vec(),
-        }
-    }
-
-    /// Runs `argv`, feeding `stdin` if given. Err only when the process could
-    /// not run at all; a non-zero exit is in [`Ran::code`].
-    pub fn run(&self, argv: &[&str], stdin: Option<&str>) -> Result<Ran, FwError> {
-        let full: Vec<&str> = self
-            .prefix
-            .iter()
-            .map(String::as_str)
-            .chain(argv.iter().copied())
-            .collect();
-        let cmd = full.join(" ");
-        let Some((prog, args)) = full.split_first() else {
-            return Err(FwError::Spawn {
-                cmd,
-                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
-            });
-        };
-        let mut c = tools::command(prog);
-        c.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|error| FwError::Spawn {
-            cmd: cmd.clone(),
-            error,
-        })?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A tool that dies early closes the pipe; its exit status and
-            // stderr below say why, so a write error here is not the story.
-            let _ = pipe.write_all(text.as_bytes());
-        }
-        let out = child.wait_with_output().map_err(|error| FwError::Spawn {
-            cmd: cmd.clone(),
-            error,
-        })?;
-        Ok(Ran {
-            cmd,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
-}
-
 /// The split of one apply call by address family, with duplicates dropped
 /// (a batch that adds one rule twice would leave a duplicate behind). Linear:
 /// a re-install after a reload is one call with every live grant (issue 14).
@@ -566,96 +473,4 @@ pub(crate) fn now_unix_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-
-    #[test]
-    fn every_backend_is_registered_once_by_its_names() {
-        for kind in [BackendKind::Iptables, BackendKind::Nftables] {
-            // A new variant fails to compile here until it is listed.
-            match kind {
-                BackendKind::Iptables | BackendKind::Nftables => {}
-            }
-            assert_eq!(BACKENDS.iter().filter(|r| r.kind == kind).count(), 1);
-            assert_eq!(kind.as_str().parse::<BackendKind>().ok(), Some(kind));
-        }
-        assert_eq!(BackendKind::all().count(), BACKENDS.len());
-        assert_eq!(
-            "nft".parse::<BackendKind>().ok(),
-            Some(BackendKind::Nftables)
-        );
-        assert!("ipfw".parse::<BackendKind>().is_err());
-    }
-    use super::*;
-    use spa_proto::Proto;
-
-    #[test]
-    fn backend_kind_parses() {
-        assert_eq!("iptables".parse(), Ok(BackendKind::Iptables));
-        assert_eq!("nftables".parse(), Ok(BackendKind::Nftables));
-        let e = "pf".parse::<BackendKind>().unwrap_err();
-        assert!(e.to_string().contains("\"pf\""));
-        #[derive(Deserialize)]
-        struct T {
-            fw: BackendKind,
-        }
-        let t: T = toml::from_str("fw = \"nftables\"").unwrap();
-        assert_eq!(t.fw, BackendKind::Nftables);
-        assert!(toml::from_str::<T>("fw = \"Nftables\"").is_err());
-    }
-
-    #[test]
-    fn options_validate() {
-        assert!(FirewallOptions::default().validate().is_ok());
-        let o = FirewallOptions {
-            comment: "a\" -j DROP".into(),
-            ..Default::default()
-        };
-        let e = o.validate().unwrap_err();
-        assert!(e.to_string().contains("firewall.comment"), "{e}");
-        let o = FirewallOptions {
-            nft_family: "bridge".into(),
-            ..Default::default()
-        };
-        assert!(o.validate().is_err());
-        let o: FirewallOptions = toml::from_str("chain = \"KNOCK\"").unwrap();
-        assert_eq!(o.chain, "KNOCK");
-        assert_eq!(o.nft_table, "filter");
-        assert!(toml::from_str::<FirewallOptions>("chian = \"x\"").is_err());
-    }
-
-    #[test]
-    fn split_dedups_and_canonicalises() {
-        let g = Grant::new(Proto::Tcp, 22).unwrap();
-        let a = Access {
-            addr: "::ffff:198.18.1.2".parse().unwrap(),
-            grant: g,
-            expires_at: 5,
-            forward: None,
-        };
-        let b = Access {
-            addr: "2001:2::2".parse().unwrap(),
-            grant: g,
-            expires_at: 5,
-            forward: None,
-        };
-        let (v4, v6) = split_family(&[a, b, a]);
-        assert_eq!(v4, vec![a]);
-        assert_eq!(v6, vec![b]);
-        assert_eq!(a.to_string(), "198.18.1.2 tcp/22 until 5");
-    }
-
-    #[test]
-    fn error_messages_name_the_command() {
-        let e = Ran {
-            cmd: "iptables-restore -w 3 --noflush".into(),
-            code: Some(1),
-            stdout: String::new(),
-            stderr: "iptables-restore: line 2 failed\n".into(),
-        }
-        .into_error();
-        assert_eq!(
-            e.to_string(),
-            "`iptables-restore -w 3 --noflush` failed (exit status 1): iptables-restore: line 2 failed"
-        );
-    }
-}
+mod tests;
