@@ -23,6 +23,12 @@ pub const MAX_FRAME: usize = 4 << 20;
 /// table (`max_grants_total` is capped at this) re-added after a firewall
 /// reload.
 pub const MAX_BATCH: usize = 65_536;
+/// Files in one reload bundle at most (the configuration and every key
+/// file): the frame's bytes are the real bound; this only caps the count
+/// before anything is read. 4,096 refused a reload with 10,000 keys (issue
+/// 14); [`MAX_FRAME`] still holds about 13,000 keys as spa-keygen writes
+/// them.
+pub const MAX_FILES: usize = 65_536;
 /// One access on the wire: family, address (16), protocol, port, expiry,
 /// then the forward target: family (0: none), address (16), port.
 pub const ACCESS_LEN: usize = 1 + 16 + 1 + 2 + 8 + 1 + 16 + 2;
@@ -420,7 +426,7 @@ impl Reply {
             R_INTACT => Reply::Intact(r.u8()? != 0),
             R_FILES => {
                 use std::os::unix::ffi::OsStrExt;
-                let n = r.count(4096)?;
+                let n = r.count(MAX_FILES)?;
                 let mut files = Vec::new();
                 for _ in 0..n {
                     let p = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));

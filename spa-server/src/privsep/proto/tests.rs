@@ -62,6 +62,19 @@ fn every_reply_round_trips() {
 }
 
 #[test]
+fn a_bundle_of_ten_thousand_key_files_round_trips() {
+    // A reload with 10,000 keys (issue 14): each file as spa-keygen
+    // writes it, about 200 bytes.
+    let files: Vec<(PathBuf, Vec<u8>)> = (0..10_001)
+        .map(|i| (format!("/etc/spa/keys/k{i:05}.key").into(), vec![b'k'; 200]))
+        .collect();
+    let r = Reply::Files(files);
+    let f = r.encode();
+    assert!(f.len() < MAX_FRAME);
+    assert_eq!(Reply::decode(body(&f)), Ok(r));
+}
+
+#[test]
 fn malformed_requests_are_refused() {
     let good = Request::Apply {
         add: vec![acc("198.18.0.2", 22, 5)],
