@@ -202,9 +202,16 @@ impl Config {
         ov: &Overrides,
         files: &[(PathBuf, Vec<u8>)],
     ) -> Result<Config, ConfigError> {
-        let find = |p: &Path| files.iter().find(|(f, _)| f == p).map(|(_, b)| b);
+        // One map, not a scan of the bundle per key file: with 10,000 keys
+        // that was 50 M path comparisons, 5.6 s per SIGHUP (issue 14). The
+        // first copy of a path wins, as the scan's did.
+        let mut by_path: HashMap<&Path, &[u8]> = HashMap::with_capacity(files.len());
+        for (f, b) in files {
+            by_path.entry(f.as_path()).or_insert(b.as_slice());
+        }
+        let find = |p: &Path| by_path.get(p).copied();
         let text = match path {
-            Some(p) => String::from_utf8_lossy(find(p).map_or(&[][..], |b| b)).into_owned(),
+            Some(p) => String::from_utf8_lossy(find(p).unwrap_or(&[])).into_owned(),
             None => String::new(),
         };
         let file = path.unwrap_or(Path::new("<command line>"));
