@@ -264,12 +264,98 @@ fn replay(c: &mut Criterion) {
     g.finish();
 }
 
+/// Keys configured at the server for the many-keys cases (issue 14).
+const MANY_KEYS: usize = 10_000;
+
+/// `n` distinct keys, as the server holds them.
+fn key_map(n: usize) -> HashMap<KeyId, KeySet> {
+    (0..n)
+        .map(|i| {
+            let mut m = [0x5a; 32];
+            m[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let k = MasterKey::from_bytes(m).derive();
+            (k.key_id(), k)
+        })
+        .collect()
+}
+
+/// The verify cost with 16 and with 10,000 configured keys: honest
+/// datagrams each from a random one of the keys (so the lookups spread
+/// over the whole table, as many clients' would), and forgeries with a
+/// real key-id (the flood case: an AEAD open each).
+fn many_keys(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut g = c.benchmark_group("keys");
+    g.throughput(Throughput::Elements(1));
+    let server = ServerId::from_name("gw.example.net");
+    for n in [usize::from(KEYS), MANY_KEYS] {
+        let keys = key_map(n);
+        let ids: Vec<KeyId> = keys.keys().copied().collect();
+        let req = Request {
+            action: Action::Open,
+            timestamp: NOW,
+            duration_secs: 30,
+            allow: AllowAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+            server,
+            grants: Grants::new(&[Grant::tcp(22).unwrap()]).unwrap(),
+        };
+        let honest: Vec<[u8; DATAGRAM_LEN]> = (0..CHUNK)
+            .map(|_| {
+                let k = &keys[&ids[rng.next_u32() as usize % ids.len()]];
+                let mut nonce = [0u8; NONCE_LEN];
+                let mut random = [0u8; 16];
+                rng.fill_bytes(&mut nonce);
+                rng.fill_bytes(&mut random);
+                seal_with(k, &req, &nonce, &random)
+            })
+            .collect();
+        let base = ReplayRecord::new(TimeWindow::default(), DEFAULT_CAPACITY);
+        g.bench_function(format!("verify_accept/{n}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let m = left.min(CHUNK as u64) as usize;
+                    let mut rec = base.clone();
+                    let start = Instant::now();
+                    for d in &honest[..m] {
+                        let r = verify(black_box(d), |id| keys.get(id), &server, NOW, &mut rec);
+                        assert!(black_box(r).is_ok());
+                    }
+                    total += start.elapsed();
+                    left -= m as u64;
+                }
+                total
+            })
+        });
+        let forged: Vec<[u8; DATAGRAM_LEN]> = honest
+            .iter()
+            .map(|d| {
+                let mut f = *d;
+                rng.fill_bytes(&mut f[13..]);
+                f
+            })
+            .collect();
+        let mut rec = base.clone();
+        let mut i = 0;
+        g.bench_function(format!("auth_failed/{n}"), |b| {
+            b.iter(|| {
+                let d = &forged[i % CHUNK];
+                i += 1;
+                let r = verify(black_box(d), |id| keys.get(id), &server, NOW, &mut rec);
+                assert_eq!(black_box(r), Err(Reject::AuthFailed));
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    targets = honest, garbage, replay
+    targets = honest, garbage, replay, many_keys
 }
 criterion_main!(benches);
