@@ -14,11 +14,13 @@
 //!
 //! Modules: netns.rs (`NetPair`), firewall.rs (ruleset snapshots, backends
 //! driven directly), scratch.rs (`Scratch`, `keygen`), server.rs (`Server`,
-//! `spawn_logged`), testbed.rs (`Testbed`), sshd.rs; `spa_e2e::X` paths stay
-//! flat through the re-exports below.
+//! `spawn_logged`), testbed.rs (`Testbed`), rawsyn.rs (`SynFlood`: spoofed
+//! raw SYNs), sshd.rs; `spa_e2e::X` paths stay flat through the re-exports
+//! below.
 
 mod firewall;
 mod netns;
+mod rawsyn;
 mod scratch;
 mod server;
 pub mod sshd;
@@ -26,6 +28,7 @@ mod testbed;
 
 pub use firewall::{kernel_closes_at_expiry, tcp_access, Expiry};
 pub use netns::{Family, NetPair};
+pub use rawsyn::SynFlood;
 pub use scratch::{keygen, Scratch};
 pub use server::{spawn_logged, Server};
 pub use testbed::{Testbed, PORT};

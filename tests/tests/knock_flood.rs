@@ -10,7 +10,7 @@
 //!
 //! Namespace id 141 (engineer C's range 140..=159).
 
-use spa_e2e::{bin, spawn_logged, wait_exit, wait_for, Guard, Testbed};
+use spa_e2e::{bin, spawn_logged, wait_exit, wait_for, Guard, SynFlood, Testbed};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
@@ -34,37 +34,18 @@ const OPENED: &str = "knock accepted: rule added";
 /// Raw SYNs to 7000, 8000, 9000 (in order) from each of `sources`, all
 /// built first, then sent at about `pps`; prints `sent N in T s`.
 fn sequences_script(dst: Ipv4Addr, sources: &str, repeats: u32, pps: u32) -> String {
-    format!(
-        r#"
-import random,socket,struct,time
-def csum(d):
-    if len(d)%2: d+=b'\0'
-    s=sum(struct.unpack('!%dH'%(len(d)//2),d))
-    while s>>16: s=(s&0xffff)+(s>>16)
-    return (~s)&0xffff
-dst='{dst}'; rnd=random.Random(1604)
-def syn(src,dport):
-    tcp=struct.pack('!HHIIBBHHH',rnd.randrange(1024,65535),dport,rnd.getrandbits(32),0,5<<4,0x02,64240,0,0)
-    ph=socket.inet_aton(src)+socket.inet_aton(dst)+struct.pack('!BBH',0,6,len(tcp))
-    tcp=tcp[:16]+struct.pack('!H',csum(ph+tcp))+tcp[18:]
-    ip=struct.pack('!BBHHHBBH4s4s',0x45,0,40,rnd.getrandbits(16),0,64,6,0,socket.inet_aton(src),socket.inet_aton(dst))
-    return ip[:10]+struct.pack('!H',csum(ip))+ip[12:]+tcp
-{sources}
-pkts=[syn(s,p) for s in srcs for _ in range({repeats}) for p in (7000,8000,9000)]
-s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)
-s.setsockopt(socket.IPPROTO_IP,socket.IP_HDRINCL,1)
-t0=time.monotonic(); sent=0
-for p in pkts:
-    for _ in range(100):
-        try: s.sendto(p,(dst,0)); sent+=1; break
-        except OSError: time.sleep(0.001)
-    # Paced: a veth's receive backlog (netdev_max_backlog) holds 1000.
-    if sent%100==0:
-        ahead=sent/{pps}-(time.monotonic()-t0)
-        if ahead>0: time.sleep(ahead)
-print('sent %d in %.2f s'%(sent,time.monotonic()-t0),flush=True)
-"#
-    )
+    SynFlood {
+        dst,
+        seed: 1604,
+        packets: &format!(
+            "{sources}\npkts=[syn(s,p) for s in srcs for _ in range({repeats}) for p in (7000,8000,9000)]"
+        ),
+        pps,
+        announce_start: false,
+        // Inside the caller's `timeout 60`.
+        max_secs: 50,
+    }
+    .script()
 }
 
 fn rx_packets(r: &Testbed) -> u64 {

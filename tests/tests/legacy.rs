@@ -8,7 +8,7 @@
 //! pick) and the spoofed flood are sent by small python3 scripts inside the
 //! client namespace; nothing leaves the two namespaces.
 
-use spa_e2e::{bin, run_ok, wait_for, Guard, Server, Testbed};
+use spa_e2e::{bin, run_ok, wait_for, Guard, Server, SynFlood, Testbed};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -421,39 +421,18 @@ fn hmac_sequence_from_an_expired_step_rejected() {
 /// Prints `start` before the first packet and `sent N` at the end. The
 /// server has no route to 198.19/16, so its RSTs die in its namespace.
 fn flood_script(dst: Ipv4Addr, dport: u16, count: u32, pps: u32) -> String {
-    format!(
-        r#"
-import os,random,socket,struct,sys,time
-def csum(d):
-    if len(d)%2: d+=b'\0'
-    s=sum(struct.unpack('!%dH'%(len(d)//2),d))
-    while s>>16: s=(s&0xffff)+(s>>16)
-    return (~s)&0xffff
-dst='{dst}'; dport={dport}; count={count}; pps={pps}
-rnd=random.Random(2544)
-def syn():
-    src='198.19.%d.%d'%(rnd.randrange(256),rnd.randrange(1,255))
-    sport=rnd.randrange(1024,65535)
-    tcp=struct.pack('!HHIIBBHHH',sport,dport,rnd.getrandbits(32),0,5<<4,0x02,64240,0,0)
-    ph=socket.inet_aton(src)+socket.inet_aton(dst)+struct.pack('!BBH',0,6,len(tcp))
-    tcp=tcp[:16]+struct.pack('!H',csum(ph+tcp))+tcp[18:]
-    ip=struct.pack('!BBHHHBBH4s4s',0x45,0,40,rnd.getrandbits(16),0,64,6,0,socket.inet_aton(src),socket.inet_aton(dst))
-    ip=ip[:10]+struct.pack('!H',csum(ip))+ip[12:]
-    return ip+tcp
-pkts=[syn() for _ in range(count)]
-s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)
-s.setsockopt(socket.IPPROTO_IP,socket.IP_HDRINCL,1)
-print('start',flush=True)
-t0=time.monotonic(); sent=0; batch=max(1,pps//1000)
-while sent<count and time.monotonic()-t0<30:
-    for p in pkts[sent:sent+batch]:
-        try: s.sendto(p,(dst,0)); sent+=1
-        except OSError: time.sleep(0.001)
-    ahead=sent/pps-(time.monotonic()-t0)
-    if ahead>0: time.sleep(ahead)
-print('sent %d in %.2f s'%(sent,time.monotonic()-t0),flush=True)
-"#
-    )
+    SynFlood {
+        dst,
+        seed: 2544,
+        packets: &format!(
+            "pkts=[syn('198.19.%d.%d'%(rnd.randrange(256),rnd.randrange(1,255)),{dport}) \
+             for _ in range({count})]"
+        ),
+        pps,
+        announce_start: true,
+        max_secs: 30,
+    }
+    .script()
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
