@@ -16,10 +16,10 @@ use spa_e2e::{Server, Testbed, PORT};
 use spa_proto::IpFamily;
 use spa_server::capture::Class;
 use spa_server::firewall::Access;
-use spa_server::privsep::proto::{read_frame, Reply, Request};
+use spa_server::privsep::proto::{read_frame, DecodeError, Reply, Request};
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -165,6 +165,26 @@ fn ask(ch: &mut UnixStream, req: &Request) -> Reply {
     ch.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let msg = read_frame(ch).expect("read reply").expect("a reply");
     Reply::decode(&msg).expect("decode reply")
+}
+
+/// Asks for a capture socket down the channel: the decoded reply, and the
+/// descriptor that came beside it (SCM_RIGHTS), if any.
+fn ask_capture(
+    ch: &mut UnixStream,
+    interface: Option<String>,
+    family: IpFamily,
+    class: Class,
+) -> (Result<Reply, DecodeError>, Option<OwnedFd>) {
+    let req = Request::OpenCapture {
+        interface,
+        family,
+        class,
+    };
+    ch.write_all(&req.encode()).expect("send request");
+    let (msg, fd) = spa_server::privsep::fdpass::recv_with_fd(ch)
+        .expect("reply")
+        .expect("a reply");
+    (Reply::decode(&msg), fd)
 }
 
 /// What a compromised network side could send: the privileged side checks
@@ -475,22 +495,10 @@ fn sighup_adding_an_interface_captures_on_it() {
     r.send(v4.cli_b, v4.srv, &["--open", "22", "-d", "60"]);
     r.expect_connect(v4.cli_b, v4.srv, true, "after a refused reload", &s);
     let mut ch = steal_channel(s.pid().expect("server pid"));
-    ch.write_all(
-        &Request::OpenCapture {
-            interface: Some(if1.clone()),
-            family: IpFamily::V4,
-            class: Class::Spa,
-        }
-        .encode(),
-    )
-    .expect("send request");
-    let (msg, fd) = spa_server::privsep::fdpass::recv_with_fd(&mut ch)
-        .expect("reply")
-        .expect("a reply");
+    let (reply, fd) = ask_capture(&mut ch, Some(if1.clone()), IpFamily::V4, Class::Spa);
     assert!(
-        matches!(Reply::decode(&msg), Ok(Reply::Capture { .. })) && fd.is_some(),
-        "after a refused reload the privileged side judges by the refused file: {:?}; log:\n{}",
-        Reply::decode(&msg),
+        matches!(reply, Ok(Reply::Capture { .. })) && fd.is_some(),
+        "after a refused reload the privileged side judges by the refused file: {reply:?}; log:\n{}",
         s.log_text()
     );
     r.done("sighup_adding_an_interface_captures_on_it");
@@ -548,22 +556,15 @@ fn the_privileged_side_refuses_a_capture_socket_outside_its_configuration() {
         ],
         2,
     );
-    ch.write_all(
-        &Request::OpenCapture {
-            interface: Some(r.pair.srv_if.clone()),
-            family: IpFamily::V6,
-            class: Class::Knock,
-        }
-        .encode(),
-    )
-    .expect("send request");
-    let (msg, fd) = spa_server::privsep::fdpass::recv_with_fd(&mut ch)
-        .expect("reply")
-        .expect("a reply");
+    let (reply, fd) = ask_capture(
+        &mut ch,
+        Some(r.pair.srv_if.clone()),
+        IpFamily::V6,
+        Class::Knock,
+    );
     assert!(
-        matches!(Reply::decode(&msg), Ok(Reply::Capture { ifindex }) if ifindex > 0),
-        "{:?}",
-        Reply::decode(&msg)
+        matches!(reply, Ok(Reply::Capture { ifindex }) if ifindex > 0),
+        "{reply:?}"
     );
     let fd = fd.expect("the socket beside the reply");
     assert_eq!(

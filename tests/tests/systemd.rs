@@ -229,6 +229,38 @@ fn leftovers(tb: &Testbed) -> (Vec<String>, bool) {
     (rules, chain)
 }
 
+/// A shell script that writes the conffile as the README's admin does
+/// (`server_id`, `iface`, alice's key for tcp/`PORT`, `state_dir_line` if
+/// any) and the tests' drop-in (no default dependencies, so no sysinit and
+/// no tmpfiles on the shared /tmp; output appended to /run/spa-e2e.log;
+/// then `service_extra`, printf-escaped), runs `before_reload`, then
+/// `systemctl daemon-reload`.
+fn configure(
+    server_id: &str,
+    iface: &str,
+    state_dir_line: &str,
+    service_extra: &str,
+    before_reload: &str,
+) -> String {
+    format!(
+        "cat >/etc/spa/server.toml <<'EOF'
+server_id = \"{server_id}\"
+interfaces = [\"{iface}\"]
+{state_dir_line}runtime_dir = \"/run/spa-server\"
+firewall = \"iptables\"
+
+[[key]]
+name = \"alice\"
+file = \"/etc/spa/keys/alice.key\"
+allow = [\"tcp/{PORT}\"]
+EOF
+mkdir -p /etc/systemd/system/spa-server.service.d
+printf '[Unit]\\nDefaultDependencies=no\\n[Service]\\nStandardOutput=append:/run/spa-e2e.log\\nStandardError=inherit\\n{service_extra}' \
+    >/etc/systemd/system/spa-server.service.d/e2e.conf
+{before_reload}systemctl daemon-reload"
+    )
+}
+
 #[test]
 fn systemctl_start_crash_restart_reload_watchdog_stop() {
     let tb = Testbed::new(71, "systemd", "iptables", SERVER_ID, &["alice"]);
@@ -248,25 +280,15 @@ fn systemctl_start_crash_restart_reload_watchdog_stop() {
         bins = bin_dir.display()
     ));
     sd.sh_ok(&format!(
-        "install -m 0600 {key} /etc/spa/keys/alice.key && cat >/etc/spa/server.toml <<'EOF'
-server_id = \"{SERVER_ID}\"
-interfaces = [\"{iface}\"]
-state_dir = \"/var/lib/spa-server\"
-runtime_dir = \"/run/spa-server\"
-firewall = \"iptables\"
-
-[[key]]
-name = \"alice\"
-file = \"/etc/spa/keys/alice.key\"
-allow = [\"tcp/{PORT}\"]
-EOF
-mkdir -p /etc/systemd/system/spa-server.service.d
-printf '[Unit]\\nDefaultDependencies=no\\n[Service]\\nStandardOutput=append:/run/spa-e2e.log\\nStandardError=inherit\\nWatchdogSec=2s\\nTimeoutAbortSec=1s\\n' \
-    >/etc/systemd/system/spa-server.service.d/e2e.conf
-/usr/local/sbin/spa-server --config /etc/spa/server.toml check-config
-systemctl daemon-reload",
+        "install -m 0600 {key} /etc/spa/keys/alice.key && {}",
+        configure(
+            SERVER_ID,
+            &tb.pair.srv_if,
+            "state_dir = \"/var/lib/spa-server\"\n",
+            "WatchdogSec=2s\\nTimeoutAbortSec=1s\\n",
+            "/usr/local/sbin/spa-server --config /etc/spa/server.toml check-config\n",
+        ),
         key = tb.key,
-        iface = tb.pair.srv_if,
     ));
 
     // Start: Type=notify, so `systemctl start` returns once READY=1 came,
@@ -488,24 +510,7 @@ fn debian_packages_install_start_open_remove_purge() {
     step(&keygen, &format!("{keygen} | head -n 1"));
     // The admin's edit of the conffile (this testbed's server id, interface
     // and key), and the other test's drop-in (no sysinit, log to a file).
-    sd.sh_ok(&format!(
-        "cat >/etc/spa/server.toml <<'EOF'
-server_id = \"{ID}\"
-interfaces = [\"{iface}\"]
-runtime_dir = \"/run/spa-server\"
-firewall = \"iptables\"
-
-[[key]]
-name = \"alice\"
-file = \"/etc/spa/keys/alice.key\"
-allow = [\"tcp/{PORT}\"]
-EOF
-mkdir -p /etc/systemd/system/spa-server.service.d
-printf '[Unit]\\nDefaultDependencies=no\\n[Service]\\nStandardOutput=append:/run/spa-e2e.log\\nStandardError=inherit\\n' \
-    >/etc/systemd/system/spa-server.service.d/e2e.conf
-systemctl daemon-reload",
-        iface = tb.pair.srv_if,
-    ));
+    sd.sh_ok(&configure(ID, &tb.pair.srv_if, "", "", ""));
     step("spa-server check-config", "spa-server check-config");
     assert_eq!(
         sd.sh_ok("command -v spa-server").trim(),
