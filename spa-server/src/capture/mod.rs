@@ -16,91 +16,23 @@
 //!   away `sll_pkttype`. pnet_packet still does the parsing ([`parse`]).
 
 pub mod bpf;
+mod error;
 mod handover;
 pub mod local;
 mod parse;
+mod spec;
 mod sys;
 
 pub use bpf::Class;
-use bpf::{BpfError, Insn};
+use bpf::Insn;
+pub use error::CaptureError;
 pub use handover::{open_locked, Handed, Opener};
 use spa_proto::IpFamily;
-use std::fmt;
+pub use spec::FilterSpec;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use sys::{attach, bind, cvt, ifindex, packet_stats, recv_batch, set_rcvbuf};
-
-/// What the kernel lets through. One value describes both families.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterSpec {
-    /// UDP port SPA datagrams are sent to.
-    pub spa_port: u16,
-    /// Exact UDP payload length of a datagram (`spa_proto::DATAGRAM_LEN`);
-    /// datagrams of any other size to `spa_port` are dropped in the kernel.
-    pub spa_len: usize,
-    /// TCP ports whose connection attempts (SYN without ACK) are knocks.
-    /// Sorted ascending without duplicates ([`FilterSpec::validate`] checks),
-    /// so a knock port lookup is a binary search even for an HMAC range of
-    /// tens of thousands of ports.
-    pub knock_tcp: Vec<u16>,
-    /// UDP ports where any datagram is a knock. Sorted, no duplicates.
-    pub knock_udp: Vec<u16>,
-}
-
-impl FilterSpec {
-    /// SPA v1 on `spa_port`, no legacy knock ports.
-    pub fn v1(spa_port: u16) -> Self {
-        FilterSpec {
-            spa_port,
-            spa_len: spa_proto::DATAGRAM_LEN,
-            knock_tcp: Vec::new(),
-            knock_udp: Vec::new(),
-        }
-    }
-
-    /// Catches a configuration the filter cannot express before any socket
-    /// is touched, so a reload either applies completely or not at all.
-    pub fn validate(&self) -> Result<(), CaptureError> {
-        if self.spa_port == 0 {
-            return Err(CaptureError::Spec("spa_port must not be 0".into()));
-        }
-        // The filter reads the magic and the version byte inside the payload.
-        if self.spa_len <= bpf::SPA_MAGIC.len() {
-            return Err(CaptureError::Spec(format!(
-                "spa_len {} is shorter than the magic and version bytes",
-                self.spa_len
-            )));
-        }
-        if self.spa_len > usize::from(u16::MAX) - 8 {
-            return Err(CaptureError::Spec(format!(
-                "spa_len {} does not fit a UDP datagram",
-                self.spa_len
-            )));
-        }
-        if let Some(p) = self
-            .knock_tcp
-            .iter()
-            .chain(&self.knock_udp)
-            .find(|p| **p == 0)
-        {
-            return Err(CaptureError::Spec(format!(
-                "knock port {p} is not a valid port"
-            )));
-        }
-        for (name, list) in [
-            ("knock_tcp", &self.knock_tcp),
-            ("knock_udp", &self.knock_udp),
-        ] {
-            if list.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(CaptureError::Spec(format!(
-                    "{name} must be sorted ascending without duplicates"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// One captured packet that matched the [`FilterSpec`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,64 +69,6 @@ impl Packet<'_> {
 /// `spec`. Pure and total: the parse of hostile bytes.
 pub fn parse<'a>(l3: &'a [u8], is_ipv6: bool, spec: &FilterSpec) -> Option<Packet<'a>> {
     parse::classify(l3, is_ipv6, spec)?.into_packet(l3)
-}
-
-/// Capture failures, each naming the interface and the call that failed.
-#[derive(Debug)]
-pub enum CaptureError {
-    /// An interface named in the configuration does not exist.
-    NoSuchInterface { name: String },
-    /// A system call failed.
-    Syscall {
-        call: &'static str,
-        interface: String,
-        source: io::Error,
-    },
-    /// The privileged side refused a capture socket or could not make one
-    /// (its reason), or could not be asked.
-    Privileged(String),
-    /// The filter program could not be generated.
-    Filter {
-        family: &'static str,
-        source: BpfError,
-    },
-    /// The filter specification is unusable.
-    Spec(String),
-}
-
-impl fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CaptureError::NoSuchInterface { name } => {
-                write!(f, "capture: interface {name:?} does not exist")
-            }
-            CaptureError::Syscall {
-                call,
-                interface,
-                source,
-            } => {
-                write!(f, "capture on {interface}: {call} failed: {source}")?;
-                if source.raw_os_error() == Some(libc::EPERM) {
-                    write!(f, " (packet sockets need CAP_NET_RAW)")?;
-                }
-                Ok(())
-            }
-            CaptureError::Filter { family, source } => {
-                write!(f, "capture: {family} filter: {source}")
-            }
-            CaptureError::Spec(why) => write!(f, "capture filter spec: {why}"),
-            CaptureError::Privileged(why) => write!(f, "privileged side: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CaptureError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CaptureError::Syscall { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 /// Counters since [`Capture::open`], for logs and the flood measurement.
