@@ -243,6 +243,18 @@ impl NetPair {
         }
     }
 
+    /// Packets the server's interface has received (its `rx_packets`
+    /// counter; 0 when unreadable): how much of a flood arrived.
+    pub fn srv_rx_packets(&self) -> u64 {
+        self.srv_sh(&format!(
+            "cat /sys/class/net/{}/statistics/rx_packets",
+            self.srv_if
+        ))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+    }
+
     /// Pids of the processes in the server namespace whose name
     /// (`/proc/<pid>/comm`) is `comm`: only processes a test started there.
     pub fn srv_pids(&self, comm: &str) -> Vec<u32> {

@@ -48,17 +48,6 @@ fn sequences_script(dst: Ipv4Addr, sources: &str, repeats: u32, pps: u32) -> Str
     .script()
 }
 
-fn rx_packets(r: &Testbed) -> u64 {
-    r.pair
-        .srv_sh(&format!(
-            "cat /sys/class/net/{}/statistics/rx_packets",
-            r.pair.srv_if
-        ))
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
@@ -187,7 +176,7 @@ fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
         assert!(ok, "kill {sig} {pid}");
     };
     kill("-STOP");
-    let rx0 = rx_packets(&r);
+    let rx0 = r.pair.srv_rx_packets();
     let sent = run_script(&sequences_script(
         srv4,
         &format!("srcs=['198.19.%d.%d'%(i//250,1+i%250) for i in range({SOURCES})]"),
@@ -195,7 +184,7 @@ fn knock_flood_datagram_first_sigterm_and_watchdog_prompt() {
         PPS,
     ));
     r.send(v4.cli_b, v4.srv, &["--open", "22"]);
-    let received = (rx_packets(&r) - rx0) / 3;
+    let received = (r.pair.srv_rx_packets() - rx0) / 3;
     let cont_at = Instant::now();
     kill("-CONT");
     assert!(

@@ -443,17 +443,6 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn rx_packets(r: &Rig) -> u64 {
-    r.pair
-        .srv_sh(&format!(
-            "cat /sys/class/net/{}/statistics/rx_packets",
-            r.pair.srv_if
-        ))
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 /// Memory bound for the daemon under the flood (peak resident set).
 const FLOOD_HWM_LIMIT_KIB: u64 = 64 * 1024;
 
@@ -474,7 +463,7 @@ fn spoofed_first_knock_flood_real_knocker_gets_in_memory_bounded() {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "spa-server", "pid {pid} is not the daemon");
     let hwm_before = vm_hwm_kib(pid).expect("VmHWM of the daemon");
-    let rx_before = rx_packets(&r);
+    let rx_before = r.pair.srv_rx_packets();
 
     const COUNT: u32 = 20_000;
     let script = flood_script(r.pair.srv_ip4, 7000, COUNT, 10_000);
@@ -529,7 +518,7 @@ fn spoofed_first_knock_flood_real_knocker_gets_in_memory_bounded() {
     let status = flood.0.wait().expect("flood status");
     assert!(status.success(), "flood failed: {report}");
     eprintln!("flood: {}", report.trim());
-    let rx = rx_packets(&r) - rx_before;
+    let rx = r.pair.srv_rx_packets() - rx_before;
     assert!(
         rx >= u64::from(COUNT),
         "the server interface received only {rx} packets"
