@@ -367,7 +367,7 @@ pub struct FirewallOptions {
     /// iptables: the tool for the grant sets (issue 14: grants are ipset
     /// entries matched by one rule, see firewall/ipset.rs).
     pub ipset: String,
-    /// nftables: apply batches through one long-lived `nft -e -i` process
+    /// nftables: apply batches through one long-lived `nft -i` process
     /// (≈0.5 ms per batch) instead of spawning `nft -f -` (≈3-6 ms). Falls
     /// back to spawning, per call, whenever the session misbehaves.
     pub nft_session: bool,

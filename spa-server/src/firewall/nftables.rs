@@ -22,7 +22,7 @@ pub struct Nftables {
     /// that vanished. Probed at setup; older kernels keep the old timeout
     /// silently, so without the probe we must delete and re-add.
     timeout_update: bool,
-    /// The persistent `nft -e -i` for apply, started on first use.
+    /// The persistent `nft -i` for apply, started on first use.
     session: Option<NftSession>,
     /// Consecutive session breakdowns; at [`MAX_SESSION_FAILURES`] we stop
     /// trying (an nft that behaves differently would otherwise cost a
