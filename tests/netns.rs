@@ -176,13 +176,19 @@ impl NetPair {
              \x20   for s in r:\n\
              \x20       c,_=s.accept(); c.close()\n"
         );
+        self.srv_until_listening(&["python3", "-c", &script])
+    }
+
+    /// Spawns `argv` in the server namespace and returns once it printed
+    /// its first 10 bytes of stdout, `listening\n` (or closed its stdout:
+    /// it died), so a connect right after finds the listener.
+    pub fn srv_until_listening(&self, argv: &[&str]) -> Child {
         let mut child = self
-            .srv(&["python3", "-c", &script])
+            .srv(argv)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn listener");
-        // Wait (bounded) for the "listening" line.
         let mut buf = [0u8; 10];
         if let Some(out) = child.stdout.as_mut() {
             let _ = out.read_exact(&mut buf);

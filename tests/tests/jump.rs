@@ -6,8 +6,7 @@
 
 use spa_e2e::{tcp_access, unix_now, Guard, NetPair};
 use spa_server::firewall::{backend, BackendKind};
-use std::io::Read;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 const PORT: u16 = 22;
 /// Data segments the client sends on the granted connection.
@@ -27,16 +26,7 @@ fn reading_listener(p: &NetPair) -> Child {
          while c.recv(4096): pass\n\
          c.close()\n"
     );
-    let mut child = p
-        .srv(&["timeout", "40", "python3", "-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn listener");
-    let mut buf = [0u8; 10];
-    if let Some(out) = child.stdout.as_mut() {
-        let _ = out.read_exact(&mut buf);
-    }
-    child
+    p.srv_until_listening(&["timeout", "40", "python3", "-c", &script])
 }
 
 /// Connects from the client, sends `CHUNKS` segments 20 ms apart, closes
