@@ -11,6 +11,8 @@
 //! the admin debugs with, and one process per batch measured ≈2 ms.
 
 pub mod contract;
+/// Tests only: a release build has no firewall that pretends.
+#[cfg(test)]
 pub mod fake;
 pub mod forward;
 pub mod ipset;
@@ -22,6 +24,7 @@ pub mod silence;
 mod spare;
 pub mod tools;
 
+#[cfg(test)]
 pub use fake::{FakeCall, FakeFirewall};
 pub(crate) use run::{Ran, Runner};
 pub use silence::Silence;
