@@ -116,7 +116,7 @@ pub const EXPIRY_WINDOW_SECS: u64 = 2;
 
 type Key = (IpAddr, Grant);
 
-pub struct Grants {
+pub struct GrantTable {
     fw: Box<dyn Firewall>,
     live: HashMap<Key, Entry>,
     /// The rules' ends: the next expiry and what is due without a scan.
@@ -141,9 +141,9 @@ fn dedup(grants: &[Grant]) -> Vec<Grant> {
     g
 }
 
-impl Grants {
+impl GrantTable {
     pub fn new(fw: Box<dyn Firewall>) -> Self {
-        Grants {
+        GrantTable {
             fw,
             live: HashMap::new(),
             rule_ends: Ends::default(),
@@ -564,9 +564,9 @@ mod tests {
         Owner::Key(n.into())
     }
 
-    fn setup() -> (Grants, FakeFirewall, IpAddr, Grant) {
+    fn setup() -> (GrantTable, FakeFirewall, IpAddr, Grant) {
         let fw = FakeFirewall::new();
-        let mut g = Grants::new(Box::new(fw.clone()));
+        let mut g = GrantTable::new(Box::new(fw.clone()));
         g.setup().unwrap();
         (
             g,

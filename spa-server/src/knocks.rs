@@ -54,7 +54,7 @@ pub fn start_notes(cfg: &Config) -> Vec<(NoteLevel, String)> {
 /// the daemon nothing after the first (issue 16, finding 4). Per source:
 /// another address's grant never counts.
 pub fn door_grant_fresh(
-    table: &crate::grants::Grants,
+    table: &crate::grants::GrantTable,
     addr: IpAddr,
     grants: &[Grant],
     duration_secs: u32,
@@ -478,7 +478,7 @@ mod tests {
     fn a_fresh_door_grant_is_not_re_added() {
         use crate::firewall::FakeFirewall;
         let fw = FakeFirewall::new();
-        let mut table = crate::grants::Grants::new(Box::new(fw.clone()));
+        let mut table = crate::grants::GrantTable::new(Box::new(fw.clone()));
         table.setup().unwrap();
         let ssh = [Grant::tcp(22).unwrap()];
         let (a, b): (IpAddr, IpAddr) =

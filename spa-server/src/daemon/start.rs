@@ -11,7 +11,7 @@ use crate::capture::Capture;
 use crate::config::{Config, ConfigSource};
 use crate::engine::{restore_hmac_record, Engine, Now};
 use crate::firewall;
-use crate::grants::Grants;
+use crate::grants::GrantTable;
 use crate::knocks;
 use crate::notify::Notifier;
 use crate::privsep;
@@ -82,7 +82,7 @@ impl Daemon {
             info!(%uid, file = %cfg.v2.uid_file.display(), "server uid created (protocol v2)");
         }
         let replay = DurableReplay::new(opened.record, opened.log);
-        let mut grants = Grants::new(Box::new(remote.clone()));
+        let mut grants = GrantTable::new(Box::new(remote.clone()));
         // Forwards (issue 15): the kernel must forward, or a refusal now
         // beats grants that are accepted and lead nowhere.
         let forwards = crate::policy::forwards(&cfg.keys);

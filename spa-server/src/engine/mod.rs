@@ -7,12 +7,12 @@
 //! - the replay entry is durable before any firewall change
 //!   ([`crate::state::DurableReplay::check_and_commit`] inside `judge`);
 //! - the grant table changes only after its firewall batch applied
-//!   ([`Grants`]);
+//!   ([`GrantTable`]);
 //! - caps are checked before the batch; an owner touches only its own
 //!   grants.
 //!
 //! The firewall is reached only through the `Box<dyn Firewall>` inside
-//! [`Grants`]: the real backends in the daemon, the fake in tests. The clock
+//! [`GrantTable`]: the real backends in the daemon, the fake in tests. The clock
 //! is read once per wake-up by the loop and passed in as [`Now`].
 //!
 //! This file: the events, datagrams, caps and expiry; knock.rs: knocks and
@@ -23,7 +23,7 @@ use crate::capture::local::LocalAddrs;
 use crate::capture::Packet;
 use crate::config::Config;
 use crate::firewall::FwError;
-use crate::grants::{Change, Grants, Owner, Via};
+use crate::grants::{Change, GrantTable, Owner, Via};
 use crate::knocks;
 use crate::state::DurableReplay;
 use crate::stats::Stats;
@@ -115,7 +115,7 @@ pub struct Engine {
     cfg: Config,
     /// The durable replay record and the per-key token buckets.
     judge: JudgeState,
-    grants: Grants,
+    grants: GrantTable,
     legacy: knocks::Runtime,
     /// Knocks count only when addressed to this host (not forwarded); the
     /// list is read at the first knock, so a server without knocks never
@@ -132,7 +132,7 @@ impl Engine {
     pub fn new(
         cfg: Config,
         replay: DurableReplay,
-        grants: Grants,
+        grants: GrantTable,
         legacy: knocks::Runtime,
         local: LocalAddrs,
     ) -> Engine {
@@ -165,7 +165,7 @@ impl Engine {
         s
     }
 
-    pub fn grants(&self) -> &Grants {
+    pub fn grants(&self) -> &GrantTable {
         &self.grants
     }
 

@@ -7,8 +7,8 @@ use crate::firewall::{Access, FakeCall, FakeFirewall, Firewall};
 use crate::legacy::tcp_flag;
 use crate::state::ReplayLog;
 use spa_proto::{
-    seal_with, AllowAddr, Grant, Grants as Wanted, KeySet, MasterKey, Proto, ReplayRecord, Request,
-    ServerId, TimeWindow,
+    seal_with, AllowAddr, Grant, Grants, KeySet, MasterKey, Proto, ReplayRecord, Request, ServerId,
+    TimeWindow,
 };
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -58,7 +58,7 @@ fn datagram(key: u8, action: Action, grants: &[Grant], nonce: u8) -> Vec<u8> {
         duration_secs: 60,
         allow: AllowAddr::Source,
         server: ServerId::from_name("gw"),
-        grants: Wanted::new(grants).unwrap(),
+        grants: Grants::new(grants).unwrap(),
     };
     seal_with(&keys(key), &r, &[nonce; 24], &[0x5a; 16]).to_vec()
 }
@@ -72,7 +72,7 @@ fn spa(payload: &[u8]) -> Event<'_> {
 }
 
 fn engine_with(cfg: Config, fw: Box<dyn Firewall>, replay: DurableReplay) -> Engine {
-    let mut grants = Grants::new(fw);
+    let mut grants = GrantTable::new(fw);
     grants.setup().unwrap();
     let legacy = knocks::Runtime::new(&cfg);
     let local = LocalAddrs::from_addrs([DST], Instant::now());

@@ -6,7 +6,7 @@
 //! revocation precise: a key's removal never touches another key's grant of
 //! the same (address, port).
 
-use super::{Grants, Owner};
+use super::{GrantTable, Owner};
 use crate::config::Config;
 use crate::firewall::{Access, FwError};
 use crate::legacy::DoorAction;
@@ -107,7 +107,7 @@ pub fn fit(old: &Config, new: &Config, owner: &Owner, grant: Grant, until: u64, 
     }
 }
 
-impl Grants {
+impl GrantTable {
     /// Applies `fit` to every owner of every live grant: one batch for all
     /// that changes, memory updated only after it succeeded.
     pub fn revoke(
@@ -118,7 +118,7 @@ impl Grants {
         self.revoke_at(now, |o, _, g, t| fit(o, g, t))
     }
 
-    /// [`Grants::revoke`] with the grant's address given to `fit` too
+    /// [`GrantTable::revoke`] with the grant's address given to `fit` too
     /// (`spa-server revoke --address`).
     pub fn revoke_at(
         &mut self,
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn revokes_only_what_no_longer_fits() {
         let fake = FakeFirewall::new();
-        let mut g = Grants::new(Box::new(fake.clone()));
+        let mut g = GrantTable::new(Box::new(fake.clone()));
         g.setup().unwrap();
         let a: IpAddr = "198.18.1.2".parse().unwrap();
         let ssh = Grant::new(Proto::Tcp, 22).unwrap();

@@ -4,7 +4,7 @@
 //! beside the grant table, not in it: recorded after a successful open,
 //! forgotten once the owner no longer holds the grant.
 
-use super::{Grants, Owner};
+use super::{GrantTable, Owner};
 use spa_proto::Grant;
 use std::net::IpAddr;
 
@@ -52,7 +52,7 @@ pub struct GrantView {
     pub forward: Option<std::net::SocketAddr>,
 }
 
-impl Grants {
+impl GrantTable {
     /// Records how `owner`'s grants were opened, after a successful open;
     /// an earlier open's time is kept (a refresh is not a new grant).
     /// Origins of grants the owner no longer holds are dropped here, so the
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn origins_follow_opens_and_refreshes_and_are_dropped_with_the_grant() {
-        let mut g = Grants::new(Box::new(FakeFirewall::new()));
+        let mut g = GrantTable::new(Box::new(FakeFirewall::new()));
         g.setup().unwrap();
         let a: IpAddr = "198.18.0.2".parse().unwrap();
         let ssh = Grant::tcp(22).unwrap();

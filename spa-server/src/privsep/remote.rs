@@ -1,6 +1,6 @@
 //! The network side's end of the socketpair: every request is one frame
 //! out and one reply back, in order, blocking (a batch costs the firewall
-//! tool's time either way). Through [`Remote`] the engine's `Grants` reach
+//! tool's time either way). Through [`Remote`] the engine's `GrantTable` reach
 //! the firewall exactly as they reached a backend before: the ordering
 //! guarantees (replay entry durable first, table changed only on success)
 //! are the engine's and stay where they were.
