@@ -202,6 +202,70 @@ fn garbage(c: &mut Criterion) {
 /// same at the default capacity as at a sixteenth of it (issue 14).
 const RECORD_SIZES: [usize; 2] = [4096, DEFAULT_CAPACITY];
 
+/// The record as it was before issue 14 (one B-tree of entries per key),
+/// its insert path only: the same-run reference for the hash set.
+mod btree_record {
+    use spa_proto::{KeyId, Seen};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Clone, Default)]
+    pub struct Old {
+        pub seen: BTreeMap<KeyId, BTreeSet<Seen>>,
+        pub share: usize,
+    }
+
+    impl Old {
+        /// Window check (+/-30 s), replay check, share, insert, as
+        /// `ReplayRecord::check_and_insert` did them (no floor: 0 here).
+        pub fn check_and_insert(&mut self, s: Seen, now: u64) -> bool {
+            if s.timestamp.abs_diff(now) > 30 {
+                return false;
+            }
+            if let Some(set) = self.seen.get_mut(&s.key_id) {
+                if set.contains(&s) {
+                    return false;
+                }
+                if set.len() >= self.share {
+                    let cut = Seen {
+                        timestamp: now - 30,
+                        key_id: KeyId([0; 8]),
+                        nonce: [0; 24],
+                    };
+                    *set = set.split_off(&cut);
+                    if set.len() >= self.share {
+                        return false;
+                    }
+                }
+            }
+            self.seen.entry(s.key_id).or_default().insert(s)
+        }
+    }
+}
+
+fn old_filled(n: usize, extra: usize, rng: &mut StdRng) -> btree_record::Old {
+    let mut rec = btree_record::Old {
+        share: n + extra,
+        ..Default::default()
+    };
+    let mut len = 0;
+    while len < n {
+        let mut nonce = [0u8; NONCE_LEN];
+        let mut id = [0u8; 8];
+        rng.fill_bytes(&mut nonce);
+        rng.fill_bytes(&mut id);
+        let timestamp = NOW - u64::from(rng.next_u32() % 30);
+        let s = spa_proto::Seen {
+            timestamp,
+            key_id: KeyId(id),
+            nonce,
+        };
+        if rec.check_and_insert(s, NOW) {
+            len += 1;
+        }
+    }
+    rec
+}
+
 fn replay(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(2);
     let mut g = c.benchmark_group("replay_record");
@@ -241,6 +305,51 @@ fn replay(c: &mut Criterion) {
                     for nonce in &fresh[..n] {
                         let r = rec.check_and_insert(&id, black_box(nonce), NOW, NOW);
                         assert!(black_box(r).is_ok());
+                    }
+                    total += start.elapsed();
+                    drop(rec);
+                    left -= n as u64;
+                }
+                total
+            })
+        });
+    }
+
+    // The same two cases on the B-tree record of before issue 14.
+    for size in RECORD_SIZES {
+        let mut full = old_filled(size, 0, &mut rng);
+        let present: Vec<_> = full.seen.values().flatten().copied().step_by(97).collect();
+        let mut i = 0;
+        g.bench_function(format!("btree_lookup_hit/{size}"), |b| {
+            b.iter(|| {
+                let s = present[i % present.len()];
+                i += 1;
+                assert!(!black_box(full.check_and_insert(s, NOW)));
+            })
+        });
+        let base = old_filled(size, CHUNK, &mut rng);
+        let fresh: Vec<[u8; NONCE_LEN]> = (0..CHUNK)
+            .map(|_| {
+                let mut n = [0u8; NONCE_LEN];
+                rng.fill_bytes(&mut n);
+                n
+            })
+            .collect();
+        g.bench_function(format!("btree_miss_insert/{size}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(CHUNK as u64) as usize;
+                    let mut rec = base.clone();
+                    let start = Instant::now();
+                    for nonce in &fresh[..n] {
+                        let s = spa_proto::Seen {
+                            timestamp: NOW,
+                            key_id: KeyId([0xee; 8]),
+                            nonce: *black_box(nonce),
+                        };
+                        assert!(black_box(rec.check_and_insert(s, NOW)));
                     }
                     total += start.elapsed();
                     drop(rec);

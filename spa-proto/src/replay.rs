@@ -240,6 +240,33 @@ impl From<Persisted> for ReplayRecord {
     }
 }
 
+/// Pops `q`'s seconds older than `oldest_live`, and their entries out of
+/// `seen`; the newest timestamp forgotten, for the floor.
+fn forget_before(
+    q: &mut KeyQueue,
+    seen: &mut HashSet<Entry, Keyed>,
+    key_id: &KeyId,
+    oldest_live: u64,
+) -> Option<u64> {
+    let mut newest_forgotten = None;
+    while let Some(first) = q.by_second.first_entry() {
+        if *first.key() >= oldest_live {
+            break;
+        }
+        let (timestamp, nonces) = first.remove_entry();
+        q.len -= nonces.len();
+        for nonce in nonces {
+            seen.remove(&Entry(Seen {
+                timestamp,
+                key_id: *key_id,
+                nonce,
+            }));
+        }
+        newest_forgotten = Some(timestamp);
+    }
+    newest_forgotten
+}
+
 impl ReplayRecord {
     /// A record where each key may hold up to `share` live entries (see
     /// [`share_of`]). Its hash key is all zeros until
@@ -342,22 +369,7 @@ impl ReplayRecord {
         let Some(q) = self.keys.get_mut(key_id) else {
             return;
         };
-        let mut newest_forgotten = None;
-        while let Some(entry) = q.by_second.first_entry() {
-            if *entry.key() >= oldest_live {
-                break;
-            }
-            let (timestamp, nonces) = entry.remove_entry();
-            q.len -= nonces.len();
-            for nonce in nonces {
-                self.seen.remove(&Entry(Seen {
-                    timestamp,
-                    key_id: *key_id,
-                    nonce,
-                }));
-            }
-            newest_forgotten = Some(timestamp);
-        }
+        let newest_forgotten = forget_before(q, &mut self.seen, key_id, oldest_live);
         if q.len == 0 {
             self.keys.remove(key_id);
         }
@@ -405,23 +417,44 @@ impl ReplayRecord {
         if timestamp < self.floor {
             return Err(Reject::Replayed);
         }
-        let entry = Seen {
+        let entry = Entry(Seen {
             timestamp,
             key_id: *key_id,
             nonce: *nonce,
-        };
-        if self.seen.contains(&Entry(entry)) {
+        });
+        // One probe of each table on the way in (hashing an entry is most
+        // of the cost): the set takes the entry first, and gives it back
+        // when the share or `admit` refuses it.
+        if !self.seen.insert(entry) {
             return Err(Reject::Replayed);
         }
-        if self.len_of(key_id) >= self.share {
-            self.prune_key(key_id, now.saturating_sub(self.window.past_secs));
-            if self.len_of(key_id) >= self.share {
-                return Err(Reject::ReplayRecordFull);
+        let q = self.keys.entry(*key_id).or_default();
+        let mut forgotten = None;
+        if q.len >= self.share {
+            let oldest_live = now.saturating_sub(self.window.past_secs);
+            forgotten = forget_before(q, &mut self.seen, key_id, oldest_live);
+        }
+        let verdict = if q.len >= self.share {
+            Err(Reject::ReplayRecordFull)
+        } else {
+            admit()
+        };
+        match verdict {
+            Ok(()) => {
+                q.by_second.entry(timestamp).or_default().push(*nonce);
+                q.len += 1;
+            }
+            Err(_) => {
+                if q.len == 0 {
+                    self.keys.remove(key_id);
+                }
+                self.seen.remove(&entry);
             }
         }
-        admit()?;
-        self.insert(entry);
-        Ok(())
+        if let Some(ts) = forgotten {
+            self.raise_floor(ts.saturating_add(1));
+        }
+        verdict
     }
 
     /// Re-inserts an entry read back from a persisted log. An entry outside
