@@ -313,7 +313,7 @@ pub fn utc_text(secs: u64) -> String {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm; the inverse of the one iptables.rs uses for `--datestop`).
+/// algorithm; the inverse of the one iptables/text.rs uses for `--datestop`).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
