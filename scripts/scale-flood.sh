@@ -14,7 +14,8 @@
 #   SPA_SCALE_SERVERS   "label=path ..." spa-server binaries measured in the same run, in turn
 #                       (default: "spa=target/release/spa-server"); e.g. an older build to compare
 #   FLOOD_SECS          seconds per flood measurement (default 10)
-#   TRIALS              valid opens tried in the middle of a flood (default 20)
+#   TRIALS              valid opens tried in the middle of a flood (default 20; 0 skips that phase)
+#   EXTRA_KEYS          configure this many more keys for `flood` (default 0), e.g. 9999: 10,000 keys
 #   KEYS                keys for `keys` (default 10000)
 #   SPA_SCALE_PERF=1    also `perf record` the daemon during the forgery flood (perf report head)
 #   SPA_SCALE_FWKNOPD=1 also fwknopd (UDP server mode) under the same replay flood, if installed
@@ -23,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "scale: run as root (network namespaces)" >&2; exit 1; }
 what=${1:-}
-[[ $what == flood || $what == keys ]] || { sed -n '2,21p' "$0" >&2; exit 2; }
+[[ $what == flood || $what == keys ]] || { sed -n '2,22p' "$0" >&2; exit 2; }
 
 REPO=$PWD
 echo "== building release binaries" >&2
@@ -203,7 +204,12 @@ opens_mid_flood() {
 flood_bench() {
     setup_net
     in_c "$BIN/spa-client" keygen --out "$WORK/k.key" --name bench --server-id scale >/dev/null
-    say "# scale-flood.sh flood, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)"
+    EXTRA=()
+    if ((${EXTRA_KEYS:-0} > 0)); then
+        gen_keys "$WORK/extra" "$EXTRA_KEYS"
+        EXTRA=(--config "$WORK/extra/server.toml")
+    fi
+    say "# scale-flood.sh flood, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $((1 + ${EXTRA_KEYS:-0})) key(s)"
     say ""
     say "Daemon pinned to CPU 0 (taskset), spa-flood to CPU 1; ${FLOOD_SECS} s per flood; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
     say ""
@@ -211,7 +217,7 @@ flood_bench() {
     declare -A rest_rss rest_priv rest_wake
     for spec in ${SPA_SCALE_SERVERS:-spa=$BIN/spa-server}; do
         label=${spec%%=*} path=${spec#*=}
-        start_server "$label" "$path" --key "$WORK/k.key" --allow tcp/22
+        start_server "$label" "$path" --key "$WORK/k.key" --allow tcp/22 "${EXTRA[@]}"
         sleep 2
         local w0 w1 p0 p1
         w0=$(ctx "$DPID") p0=$(ctx "$PRIV")
@@ -236,7 +242,7 @@ flood_bench() {
     say "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for spec in ${SPA_SCALE_SERVERS:-spa=$BIN/spa-server}; do
         label=${spec%%=*} path=${spec#*=}
-        start_server "$label" "$path" --key "$WORK/k.key" --allow tcp/22
+        start_server "$label" "$path" --key "$WORK/k.key" --allow tcp/22 "${EXTRA[@]}"
         # Sealed now: the replay flood's copies are inside the window (replayed, not too old).
         in_c "$BIN/spa-client" send --quiet --key "$WORK/k.key" --server-id scale --open 22 --output "$WORK/probe.bin"
         measure_flood "$label" forge
@@ -246,6 +252,7 @@ flood_bench() {
     done
     FWKNOPD_OPENS=
     [[ ${SPA_SCALE_FWKNOPD:-0} == 1 ]] && fwknopd_bench
+    ((TRIALS > 0)) || return 0
     say ""
     say "A valid datagram (spa-client send --wait=10, one resend at half time) in the middle of each flood:"
     say ""
@@ -253,7 +260,7 @@ flood_bench() {
     say "|---|---|---:|---:|"
     for spec in ${SPA_SCALE_SERVERS:-spa=$BIN/spa-server}; do
         label=${spec%%=*} path=${spec#*=}
-        start_server "$label" "$path" --key "$WORK/k.key" --allow tcp/22
+        start_server "$label" "$path" --key "$WORK/k.key" --allow tcp/22 "${EXTRA[@]}"
         opens_mid_flood "$label" forge
         opens_mid_flood "$label" replay
         stop_server
@@ -350,6 +357,23 @@ sys.exit(1)'; then ok=$((ok + 1)); fi
     wait "$fw" 2>/dev/null || true
 }
 
+# N key files as spa-keygen writes them (0600) in DIR, and DIR/server.toml with one [[key]] each.
+gen_keys() {
+    mkdir -p "$1"
+    chmod 0700 "$1"
+    python3 - "$1" "$2" <<'PY'
+import base64, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+with open(os.path.join(d, "server.toml"), "w") as conf:
+    for i in range(n):
+        p = os.path.join(d, f"k{i:05}.key")
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, f'name = "k{i:05}"\nkey = "{base64.b64encode(os.urandom(32)).decode()}"\nserver_id = "scale"\n'.encode())
+        os.close(fd)
+        conf.write(f'[[key]]\nname = "k{i:05}"\nfile = "{p}"\nallow = ["tcp/22"]\n\n')
+PY
+}
+
 keys_bench() {
     setup_net
     say "# scale-flood.sh keys, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)"
@@ -364,17 +388,7 @@ keys_bench() {
         mkdir -p "$dir"
         chmod 0700 "$dir"
         # Key files as spa-keygen writes them (0600), and one [[key]] each.
-        python3 - "$dir" "$n" <<'PY'
-import base64, os, sys
-d, n = sys.argv[1], int(sys.argv[2])
-with open(os.path.join(d, "server.toml"), "w") as conf:
-    for i in range(n):
-        p = os.path.join(d, f"k{i:05}.key")
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, f'name = "k{i:05}"\nkey = "{base64.b64encode(os.urandom(32)).decode()}"\nserver_id = "scale"\n'.encode())
-        os.close(fd)
-        conf.write(f'[[key]]\nname = "k{i:05}"\nfile = "{p}"\nallow = ["tcp/22"]\n\n')
-PY
+        gen_keys "$dir" "$n"
         start_server "$label-$n" "$path" --config "$dir/server.toml"
         sleep 2
         local rn rp t0 before
