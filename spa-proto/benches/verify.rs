@@ -72,12 +72,21 @@ fn fixture() -> Fixture {
 /// A record holding `n` live entries (other key-ids, timestamps spread over
 /// the window), with room for `extra` more.
 fn filled_record(n: usize, extra: usize, rng: &mut StdRng) -> ReplayRecord {
+    filled_by(n, extra, None, rng)
+}
+
+/// As [`filled_record`], the entries spread over `keys` key-ids (None: a
+/// random key-id per entry, the worst case for the per-key queues).
+fn filled_by(n: usize, extra: usize, keys: Option<u8>, rng: &mut StdRng) -> ReplayRecord {
     let mut rec = ReplayRecord::new(TimeWindow::default(), n + extra);
     while rec.len() < n {
         let mut nonce = [0u8; NONCE_LEN];
         let mut id = [0u8; 8];
         rng.fill_bytes(&mut nonce);
-        rng.fill_bytes(&mut id);
+        match keys {
+            Some(k) => id[0] = (rng.next_u32() % u32::from(k)) as u8,
+            None => rng.fill_bytes(&mut id),
+        }
         let ts = NOW - u64::from(rng.next_u32() % 30);
         rec.check_and_insert(&KeyId(id), &nonce, ts, NOW).unwrap();
     }
@@ -284,8 +293,9 @@ fn replay(c: &mut Criterion) {
             })
         });
 
-        // A miss and an insert into a record of `size` entries.
-        let base = filled_record(size, CHUNK, &mut rng);
+        // A miss and an insert into a record of `size` entries: one
+        // key-id per entry, and (miss_insert_16_keys) spread over 16 keys,
+        // as a server with a few clients holds them.
         let fresh: Vec<[u8; NONCE_LEN]> = (0..CHUNK)
             .map(|_| {
                 let mut n = [0u8; NONCE_LEN];
@@ -294,25 +304,28 @@ fn replay(c: &mut Criterion) {
             })
             .collect();
         let id = KeyId([0xee; 8]);
-        g.bench_function(format!("miss_insert/{size}"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(CHUNK as u64) as usize;
-                    let mut rec = base.clone();
-                    let start = Instant::now();
-                    for nonce in &fresh[..n] {
-                        let r = rec.check_and_insert(&id, black_box(nonce), NOW, NOW);
-                        assert!(black_box(r).is_ok());
+        for (name, keys) in [("miss_insert", None), ("miss_insert_16_keys", Some(16))] {
+            let base = filled_by(size, CHUNK, keys, &mut rng);
+            g.bench_function(format!("{name}/{size}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut left = iters;
+                    while left > 0 {
+                        let n = left.min(CHUNK as u64) as usize;
+                        let mut rec = base.clone();
+                        let start = Instant::now();
+                        for nonce in &fresh[..n] {
+                            let r = rec.check_and_insert(&id, black_box(nonce), NOW, NOW);
+                            assert!(black_box(r).is_ok());
+                        }
+                        total += start.elapsed();
+                        drop(rec);
+                        left -= n as u64;
                     }
-                    total += start.elapsed();
-                    drop(rec);
-                    left -= n as u64;
-                }
-                total
-            })
-        });
+                    total
+                })
+            });
+        }
     }
 
     // The same two cases on the B-tree record of before issue 14.
