@@ -62,15 +62,28 @@ RT=$(mktemp -d /dev/shm/spa-scale.XXXXXX)
 chmod 0711 "$RT"
 PIDS=()
 
-cleanup() {
-    local p
+# Ends what this script started (the recorded PIDs, and whatever runs in
+# OUR two namespaces: only this script starts anything there), checked until
+# none is left (bounded; SIGKILL last), then deletes the namespaces.
+stop_all() {
+    local p i ns left
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    for ns in "$SRV" "$CLI"; do
-        # Whatever still runs in OUR namespaces was started by this script.
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
+    for ((i = 0; i < 10; i++)); do
+        left=
+        for ns in "$SRV" "$CLI"; do left+=" $(ip netns pids "$ns" 2>/dev/null || true)"; done
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && left+=" $p"; done
+        [[ -z ${left// /} ]] && break
+        # shellcheck disable=SC2086
+        if ((i < 9)); then kill $left 2>/dev/null || true; else kill -9 $left 2>/dev/null || true; fi
+        sleep 0.3
     done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+    for ns in "$SRV" "$CLI"; do ip netns del "$ns" 2>/dev/null || true; done
+}
+
+cleanup() {
+    stop_all
     rm -rf "$WORK" "$RT"
 }
 trap cleanup EXIT INT TERM
@@ -288,15 +301,10 @@ EOF
     log "$BACKEND: 0 grants again (the box is noisy: the lower 0-grant p50 is the reference)"
     measure_rst "$BACKEND-0after"
 
+    # The daemon first (SIGTERM: it removes its chain and sets), then the rest.
     kill "${PIDS[-1]}" 2>/dev/null || true
     wait "${PIDS[-1]}" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-    for ns in "$SRV" "$CLI"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-        ip netns del "$ns"
-    done
+    stop_all
 }
 
 # The anchor: the previous iptables design, a rule per grant (what the
@@ -342,10 +350,7 @@ anchor_rules() {
             | tee "$OUT/$tag-batch.json" >&2
         in_srv iptables-restore -w 3 --noflush <"$WORK/del"
     done
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-    for ns in "$SRV" "$CLI"; do ip netns del "$ns"; done
+    stop_all
 }
 
 for b in $BACKENDS; do run_backend "$b"; done
