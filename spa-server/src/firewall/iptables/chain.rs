@@ -38,18 +38,7 @@ impl Iptables {
         }
         // The forward path's jumps (issue 15), whether or not this run
         // forwards: a flush must leave nothing behind.
-        for (table, parent, spec) in [
-            (
-                "filter",
-                "FORWARD",
-                crate::firewall::forward::ipt_fwd_jump(&self.opts),
-            ),
-            (
-                "nat",
-                "PREROUTING",
-                crate::firewall::forward::ipt_nat_jump(&self.opts),
-            ),
-        ] {
+        for (table, parent, spec) in forward_jumps(&self.opts) {
             let mut args = vec!["-t".to_string(), table.into(), "-D".into(), parent.into()];
             args.extend(spec);
             for _ in 0..MAX_STALE_JUMPS {
@@ -193,18 +182,7 @@ impl Iptables {
                 }
             }
             if self.forwarding {
-                for (table, parent, spec) in [
-                    (
-                        "filter",
-                        "FORWARD",
-                        crate::firewall::forward::ipt_fwd_jump(&self.opts),
-                    ),
-                    (
-                        "nat",
-                        "PREROUTING",
-                        crate::firewall::forward::ipt_nat_jump(&self.opts),
-                    ),
-                ] {
+                for (table, parent, spec) in forward_jumps(&self.opts) {
                     let mut a = vec!["-t".to_string(), table.into(), "-C".into(), parent.into()];
                     a.extend(spec);
                     if !self.iptables(fam, &a)?.ok() {
@@ -242,4 +220,24 @@ impl Iptables {
         self.silence = new.clone();
         Ok(())
     }
+}
+
+/// The forward path's two jumps (issue 15) as (table, parent chain, rule
+/// spec): one list for the flush that removes them and the check that finds
+/// them, so the two cannot disagree on what a jump is.
+fn forward_jumps(
+    opts: &crate::firewall::FirewallOptions,
+) -> [(&'static str, &'static str, Vec<String>); 2] {
+    [
+        (
+            "filter",
+            "FORWARD",
+            crate::firewall::forward::ipt_fwd_jump(opts),
+        ),
+        (
+            "nat",
+            "PREROUTING",
+            crate::firewall::forward::ipt_nat_jump(opts),
+        ),
+    ]
 }
