@@ -216,10 +216,7 @@ pub fn seal_v2<R: rand::RngCore + rand::CryptoRng>(
     req: &Request,
     rng: &mut R,
 ) -> [u8; DATAGRAM_LEN] {
-    let mut nonce = [0u8; NONCE_LEN];
-    let mut random = [0u8; RANDOM_LEN];
-    rng.fill_bytes(&mut nonce);
-    rng.fill_bytes(&mut random);
+    let (nonce, random) = crate::wire::draw(rng);
     seal_v2_with(keys, req, &nonce, &random)
 }
 

@@ -375,11 +375,20 @@ pub fn seal<R: rand::RngCore + rand::CryptoRng>(
     req: &Request,
     rng: &mut R,
 ) -> [u8; DATAGRAM_LEN] {
+    let (nonce, random) = draw(rng);
+    seal_with(keys, req, &nonce, &random)
+}
+
+/// The fresh nonce and random field of one datagram, in this order, for
+/// both versions' `seal`: one place draws what the layout needs.
+pub(crate) fn draw<R: rand::RngCore + rand::CryptoRng>(
+    rng: &mut R,
+) -> ([u8; NONCE_LEN], [u8; RANDOM_LEN]) {
     let mut nonce = [0u8; NONCE_LEN];
     let mut random = [0u8; RANDOM_LEN];
     rng.fill_bytes(&mut nonce);
     rng.fill_bytes(&mut random);
-    seal_with(keys, req, &nonce, &random)
+    (nonce, random)
 }
 
 /// Deterministic core of [`seal`], for tests and test vectors.
