@@ -97,6 +97,14 @@ fn a_forgery_flood_and_a_replay_flood_are_judged_and_a_valid_datagram_opens_afte
     let (cli, srv): (IpAddr, IpAddr) = (r.pair.cli_ip4.into(), r.pair.srv_ip4.into());
     let mut s = r.server("server.log", &[]);
     let (src, dst, n) = (cli.to_string(), srv.to_string(), N.to_string());
+    // Both datagram sockets (IPv4, IPv6) read through a receive ring, made
+    // by the privileged side and mapped by the sandboxed network side.
+    assert_eq!(
+        s.lines_with(&["capture open", "rings=2"]).len(),
+        1,
+        "{}",
+        s.log_text()
+    );
 
     // Forgeries with alice's key-id: each one an AEAD open, auth_failed.
     let probe = r.dir.join("probe.bin");

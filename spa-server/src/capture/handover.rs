@@ -86,13 +86,17 @@ impl Capture {
             }
         }
         let mut socks = Vec::new();
+        let mut rings = 0;
         let mut turns: [Turn; 2] = Default::default();
         for iface in targets {
             for class in Class::ALL {
                 for family in [IpFamily::V4, IpFamily::V6] {
                     let h = open(iface.as_deref(), family, class)?;
+                    let ring = map_ring(&h.fd, iface.as_deref(), family, class)?;
+                    rings += usize::from(ring.is_some());
                     turns[class_index(class)].socks.push(socks.len());
                     socks.push(Sock {
+                        ring,
                         fd: h.fd,
                         family,
                         class,
@@ -105,6 +109,7 @@ impl Capture {
         }
         tracing::info!(
             sockets = socks.len(),
+            rings,
             spa_port = spec.spa_port,
             knock_tcp = spec.knock_tcp.len(),
             knock_udp = spec.knock_udp.len(),
@@ -162,6 +167,9 @@ impl Capture {
                         }
                         Some(open) => {
                             let h = open(Some(&name), s.family, s.class)?;
+                            // The old ring is unmapped before its socket
+                            // closes; the new socket's is mapped.
+                            s.ring = map_ring(&h.fd, Some(&name), s.family, s.class)?;
                             s.fd = h.fd;
                             s.ifindex = h.ifindex;
                             tracing::info!(interface = %name, family = s.family.name(), class = s.class.name(), old, new = h.ifindex, "capture re-opened on re-created interface");
@@ -175,6 +183,29 @@ impl Capture {
         self.needs_rebind = down || !missing.is_empty();
         Ok(missing)
     }
+}
+
+/// The receive ring of a socket just received (or made), mapped: `None`
+/// when it has none (a knock socket, or the privileged side fell back to
+/// `recvmmsg`). A ring that exists and cannot be mapped is an error: the
+/// socket would receive nothing.
+fn map_ring(
+    fd: &OwnedFd,
+    iface: Option<&str>,
+    family: IpFamily,
+    class: Class,
+) -> Result<Option<super::ring::Ring>, CaptureError> {
+    super::ring::Ring::map(fd).map_err(|source| CaptureError::Syscall {
+        call: "mmap(PACKET_RX_RING)",
+        interface: format!(
+            "{} ({} {}; the address space limit, RLIMIT_AS, must leave {} KiB per datagram socket)",
+            super::label(iface),
+            family.name(),
+            class.name(),
+            super::ring::RING_BYTES >> 10
+        ),
+        source,
+    })
 }
 
 #[cfg(test)]

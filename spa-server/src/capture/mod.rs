@@ -20,6 +20,7 @@ mod error;
 mod handover;
 pub mod local;
 mod parse;
+mod ring;
 mod spec;
 mod sys;
 
@@ -143,6 +144,9 @@ impl Batch {
 
 #[derive(Debug)]
 struct Sock {
+    /// The datagram socket's receive ring, mapped (docs/capture.md); `None`
+    /// for knock sockets and where the ring could not be made.
+    ring: Option<ring::Ring>,
     fd: OwnedFd,
     family: IpFamily,
     class: Class,
@@ -337,12 +341,20 @@ impl Capture {
             batch.next = 0;
             batch.sock = i;
             let room = BATCH.min(budget) * SLOT;
-            match recv_batch(
-                &self.socks[i].fd,
-                &mut batch.data[..room],
-                SLOT,
-                &mut batch.frames,
-            ) {
+            // The ring first: no system call while it has frames. Empty,
+            // one `recvmmsg` as before, which also reports (and clears) a
+            // link error on the socket: poll(2) keeps flagging it until
+            // then, and the ring never shows it.
+            let sock = &mut self.socks[i];
+            let from_ring = match sock.ring.as_mut() {
+                Some(r) => r.recv_batch(&mut batch.data[..room], SLOT, &mut batch.frames),
+                None => 0,
+            };
+            let got = match from_ring {
+                0 => recv_batch(&sock.fd, &mut batch.data[..room], SLOT, &mut batch.frames),
+                n => Ok(n),
+            };
+            match got {
                 Ok(0) => idle += 1,
                 Ok(_) => {
                     idle = 0;
@@ -390,6 +402,12 @@ impl Capture {
     /// check stays armed.
     pub fn rebind(&mut self) -> Result<Vec<String>, CaptureError> {
         self.follow(None)
+    }
+
+    /// How many sockets read through a receive ring (the datagram
+    /// sockets, unless the privileged side fell back to `recvmmsg`).
+    pub fn rings(&self) -> usize {
+        self.socks.iter().filter(|s| s.ring.is_some()).count()
     }
 
     /// Counters; also collects kernel queue drops from every socket.
@@ -444,8 +462,10 @@ fn programs(spec: &FilterSpec) -> Result<[Programs; 2], CaptureError> {
     Ok([both(Class::Spa)?, both(Class::Knock)?])
 }
 
-/// socket(protocol 0) -> buffer -> filter -> bind(protocol): a socket with
-/// protocol 0 receives nothing, so no frame is queued before the filter.
+/// socket(protocol 0) -> buffer -> filter -> (datagram sockets) receive
+/// ring -> bind(protocol): a socket with protocol 0 receives nothing, so no
+/// frame is queued before the filter. The ring is made before the bind: the
+/// kernel refuses to make one while frames are queued.
 fn open_socket(
     iface: Option<String>,
     index: libc::c_int,
@@ -477,8 +497,12 @@ fn open_socket(
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     set_rcvbuf(&fd).map_err(|e| err("setsockopt(SO_RCVBUF)", e))?;
     attach(&fd, prog).map_err(|e| err("setsockopt(SO_ATTACH_FILTER)", e))?;
+    if class == Class::Spa {
+        ring::setup(&fd, &where_).map_err(|e| err("setsockopt(PACKET_VERSION)", e))?;
+    }
     bind(&fd, family, index).map_err(|e| err("bind", e))?;
     Ok(Sock {
+        ring: None,
         fd,
         family,
         class,

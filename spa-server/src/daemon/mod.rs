@@ -40,6 +40,20 @@ const DRAIN_MAX: usize = 4096;
 /// (issue 16, finding 4: a knock flood held a datagram back 29.8 s).
 const SLICE_TIME: Duration = Duration::from_millis(10);
 const SLICE_MAX: usize = 64;
+/// Under a flood, a capture wake-up that follows the previous one within
+/// [`BUSY_WITHIN`] first sleeps this long, so that the drain finds a batch.
+/// Why (issue 14): with the datagram sockets' receive ring the daemon
+/// empties the queue faster than a flood fills it, and the kernel wakes the
+/// reader for every frame; one wake-up per frame (a context switch, the
+/// loop's per-wake-up work, the sender's wake-up of us) cost more than the
+/// ring saved. This is the kernel's interrupt moderation, done once per
+/// wake-up: a lone datagram (no capture wake-up in the last
+/// [`BUSY_WITHIN`]) is read at once, and at rest nothing sleeps or wakes.
+/// It delays a datagram by at most this long; the ring (256 frames) holds
+/// it at up to ~2 M frames per second.
+const COALESCE: Duration = Duration::from_micros(100);
+/// Two capture wake-ups closer than this mean a flood (see [`COALESCE`]).
+const BUSY_WITHIN: Duration = Duration::from_millis(1);
 
 /// Whether the event loop goes on or stops (a SIGTERM/SIGINT was read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +69,8 @@ pub struct Daemon {
     notifier: Notifier,
     sigfd: OwnedFd,
     last_watchdog: Instant,
+    /// The last wake-up that drained the capture ([`COALESCE`]).
+    last_capture: Option<Instant>,
     /// Held until the process exits: one daemon per state directory.
     _lock: crate::lock::InstanceLock,
     /// nf_tables change notifications: a firewall reload is noticed and
@@ -305,6 +321,13 @@ impl Daemon {
     /// signals and the watchdog, so a knock flood neither delays a datagram
     /// by more than a slice nor holds back SIGTERM or the watchdog.
     fn drain_capture(&mut self, now: &Now) -> Flow {
+        if self
+            .last_capture
+            .is_some_and(|t| now.mono.saturating_duration_since(t) < BUSY_WITHIN)
+        {
+            std::thread::sleep(COALESCE);
+        }
+        self.last_capture = Some(now.mono);
         let start = Instant::now();
         let mut handled = 0;
         loop {

@@ -152,6 +152,7 @@ impl Daemon {
             notifier,
             sigfd,
             last_watchdog: Instant::now(),
+            last_capture: None,
             _lock: lock,
             watch,
             control,

@@ -1,0 +1,215 @@
+//! The datagram sockets' receive ring (`PACKET_RX_RING`, `TPACKET_V2`,
+//! issue 14): the kernel copies each frame that passes the filter into a
+//! slot of memory shared with us, in the softirq that received it, and the
+//! daemon reads the slots with no system call, no socket buffer and no
+//! queue lock per frame. Under a forgery flood that per-frame hand-over was
+//! ~45 % of the daemon's time with `recvmmsg` (docs/benchmarks.md "Scale").
+//!
+//! Why `TPACKET_V2` and not V3: V2 hands each frame over as soon as it is
+//! written (its own status word), V3 only when its block retires, which for
+//! a lone datagram means a block timer's delay. Why only the datagram
+//! sockets: a knock flood costs no AEAD and the knock sockets' queue stays
+//! as it was. Why a fixed, small geometry: the ring is resident in the
+//! network side (every page is mapped at `mmap`, counted in RSS), so it is
+//! [`RING_BYTES`] per datagram socket and no more.
+//!
+//! Who does what (privilege separation): the privileged side makes the
+//! ring ([`setup`], after the filter, before the bind and the lock) because
+//! the network side may not call `setsockopt` on a capture socket; the
+//! network side maps it ([`Ring::map`]) after receiving the descriptor,
+//! knowing the geometry because both are the same binary, and knowing
+//! whether there is a ring from `PACKET_VERSION` (V1: no ring, the
+//! `recvmmsg` path). Every `unsafe` has its SAFETY note.
+
+use super::sys::{cvt, setsockopt};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// One frame slot: the V2 header (32 bytes), the `sockaddr_ll` and padding
+/// put the network header at offset 80 for a cooked socket, so 432 bytes
+/// of packet fit; a datagram is at most 60 + 8 + 140 (IPv4 with options)
+/// or 40 + 8 + 140 bytes (IPv6), and the datagram sockets' filter passes
+/// nothing longer.
+pub(super) const FRAME_SIZE: usize = 512;
+/// One block: 64 KiB, a whole number of pages on every page size Linux
+/// uses (4, 16 or 64 KiB); frames never cross a block.
+const BLOCK_SIZE: usize = 64 << 10;
+/// Blocks per ring.
+const BLOCK_NR: usize = 2;
+/// The ring's memory per datagram socket: 128 KiB, 256 frames. The queue
+/// it replaces held up to 4 MiB of socket buffers (a few thousand frames),
+/// but its memory was the kernel's, not resident in the daemon: RSS at
+/// rest is held within 10 % of before (issue 14, goal 5).
+pub(super) const RING_BYTES: usize = BLOCK_SIZE * BLOCK_NR;
+/// Frames per ring.
+const FRAME_NR: usize = RING_BYTES / FRAME_SIZE;
+
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where the `sockaddr_ll`
+/// starts in a frame.
+const SLL_AT: usize = (std::mem::size_of::<libc::tpacket2_hdr>() + libc::TPACKET_ALIGNMENT - 1)
+    & !(libc::TPACKET_ALIGNMENT - 1);
+/// Offset of `sll_pkttype` in a frame.
+const PKTTYPE_AT: usize = SLL_AT + std::mem::offset_of!(libc::sockaddr_ll, sll_pkttype);
+
+const TPACKET_V1: libc::c_int = libc::tpacket_versions::TPACKET_V1 as libc::c_int;
+const TPACKET_V2: libc::c_int = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
+
+/// Set once the privileged side has logged that a ring could not be made.
+static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// The privileged side: `PACKET_VERSION` V2, then the ring, on a socket
+/// that has its filter and is not yet bound. On failure (an old kernel,
+/// memory) the socket is put back to V1 with no ring, so it reads through
+/// `recvmmsg` as before; that is logged once per process. An error only
+/// if the socket could not be put back (it would receive nothing).
+pub(super) fn setup(fd: &OwnedFd, at: &str) -> io::Result<()> {
+    let req = libc::tpacket_req {
+        tp_block_size: BLOCK_SIZE as libc::c_uint,
+        tp_block_nr: BLOCK_NR as libc::c_uint,
+        tp_frame_size: FRAME_SIZE as libc::c_uint,
+        tp_frame_nr: FRAME_NR as libc::c_uint,
+    };
+    let made = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2)
+        .and_then(|()| setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req));
+    let Err(e) = made else {
+        return Ok(());
+    };
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V1)?;
+    if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            on = at,
+            error = %e,
+            "capture: no receive ring (PACKET_RX_RING), reading datagrams with recvmmsg instead: \
+             slower under a flood; needs Linux >= 2.6.27 and {} KiB of kernel memory per socket",
+            RING_BYTES >> 10
+        );
+    }
+    Ok(())
+}
+
+/// The ring of one datagram socket, mapped into this process; unmapped on
+/// drop. Frames are read in order from `next`, as the kernel fills them.
+#[derive(Debug)]
+pub(super) struct Ring {
+    base: NonNull<u8>,
+    next: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone (nothing else holds its
+// address), so moving it to another thread moves the only way to reach it.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// Maps `fd`'s ring if it has one (`PACKET_VERSION` is V2: the
+    /// privileged side made it); `Ok(None)` for a socket without (V1). A
+    /// socket that has a ring which cannot be mapped is an error: its
+    /// frames go to the ring only, `recvmmsg` would never see one.
+    pub(super) fn map(fd: &OwnedFd) -> io::Result<Option<Ring>> {
+        let mut version: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `version` is writable for `len` bytes.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_VERSION,
+                (&mut version as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        if version != TPACKET_V2 {
+            return Ok(None);
+        }
+        // SAFETY: a fresh shared mapping of the socket's ring, at an
+        // address the kernel chooses; the result is checked below. The
+        // kernel refuses (EINVAL) a length other than the ring's.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                RING_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap: null"))?;
+        Ok(Some(Ring { base, next: 0 }))
+    }
+
+    /// Copies up to `data.len() / slot` ready frames (at most
+    /// [`super::sys::MAX_BATCH`]) into `slot`-byte pieces of `data`, in
+    /// order, hands each slot back to the kernel at once, and pushes each
+    /// frame's (length, `sll_pkttype`) onto `out`; returns how many. 0:
+    /// the next slot is still the kernel's. A copy, not a borrow of the
+    /// slot: a frame is ~200 bytes, and the slot is free again before the
+    /// verdict runs, so a slow verdict never holds the ring.
+    pub(super) fn recv_batch(
+        &mut self,
+        data: &mut [u8],
+        slot: usize,
+        out: &mut Vec<(usize, u8)>,
+    ) -> usize {
+        if slot == 0 {
+            return 0;
+        }
+        let mut got = 0;
+        for piece in data.chunks_exact_mut(slot).take(super::sys::MAX_BATCH) {
+            let at = self.next * FRAME_SIZE;
+            // SAFETY: `at` < RING_BYTES (next < FRAME_NR), so `frame` is
+            // inside the mapping, which lives as long as `self`.
+            let frame = unsafe { self.base.as_ptr().add(at) };
+            // SAFETY: the status word is the frame's first 4 bytes, aligned
+            // (frames are 512-byte aligned in a page-aligned mapping); the
+            // kernel writes it concurrently, hence an atomic. Acquire pairs
+            // with the kernel's barrier before it sets TP_STATUS_USER, so
+            // the frame's header and bytes are visible once it is seen.
+            let status = unsafe { &*frame.cast::<AtomicU32>() };
+            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: the frame is ours until we store TP_STATUS_KERNEL: the
+            // kernel does not write it meanwhile. The header is in bounds
+            // and read unaligned-safe; the pkttype byte is in bounds.
+            let (hdr, pkttype) = unsafe {
+                (
+                    std::ptr::read_unaligned(frame.cast::<libc::tpacket2_hdr>()),
+                    *frame.add(PKTTYPE_AT),
+                )
+            };
+            // Checked, not trusted: whatever the header says, the copy
+            // stays inside this frame and inside the piece.
+            let net = usize::from(hdr.tp_net);
+            let len = usize::try_from(hdr.tp_snaplen)
+                .unwrap_or(0)
+                .min(FRAME_SIZE.saturating_sub(net))
+                .min(slot);
+            if net < FRAME_SIZE {
+                // SAFETY: net + len <= FRAME_SIZE (above), so the source is
+                // inside this frame; `piece` has `slot` >= len bytes and is
+                // our own memory, not the ring's.
+                unsafe { std::ptr::copy_nonoverlapping(frame.add(net), piece.as_mut_ptr(), len) };
+                out.push((len, pkttype));
+            } else {
+                out.push((0, pkttype));
+            }
+            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.next = (self.next + 1) % FRAME_NR;
+            got += 1;
+        }
+        got
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: `base` is the start of a RING_BYTES mapping made in
+        // `map`, unmapped once, here; nothing borrows it past `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), RING_BYTES) };
+    }
+}
