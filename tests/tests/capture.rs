@@ -591,7 +591,7 @@ fn flood_of_non_matching_traffic_stays_in_the_kernel() {
 #[test]
 fn datagrams_are_read_through_the_receive_ring_as_it_wraps() {
     const BURST: usize = 200;
-    let pair = NetPair::new(172);
+    let pair = NetPair::new(173);
     let mut probe = Probe::start(&pair.srv_ns, vec![pair.srv_if.clone()], spec());
     assert_eq!(probe.rings, 2, "one ring per datagram socket");
     let mut want = 0;
