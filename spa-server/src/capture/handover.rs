@@ -19,6 +19,7 @@ use super::{bpf, class_index, open_socket, Capture, CaptureError, CaptureStats, 
 use super::{Batch, FilterSpec, Sock, Turn};
 use spa_proto::IpFamily;
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 
 /// One capture socket and the interface index it was bound to (0: every
 /// interface).
@@ -61,7 +62,8 @@ pub fn open_locked(
     )
     .map_err(|e| sock.err("setsockopt(SO_LOCK_FILTER)", e))?;
     Ok(Handed {
-        fd: sock.fd,
+        fd: std::sync::Arc::into_inner(sock.fd)
+            .ok_or_else(|| CaptureError::Privileged("a new capture socket is shared".into()))?,
         ifindex: index,
     })
 }
@@ -96,13 +98,14 @@ impl Capture {
                     rings += usize::from(ring.is_some());
                     turns[class_index(class)].socks.push(socks.len());
                     socks.push(Sock {
-                        ring,
-                        fd: h.fd,
+                        ring: ring.map(|r| Arc::new(Mutex::new(r))),
+                        fd: Arc::new(h.fd),
                         family,
                         class,
                         iface: iface.clone(),
                         ifindex: h.ifindex,
                         down_logged: false,
+                        flagged: libc::POLLIN,
                     });
                 }
             }
@@ -115,21 +118,29 @@ impl Capture {
             knock_udp = spec.knock_udp.len(),
             "capture open"
         );
-        Ok(Capture {
+        let capture = Capture {
             socks,
             spec: spec.clone(),
             batches: [Batch::new(), Batch::new()],
             turns,
             stats: CaptureStats::default(),
             needs_rebind: false,
-        })
+            shared: Default::default(),
+        };
+        capture.publish_rings();
+        Ok(capture)
     }
 
-    /// Takes `new`'s sockets and spec (a reload), keeping the counters.
+    /// Takes `new`'s sockets and spec (a reload), keeping the counters and
+    /// the list the [`super::Spiller`] reads (now `new`'s rings). Frames
+    /// the old sockets held, spilled or not, go with them.
     pub fn replace_with(&mut self, new: Capture) {
         let stats = self.stats();
+        let shared = self.shared.clone();
         *self = new;
         self.stats = stats;
+        self.shared = shared;
+        self.publish_rings();
     }
 
     /// As [`Capture::rebind`], but a moved interface gets new sockets from
@@ -146,6 +157,7 @@ impl Capture {
     ) -> Result<Vec<String>, CaptureError> {
         let mut missing: Vec<String> = Vec::new();
         let mut down = false;
+        let mut reopened = false;
         for s in &mut self.socks {
             let Some(name) = s.iface.clone() else {
                 continue;
@@ -169,8 +181,11 @@ impl Capture {
                             let h = open(Some(&name), s.family, s.class)?;
                             // The old ring is unmapped before its socket
                             // closes; the new socket's is mapped.
-                            s.ring = map_ring(&h.fd, Some(&name), s.family, s.class)?;
-                            s.fd = h.fd;
+                            s.ring = map_ring(&h.fd, Some(&name), s.family, s.class)?
+                                .map(|r| Arc::new(Mutex::new(r)));
+                            s.fd = Arc::new(h.fd);
+                            s.flagged = libc::POLLIN;
+                            reopened = true;
                             s.ifindex = h.ifindex;
                             tracing::info!(interface = %name, family = s.family.name(), class = s.class.name(), old, new = h.ifindex, "capture re-opened on re-created interface");
                         }
@@ -181,6 +196,9 @@ impl Capture {
             down |= !is_up(&s.fd, &name);
         }
         self.needs_rebind = down || !missing.is_empty();
+        if reopened {
+            self.publish_rings();
+        }
         Ok(missing)
     }
 }

@@ -20,20 +20,25 @@ mod error;
 mod handover;
 pub mod local;
 mod parse;
+mod recv;
 mod ring;
 mod spec;
+mod spill;
 mod sys;
 
 pub use bpf::Class;
 use bpf::Insn;
 pub use error::CaptureError;
 pub use handover::{open_locked, Handed, Opener};
+use recv::Batch;
 use spa_proto::IpFamily;
 pub use spec::FilterSpec;
+pub use spill::Spiller;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use sys::{attach, bind, cvt, ifindex, packet_stats, recv_batch, set_rcvbuf};
+use std::sync::{Arc, Mutex};
+use sys::{attach, bind, cvt, ifindex, packet_stats, set_rcvbuf};
 
 /// One captured packet that matched the [`FilterSpec`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,64 +95,14 @@ pub struct CaptureStats {
 
 /// Room for one frame in a batch: the most the kernel filter ever copies.
 const SLOT: usize = bpf::SNAPLEN as usize;
-/// Frames one `recv` call reads before returning `Ok(None)`, so a stream of
-/// frames that fail `parse` cannot starve the daemon's other work.
-const RECV_BUDGET: usize = 256;
-/// Frames read in one `recvmmsg` from one socket, after which the next
-/// socket of the class gets its turn. Why a batch: one system call per
-/// frame was most of the daemon's cost under a flood (issue 14). Why
-/// bounded: a flood on one socket must not keep a legit datagram waiting on
-/// another (the other family, say) for long. Before the batch this was a
-/// streak of 32 `recvfrom` calls on one socket.
-const BATCH: usize = 32;
-
-/// Frames read by one `recvmmsg` and not yet handed out: every class has
-/// its own, so a knock batch never delays a datagram batch.
-#[derive(Debug)]
-struct Batch {
-    /// `BATCH` slots of `SLOT` bytes.
-    data: Vec<u8>,
-    /// (length, `sll_pkttype`) of each frame read, in order.
-    frames: Vec<(usize, u8)>,
-    /// The next frame to hand out.
-    next: usize,
-    /// Index into `socks` of the socket they came from.
-    sock: usize,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        Batch {
-            data: vec![0; BATCH * SLOT],
-            frames: Vec::with_capacity(BATCH),
-            next: 0,
-            sock: 0,
-        }
-    }
-
-    fn pending(&self) -> bool {
-        self.next < self.frames.len()
-    }
-
-    /// Slot index, length and packet type of the next frame, if any.
-    fn take(&mut self) -> Option<(usize, usize, u8)> {
-        let (len, pkttype) = *self.frames.get(self.next)?;
-        self.next += 1;
-        Some((self.next - 1, len, pkttype))
-    }
-
-    fn frame(&self, slot: usize, len: usize) -> &[u8] {
-        let start = slot * SLOT;
-        self.data.get(start..start + len.min(SLOT)).unwrap_or(&[])
-    }
-}
-
 #[derive(Debug)]
 struct Sock {
     /// The datagram socket's receive ring, mapped (docs/capture.md); `None`
     /// for knock sockets and where the ring could not be made.
-    ring: Option<ring::Ring>,
-    fd: OwnedFd,
+    ring: Option<Arc<Mutex<ring::Ring>>>,
+    /// Shared with the [`Spiller`] while a ring is in it, so the
+    /// descriptor it polls stays open as long as it does.
+    fd: Arc<OwnedFd>,
     family: IpFamily,
     class: Class,
     /// `None`: bound to all interfaces (ifindex 0).
@@ -155,6 +110,9 @@ struct Sock {
     ifindex: libc::c_int,
     /// An ENETDOWN was logged and no frame arrived since.
     down_logged: bool,
+    /// poll(2)'s `revents` for it at the last wake-up ([`Capture::mark_ready`]),
+    /// cleared when a read finds it drained.
+    flagged: i16,
 }
 
 impl Sock {
@@ -183,6 +141,9 @@ pub struct Capture {
     turns: [Turn; 2],
     stats: CaptureStats,
     needs_rebind: bool,
+    /// The rings, for the [`Spiller`]: kept the same `Arc` across
+    /// [`Capture::replace_with`], refreshed whenever a socket changes.
+    shared: spill::Shared,
 }
 
 #[derive(Debug, Default)]
@@ -231,7 +192,9 @@ impl Capture {
             let prog = progs[class_index(class)].get(family);
             let s = open_socket(iface.map(str::to_owned), index, family, class, prog)?;
             Ok(Handed {
-                fd: s.fd,
+                fd: Arc::into_inner(s.fd).ok_or_else(|| {
+                    CaptureError::Privileged("a new capture socket is shared".into())
+                })?,
                 ifindex: index,
             })
         })
@@ -268,145 +231,6 @@ impl Capture {
         self.socks.iter().map(|s| s.fd.as_raw_fd()).collect()
     }
 
-    /// Next packet that parses, datagrams before knocks: `recv_class` of
-    /// [`Class::Spa`], then of [`Class::Knock`].
-    pub fn recv(&mut self) -> Result<Option<Packet<'_>>, CaptureError> {
-        let found = match self.recv_meta(Class::Spa)? {
-            Some(f) => Some((Class::Spa, f)),
-            None => self.recv_meta(Class::Knock)?.map(|f| (Class::Knock, f)),
-        };
-        Ok(found.and_then(|(class, (meta, slot, len))| {
-            meta.into_packet(self.batches[class_index(class)].frame(slot, len))
-        }))
-    }
-
-    /// Next packet of `class` that parses; `Ok(None)` when every socket of
-    /// the class would block (or after [`RECV_BUDGET`] frames: then frames
-    /// may be left read and not handed out, see [`Capture::pending`]).
-    /// Frames that do not parse are counted and skipped. An interface going
-    /// down (ENETDOWN) is logged once and skipped, never an error.
-    pub fn recv_class(&mut self, class: Class) -> Result<Option<Packet<'_>>, CaptureError> {
-        let found = self.recv_meta(class)?;
-        let batch = &self.batches[class_index(class)];
-        Ok(found.and_then(|(meta, slot, len)| meta.into_packet(batch.frame(slot, len))))
-    }
-
-    /// Frames already read from the kernel and not yet handed out. poll(2)
-    /// cannot see them: the daemon must call `recv` again without sleeping.
-    pub fn pending(&self) -> bool {
-        self.batches.iter().any(Batch::pending)
-    }
-
-    /// The next frame of `class` that parses: its classification, and its
-    /// slot and length in the class's batch. Hands out the batch's frames
-    /// first, then reads the next batch from the socket whose turn it is.
-    fn recv_meta(
-        &mut self,
-        class: Class,
-    ) -> Result<Option<(parse::Meta, usize, usize)>, CaptureError> {
-        let ci = class_index(class);
-        let n = self.turns[ci].socks.len();
-        let mut idle = 0;
-        let mut budget = RECV_BUDGET;
-        // Whether the empty rings were read once with `recvmmsg` in this
-        // call (below).
-        let mut sweep = false;
-        loop {
-            while budget > 0 {
-                let Some((slot, len, pkttype)) = self.batches[ci].take() else {
-                    break;
-                };
-                budget -= 1;
-                if pkttype == libc::PACKET_OUTGOING {
-                    self.stats.outgoing += 1;
-                    continue;
-                }
-                self.stats.frames += 1;
-                self.stats.bytes += len as u64;
-                let batch = &self.batches[ci];
-                let is_v6 = self.socks.get(batch.sock).map(|s| s.family) == Some(IpFamily::V6);
-                match parse::classify(batch.frame(slot, len), is_v6, &self.spec) {
-                    // The class check is the user-space authority, as
-                    // parse is for the filter as a whole.
-                    Some(meta) if meta.class() == class => return Ok(Some((meta, slot, len))),
-                    _ => self.stats.unparsed += 1,
-                }
-            }
-            if budget == 0 {
-                return Ok(None);
-            }
-            if idle >= n {
-                // Every socket of the class is empty. An empty ring is read
-                // once more with `recvmmsg`, here and not at every empty
-                // turn: that call is how a link error is reported and
-                // cleared (poll flags the socket until then, the ring never
-                // shows it), and under a flood it was ~20 % of the daemon's
-                // time when made at every turn.
-                let rings = self.turns[ci]
-                    .socks
-                    .iter()
-                    .any(|&i| self.socks[i].ring.is_some());
-                if sweep || !rings {
-                    return Ok(None);
-                }
-                sweep = true;
-                idle = 0;
-            }
-            let turn = &mut self.turns[ci];
-            let k = turn.next % n;
-            let i = turn.socks[k];
-            turn.next = (k + 1) % n;
-            let batch = &mut self.batches[ci];
-            batch.frames.clear();
-            batch.next = 0;
-            batch.sock = i;
-            let room = BATCH.min(budget) * SLOT;
-            // The ring first: no system call while it has frames; an empty
-            // one is read with `recvmmsg` only in the sweep (above).
-            let sock = &mut self.socks[i];
-            let from_ring = match sock.ring.as_mut() {
-                Some(r) => r.recv_batch(&mut batch.data[..room], SLOT, &mut batch.frames),
-                None => 0,
-            };
-            let got = match from_ring {
-                0 if sock.ring.is_none() || sweep => {
-                    recv_batch(&sock.fd, &mut batch.data[..room], SLOT, &mut batch.frames)
-                }
-                0 => Ok(0),
-                n => Ok(n),
-            };
-            match got {
-                Ok(0) => idle += 1,
-                Ok(_) => {
-                    idle = 0;
-                    let sock = &mut self.socks[i];
-                    if sock.down_logged {
-                        sock.down_logged = false;
-                        tracing::info!(on = %sock.label(), family = sock.family.name(), "capture receiving again");
-                    }
-                }
-                Err(e) if is_link_error(&e) => {
-                    idle += 1;
-                    let sock = &mut self.socks[i];
-                    if !sock.down_logged {
-                        sock.down_logged = true;
-                        tracing::warn!(on = %sock.label(), family = sock.family.name(), error = %e, "capture: interface down, waiting for it");
-                    }
-                    // Any link error on a named interface arms the check:
-                    // the error can arrive while a deleted interface is
-                    // still being unregistered (its name still resolves),
-                    // and no second error follows. `rebind` disarms it
-                    // once the interface is back and up.
-                    if sock.iface.is_some() {
-                        self.needs_rebind = true;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => budget -= 1,
-                Err(e) => return Err(self.socks[i].err("recvmmsg", e)),
-            }
-        }
-    }
-
     /// True once a named interface reported a link error (down, deleted)
     /// and until [`Capture::rebind`] finds it present and up again; the
     /// daemon calls `rebind` every few seconds meanwhile.
@@ -429,6 +253,24 @@ impl Capture {
     /// sockets, unless the privileged side fell back to `recvmmsg`).
     pub fn rings(&self) -> usize {
         self.socks.iter().filter(|s| s.ring.is_some()).count()
+    }
+
+    /// What waits for the privileged side's replies while keeping the
+    /// rings drained ([`spill`]).
+    pub fn spiller(&self) -> Spiller {
+        Spiller {
+            rings: self.shared.clone(),
+        }
+    }
+
+    /// Tells the [`Spiller`] which rings there are now.
+    fn publish_rings(&self) {
+        let list = self
+            .socks
+            .iter()
+            .filter_map(|s| Some((s.fd.clone(), s.ring.clone()?)))
+            .collect();
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = list;
     }
 
     /// Counters; also collects kernel queue drops from every socket.
@@ -524,12 +366,13 @@ fn open_socket(
     bind(&fd, family, index).map_err(|e| err("bind", e))?;
     Ok(Sock {
         ring: None,
-        fd,
+        fd: Arc::new(fd),
         family,
         class,
         iface,
         ifindex: index,
         down_logged: false,
+        flagged: libc::POLLIN,
     })
 }
 

@@ -22,6 +22,7 @@
 //! `recvmmsg` path). Every `unsafe` has its SAFETY note.
 
 use super::sys::{cvt, setsockopt};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -37,8 +38,12 @@ pub(super) const FRAME_SIZE: usize = 512;
 /// uses (4, 16 or 64 KiB); frames never cross a block.
 const BLOCK_SIZE: usize = 64 << 10;
 /// Blocks per ring.
-const BLOCK_NR: usize = 2;
-/// The ring's memory per datagram socket: 128 KiB, 256 frames. The queue
+const BLOCK_NR: usize = 4;
+/// The ring's memory per datagram socket: 256 KiB, 512 frames, about a
+/// millisecond of a saturating flood: what the daemon may be kept off its
+/// core (the privileged side and its firewall tool run there too) before
+/// the kernel drops. 128 KiB lost a valid datagram in a flood about once
+/// in twenty tries on a busy machine. The queue
 /// it replaces held up to 4 MiB of socket buffers (a few thousand frames),
 /// but its memory was the kernel's, not resident in the daemon: RSS at
 /// rest is held within 10 % of before (issue 14, goal 5).
@@ -89,17 +94,55 @@ pub(super) fn setup(fd: &OwnedFd, at: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Frames a ring may hold in user space while the daemon waits for the
+/// privileged side ([`Ring::spill`]): 8,192, about what the 4 MiB receive
+/// buffer of a socket without a ring held. Beyond that the ring fills and
+/// the kernel drops (and counts) as it did with the buffer.
+const SPILL_MAX: usize = 8192;
+
 /// The ring of one datagram socket, mapped into this process; unmapped on
-/// drop. Frames are read in order from `next`, as the kernel fills them.
+/// drop. Frames are read in order from `next`, as the kernel fills them,
+/// after any frames spilled out of the ring earlier.
 #[derive(Debug)]
 pub(super) struct Ring {
+    slots: Slots,
+    spill: Spill,
+}
+
+/// The mapping itself and the next slot to read.
+#[derive(Debug)]
+struct Slots {
     base: NonNull<u8>,
     next: usize,
 }
 
+/// Frames moved out of the ring while the daemon waited for a firewall
+/// batch (issue 14): the ring is 512 frames, about a millisecond of a
+/// flood, and a batch takes 2-20 ms. While it is not empty, the ring's new
+/// frames join its end before its head is handed out, so the ring cannot
+/// overflow while the daemon catches up either. Allocated at the first
+/// spill and freed once empty, so it costs nothing at rest.
+#[derive(Debug, Default)]
+struct Spill {
+    frames: VecDeque<Spilled>,
+}
+
+/// One frame's bytes (at most what a ring frame holds), its length and
+/// `sll_pkttype`.
+#[derive(Debug)]
+struct Spilled {
+    bytes: [u8; SPILLED_MAX],
+    len: u16,
+    pkttype: u8,
+}
+
+/// The most of a frame a spill keeps: what a ring frame holds after the
+/// kernel's header (network header at 80 of 512).
+const SPILLED_MAX: usize = 432;
+
 // SAFETY: the mapping is owned by this value alone (nothing else holds its
 // address), so moving it to another thread moves the only way to reach it.
-unsafe impl Send for Ring {}
+unsafe impl Send for Slots {}
 
 impl Ring {
     /// Maps `fd`'s ring if it has one (`PACKET_VERSION` is V2: the
@@ -139,13 +182,17 @@ impl Ring {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap: null"))?;
-        Ok(Some(Ring { base, next: 0 }))
+        Ok(Some(Ring {
+            slots: Slots { base, next: 0 },
+            spill: Spill::default(),
+        }))
     }
 
-    /// Copies up to `data.len() / slot` ready frames (at most
+    /// Copies up to `data.len() / slot` frames (at most
     /// [`super::sys::MAX_BATCH`]) into `slot`-byte pieces of `data`, in
-    /// order, hands each slot back to the kernel at once, and pushes each
-    /// frame's (length, `sll_pkttype`) onto `out`; returns how many. 0:
+    /// order: spilled frames first, then ready frames of the ring, each
+    /// handed back to the kernel at once; pushes each frame's (length,
+    /// `sll_pkttype`) onto `out`; returns how many. 0: nothing spilled and
     /// the next slot is still the kernel's. A copy, not a borrow of the
     /// slot: a frame is ~200 bytes, and the slot is free again before the
     /// verdict runs, so a slow verdict never holds the ring.
@@ -158,55 +205,154 @@ impl Ring {
         if slot == 0 {
             return 0;
         }
+        if !self.spill.frames.is_empty() {
+            // Catching up after a wait: the ring's newest frames go behind
+            // the spilled ones first, so neither order nor the ring is lost.
+            self.spill(slot);
+        }
         let mut got = 0;
         for piece in data.chunks_exact_mut(slot).take(super::sys::MAX_BATCH) {
-            let at = self.next * FRAME_SIZE;
-            // SAFETY: `at` < RING_BYTES (next < FRAME_NR), so `frame` is
-            // inside the mapping, which lives as long as `self`.
-            let frame = unsafe { self.base.as_ptr().add(at) };
-            // SAFETY: the status word is the frame's first 4 bytes, aligned
-            // (frames are 512-byte aligned in a page-aligned mapping); the
-            // kernel writes it concurrently, hence an atomic. Acquire pairs
-            // with the kernel's barrier before it sets TP_STATUS_USER, so
-            // the frame's header and bytes are visible once it is seen.
-            let status = unsafe { &*frame.cast::<AtomicU32>() };
-            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
-                break;
-            }
-            // SAFETY: the frame is ours until we store TP_STATUS_KERNEL: the
-            // kernel does not write it meanwhile. The header is in bounds
-            // and read unaligned-safe; the pkttype byte is in bounds.
-            let (hdr, pkttype) = unsafe {
-                (
-                    std::ptr::read_unaligned(frame.cast::<libc::tpacket2_hdr>()),
-                    *frame.add(PKTTYPE_AT),
-                )
+            let taken = match self.spill.take() {
+                Some(f) => {
+                    let len = usize::from(f.len).min(slot).min(SPILLED_MAX);
+                    piece[..len].copy_from_slice(&f.bytes[..len]);
+                    Some((len, f.pkttype))
+                }
+                None => self.slots.pop(|bytes, pkttype| {
+                    let len = bytes.len().min(slot);
+                    piece[..len].copy_from_slice(&bytes[..len]);
+                    (len, pkttype)
+                }),
             };
-            // Checked, not trusted: whatever the header says, the copy
-            // stays inside this frame and inside the piece.
-            let net = usize::from(hdr.tp_net);
-            let len = usize::try_from(hdr.tp_snaplen)
-                .unwrap_or(0)
-                .min(FRAME_SIZE.saturating_sub(net))
-                .min(slot);
-            if net < FRAME_SIZE {
-                // SAFETY: net + len <= FRAME_SIZE (above), so the source is
-                // inside this frame; `piece` has `slot` >= len bytes and is
-                // our own memory, not the ring's.
-                unsafe { std::ptr::copy_nonoverlapping(frame.add(net), piece.as_mut_ptr(), len) };
-                out.push((len, pkttype));
-            } else {
-                out.push((0, pkttype));
-            }
-            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.next = (self.next + 1) % FRAME_NR;
+            let Some(frame) = taken else {
+                break;
+            };
+            out.push(frame);
             got += 1;
         }
         got
     }
+
+    /// Moves every ready frame of the ring into user space (up to
+    /// [`SPILL_MAX`] unread), handing the slots back to the kernel, so the
+    /// ring does not overflow while the daemon waits for the privileged
+    /// side. Returns how many frames moved; 0 also when the spill is full.
+    pub(super) fn spill(&mut self, slot: usize) -> usize {
+        let mut moved = 0;
+        while self.spill.frames.len() < SPILL_MAX {
+            let spill = &mut self.spill;
+            if self
+                .slots
+                .pop(|bytes, pkttype| spill.push(bytes, pkttype, slot))
+                .is_none()
+            {
+                break;
+            }
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Frames spilled and not yet handed out: poll(2) cannot see them.
+    pub(super) fn has_spilled(&self) -> bool {
+        !self.spill.frames.is_empty()
+    }
 }
 
-impl Drop for Ring {
+impl Slots {
+    /// The next ready frame, if any: `f` sees its network-layer bytes
+    /// (bounds checked, whatever the kernel's header says) and its packet
+    /// type, then the slot goes back to the kernel.
+    fn pop<T>(&mut self, f: impl FnOnce(&[u8], u8) -> T) -> Option<T> {
+        let at = self.next * FRAME_SIZE;
+        // SAFETY: `at` < RING_BYTES (next < FRAME_NR), so `frame` is
+        // inside the mapping, which lives as long as `self`.
+        let frame = unsafe { self.base.as_ptr().add(at) };
+        // SAFETY: the status word is the frame's first 4 bytes, aligned
+        // (frames are 512-byte aligned in a page-aligned mapping); the
+        // kernel writes it concurrently, hence an atomic. Acquire pairs
+        // with the kernel's barrier before it sets TP_STATUS_USER, so the
+        // frame's header and bytes are visible once it is seen.
+        let status = unsafe { &*frame.cast::<AtomicU32>() };
+        if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+            return None;
+        }
+        let after = (self.next + 1) % FRAME_NR;
+        // SAFETY: `after` < FRAME_NR: inside the mapping.
+        prefetch_frame(unsafe { self.base.as_ptr().add(after * FRAME_SIZE) });
+        // SAFETY: the frame is ours until we store TP_STATUS_KERNEL: the
+        // kernel does not write it meanwhile. The header is in bounds and
+        // read unaligned-safe; the pkttype byte is in bounds.
+        let (hdr, pkttype) = unsafe {
+            (
+                std::ptr::read_unaligned(frame.cast::<libc::tpacket2_hdr>()),
+                *frame.add(PKTTYPE_AT),
+            )
+        };
+        // Checked, not trusted: whatever the header says, the bytes stay
+        // inside this frame.
+        let net = usize::from(hdr.tp_net).min(FRAME_SIZE);
+        let len = usize::try_from(hdr.tp_snaplen)
+            .unwrap_or(0)
+            .min(FRAME_SIZE - net);
+        // SAFETY: net + len <= FRAME_SIZE (above): inside this frame, which
+        // the kernel leaves alone until the store below; the slice does
+        // not outlive `f`.
+        let bytes = unsafe { std::slice::from_raw_parts(frame.add(net), len) };
+        let out = f(bytes, pkttype);
+        status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.next = after;
+        Some(out)
+    }
+}
+
+impl Spill {
+    fn push(&mut self, bytes: &[u8], pkttype: u8, slot: usize) {
+        let len = bytes.len().min(slot).min(SPILLED_MAX);
+        let mut f = Spilled {
+            bytes: [0; SPILLED_MAX],
+            len: len as u16,
+            pkttype,
+        };
+        f.bytes[..len].copy_from_slice(&bytes[..len]);
+        self.frames.push_back(f);
+    }
+
+    /// The oldest spilled frame; the memory is freed once every frame is
+    /// read, so a flood leaves nothing resident behind.
+    fn take(&mut self) -> Option<Spilled> {
+        let f = self.frames.pop_front();
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+        f
+    }
+}
+
+/// The 64-byte lines of a frame that hold its header and a datagram
+/// (network header at 80, at most ~210 bytes): 0..320.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_LINES: usize = 5;
+
+/// Asks for the next frame's cache lines while this one is judged: the
+/// kernel wrote them on the sender's core, and the copy out of the ring
+/// waited for them (~16 % of the daemon under a flood, docs/benchmarks.md).
+fn prefetch_frame(frame: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    for line in 0..PREFETCH_LINES {
+        // SAFETY: a prefetch is a hint that never faults; the address is
+        // inside the mapping (line * 64 < FRAME_SIZE).
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                frame.add(line * 64).cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = frame;
+}
+
+impl Drop for Slots {
     fn drop(&mut self) {
         // SAFETY: `base` is the start of a RING_BYTES mapping made in
         // `map`, unmapped once, here; nothing borrows it past `self`.

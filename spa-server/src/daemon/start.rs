@@ -62,6 +62,9 @@ impl Daemon {
             &mut |i, f, c| remote.open_capture(i, f, c),
         )
         .map_err(DaemonError::Capture)?;
+        // From here on, a wait for the privileged side keeps the capture's
+        // receive rings drained (capture/spill.rs).
+        remote.spill_while_waiting(capture.spiller());
         let now = Now::read();
         let opened = ReplayLog::open(
             &cfg.state_dir,

@@ -43,11 +43,12 @@ pub(super) fn read_signal(fd: RawFd) -> Option<i32> {
 }
 
 /// poll(2) over `fds` (descriptor, events), up to `timeout` (None =
-/// forever); `true` where the descriptor is ready (or in error).
+/// forever); the `revents` of each, non-zero where the descriptor is ready
+/// (or in error).
 pub(super) fn poll_fds(
     fds: &[(RawFd, i16)],
     timeout: Option<Duration>,
-) -> std::io::Result<Vec<bool>> {
+) -> std::io::Result<Vec<i16>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&(fd, events)| libc::pollfd {
@@ -65,12 +66,9 @@ pub(super) fn poll_fds(
     if n < 0 {
         let e = std::io::Error::last_os_error();
         if e.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
+            return Ok(vec![0; fds.len()]);
         }
         return Err(e);
     }
-    Ok(pfds
-        .iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0)
-        .collect())
+    Ok(pfds.iter().map(|p| p.revents).collect())
 }

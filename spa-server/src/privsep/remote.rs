@@ -1,12 +1,14 @@
 //! The network side's end of the socketpair: every request is one frame
-//! out and one reply back, in order, blocking (a batch costs the firewall
-//! tool's time either way). Through [`Remote`] the engine's `GrantTable` reach
+//! out and one reply back, in order (a batch costs the firewall tool's time
+//! either way). While it waits for the reply the network side keeps the
+//! capture's receive rings from overflowing ([`crate::capture::Spiller`]):
+//! it judges nothing meanwhile, it only moves frames into user space. Through [`Remote`] the engine's `GrantTable` reach
 //! the firewall exactly as they reached a backend before: the ordering
 //! guarantees (replay entry durable first, table changed only on success)
 //! are the engine's and stay where they were.
 
 use super::proto::{read_frame, Reply, Request};
-use crate::capture::{CaptureError, Class, Handed};
+use crate::capture::{CaptureError, Class, Handed, Spiller};
 use crate::config::ConfigSource;
 use crate::config::{Config, ConfigError};
 use crate::firewall::{Access, BackendKind, Firewall, FwError};
@@ -24,6 +26,8 @@ const WHO: &str = "privileged side";
 pub struct Remote {
     sock: Arc<Mutex<UnixStream>>,
     backend: BackendKind,
+    /// Set once the capture is open ([`Remote::spill_while_waiting`]).
+    spiller: Arc<Mutex<Option<Spiller>>>,
 }
 
 impl Remote {
@@ -31,6 +35,24 @@ impl Remote {
         Remote {
             sock: Arc::new(Mutex::new(sock)),
             backend,
+            spiller: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// From now on every wait for a reply drains the capture's rings
+    /// (issue 14): set by the daemon once the capture is open; every
+    /// clone of this `Remote` (the grant table's) shares it.
+    pub fn spill_while_waiting(&self, spiller: Spiller) {
+        *self.spiller.lock().unwrap_or_else(|p| p.into_inner()) = Some(spiller);
+    }
+
+    /// Blocks until the reply is there, draining the rings meanwhile if
+    /// a [`Spiller`] is set.
+    fn wait(&self, s: &UnixStream) -> io::Result<()> {
+        let spiller = self.spiller.lock().unwrap_or_else(|p| p.into_inner());
+        match spiller.as_ref() {
+            Some(sp) => sp.wait_readable(s.as_raw_fd()),
+            None => Ok(()),
         }
     }
 
@@ -46,6 +68,7 @@ impl Remote {
     pub fn call(&self, req: &Request) -> io::Result<Reply> {
         let mut s = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         s.write_all(&req.encode())?;
+        self.wait(&s)?;
         let msg = read_frame(&mut *s)?.ok_or_else(|| {
             io::Error::new(io::ErrorKind::BrokenPipe, "the privileged side is gone")
         })?;
@@ -80,6 +103,7 @@ impl Remote {
         let gone = |e: io::Error| CaptureError::Privileged(e.to_string());
         let mut s = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         s.write_all(&req.encode()).map_err(gone)?;
+        self.wait(&s).map_err(gone)?;
         let (msg, fd) = super::fdpass::recv_with_fd(&mut s)
             .map_err(gone)?
             .ok_or_else(|| CaptureError::Privileged("it is gone".into()))?;
