@@ -76,8 +76,14 @@ pub(super) fn setup(fd: &OwnedFd, at: &str) -> io::Result<()> {
         tp_frame_size: FRAME_SIZE as libc::c_uint,
         tp_frame_nr: FRAME_NR as libc::c_uint,
     };
+    setup_with(fd, at, &req)
+}
+
+/// [`setup`] with a given geometry: a test asks for one the kernel
+/// refuses, to see the fallback.
+fn setup_with(fd: &OwnedFd, at: &str, req: &libc::tpacket_req) -> io::Result<()> {
     let made = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V2)
-        .and_then(|()| setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req));
+        .and_then(|()| setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, req));
     let Err(e) = made else {
         return Ok(());
     };
@@ -357,5 +363,50 @@ impl Drop for Slots {
         // SAFETY: `base` is the start of a RING_BYTES mapping made in
         // `map`, unmapped once, here; nothing borrows it past `self`.
         unsafe { libc::munmap(self.base.as_ptr().cast(), RING_BYTES) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// A datagram-class packet socket as the privileged side makes one:
+    /// protocol 0 (receives nothing), not bound. Needs CAP_NET_RAW.
+    fn packet_socket() -> OwnedFd {
+        // SAFETY: plain syscall with constant arguments; checked below.
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(
+            raw >= 0,
+            "socket(AF_PACKET): {} (run as root)",
+            io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    }
+
+    /// The ring as made, and the fallback when the kernel refuses it: the
+    /// socket is back at V1 with no ring, so the network side maps nothing
+    /// and reads it with `recvmmsg` (as the knock sockets are read).
+    #[test]
+    fn a_refused_ring_falls_back_to_the_socket_queue() {
+        let fd = packet_socket();
+        setup(&fd, "test").expect("ring made");
+        assert!(Ring::map(&fd).expect("mapped").is_some(), "V2 with a ring");
+
+        let fd = packet_socket();
+        let refused = libc::tpacket_req {
+            tp_block_size: BLOCK_SIZE as libc::c_uint,
+            tp_block_nr: BLOCK_NR as libc::c_uint,
+            tp_frame_size: FRAME_SIZE as libc::c_uint,
+            // Not blocks x frames per block: the kernel says EINVAL.
+            tp_frame_nr: FRAME_NR as libc::c_uint + 1,
+        };
+        setup_with(&fd, "test", &refused).expect("fallback, not an error");
+        assert!(
+            Ring::map(&fd).expect("no ring, no error").is_none(),
+            "back at V1"
+        );
     }
 }
