@@ -73,20 +73,7 @@ fn a_wait_for_the_privileged_side_keeps_the_ring_from_overflowing() {
         let mut seen = 0;
         let deadline = Instant::now() + WAIT;
         while seen < SENT && Instant::now() < deadline {
-            let mut fds: Vec<libc::pollfd> = cap
-                .raw_fds()
-                .into_iter()
-                .map(|fd| libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
-            let timeout = if cap.pending() { 0 } else { 50 };
-            // SAFETY: `fds` is a valid array of fds.len() pollfd structs.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-            let revents: Vec<i16> = fds.iter().map(|p| p.revents).collect();
-            cap.mark_ready(&revents);
+            poll_and_mark(&mut cap, 50);
             for _ in 0..SENT {
                 match cap.recv() {
                     Ok(Some(Packet::Spa { .. })) => seen += 1,

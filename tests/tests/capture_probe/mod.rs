@@ -120,19 +120,7 @@ impl Probe {
                     }
                     Err(_) => {}
                 }
-                let mut fds: Vec<libc::pollfd> = cap
-                    .raw_fds()
-                    .into_iter()
-                    .map(|fd| libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
-                    .collect();
-                // SAFETY: `fds` is a valid array of fds.len() pollfd structs.
-                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
-                let revents: Vec<i16> = fds.iter().map(|p| p.revents).collect();
-                cap.mark_ready(&revents);
+                poll_and_mark(&mut cap, 50);
                 for _ in 0..1000 {
                     let ev = match cap.recv() {
                         Ok(None) => break,
@@ -319,4 +307,24 @@ pub fn is_spa_from(src: IpAddr) -> impl Fn(&Ev) -> bool {
 
 pub fn is_knock(src: IpAddr, proto: Proto, dport: u16) -> impl Fn(&Ev) -> bool {
     move |e| matches!(e, Ev::Knock { src: s, proto: p, dport: d, .. } if *s == src && *p == proto && *d == dport)
+}
+
+/// poll(2) on the capture's sockets for up to `ms` (none while frames are
+/// pending in user space), then tells the capture which ones poll flagged,
+/// as the daemon's loop does.
+pub fn poll_and_mark(cap: &mut Capture, ms: i32) {
+    let mut fds: Vec<libc::pollfd> = cap
+        .raw_fds()
+        .into_iter()
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout = if cap.pending() { 0 } else { ms };
+    // SAFETY: `fds` is a valid array of fds.len() pollfd structs.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    let revents: Vec<i16> = fds.iter().map(|p| p.revents).collect();
+    cap.mark_ready(&revents);
 }
