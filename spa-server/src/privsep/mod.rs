@@ -112,3 +112,23 @@ pub fn drop_network_side(user: &User) -> Result<(), SandboxError> {
     sandbox::limit_caps(&[])?;
     sandbox::no_new_privs()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// uid 0 is refused as the network side's user with this message, byte
+    /// for byte (as today: the name, then why, inside the usual advice).
+    #[test]
+    fn root_is_refused_with_a_pinned_message() {
+        let mut cfg = Config::for_tests(Vec::new(), 30);
+        cfg.user = "root".into();
+        let e = network_user(&cfg).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "user `root (uid 0 is not unprivileged)` does not exist: create it (adduser \
+             --system --group --no-create-home root (uid 0 is not unprivileged)) or set \
+             `user` in server.toml to an existing unprivileged user"
+        );
+    }
+}

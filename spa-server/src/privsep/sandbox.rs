@@ -46,6 +46,18 @@ impl fmt::Display for SandboxError {
 
 impl std::error::Error for SandboxError {}
 
+impl From<seccompiler::BackendError> for SandboxError {
+    fn from(e: seccompiler::BackendError) -> Self {
+        SandboxError::Seccomp(e.to_string())
+    }
+}
+
+impl From<seccompiler::Error> for SandboxError {
+    fn from(e: seccompiler::Error) -> Self {
+        SandboxError::Seccomp(e.to_string())
+    }
+}
+
 fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
     let what = what.into();
     move |error| SandboxError::Sys { what, error }
@@ -400,30 +412,24 @@ pub fn install_seccomp() -> Result<(), SandboxError> {
         BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
         SeccompRule, TargetArch,
     };
-    let seccomp = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
-    let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
+    let arch = TargetArch::try_from(std::env::consts::ARCH)?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         allowed().into_iter().map(|s| (s, Vec::new())).collect();
     let base =
         u64::try_from(CAPTURE_FD_BASE).map_err(|_| SandboxError::Seccomp("fd base".into()))?;
     for call in below_capture_fds() {
-        let below = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Lt, base)
-            .map_err(seccomp)?;
-        rules.insert(call, vec![SeccompRule::new(vec![below]).map_err(seccomp)?]);
+        let below = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Lt, base)?;
+        rules.insert(call, vec![SeccompRule::new(vec![below])?]);
     }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
         arch,
-    )
-    .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-    let prog: BpfProgram = filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string()))?;
+    )?;
+    let prog: BpfProgram = filter.try_into()?;
     no_new_privs()?;
-    seccompiler::apply_filter(&prog).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    Ok(seccompiler::apply_filter(&prog)?)
 }
 
 #[cfg(test)]
@@ -449,5 +455,52 @@ mod tests {
         );
         std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         assert_eq!(unsearchable_parent(&state, &nobody), None);
+    }
+
+    /// The messages an admin reads when the drop cannot start, byte for
+    /// byte: they are matched by people and scripts, so a refactor of the
+    /// error types must not change them.
+    #[test]
+    fn messages_are_pinned() {
+        let e = lookup_user("spa-no-such-user").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "user `spa-no-such-user` does not exist: create it (adduser --system --group \
+             --no-create-home spa-no-such-user) or set `user` in server.toml to an existing \
+             unprivileged user"
+        );
+        let e = lookup_user("a\0b").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "user `a\0b` does not exist: create it (adduser --system --group \
+             --no-create-home a\0b) or set `user` in server.toml to an existing \
+             unprivileged user"
+        );
+        let e = SandboxError::from(seccompiler::Error::Seccomp(
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "seccomp filter: Error calling `seccomp`: Invalid argument (os error 22)"
+        );
+        let e = SandboxError::from(seccompiler::Error::Prctl(
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "seccomp filter: Error calling `prctl`: Operation not permitted (os error 1)"
+        );
+        let e = SandboxError::from(seccompiler::Error::EmptyFilter);
+        assert_eq!(
+            e.to_string(),
+            "seccomp filter: Cannot install empty filter."
+        );
+        let e = SandboxError::from(seccompiler::BackendError::InvalidTargetArch("vax".into()));
+        assert_eq!(e.to_string(), "seccomp filter: Invalid target arch: vax.");
+        let e = SandboxError::from(seccompiler::BackendError::EmptyRule);
+        assert_eq!(
+            e.to_string(),
+            "seccomp filter: The condition vector of a rule cannot be empty."
+        );
     }
 }
