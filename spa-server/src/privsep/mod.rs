@@ -38,10 +38,10 @@ pub const PRIVILEGED_CAPS: [u32; 2] = [CAP_NET_ADMIN, CAP_NET_RAW];
 /// shared identity is weaker than a dedicated one, but still no root.
 pub fn network_user(cfg: &Config) -> Result<User, SandboxError> {
     match sandbox::lookup_user(&cfg.user) {
-        Ok(u) if u.uid == 0 => Err(SandboxError::NoUser(format!(
-            "{} (uid 0 is not unprivileged)",
-            cfg.user
-        ))),
+        Ok(u) if u.uid == 0 => Err(SandboxError::NoUser {
+            name: cfg.user.clone(),
+            why: sandbox::NoUserWhy::Root,
+        }),
         Ok(u) => Ok(u),
         Err(e) if cfg.user == crate::config::DEFAULT_USER => {
             let u = sandbox::lookup_user("nobody").map_err(|_| e)?;

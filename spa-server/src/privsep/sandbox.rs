@@ -22,39 +22,96 @@ use std::path::Path;
 /// Why a step of dropping privilege failed: the daemon does not start.
 #[derive(Debug)]
 pub enum SandboxError {
-    /// The configured user does not exist.
-    NoUser(String),
+    /// The configured user cannot be the network side: `why` says whether
+    /// it is missing or is root.
+    NoUser { name: String, why: NoUserWhy },
     /// A system call failed; `what` names it.
     Sys { what: String, error: std::io::Error },
     /// The seccomp filter could not be built or installed.
-    Seccomp(String),
+    Seccomp(SeccompError),
+}
+
+/// Why the configured user cannot run the network side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoUserWhy {
+    /// Not in the user database (or a name no database can hold: a NUL).
+    Missing,
+    /// It exists but is uid 0: no privilege would be dropped.
+    Root,
+}
+
+/// Why the seccomp filter could not be built or installed. Kept as
+/// seccompiler's own values (the failing call and its `io::Error` inside
+/// [`seccompiler::Error`]), reachable through `source()`.
+#[derive(Debug)]
+pub enum SeccompError {
+    /// seccompiler refused the filter while building it (the architecture,
+    /// a condition, a rule, the compilation to BPF).
+    Build(seccompiler::BackendError),
+    /// Installing it failed: `prctl` or `seccomp(2)` and its OS error.
+    Install(seccompiler::Error),
 }
 
 impl fmt::Display for SandboxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SandboxError::NoUser(u) => write!(
-                f,
-                "user `{u}` does not exist: create it (adduser --system --group --no-create-home {u}) \
-                 or set `user` in server.toml to an existing unprivileged user"
-            ),
+            SandboxError::NoUser { name, why } => {
+                // The uid-0 case reads as it always has: the reason in
+                // parentheses after the name, inside the usual advice.
+                let u = match why {
+                    NoUserWhy::Missing => name.clone(),
+                    NoUserWhy::Root => format!("{name} (uid 0 is not unprivileged)"),
+                };
+                write!(
+                    f,
+                    "user `{u}` does not exist: create it (adduser --system --group --no-create-home {u}) \
+                     or set `user` in server.toml to an existing unprivileged user"
+                )
+            }
             SandboxError::Sys { what, error } => write!(f, "{what}: {error}"),
             SandboxError::Seccomp(e) => write!(f, "seccomp filter: {e}"),
         }
     }
 }
 
-impl std::error::Error for SandboxError {}
+impl std::error::Error for SandboxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SandboxError::NoUser { .. } => None,
+            SandboxError::Sys { error, .. } => Some(error),
+            SandboxError::Seccomp(e) => Some(e),
+        }
+    }
+}
+
+impl fmt::Display for SeccompError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SeccompError::Build(e) => write!(f, "{e}"),
+            SeccompError::Install(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SeccompError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SeccompError::Build(e) => Some(e),
+            // seccompiler's error holds the call's io::Error as its source.
+            SeccompError::Install(e) => std::error::Error::source(e),
+        }
+    }
+}
 
 impl From<seccompiler::BackendError> for SandboxError {
     fn from(e: seccompiler::BackendError) -> Self {
-        SandboxError::Seccomp(e.to_string())
+        SandboxError::Seccomp(SeccompError::Build(e))
     }
 }
 
 impl From<seccompiler::Error> for SandboxError {
     fn from(e: seccompiler::Error) -> Self {
-        SandboxError::Seccomp(e.to_string())
+        SandboxError::Seccomp(SeccompError::Install(e))
     }
 }
 
@@ -84,7 +141,11 @@ pub struct User {
 
 /// Looks `name` up in the user database (getpwnam_r).
 pub fn lookup_user(name: &str) -> Result<User, SandboxError> {
-    let cname = CString::new(name).map_err(|_| SandboxError::NoUser(name.to_owned()))?;
+    let missing = || SandboxError::NoUser {
+        name: name.to_owned(),
+        why: NoUserWhy::Missing,
+    };
+    let cname = CString::new(name).map_err(|_| missing())?;
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: passwd is plain data filled by getpwnam_r; buf outlives the
     // call and the fields we read (uid, gid) are copied out at once.
@@ -100,7 +161,7 @@ pub fn lookup_user(name: &str) -> Result<User, SandboxError> {
         )
     };
     if rc != 0 || out.is_null() {
-        return Err(SandboxError::NoUser(name.to_owned()));
+        return Err(missing());
     }
     Ok(User {
         name: name.to_owned(),
@@ -385,6 +446,8 @@ fn allowed() -> Vec<i64> {
 /// network side's other descriptors (state files, the control socket and
 /// its few connections) stay far below it.
 pub const CAPTURE_FD_BASE: std::os::fd::RawFd = 512;
+// The seccomp comparison takes it unsigned: checked here, not at run time.
+const _: () = assert!(CAPTURE_FD_BASE > 0);
 
 /// The calls allowed on descriptors below [`CAPTURE_FD_BASE`] only: every
 /// way to send, and socket options.
@@ -415,8 +478,7 @@ pub fn install_seccomp() -> Result<(), SandboxError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         allowed().into_iter().map(|s| (s, Vec::new())).collect();
-    let base =
-        u64::try_from(CAPTURE_FD_BASE).map_err(|_| SandboxError::Seccomp("fd base".into()))?;
+    let base = u64::from(CAPTURE_FD_BASE.unsigned_abs());
     for call in below_capture_fds() {
         let below = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Lt, base)?;
         rules.insert(call, vec![SeccompRule::new(vec![below])?]);
@@ -502,5 +564,28 @@ mod tests {
             e.to_string(),
             "seccomp filter: The condition vector of a rule cannot be empty."
         );
+    }
+
+    /// The facts stay reachable: the user and why, the seccomp call's OS
+    /// error through `source()`.
+    #[test]
+    fn errors_keep_their_facts() {
+        match lookup_user("spa-no-such-user") {
+            Err(SandboxError::NoUser { name, why }) => {
+                assert_eq!(
+                    (name.as_str(), why),
+                    ("spa-no-such-user", NoUserWhy::Missing)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = SandboxError::from(seccompiler::Error::Seccomp(
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+        let os = std::error::Error::source(&e)
+            .and_then(std::error::Error::source)
+            .and_then(|c| c.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(os, Some(libc::EINVAL));
     }
 }
