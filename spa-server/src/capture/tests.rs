@@ -429,6 +429,46 @@ fn spec_validation() {
     assert!(s.validate().is_err());
 }
 
+/// Every refusal of a filter spec, byte for byte: admins and scripts match
+/// these lines.
+#[test]
+fn spec_messages_are_pinned() {
+    let msg = |s: &FilterSpec| s.validate().unwrap_err().to_string();
+    assert_eq!(
+        msg(&FilterSpec::v1(0)),
+        "capture filter spec: spa_port must not be 0"
+    );
+    let mut s = FilterSpec::v1(SPA);
+    s.spa_len = 4;
+    assert_eq!(
+        msg(&s),
+        "capture filter spec: spa_len 4 is shorter than the magic and version bytes"
+    );
+    s.spa_len = 70_000;
+    assert_eq!(
+        msg(&s),
+        "capture filter spec: spa_len 70000 does not fit a UDP datagram"
+    );
+    let mut s = FilterSpec::v1(SPA);
+    s.knock_udp = vec![7, 0];
+    assert_eq!(
+        msg(&s),
+        "capture filter spec: knock port 0 is not a valid port"
+    );
+    let mut s = FilterSpec::v1(SPA);
+    s.knock_tcp = vec![8, 7];
+    assert_eq!(
+        msg(&s),
+        "capture filter spec: knock_tcp must be sorted ascending without duplicates"
+    );
+    let mut s = FilterSpec::v1(SPA);
+    s.knock_udp = vec![7, 7];
+    assert_eq!(
+        msg(&s),
+        "capture filter spec: knock_udp must be sorted ascending without duplicates"
+    );
+}
+
 #[test]
 fn error_messages_name_interface_and_call() {
     let e = CaptureError::NoSuchInterface {
