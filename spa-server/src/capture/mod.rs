@@ -28,7 +28,7 @@ mod sys;
 
 pub use bpf::Class;
 use bpf::Insn;
-pub use error::CaptureError;
+pub use error::{CaptureError, SpecError};
 pub use handover::{open_locked, Handed, Opener};
 use recv::Batch;
 use spa_proto::IpFamily;

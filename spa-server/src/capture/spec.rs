@@ -1,6 +1,7 @@
 //! What the kernel filter lets through (the SPA port and length, the knock
 //! ports), checked before any socket is touched.
 
+use super::error::SpecError;
 use super::{bpf, CaptureError};
 
 /// What the kernel lets through. One value describes both families.
@@ -35,39 +36,33 @@ impl FilterSpec {
     /// is touched, so a reload either applies completely or not at all.
     pub fn validate(&self) -> Result<(), CaptureError> {
         if self.spa_port == 0 {
-            return Err(CaptureError::Spec("spa_port must not be 0".into()));
+            return Err(CaptureError::Spec(SpecError::ZeroSpaPort));
         }
         // The filter reads the magic and the version byte inside the payload.
         if self.spa_len <= bpf::SPA_MAGIC.len() {
-            return Err(CaptureError::Spec(format!(
-                "spa_len {} is shorter than the magic and version bytes",
-                self.spa_len
-            )));
+            return Err(CaptureError::Spec(SpecError::SpaLenTooShort {
+                spa_len: self.spa_len,
+            }));
         }
         if self.spa_len > usize::from(u16::MAX) - 8 {
-            return Err(CaptureError::Spec(format!(
-                "spa_len {} does not fit a UDP datagram",
-                self.spa_len
-            )));
+            return Err(CaptureError::Spec(SpecError::SpaLenTooLong {
+                spa_len: self.spa_len,
+            }));
         }
-        if let Some(p) = self
+        if self
             .knock_tcp
             .iter()
             .chain(&self.knock_udp)
-            .find(|p| **p == 0)
+            .any(|p| *p == 0)
         {
-            return Err(CaptureError::Spec(format!(
-                "knock port {p} is not a valid port"
-            )));
+            return Err(CaptureError::Spec(SpecError::ZeroKnockPort));
         }
-        for (name, list) in [
+        for (field, list) in [
             ("knock_tcp", &self.knock_tcp),
             ("knock_udp", &self.knock_udp),
         ] {
             if list.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(CaptureError::Spec(format!(
-                    "{name} must be sorted ascending without duplicates"
-                )));
+                return Err(CaptureError::Spec(SpecError::Unsorted { field }));
             }
         }
         Ok(())
