@@ -7,6 +7,8 @@
 //! expiry instant, so the kernel (nft timeout, iptables `--datestop`) ends
 //! them even when the daemon is not running. Pure: time is passed in.
 
+mod error;
+
 use spa_proto::Grant;
 use std::collections::HashMap;
 use std::fmt;
