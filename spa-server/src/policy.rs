@@ -9,6 +9,8 @@
 
 mod error;
 
+pub use error::PolicyError;
+
 use spa_proto::Grant;
 use std::collections::HashMap;
 use std::fmt;
@@ -50,19 +52,19 @@ impl Net {
 }
 
 impl FromStr for Net {
-    type Err = String;
+    type Err = PolicyError;
 
     /// `203.0.113.0/24`, `2001:db8::/32`, or one address (a /32 or /128).
     /// Host bits set below the prefix are refused: `10.0.0.5/8` is almost
     /// always a typo for something narrower, and silently widening it would
     /// let a whole /8 use the key.
-    fn from_str(s: &str) -> Result<Net, String> {
+    fn from_str(s: &str) -> Result<Net, PolicyError> {
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a.parse().map_err(|_| {
-            format!("{s:?} is not an address or network (203.0.113.0/24, 2001:db8::/48)")
+        let addr: IpAddr = a.parse().map_err(|_| PolicyError::NotANetwork {
+            entry: s.to_owned(),
         })?;
         let addr = addr.to_canonical();
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -70,15 +72,21 @@ impl FromStr for Net {
             None => max,
             Some(p) => match p.parse::<u8>() {
                 Ok(n) if n <= max => n,
-                _ => return Err(format!("{s:?}: the prefix length must be 0-{max}")),
+                _ => {
+                    return Err(PolicyError::BadPrefix {
+                        entry: s.to_owned(),
+                        max,
+                    })
+                }
             },
         };
         let net = Net { addr, prefix };
         if !net.contains(addr) || net.network() != addr {
-            return Err(format!(
-                "{s:?} has host bits set below /{prefix}: write {}/{prefix}",
-                net.network()
-            ));
+            return Err(PolicyError::HostBits {
+                entry: s.to_owned(),
+                prefix,
+                network: net.network(),
+            });
         }
         Ok(net)
     }
@@ -193,32 +201,27 @@ impl KeyRules {
 }
 
 /// Parses a key's `from` list; the error names the entry.
-pub fn parse_from(list: &[String]) -> Result<Vec<Net>, String> {
+pub fn parse_from(list: &[String]) -> Result<Vec<Net>, PolicyError> {
     if list.is_empty() {
-        return Err(
-            "an empty list would refuse the key everywhere: remove `from` (anywhere) \
-             or list networks"
-                .into(),
-        );
+        return Err(PolicyError::EmptyFrom);
     }
     list.iter().map(|s| s.trim().parse()).collect()
 }
 
 /// Parses one `[key.forward]` target: `10.20.0.5:22` or
 /// `[2001:db8:20::5]:22`, a unicast host with a port.
-pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_target(s: &str) -> Result<SocketAddr, PolicyError> {
+    let entry = || s.to_owned();
     let t: SocketAddr = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not host:port (10.20.0.5:22, [2001:db8:20::5]:22)"))?;
+        .map_err(|_| PolicyError::NotHostPort { entry: entry() })?;
     let ip = t.ip().to_canonical();
     if t.port() == 0 {
-        return Err(format!("{s:?}: the port must be 1-65535"));
+        return Err(PolicyError::ZeroPort { entry: entry() });
     }
     if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-        return Err(format!(
-            "{s:?} is not a host behind the gateway (unspecified, loopback or multicast)"
-        ));
+        return Err(PolicyError::NotAHost { entry: entry() });
     }
     Ok(SocketAddr::new(ip, t.port()))
 }
@@ -244,7 +247,7 @@ pub fn forwards<K: PolicyKey>(keys: &[K]) -> HashMap<Grant, SocketAddr> {
 
 /// The configuration-wide rule for forwards (see `forwards`), the error
 /// naming both keys.
-pub fn check_forwards<K: PolicyKey>(keys: &[K]) -> Result<(), String> {
+pub fn check_forwards<K: PolicyKey>(keys: &[K]) -> Result<(), PolicyError> {
     let all = forwards(keys);
     for k in keys {
         for g in k.allow() {
@@ -255,16 +258,14 @@ pub fn check_forwards<K: PolicyKey>(keys: &[K]) -> Result<(), String> {
                     let other = keys
                         .iter()
                         .find(|o| o.rules().forward.iter().any(|(f, t)| f == g && t == to))
-                        .map_or("?", |o| o.name());
-                    let what = match mine {
-                        Some((_, t)) => format!("forwards it to {t}"),
-                        None => "opens it on the gateway itself".into(),
-                    };
-                    return Err(format!(
-                        "key `{other}` forwards {g} to {to} but key `{}` {what}: a grant \
-                         means one thing on the gateway; use another port for one of them",
-                        k.name()
-                    ));
+                        .map(|o| o.name().to_owned());
+                    return Err(PolicyError::ForwardConflict {
+                        grant: *g,
+                        to: *to,
+                        other,
+                        key: k.name().to_owned(),
+                        mine: mine.map(|(_, t)| *t),
+                    });
                 }
             }
         }
@@ -276,13 +277,9 @@ pub fn check_forwards<K: PolicyKey>(keys: &[K]) -> Result<(), String> {
 /// key works through that day (UTC) and is refused from the next midnight
 /// UTC, as "expires after 31 January" is read; a date-time is the exact
 /// instant, UTC unless it carries an offset. A bare time is refused.
-pub fn parse_expires(v: &toml::value::Datetime) -> Result<u64, String> {
+pub fn parse_expires(v: &toml::value::Datetime) -> Result<u64, PolicyError> {
     let Some(d) = v.date else {
-        return Err(
-            "a time without a date: write a date (2027-01-31) or a date-time \
-             (2027-01-31T18:00:00Z)"
-                .into(),
-        );
+        return Err(PolicyError::TimeWithoutDate);
     };
     let days = days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day));
     let secs = match v.time {
@@ -299,7 +296,9 @@ pub fn parse_expires(v: &toml::value::Datetime) -> Result<u64, String> {
                 - offset
         }
     };
-    u64::try_from(secs).map_err(|_| format!("{v} is before 1970"))
+    u64::try_from(secs).map_err(|_| PolicyError::Before1970 {
+        value: v.to_string(),
+    })
 }
 
 /// A Unix second as `YYYY-MM-DDTHH:MM:SSZ`, for log lines and check-config.
@@ -422,10 +421,10 @@ mod tests {
             ("example.org", "not an address"),
             ("10.0.0.0/x", "0-32"),
         ] {
-            let e = s.parse::<Net>().unwrap_err();
+            let e = s.parse::<Net>().unwrap_err().to_string();
             assert!(e.contains(want) && e.contains(s), "{s}: {e}");
         }
-        assert!(parse_from(&[]).unwrap_err().contains("empty"));
+        assert_eq!(parse_from(&[]), Err(PolicyError::EmptyFrom));
     }
 
     #[test]
@@ -479,8 +478,13 @@ mod tests {
         assert_eq!(get("b"), Ok(1_801_440_000 - 6 * 3600));
         assert_eq!(get("c"), get("b"));
         assert_eq!(get("d"), get("b"));
-        assert!(get("e").unwrap_err().contains("without a date"));
-        assert!(get("f").unwrap_err().contains("1970"));
+        assert_eq!(get("e"), Err(PolicyError::TimeWithoutDate));
+        assert_eq!(
+            get("f"),
+            Err(PolicyError::Before1970 {
+                value: "1969-12-31T00:00:00Z".into()
+            })
+        );
     }
 
     #[test]

@@ -179,13 +179,13 @@ pub(super) fn file_key(
     let mut rules = crate::policy::KeyRules {
         from: match &k.from {
             Some(f) => crate::policy::parse_from(f.get_ref())
-                .map_err(|m| err(Some(f.span()), "key.from", m))?,
+                .map_err(|m| err(Some(f.span()), "key.from", m.to_string()))?,
             None => Vec::new(),
         },
         expires: match &k.expires {
             Some(e) => Some(
                 crate::policy::parse_expires(e.get_ref())
-                    .map_err(|m| err(Some(e.span()), "key.expires", m))?,
+                    .map_err(|m| err(Some(e.span()), "key.expires", m.to_string()))?,
             ),
             None => None,
         },
@@ -222,7 +222,7 @@ pub(super) fn file_key(
                 let to = crate::policy::parse_target(
                     &std::net::SocketAddr::new(ip, g.port.get()).to_string(),
                 )
-                .map_err(|m| err(Some(h.span()), "key.forward_all", m))?;
+                .map_err(|m| err(Some(h.span()), "key.forward_all", m.to_string()))?;
                 rules.forward.push((*g, to));
             }
         }

@@ -212,7 +212,8 @@ impl Config {
                     .into(),
             ));
         }
-        crate::policy::check_forwards(&keys).map_err(|m| err(None, "key.forward", m))?;
+        crate::policy::check_forwards(&keys)
+            .map_err(|m| err(None, "key.forward", m.to_string()))?;
         let mut by_id = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             // v1's map holds only keys that speak v1 (a v2-only key's

@@ -1,3 +1,111 @@
+//! Why a key's `from`, `expires` or `[key.forward]` is refused: the facts
+//! (the entry as written, the limit, the keys in conflict), so a caller can
+//! match on them; the text is made here only, and `config/` puts the file,
+//! line and field in front of it.
+
+use spa_proto::Grant;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// A refused policy value. `entry` is the text as the admin wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyError {
+    /// `from = []`: the key could never be used.
+    EmptyFrom,
+    /// A `from` entry that is not an address or network.
+    NotANetwork { entry: String },
+    /// A `from` prefix length that is not a number up to `max` (32, 128).
+    BadPrefix { entry: String, max: u8 },
+    /// Host bits set below the prefix: `network/prefix` was likely meant.
+    HostBits {
+        entry: String,
+        prefix: u8,
+        network: IpAddr,
+    },
+    /// A forward target that is not `host:port`.
+    NotHostPort { entry: String },
+    /// A forward target with port 0.
+    ZeroPort { entry: String },
+    /// A forward target that is unspecified, loopback or multicast.
+    NotAHost { entry: String },
+    /// `grant` is forwarded by `other` to `to`, but `key` opens it locally
+    /// (`mine` None) or forwards it elsewhere (`mine`). `other` is None
+    /// only if no key could be named.
+    ForwardConflict {
+        grant: Grant,
+        to: SocketAddr,
+        other: Option<String>,
+        key: String,
+        mine: Option<SocketAddr>,
+    },
+    /// `expires` is a bare time of day.
+    TimeWithoutDate,
+    /// `expires` before the Unix epoch; `value` as TOML wrote it.
+    Before1970 { value: String },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::EmptyFrom => write!(
+                f,
+                "an empty list would refuse the key everywhere: remove `from` (anywhere) \
+                 or list networks"
+            ),
+            PolicyError::NotANetwork { entry } => write!(
+                f,
+                "{entry:?} is not an address or network (203.0.113.0/24, 2001:db8::/48)"
+            ),
+            PolicyError::BadPrefix { entry, max } => {
+                write!(f, "{entry:?}: the prefix length must be 0-{max}")
+            }
+            PolicyError::HostBits {
+                entry,
+                prefix,
+                network,
+            } => write!(
+                f,
+                "{entry:?} has host bits set below /{prefix}: write {network}/{prefix}"
+            ),
+            PolicyError::NotHostPort { entry } => write!(
+                f,
+                "{entry:?} is not host:port (10.20.0.5:22, [2001:db8:20::5]:22)"
+            ),
+            PolicyError::ZeroPort { entry } => write!(f, "{entry:?}: the port must be 1-65535"),
+            PolicyError::NotAHost { entry } => write!(
+                f,
+                "{entry:?} is not a host behind the gateway (unspecified, loopback or multicast)"
+            ),
+            PolicyError::ForwardConflict {
+                grant,
+                to,
+                other,
+                key,
+                mine,
+            } => {
+                let other = other.as_deref().unwrap_or("?");
+                write!(f, "key `{other}` forwards {grant} to {to} but key `{key}` ")?;
+                match mine {
+                    Some(t) => write!(f, "forwards it to {t}")?,
+                    None => write!(f, "opens it on the gateway itself")?,
+                }
+                write!(
+                    f,
+                    ": a grant means one thing on the gateway; use another port for one of them"
+                )
+            }
+            PolicyError::TimeWithoutDate => write!(
+                f,
+                "a time without a date: write a date (2027-01-31) or a date-time \
+                 (2027-01-31T18:00:00Z)"
+            ),
+            PolicyError::Before1970 { value } => write!(f, "{value} is before 1970"),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, KeyPolicy};
