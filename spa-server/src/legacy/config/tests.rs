@@ -275,3 +275,16 @@ fn parse_grant_forms() {
         assert!(parse_grant(bad).is_err(), "{bad}");
     }
 }
+
+/// The door grant parser's messages, byte for byte.
+#[test]
+fn grant_messages_are_pinned() {
+    assert_eq!(
+        parse_grant("22").unwrap_err().to_string(),
+        "\"22\" is not proto/port, e.g. \"tcp/22\""
+    );
+    assert_eq!(
+        parse_grant(" tcp/0 ").unwrap_err().to_string(),
+        "`tcp/0`: port 0 cannot be opened (ports are 1-65535)"
+    );
+}

@@ -290,3 +290,96 @@ proptest! {
         }
     }
 }
+
+/// Every refusal of the import, byte for byte as `main` prints it: admins
+/// and scripts match these lines, so the error types may change but not
+/// the text.
+const PINNED: &[(&str, &str)] = &[
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT; reboot\n", "/etc/knockd.conf:3: command: shell syntax (';') is not supported: only a single iptables or knock_add command"),
+    ("[d]\nsequence = 1\ncommand = \n", "/etc/knockd.conf:3: command: empty command"),
+    ("[d]\nsequence = 1\ncommand = /usr/local/bin/open-door %IP%\n", "/etc/knockd.conf:3: command: command \"open-door\" is not supported: only iptables/ip6tables -I/-A/-D INPUT -s %IP% -p tcp|udp --dport N -j ACCEPT, or knock_add"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p icmp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: protocol \"icmp\" is not supported (tcp or udp)"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22:25 -j ACCEPT\n", "/etc/knockd.conf:3: command: \"22:25\" is not a single port 1..=65535 (ranges and service names are not supported)"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: the rule operation (-I/-A/-D) given twice"),
+    ("[d]\nsequence = 1\ncommand = iptables -A\n", "/etc/knockd.conf:3: command: -A needs a value"),
+    ("[d]\nsequence = 1\ncommand = iptables -A FORWARD -s %IP% -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: chain \"FORWARD\" is not supported: spa manages its own rules hooked into INPUT"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s 10.0.0.1 -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: source must be %IP% (the knocker), not \"10.0.0.1\""),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp -m state --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: match module \"state\" is not supported (only -m tcp/-m udp)"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j DROP\n", "/etc/knockd.conf:3: command: target \"DROP\" is not supported (only -j ACCEPT)"),
+    ("[d]\nsequence = 1\ncommand = iptables -t nat -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: table \"nat\" is not supported (only filter)"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --syn -j ACCEPT\n", "/etc/knockd.conf:3: command: iptables argument \"--syn\" is not supported"),
+    ("[d]\nsequence = 1\ncommand = iptables -s %IP% -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: no -I, -A or -D INPUT"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: no -s %IP%: spa only grants to the knocking source"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: no -p tcp|udp"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp -m udp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: -m does not match -p"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp -j ACCEPT\n", "/etc/knockd.conf:3: command: no --dport"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22\n", "/etc/knockd.conf:3: command: no -j ACCEPT"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -s %IP% -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:3: command: -s given twice"),
+    ("[d]\nsequence = 1\ncommand = knock_add -t -i -f %IP% -d 22\n", "/etc/knockd.conf:3: command: knock_add -t (dry run) changes nothing; remove the door or the flag"),
+    ("[d]\nsequence = 1\ncommand = knock_add -z\n", "/etc/knockd.conf:3: command: knock_add argument \"-z\" is not supported"),
+    ("[d]\nsequence = 1\ncommand = knock_add -f %IP% -d 22\n", "/etc/knockd.conf:3: command: knock_add needs -a, -i or -x"),
+    ("[d]\nsequence = 1\ncommand = knock_add -a -d 22\n", "/etc/knockd.conf:3: command: knock_add needs -f %IP%"),
+    ("[d]\nsequence = 1\ncommand = knock_add -a -f %IP%\n", "/etc/knockd.conf:3: command: knock_add needs -d PORT"),
+    ("[d]\nsequence = 1\ncommand = knock_add -a -f 1.2.3.4 -d 22\n", "/etc/knockd.conf:3: command: source must be %IP% (the knocker), not \"1.2.3.4\""),
+    ("[d]\nsequence = 1\ncommand = knock_add -a -c FORWARD -f %IP% -d 22\n", "/etc/knockd.conf:3: command: chain \"FORWARD\" is not supported: spa manages its own rules hooked into INPUT"),
+    ("[d]\nsequence = 1\ncommand = knock_add -a -f %IP% -d\n", "/etc/knockd.conf:3: command: -d needs a value"),
+    ("[d]\nsequence = 1\ncommand = knock_add -a -x -f %IP% -d 22\n", "/etc/knockd.conf:3: command: the operation (-a/-i/-x) given twice"),
+    ("[d]\nsequence = 1\ncommand = knock_add -a -f %IP% -d 22 -p sctp\n", "/etc/knockd.conf:3: command: protocol \"sctp\" is not supported (tcp or udp)"),
+    ("[d]\nsequence = 1\nstart_command = iptables -A INPUT -s %IP% -p tcp -j ACCEPT\n", "/etc/knockd.conf:3: start_command: no --dport"),
+    ("[d]\nsequence = 1\ncommand_6 = iptables -A INPUT -s %IP% -p tcp -j ACCEPT\n", "/etc/knockd.conf:3: command_6: no --dport"),
+    ("[d]\nsequence = 1\nstart_command_6 = iptables -A INPUT -s %IP% -p tcp -j ACCEPT\n", "/etc/knockd.conf:3: start_command_6: no --dport"),
+    ("[d]\nsequence = 1\nstop_command = iptables -A INPUT -s %IP% -p tcp -j ACCEPT\n", "/etc/knockd.conf:3: stop_command: no --dport"),
+    ("[d]\nsequence = 1\nstop_command_6 = iptables -A INPUT -s %IP% -p tcp -j ACCEPT\n", "/etc/knockd.conf:3: stop_command_6: no --dport"),
+    ("[options]\nUseSyslog\nfoo = bar\n", "/etc/knockd.conf:3: unsupported [options] key \"FOO\" (supported: UseSyslog, LogFile, PidFile, Interface)"),
+    ("sequence = 1\n", "/etc/knockd.conf:1: directive outside any [section]"),
+    ("[]\n", "/etc/knockd.conf:1: empty section name"),
+    ("[d\u{1b}[2J]\n", "/etc/knockd.conf:1: section name must not contain control characters"),
+    ("[d]\nsequence = 1\ntarget = 10.0.0.1\n", "/etc/knockd.conf:3: target is not supported: spa accepts knocks to the addresses its capture sees; remove the line or run knockd for this door"),
+    ("[d]\none_time_sequences = /etc/otp\n", "/etc/knockd.conf:2: one_time_sequences is not supported: use HMAC knocks ([legacy.hmac]), which change every time step and need no sequence file"),
+    ("[d]\nsequence = 7000,abc\n", "/etc/knockd.conf:2: sequence: \"abc\" is not a port number 1..=65535"),
+    ("[d]\nsequence = 1\nseq_timeout = 0\n", "/etc/knockd.conf:3: seq_timeout: must be at least 1 second"),
+    ("[d]\nsequence = 1\ntimeout = five\n", "/etc/knockd.conf:3: seq_timeout: \"five\" is not a whole number of seconds"),
+    ("[d]\nsequence = 1\ncmd_timeout = 0\n", "/etc/knockd.conf:3: cmd_timeout: must be at least 1 second"),
+    ("[d]\nsequence = 1\ntcpflags = syn,xmas\n", "/etc/knockd.conf:3: tcpflags: unknown TCP flag \"xmas\" (fin, syn, rst, psh, ack, urg, or !flag)"),
+    ("[d]\nsequence = 1\ntcpflags = fin,!ack\n", "/etc/knockd.conf:3: tcpflags: \"fin,!ack\" never matches a bare SYN, and spa captures TCP knocks as bare SYNs (what knock clients send): this door could never open; use \"syn\" or remove the line"),
+    ("[d]\nsequence = 1\nfrobnicate = 1\n", "/etc/knockd.conf:3: unsupported door key \"FROBNICATE\""),
+    ("[d]\nsequence = 1\nbogus\n", "/etc/knockd.conf:3: \"BOGUS\" without a value: expected key = value"),
+    ("[d]\nsequence = 1\nstart_command = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\nstop_command = iptables -D INPUT -s %IP% -p tcp --dport 23 -j ACCEPT\n", "/etc/knockd.conf:4: stop_command must delete the rule start_command added (tcp/22); anything else is not supported"),
+    ("[d]\nsequence = 1\nstart_command = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\nstop_command = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:4: stop_command must delete the rule start_command added (tcp/22); anything else is not supported"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\ncmd_timeout = 5\n", "/etc/knockd.conf:4: cmd_timeout without stop_command has no effect; remove it or add the matching stop_command"),
+    ("[d]\nsequence = 1\ncommand = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\ncmd_timeout = 5\n", "/etc/knockd.conf:4: cmd_timeout without stop_command has no effect; remove it"),
+    ("[d]\nsequence = 1\ncommand = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\nstop_command = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\n", "/etc/knockd.conf:4: stop_command after a start_command that deletes a rule is not supported"),
+    ("[d]\nsequence = 1\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\ncommand_6 = ip6tables -A INPUT -s %IP% -p tcp --dport 23 -j ACCEPT\n", "/etc/knockd.conf:4: start_command_6 differs from its IPv4 command; spa applies one grant to both address families"),
+    ("[d]\nsequence = 1\nstart_command = iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\nstop_command = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT\nstop_command_6 = ip6tables -D INPUT -s %IP% -p tcp --dport 23 -j ACCEPT\n", "/etc/knockd.conf:5: stop_command_6 differs from its IPv4 command; spa applies one grant to both address families"),
+    ("[d]\nseq_timeout = 5\n", "/etc/knockd.conf:1: door [d] has no sequence"),
+    ("[d]\nsequence = 1\n[e]\nsequence = 2\n", "/etc/knockd.conf:1: door [d] has no command or start_command"),
+    ("[d]\nsequence = 1\ncommand = knock_add -i -f %IP% -d 22\n[d]\n", "/etc/knockd.conf:4: door [d] is defined twice"),
+    ("[d]\nsequence = 1\ncommand = knock_add -i -f %IP% -d 22\n[e]\nsequence = 1:tcp\ncommand = knock_add -x -f %IP% -d 22\n", "/etc/knockd.conf:4: door [e] has the same sequence as [d]"),
+];
+
+#[test]
+fn messages_are_pinned() {
+    for (text, want) in PINNED {
+        assert_eq!(parse(text).unwrap_err().to_string(), *want, "{text:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("knockd.conf");
+    std::fs::write(&p, b"[d]\nsequence = 1\xff\n").unwrap();
+    assert_eq!(
+        read_knockd_conf(&p).unwrap_err().to_string(),
+        format!("{}:2: not valid UTF-8", p.display())
+    );
+    let missing = dir.path().join("missing");
+    assert_eq!(
+        read_knockd_conf(&missing).unwrap_err().to_string(),
+        format!(
+            "{}: cannot read: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    std::fs::write(&p, vec![b'#'; MAX_FILE_LEN + 1]).unwrap();
+    assert_eq!(
+        read_knockd_conf(&p).unwrap_err().to_string(),
+        format!("{}: larger than 1048576 bytes", p.display())
+    );
+}

@@ -434,3 +434,63 @@ proptest! {
         prop_assert!(opened);
     }
 }
+
+/// The parsers' and the door check's messages, byte for byte (they reach
+/// admins behind `file:line:` or `legacy.door[i].field:`).
+#[test]
+fn messages_are_pinned() {
+    let flags = |s: &str| TcpFlags::parse(s).unwrap_err().to_string();
+    assert_eq!(
+        flags("syn, XMAS"),
+        "unknown TCP flag \"XMAS\" (fin, syn, rst, psh, ack, urg, or !flag)"
+    );
+    assert_eq!(
+        flags("syn,!syn"),
+        "\"syn,!syn\" both requires and forbids the same flag"
+    );
+    assert_eq!(
+        TcpFlags::parse_door("ack").unwrap_err().to_string(),
+        "\"ack\" never matches a bare SYN, and spa captures TCP knocks as bare SYNs (what \
+         knock clients send): this door could never open; use \"syn\" or remove the line"
+    );
+    assert_eq!(
+        flags(""),
+        "unknown TCP flag \"\" (fin, syn, rst, psh, ack, urg, or !flag)"
+    );
+    let seq = |s: &str| parse_sequence(s).unwrap_err().to_string();
+    assert_eq!(seq("7000,,9000"), "empty step in sequence \"7000,,9000\"");
+    assert_eq!(seq("0"), "\"0\" is not a port number 1..=65535");
+    assert_eq!(seq("65536:udp"), "\"65536\" is not a port number 1..=65535");
+    assert_eq!(seq("7000:icmp"), "unknown protocol \"icmp\" (tcp or udp)");
+    assert_eq!(
+        seq(&vec!["1"; 33].join(",")),
+        "more than 32 steps (knockd's limit)"
+    );
+    let door = |sequence: Vec<Step>, seq_timeout_ms| Door {
+        name: Arc::from("d"),
+        sequence,
+        seq_timeout_ms,
+        tcpflags: TcpFlags::SYN,
+        action: DoorAction::Close {
+            grant: Grant::tcp(22).unwrap(),
+        },
+    };
+    let step = |port| Step {
+        port,
+        proto: Proto::Tcp,
+    };
+    let check = |d: Door| d.check().unwrap_err().to_string();
+    assert_eq!(check(door(Vec::new(), 1000)), "empty knock sequence");
+    assert_eq!(check(door(vec![step(1); 33], 1000)), "more than 32 steps");
+    assert_eq!(
+        check(door(vec![step(1)], 0)),
+        "seq_timeout must be at least 1 s"
+    );
+    assert_eq!(check(door(vec![step(0)], 1000)), "port 0 in sequence");
+    assert_eq!(
+        SequenceTracker::new(vec![door(vec![step(0)], 1000)], 10)
+            .unwrap_err()
+            .to_string(),
+        "door d: port 0 in sequence"
+    );
+}
