@@ -221,13 +221,16 @@ impl DoorConfig {
             }
             None => Arc::from(format!("door{i}")),
         };
-        let sequence = parse_sequence(&self.sequence).map_err(|m| field_err(f("sequence"), m))?;
+        let sequence =
+            parse_sequence(&self.sequence).map_err(|m| field_err(f("sequence"), m.to_string()))?;
         let seq_timeout = match self.seq_timeout {
             Some(t) => check_secs(&f("seq_timeout"), t)?,
             None => default_timeout,
         };
         let tcpflags = match &self.tcpflags {
-            Some(s) => TcpFlags::parse_door(s).map_err(|m| field_err(f("tcpflags"), m))?,
+            Some(s) => {
+                TcpFlags::parse_door(s).map_err(|m| field_err(f("tcpflags"), m.to_string()))?
+            }
             None => TcpFlags::SYN,
         };
         let grant = |field: &str, s: &str| parse_grant(s).map_err(|m| field_err(f(field), m));

@@ -26,6 +26,10 @@
 //! two doors may not share an identical sequence (knockd would run both
 //! commands; we reject the ambiguity at load time).
 
+mod error;
+
+pub use error::{DoorError, FlagsError, SequenceError};
+
 use super::table::{BoundedTable, TableStats};
 use spa_proto::{Grant, Proto};
 use std::collections::{HashMap, HashSet};
@@ -84,7 +88,7 @@ impl TcpFlags {
     /// Parses knockd's syntax: `syn`, `syn,ack`, `fin,!ack` (case
     /// insensitive). Unlike knockd (last one wins) a flag that is both
     /// required and forbidden is an error.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, FlagsError> {
         let mut out = TcpFlags::ANY;
         for raw in s.split(',') {
             let word = raw.trim().to_ascii_lowercase();
@@ -96,11 +100,8 @@ impl TcpFlags {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, b)| *b)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown TCP flag {:?} (fin, syn, rst, psh, ack, urg, or !flag)",
-                        raw.trim()
-                    )
+                .ok_or_else(|| FlagsError::UnknownFlag {
+                    word: raw.trim().to_owned(),
                 })?;
             if neg {
                 out.clear |= bit;
@@ -109,7 +110,7 @@ impl TcpFlags {
             }
         }
         if out.set & out.clear != 0 {
-            return Err(format!("{s:?} both requires and forbids the same flag"));
+            return Err(FlagsError::Contradiction { text: s.to_owned() });
         }
         Ok(out)
     }
@@ -127,13 +128,10 @@ impl TcpFlags {
     /// knocks to user space as bare SYNs only (what every knock client
     /// sends, and what keeps established traffic in the kernel), so such a
     /// door could never open; knockd would accept it, we say so instead.
-    pub fn parse_door(s: &str) -> Result<Self, String> {
+    pub fn parse_door(s: &str) -> Result<Self, FlagsError> {
         let f = Self::parse(s)?;
         if !f.matches(Proto::Tcp, tcp_flag::SYN) {
-            return Err(format!(
-                "{s:?} never matches a bare SYN, and spa captures TCP knocks as bare SYNs \
-                 (what knock clients send): this door could never open; use \"syn\" or remove the line"
-            ));
+            return Err(FlagsError::NeverBareSyn { text: s.to_owned() });
         }
         Ok(f)
     }
@@ -182,32 +180,36 @@ impl fmt::Display for Step {
 /// Parses knockd's sequence syntax: `7000,8000:udp,9000:tcp`; the protocol
 /// defaults to TCP. Ports must be 1..=65535 (knockd's atoi would quietly
 /// turn a typo into port 0).
-pub fn parse_sequence(s: &str) -> Result<Vec<Step>, String> {
+pub fn parse_sequence(s: &str) -> Result<Vec<Step>, SequenceError> {
     let mut out = Vec::new();
     for item in s.split(',') {
         let item = item.trim();
         if item.is_empty() {
-            return Err(format!("empty step in sequence {s:?}"));
+            return Err(SequenceError::EmptyStep { text: s.to_owned() });
         }
         let (port, proto) = match item.split_once(':') {
             Some((p, proto)) => (p.trim(), Some(proto.trim())),
             None => (item, None),
         };
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{port:?} is not a port number 1..=65535"))?;
+        let port: u16 =
+            port.parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| SequenceError::BadPort {
+                    port: port.to_owned(),
+                })?;
         let proto = match proto.map(str::to_ascii_lowercase).as_deref() {
             None | Some("tcp") => Proto::Tcp,
             Some("udp") => Proto::Udp,
-            Some(other) => return Err(format!("unknown protocol {other:?} (tcp or udp)")),
+            Some(other) => {
+                return Err(SequenceError::UnknownProto {
+                    proto: other.to_owned(),
+                })
+            }
         };
         out.push(Step { port, proto });
         if out.len() > MAX_SEQUENCE_LEN {
-            return Err(format!(
-                "more than {MAX_SEQUENCE_LEN} steps (knockd's limit)"
-            ));
+            return Err(SequenceError::TooLong);
         }
     }
     Ok(out)
@@ -240,18 +242,18 @@ pub struct Door {
 
 impl Door {
     /// Shape rules shared by both config sources.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), DoorError> {
         if self.sequence.is_empty() {
-            return Err("empty knock sequence".into());
+            return Err(DoorError::EmptySequence);
         }
         if self.sequence.len() > MAX_SEQUENCE_LEN {
-            return Err(format!("more than {MAX_SEQUENCE_LEN} steps"));
+            return Err(DoorError::TooLong);
         }
         if self.seq_timeout_ms == 0 {
-            return Err("seq_timeout must be at least 1 s".into());
+            return Err(DoorError::ZeroTimeout);
         }
         if self.sequence.iter().any(|s| s.port == 0) {
-            return Err("port 0 in sequence".into());
+            return Err(DoorError::ZeroPort);
         }
         Ok(())
     }
@@ -277,7 +279,7 @@ pub enum KnockEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DoorSetError {
     TooMany { got: usize },
-    Invalid { door: Arc<str>, reason: String },
+    Invalid { door: Arc<str>, reason: DoorError },
     SameSequence { a: Arc<str>, b: Arc<str> },
 }
 
@@ -296,7 +298,14 @@ impl fmt::Display for DoorSetError {
     }
 }
 
-impl std::error::Error for DoorSetError {}
+impl std::error::Error for DoorSetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DoorSetError::Invalid { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Attempt {
