@@ -155,7 +155,7 @@ impl Default for HmacConfig {
 }
 
 /// A `[legacy]` problem. `field` is the TOML path (`legacy.door[1].open`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LegacyConfigError {
     Field { field: String, msg: String },
     Knockd(KnockdConfError),
@@ -170,7 +170,14 @@ impl fmt::Display for LegacyConfigError {
     }
 }
 
-impl std::error::Error for LegacyConfigError {}
+impl std::error::Error for LegacyConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LegacyConfigError::Field { .. } => None,
+            LegacyConfigError::Knockd(e) => Some(e),
+        }
+    }
+}
 
 pub(super) fn field_err(field: impl Into<String>, msg: impl Into<String>) -> LegacyConfigError {
     LegacyConfigError::Field {

@@ -32,33 +32,16 @@ use super::tracker::{
     KNOCKD_DEFAULT_SEQ_TIMEOUT_SECS,
 };
 use spa_proto::{Grant, Proto};
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+
+mod error;
+
+pub use error::{CommandError, KnockdConfError, KnockdProblem, SecsError};
+use KnockdProblem as P;
 
 /// A knockd.conf larger than this is not a knockd.conf.
 pub const MAX_FILE_LEN: usize = 1 << 20;
-
-/// Why a knockd.conf could not be imported. `line` is 1-based; 0 means the
-/// whole file (I/O, size, or a door that is incomplete at its end).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnockdConfError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub msg: String,
-}
-
-impl fmt::Display for KnockdConfError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file.display(), self.msg)
-        } else {
-            write!(f, "{}:{}: {}", self.file.display(), self.line, self.msg)
-        }
-    }
-}
-
-impl std::error::Error for KnockdConfError {}
 
 /// The doors of a knockd.conf plus what was accepted but has no effect here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,23 +53,23 @@ pub struct KnockdImport {
 
 /// Reads and imports `path`.
 pub fn read_knockd_conf(path: &Path) -> Result<KnockdImport, KnockdConfError> {
-    let err = |line, msg: String| KnockdConfError {
+    let err = |line, problem| KnockdConfError {
         file: path.to_path_buf(),
         line,
-        msg,
+        problem,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(0, format!("cannot read: {e}")))?;
+    let meta = std::fs::metadata(path).map_err(|e| err(0, P::CannotRead(e)))?;
     if meta.len() > MAX_FILE_LEN as u64 {
-        return Err(err(0, format!("larger than {MAX_FILE_LEN} bytes")));
+        return Err(err(0, P::TooLarge));
     }
-    let bytes = std::fs::read(path).map_err(|e| err(0, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| err(0, P::CannotRead(e)))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
             .filter(|&&b| b == b'\n')
             .count()
             + 1;
-        err(line, "not valid UTF-8".into())
+        err(line, P::NotUtf8)
     })?;
     parse_knockd_conf(path, text)
 }
@@ -126,10 +109,10 @@ enum Section {
 
 /// Imports knockd.conf text; `file` only names it in errors.
 pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, KnockdConfError> {
-    let err = |line, msg: String| KnockdConfError {
+    let err = |line, problem| KnockdConfError {
         file: file.to_path_buf(),
         line,
-        msg,
+        problem,
     };
     let mut warnings = Vec::new();
     let mut doors: Vec<Door> = Vec::new();
@@ -143,10 +126,10 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
         if line.starts_with('[') && line.ends_with(']') && line.len() >= 2 {
             let name = line[1..line.len() - 1].trim();
             if name.is_empty() {
-                return Err(err(ln, "empty section name".into()));
+                return Err(err(ln, P::EmptySectionName));
             }
             // Door names reach every knock log line.
-            spa_keys::check_label(name).map_err(|m| err(ln, format!("section name {m}")))?;
+            spa_keys::check_label(name).map_err(|why| err(ln, P::BadSectionName { why }))?;
             finish(
                 std::mem::replace(&mut section, Section::None),
                 file,
@@ -156,7 +139,12 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
                 section = Section::Options;
             } else {
                 if doors.iter().any(|d| d.name.as_ref() == name) {
-                    return Err(err(ln, format!("door [{name}] is defined twice")));
+                    return Err(err(
+                        ln,
+                        P::DoorTwice {
+                            door: name.to_owned(),
+                        },
+                    ));
                 }
                 section = Section::Door(DoorDraft {
                     name: name.to_string(),
@@ -172,7 +160,7 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
         };
         match (&mut section, key.as_str(), value) {
             (Section::None, _, _) => {
-                return Err(err(ln, "directive outside any [section]".into()));
+                return Err(err(ln, P::OutsideSection));
             }
             (_, "USESYSLOG", None) => {
                 warnings.push(format!(
@@ -181,10 +169,7 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
                 ));
             }
             (_, k, None) => {
-                return Err(err(
-                    ln,
-                    format!("{k:?} without a value: expected key = value"),
-                ));
+                return Err(err(ln, P::NoValue { key: k.to_owned() }));
             }
             (Section::Options, "LOGFILE" | "PIDFILE", Some(_)) => {
                 warnings.push(format!(
@@ -199,62 +184,73 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
                 ));
             }
             (Section::Options, k, Some(_)) => {
-                return Err(err(ln, format!("unsupported [options] key {k:?} (supported: UseSyslog, LogFile, PidFile, Interface)")));
+                return Err(err(ln, P::UnsupportedOption { key: k.to_owned() }));
             }
             (Section::Door(d), k, Some(v)) => match k {
                 "SEQUENCE" => {
-                    let seq = parse_sequence(v).map_err(|m| err(ln, format!("sequence: {m}")))?;
+                    let seq = parse_sequence(v).map_err(|e| err(ln, P::Sequence(e)))?;
                     d.sequence = Some(seq);
                 }
                 "SEQ_TIMEOUT" | "TIMEOUT" => {
-                    d.seq_timeout =
-                        Some(secs(v).map_err(|m| err(ln, format!("seq_timeout: {m}")))?);
+                    d.seq_timeout = Some(secs(v).map_err(|error| {
+                        err(
+                            ln,
+                            P::Timeout {
+                                key: "seq_timeout",
+                                error,
+                            },
+                        )
+                    })?);
                 }
                 "CMD_TIMEOUT" => {
                     d.cmd_timeout = Some((
                         ln,
-                        secs(v).map_err(|m| err(ln, format!("cmd_timeout: {m}")))?,
+                        secs(v).map_err(|error| {
+                            err(
+                                ln,
+                                P::Timeout {
+                                    key: "cmd_timeout",
+                                    error,
+                                },
+                            )
+                        })?,
                     ));
                 }
                 "TCPFLAGS" => {
-                    d.tcpflags = Some(
-                        TcpFlags::parse_door(v).map_err(|m| err(ln, format!("tcpflags: {m}")))?,
-                    );
+                    d.tcpflags = Some(TcpFlags::parse_door(v).map_err(|e| err(ln, P::Flags(e)))?);
                 }
-                "COMMAND" | "START_COMMAND" => {
-                    d.start = Some((
-                        ln,
-                        parse_command(v)
-                            .map_err(|m| err(ln, format!("{}: {m}", k.to_ascii_lowercase())))?,
-                    ));
-                }
-                "COMMAND_6" | "START_COMMAND_6" => {
-                    d.start6 = Some((
-                        ln,
-                        parse_command(v)
-                            .map_err(|m| err(ln, format!("{}: {m}", k.to_ascii_lowercase())))?,
-                    ));
-                }
-                "STOP_COMMAND" => {
-                    d.stop = Some((
-                        ln,
-                        parse_command(v).map_err(|m| err(ln, format!("stop_command: {m}")))?,
-                    ));
-                }
-                "STOP_COMMAND_6" => {
-                    d.stop6 = Some((
-                        ln,
-                        parse_command(v).map_err(|m| err(ln, format!("stop_command_6: {m}")))?,
-                    ));
+                "COMMAND" | "START_COMMAND" | "COMMAND_6" | "START_COMMAND_6" | "STOP_COMMAND"
+                | "STOP_COMMAND_6" => {
+                    let rule = parse_command(v).map_err(|error| {
+                        err(
+                            ln,
+                            P::Command {
+                                key: k.to_ascii_lowercase(),
+                                error,
+                            },
+                        )
+                    })?;
+                    let slot = match k {
+                        "COMMAND" | "START_COMMAND" => &mut d.start,
+                        "COMMAND_6" | "START_COMMAND_6" => &mut d.start6,
+                        "STOP_COMMAND" => &mut d.stop,
+                        _ => &mut d.stop6,
+                    };
+                    *slot = Some((ln, rule));
                 }
                 "TARGET" => {
-                    return Err(err(ln, "target is not supported: spa accepts knocks to the addresses its capture sees; remove the line or run knockd for this door".into()));
+                    return Err(err(ln, P::Target));
                 }
                 "ONE_TIME_SEQUENCES" => {
-                    return Err(err(ln, "one_time_sequences is not supported: use HMAC knocks ([legacy.hmac]), which change every time step and need no sequence file".into()));
+                    return Err(err(ln, P::OneTimeSequences));
                 }
                 other => {
-                    return Err(err(ln, format!("unsupported door key {other:?}")));
+                    return Err(err(
+                        ln,
+                        P::UnsupportedDoorKey {
+                            key: other.to_owned(),
+                        },
+                    ));
                 }
             },
         }
@@ -263,11 +259,13 @@ pub fn parse_knockd_conf(file: &Path, text: &str) -> Result<KnockdImport, Knockd
     Ok(KnockdImport { doors, warnings })
 }
 
-fn secs(v: &str) -> Result<u32, String> {
+fn secs(v: &str) -> Result<u32, SecsError> {
     match v.parse::<u32>() {
-        Ok(0) => Err("must be at least 1 second".into()),
+        Ok(0) => Err(SecsError::Zero),
         Ok(n) => Ok(n),
-        Err(_) => Err(format!("{v:?} is not a whole number of seconds")),
+        Err(_) => Err(SecsError::NotANumber {
+            value: v.to_owned(),
+        }),
     }
 }
 
@@ -276,37 +274,35 @@ fn finish(s: Section, file: &Path, doors: &mut Vec<Door>) -> Result<(), KnockdCo
     let Section::Door(d) = s else {
         return Ok(());
     };
-    let err = |line, msg: String| KnockdConfError {
+    let err = |line, problem| KnockdConfError {
         file: file.to_path_buf(),
         line,
-        msg,
+        problem,
     };
     let name = &d.name;
+    let door = || name.clone();
     let sequence = d
         .sequence
-        .ok_or_else(|| err(d.line, format!("door [{name}] has no sequence")))?;
+        .ok_or_else(|| err(d.line, P::NoSequence { door: door() }))?;
     let Some((start_ln, start)) = d.start else {
-        return Err(err(
-            d.line,
-            format!("door [{name}] has no command or start_command"),
-        ));
+        return Err(err(d.line, P::NoStartCommand { door: door() }));
     };
     // The _6 variants must say the same as the IPv4 line: one grant covers
     // both address families here.
-    for (v6, v4, what) in [
+    for (v6, v4, key) in [
         (d.start6, Some((start_ln, start)), "start_command_6"),
         (d.stop6, d.stop, "stop_command_6"),
     ] {
         if let Some((ln6, r6)) = v6 {
             if v4.map(|(_, r)| r) != Some(r6) {
-                return Err(err(ln6, format!("{what} differs from its IPv4 command; spa applies one grant to both address families")));
+                return Err(err(ln6, P::V6Differs { key }));
             }
         }
     }
     let action = match (start.op, d.stop) {
         (RuleOp::Add, None) => {
             if let Some((ln, _)) = d.cmd_timeout {
-                return Err(err(ln, "cmd_timeout without stop_command has no effect; remove it or add the matching stop_command".into()));
+                return Err(err(ln, P::CmdTimeoutWithoutStop { closes: false }));
             }
             DoorAction::Open {
                 grant: start.grant,
@@ -315,16 +311,13 @@ fn finish(s: Section, file: &Path, doors: &mut Vec<Door>) -> Result<(), KnockdCo
         }
         (RuleOp::Delete, None) => {
             if let Some((ln, _)) = d.cmd_timeout {
-                return Err(err(
-                    ln,
-                    "cmd_timeout without stop_command has no effect; remove it".into(),
-                ));
+                return Err(err(ln, P::CmdTimeoutWithoutStop { closes: true }));
             }
             DoorAction::Close { grant: start.grant }
         }
         (RuleOp::Add, Some((stop_ln, stop))) => {
             if stop.op != RuleOp::Delete || stop.grant != start.grant {
-                return Err(err(stop_ln, format!("stop_command must delete the rule start_command added ({}); anything else is not supported", start.grant)));
+                return Err(err(stop_ln, P::StopNotInverse { grant: start.grant }));
             }
             let t = d
                 .cmd_timeout
@@ -335,28 +328,35 @@ fn finish(s: Section, file: &Path, doors: &mut Vec<Door>) -> Result<(), KnockdCo
             }
         }
         (RuleOp::Delete, Some((stop_ln, _))) => {
-            return Err(err(
-                stop_ln,
-                "stop_command after a start_command that deletes a rule is not supported".into(),
-            ));
+            return Err(err(stop_ln, P::StopAfterDelete));
         }
     };
-    let door = Door {
+    let built = Door {
         name: Arc::from(name.as_str()),
         sequence,
         seq_timeout_ms: u64::from(d.seq_timeout.unwrap_or(KNOCKD_DEFAULT_SEQ_TIMEOUT_SECS)) * 1000,
         tcpflags: d.tcpflags.unwrap_or(TcpFlags::ANY),
         action,
     };
-    door.check()
-        .map_err(|m| err(d.line, format!("door [{name}]: {m}")))?;
-    if let Some(other) = doors.iter().find(|o| o.sequence == door.sequence) {
+    built.check().map_err(|error| {
+        err(
+            d.line,
+            P::Door {
+                door: door(),
+                error,
+            },
+        )
+    })?;
+    if let Some(other) = doors.iter().find(|o| o.sequence == built.sequence) {
         return Err(err(
             d.line,
-            format!("door [{name}] has the same sequence as [{}]", other.name),
+            P::SameSequence {
+                door: door(),
+                other: other.name.to_string(),
+            },
         ));
     }
-    doors.push(door);
+    doors.push(built);
     Ok(())
 }
 
@@ -369,45 +369,51 @@ fn basename(prog: &str) -> &str {
 }
 
 /// Parses one knockd command into an add or delete of a source-scoped grant.
-fn parse_command(cmd: &str) -> Result<Rule, String> {
+fn parse_command(cmd: &str) -> Result<Rule, CommandError> {
     if let Some(c) = cmd.chars().find(|c| SHELL_CHARS.contains(c)) {
-        return Err(format!(
-            "shell syntax ({c:?}) is not supported: only a single iptables or knock_add command"
-        ));
+        return Err(CommandError::ShellSyntax { c });
     }
     let mut words = cmd.split_whitespace();
-    let prog = words.next().ok_or("empty command")?;
+    let prog = words.next().ok_or(CommandError::Empty)?;
     let args: Vec<&str> = words.collect();
     match basename(prog) {
-        "iptables" | "ip6tables" | "iptables-nft" | "ip6tables-nft" | "iptables-legacy" | "ip6tables-legacy" => parse_iptables(&args),
+        "iptables" | "ip6tables" | "iptables-nft" | "ip6tables-nft" | "iptables-legacy"
+        | "ip6tables-legacy" => parse_iptables(&args),
         "knock_add" => parse_knock_add(&args),
-        other => Err(format!("command {other:?} is not supported: only iptables/ip6tables -I/-A/-D INPUT -s %IP% -p tcp|udp --dport N -j ACCEPT, or knock_add")),
+        other => Err(CommandError::Program {
+            prog: other.to_owned(),
+        }),
     }
 }
 
-fn proto_of(v: &str) -> Result<Proto, String> {
+fn proto_of(v: &str) -> Result<Proto, CommandError> {
     match v.to_ascii_lowercase().as_str() {
         "tcp" => Ok(Proto::Tcp),
         "udp" => Ok(Proto::Udp),
-        _ => Err(format!("protocol {v:?} is not supported (tcp or udp)")),
+        _ => Err(CommandError::Protocol {
+            value: v.to_owned(),
+        }),
     }
 }
 
-fn port_of(v: &str) -> Result<u16, String> {
-    v.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-        format!("{v:?} is not a single port 1..=65535 (ranges and service names are not supported)")
-    })
+fn port_of(v: &str) -> Result<u16, CommandError> {
+    v.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| CommandError::Port {
+            value: v.to_owned(),
+        })
 }
 
-fn set_once<T>(slot: &mut Option<T>, v: T, what: &str) -> Result<(), String> {
+fn set_once<T>(slot: &mut Option<T>, v: T, what: &'static str) -> Result<(), CommandError> {
     if slot.is_some() {
-        return Err(format!("{what} given twice"));
+        return Err(CommandError::Twice { what });
     }
     *slot = Some(v);
     Ok(())
 }
 
-fn parse_iptables(args: &[&str]) -> Result<Rule, String> {
+fn parse_iptables(args: &[&str]) -> Result<Rule, CommandError> {
     let mut op = None;
     let mut src: Option<()> = None;
     let mut proto = None;
@@ -416,12 +422,18 @@ fn parse_iptables(args: &[&str]) -> Result<Rule, String> {
     let mut jump = false;
     let mut it = args.iter().copied().peekable();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let mut val = |name: &str| {
+            it.next().ok_or_else(|| CommandError::NeedsValue {
+                option: name.to_owned(),
+            })
+        };
         match a {
             "-I" | "--insert" | "-A" | "--append" | "-D" | "--delete" => {
                 let chain = val(a)?;
                 if chain != "INPUT" {
-                    return Err(format!("chain {chain:?} is not supported: spa manages its own rules hooked into INPUT"));
+                    return Err(CommandError::Chain {
+                        chain: chain.to_owned(),
+                    });
                 }
                 let o = if matches!(a, "-D" | "--delete") {
                     RuleOp::Delete
@@ -441,15 +453,17 @@ fn parse_iptables(args: &[&str]) -> Result<Rule, String> {
             "-s" | "--source" | "--src" => {
                 let v = val(a)?;
                 if v != "%IP%" && v != "%IP%/32" && v != "%IP%/128" {
-                    return Err(format!("source must be %IP% (the knocker), not {v:?}"));
+                    return Err(CommandError::Source {
+                        value: v.to_owned(),
+                    });
                 }
                 set_once(&mut src, (), "-s")?;
             }
             "-p" | "--protocol" => set_once(&mut proto, proto_of(val(a)?)?, "-p")?,
             "-m" | "--match" => {
                 let m = val(a)?;
-                let p = proto_of(m).map_err(|_| {
-                    format!("match module {m:?} is not supported (only -m tcp/-m udp)")
+                let p = proto_of(m).map_err(|_| CommandError::MatchModule {
+                    module: m.to_owned(),
                 })?;
                 set_once(&mut matched, p, "-m")?;
             }
@@ -457,14 +471,18 @@ fn parse_iptables(args: &[&str]) -> Result<Rule, String> {
             "-j" | "--jump" => {
                 let t = val(a)?;
                 if t != "ACCEPT" {
-                    return Err(format!("target {t:?} is not supported (only -j ACCEPT)"));
+                    return Err(CommandError::Target {
+                        target: t.to_owned(),
+                    });
                 }
                 jump = true;
             }
             "-t" | "--table" => {
                 let t = val(a)?;
                 if t != "filter" {
-                    return Err(format!("table {t:?} is not supported (only filter)"));
+                    return Err(CommandError::Table {
+                        table: t.to_owned(),
+                    });
                 }
             }
             "-w" | "--wait" => {
@@ -472,34 +490,42 @@ fn parse_iptables(args: &[&str]) -> Result<Rule, String> {
                     it.next();
                 }
             }
-            other => return Err(format!("iptables argument {other:?} is not supported")),
+            other => {
+                return Err(CommandError::IptablesArg {
+                    arg: other.to_owned(),
+                })
+            }
         }
     }
-    let op = op.ok_or("no -I, -A or -D INPUT")?;
+    let op = op.ok_or(CommandError::NoOperation)?;
     if src.is_none() {
-        return Err("no -s %IP%: spa only grants to the knocking source".into());
+        return Err(CommandError::NoSource);
     }
-    let proto = proto.ok_or("no -p tcp|udp")?;
+    let proto = proto.ok_or(CommandError::NoProtocol)?;
     if matched.is_some_and(|m| m != proto) {
-        return Err("-m does not match -p".into());
+        return Err(CommandError::MatchMismatch);
     }
-    let port = dport.ok_or("no --dport")?;
+    let port = dport.ok_or(CommandError::NoDport)?;
     if !jump {
-        return Err("no -j ACCEPT".into());
+        return Err(CommandError::NoJump);
     }
-    let grant = Grant::new(proto, port).map_err(|e| format!("{e:?}"))?;
+    let grant = Grant::new(proto, port).map_err(CommandError::Grant)?;
     Ok(Rule { op, grant })
 }
 
 /// knock_add from knockd's contrib (getopt "aixf:d:p:c:m::thv").
-fn parse_knock_add(args: &[&str]) -> Result<Rule, String> {
+fn parse_knock_add(args: &[&str]) -> Result<Rule, CommandError> {
     let mut op = None;
     let mut src = false;
     let mut proto = None;
     let mut dport = None;
     let mut it = args.iter().copied();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let mut val = |name: &str| {
+            it.next().ok_or_else(|| CommandError::NeedsValue {
+                option: name.to_owned(),
+            })
+        };
         match a {
             "-a" | "--append" | "-i" | "--insert" => {
                 set_once(&mut op, RuleOp::Add, "the operation (-a/-i/-x)")?
@@ -508,7 +534,9 @@ fn parse_knock_add(args: &[&str]) -> Result<Rule, String> {
             "-f" | "--srcaddr" => {
                 let v = val(a)?;
                 if v != "%IP%" {
-                    return Err(format!("source must be %IP% (the knocker), not {v:?}"));
+                    return Err(CommandError::Source {
+                        value: v.to_owned(),
+                    });
                 }
                 src = true;
             }
@@ -517,31 +545,31 @@ fn parse_knock_add(args: &[&str]) -> Result<Rule, String> {
             "-c" | "--chain" => {
                 let c = val(a)?;
                 if c != "INPUT" {
-                    return Err(format!(
-                        "chain {c:?} is not supported: spa manages its own rules hooked into INPUT"
-                    ));
+                    return Err(CommandError::Chain {
+                        chain: c.to_owned(),
+                    });
                 }
             }
             "-v" | "--verbose" => {}
-            "-t" | "--test" => {
-                return Err(
-                    "knock_add -t (dry run) changes nothing; remove the door or the flag".into(),
-                )
-            }
+            "-t" | "--test" => return Err(CommandError::KnockAddDryRun),
             // -m/--comment takes an optional argument attached to it.
             a if a == "-m"
                 || a.starts_with("-m")
                 || a == "--comment"
                 || a.starts_with("--comment=") => {}
-            other => return Err(format!("knock_add argument {other:?} is not supported")),
+            other => {
+                return Err(CommandError::KnockAddArg {
+                    arg: other.to_owned(),
+                })
+            }
         }
     }
-    let op = op.ok_or("knock_add needs -a, -i or -x")?;
+    let op = op.ok_or(CommandError::KnockAddNoOperation)?;
     if !src {
-        return Err("knock_add needs -f %IP%".into());
+        return Err(CommandError::KnockAddNoSource);
     }
-    let port = dport.ok_or("knock_add needs -d PORT")?;
-    let grant = Grant::new(proto.unwrap_or(Proto::Tcp), port).map_err(|e| format!("{e:?}"))?;
+    let port = dport.ok_or(CommandError::KnockAddNoPort)?;
+    let grant = Grant::new(proto.unwrap_or(Proto::Tcp), port).map_err(CommandError::Grant)?;
     Ok(Rule { op, grant })
 }
 

@@ -158,7 +158,10 @@ fn validation_errors_name_the_field() {
     assert_eq!(field_of(hmac("seq_timeout = 0")), "legacy.hmac.seq_timeout");
     assert_eq!(field_of(hmac("max_sources = 0")), "legacy.hmac.max_sources");
     // Disabled: not checked.
-    assert_eq!(cfg("[legacy.hmac]\nports = 0\n").hmac_params(), Ok(None));
+    assert!(matches!(
+        cfg("[legacy.hmac]\nports = 0\n").hmac_params(),
+        Ok(None)
+    ));
 }
 
 #[test]
@@ -237,8 +240,8 @@ fn hmac_settings_under_64_bits_are_refused_with_the_bits_and_the_fix() {
     let weak = cfg("[legacy.hmac]\nenabled = true\nports = 3\nrange = [10000, 11000]\n");
     assert!(weak.hmac_params().is_ok(), "the structural checks pass");
     let e = weak.check_hmac_strength(10).unwrap_err();
-    assert_eq!(field_of(Err::<(), _>(e.clone())), "legacy.hmac.ports");
     let msg = e.to_string();
+    assert_eq!(field_of(Err::<(), _>(e)), "legacy.hmac.ports");
     assert!(msg.contains("25.0 bits"), "{msg}");
     assert!(msg.contains("fewer than 64"), "{msg}");
     assert!(msg.contains("ports = 7"), "how to reach 64: {msg}");

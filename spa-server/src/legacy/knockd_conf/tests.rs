@@ -11,7 +11,7 @@ fn err_at(text: &str) -> (usize, String) {
     let e = parse(text).unwrap_err();
     let shown = e.to_string();
     assert!(shown.starts_with("/etc/knockd.conf"), "{shown}");
-    (e.line, e.msg)
+    (e.line, e.problem.to_string())
 }
 
 fn ssh() -> Grant {
@@ -381,5 +381,29 @@ fn messages_are_pinned() {
     assert_eq!(
         read_knockd_conf(&p).unwrap_err().to_string(),
         format!("{}: larger than 1048576 bytes", p.display())
+    );
+}
+
+/// The facts stay reachable as values: the key, the word as written, the
+/// OS error under a read failure.
+#[test]
+fn errors_keep_their_facts() {
+    let e = parse(
+        "[d]\nsequence = 1\nstop_command_6 = iptables -A INPUT -s %IP% -p tcp --dport 22:25 -j ACCEPT\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.line, 3);
+    match e.problem {
+        KnockdProblem::Command {
+            key,
+            error: CommandError::Port { value },
+        } => assert_eq!((key.as_str(), value.as_str()), ("stop_command_6", "22:25")),
+        other => panic!("{other:?}"),
+    }
+    let e = read_knockd_conf(Path::new("/nonexistent-spa/knockd.conf")).unwrap_err();
+    let io = std::error::Error::source(&e).and_then(|c| c.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        io.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound)
     );
 }
