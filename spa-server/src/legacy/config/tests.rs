@@ -291,3 +291,123 @@ fn grant_messages_are_pinned() {
         "`tcp/0`: port 0 cannot be opened (ports are 1-65535)"
     );
 }
+
+/// Every `[legacy]` refusal, byte for byte (`field: message`; check-config
+/// and the daemon print the message behind `file:line: field`).
+const PINNED_DOORS: &[(&str, &str)] = &[
+    ("[legacy]\nseq_timeout = 0\n", "legacy.seq_timeout: 0 is not 1..=86400 seconds"),
+    ("[legacy]\nseq_timeout = 86401\n", "legacy.seq_timeout: 86401 is not 1..=86400 seconds"),
+    ("[legacy]\nmax_sources = 0\n", "legacy.max_sources: 0 is not 1..=4000000"),
+    ("[[legacy.door]]\nname = \" \"\nsequence = \"1\"\nopen = \"tcp/22\"\n", "legacy.door[0].name: empty name"),
+    ("[[legacy.door]]\nname = \"a\\u001b\"\nsequence = \"1\"\nopen = \"tcp/22\"\n", "legacy.door[0].name: must not contain control characters"),
+    ("[[legacy.door]]\nsequence = \"1,,2\"\nopen = \"tcp/22\"\n", "legacy.door[0].sequence: empty step in sequence \"1,,2\""),
+    ("[[legacy.door]]\nsequence = \"1\"\nseq_timeout = 0\nopen = \"tcp/22\"\n", "legacy.door[0].seq_timeout: 0 is not 1..=86400 seconds"),
+    ("[[legacy.door]]\nsequence = \"1\"\ntcpflags = \"ack\"\nopen = \"tcp/22\"\n", "legacy.door[0].tcpflags: \"ack\" never matches a bare SYN, and spa captures TCP knocks as bare SYNs (what knock clients send): this door could never open; use \"syn\" or remove the line"),
+    ("[[legacy.door]]\nsequence = \"1\"\nopen = \"22\"\n", "legacy.door[0].open: \"22\" is not proto/port, e.g. \"tcp/22\""),
+    ("[[legacy.door]]\nsequence = \"1\"\nclose = \"tcp/0\"\n", "legacy.door[0].close: `tcp/0`: port 0 cannot be opened (ports are 1-65535)"),
+    ("[[legacy.door]]\nsequence = \"1\"\nopen = \"tcp/22\"\nduration = 0\n", "legacy.door[0].duration: 0 is not 1..=86400 seconds"),
+    ("[[legacy.door]]\nsequence = \"1\"\nclose = \"tcp/22\"\nduration = 5\n", "legacy.door[0].duration: only an open door has a duration"),
+    ("[[legacy.door]]\nsequence = \"1\"\nopen = \"tcp/22\"\nclose = \"tcp/22\"\n", "legacy.door[0].close: a door either opens or closes, not both"),
+    ("[[legacy.door]]\nsequence = \"1\"\n", "legacy.door[0].open: a door needs open = \"tcp/22\" or close = \"tcp/22\""),
+    ("[[legacy.door]]\nname = \"x\"\nsequence = \"1\"\nopen = \"tcp/22\"\n[[legacy.door]]\nname = \"x\"\nsequence = \"2\"\nopen = \"tcp/22\"\n", "legacy.door[1].name: door name \"x\" used twice (also x)"),
+    ("[[legacy.door]]\nname = \"x\"\nsequence = \"1\"\nopen = \"tcp/22\"\n[[legacy.door]]\nname = \"y\"\nsequence = \"1:tcp\"\nopen = \"tcp/22\"\n", "legacy.door[1].sequence: same sequence as door \"x\""),
+];
+
+const PINNED_HMAC: &[(&str, &str)] = &[
+    (
+        "[legacy.hmac]\nenabled = true\nports = 0\n",
+        "legacy.hmac.ports: 0 is not 1..=8",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nports = 9\n",
+        "legacy.hmac.ports: 9 is not 1..=8",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nports = 2\n",
+        "legacy.hmac.ports: fewer than 3 knocks is too easy to guess",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nstep_secs = 0\n",
+        "legacy.hmac.step_secs: 0 is not 1..=3600 seconds",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nstep_secs = 3601\n",
+        "legacy.hmac.step_secs: 3601 is not 1..=3600 seconds",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nrange = [0, 5000]\n",
+        "legacy.hmac.range: knock port range must be lo..=hi with 0 < lo <= hi",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nrange = [20000, 10000]\n",
+        "legacy.hmac.range: knock port range must be lo..=hi with 0 < lo <= hi",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nrange = [10000, 10500]\n",
+        "legacy.hmac.range: fewer than 1000 ports makes sequences guessable",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nprotocol = \"sctp\"\n",
+        "legacy.hmac.protocol: \"sctp\" is not tcp or udp",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nseq_timeout = 0\n",
+        "legacy.hmac.seq_timeout: 0 is not 1..=86400 seconds",
+    ),
+    (
+        "[legacy.hmac]\nenabled = true\nmax_sources = 0\n",
+        "legacy.hmac.max_sources: 0 is not 1..=4000000",
+    ),
+];
+
+#[test]
+fn messages_are_pinned() {
+    for (text, want) in PINNED_DOORS {
+        assert_eq!(
+            cfg(text).doors().unwrap_err().to_string(),
+            *want,
+            "{text:?}"
+        );
+    }
+    let many: String = (1..=1025)
+        .map(|i| format!("[[legacy.door]]\nsequence = \"{i}\"\nopen = \"tcp/22\"\n"))
+        .collect();
+    assert_eq!(
+        cfg(&many).doors().unwrap_err().to_string(),
+        "legacy.door: more than 1024 doors"
+    );
+    for (text, want) in PINNED_HMAC {
+        assert_eq!(
+            cfg(text).hmac_params().unwrap_err().to_string(),
+            *want,
+            "{text:?}"
+        );
+    }
+    let strength = |text: &str, keys| cfg(text).check_hmac_strength(keys).unwrap_err().to_string();
+    assert_eq!(
+        strength(
+            "[legacy.hmac]\nenabled = true\nports = 3\nrange = [10000, 11000]\n",
+            10
+        ),
+        "legacy.hmac.ports: 3 knocks over 1001 ports with 10 key(s) give 25.0 bits against a \
+         guesser, fewer than 64: set legacy.hmac.ports = 7 (64.9 bits) or widen legacy.hmac.range \
+         (clients need the same --ports/--range)"
+    );
+    assert_eq!(
+        strength(
+            "[legacy.hmac]\nenabled = true\nports = 8\nrange = [10000, 11000]\n",
+            1_000_000_000
+        ),
+        "legacy.hmac.ports: 8 knocks over 1001 ports with 1000000000 key(s) give 48.3 bits \
+         against a guesser, fewer than 64: widen legacy.hmac.range (e.g. [10000, 60000] with \
+         ports = 5) or use fewer keys (clients need the same --ports/--range)"
+    );
+    assert_eq!(
+        cfg("[legacy]\nknockd_conf = \"/nonexistent-spa/knockd.conf\"\n")
+            .validate()
+            .unwrap_err()
+            .to_string(),
+        "legacy.knockd_conf: /nonexistent-spa/knockd.conf: cannot read: No such file or \
+         directory (os error 2)"
+    );
+}
