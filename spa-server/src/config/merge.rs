@@ -175,8 +175,8 @@ impl Config {
             }
         }
         let legacy_err = |e: crate::legacy::LegacyConfigError| match e {
-            crate::legacy::LegacyConfigError::Field { field, msg } => {
-                err(legacy_span.clone(), &field, msg)
+            crate::legacy::LegacyConfigError::Field { field, problem } => {
+                err(legacy_span.clone(), &field, problem.to_string())
             }
             other => err(legacy_span.clone(), "legacy", other.to_string()),
         };

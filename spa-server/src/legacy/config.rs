@@ -5,14 +5,19 @@
 //! its section.
 
 use super::{
-    default_doors, parse_sequence, read_knockd_conf, tracker, Door, DoorAction, KnockdConfError,
-    KnockdImport, TcpFlags, DEFAULT_MAX_SOURCES,
+    default_doors, parse_sequence, read_knockd_conf, tracker, Door, DoorAction, KnockdImport,
+    TcpFlags, DEFAULT_MAX_SOURCES,
 };
 use serde::Deserialize;
 use spa_proto::{Grant, KnockParams, Proto};
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod error;
+
+pub(super) use error::field_err;
+pub use error::{DoorGrantError, FieldProblem, LegacyConfigError};
+use FieldProblem as P;
 
 /// Our default `seq_timeout`, as in Debian's stock knockd.conf (knockd's
 /// compiled-in default is 25 s, which only widens the replay window).
@@ -154,64 +159,28 @@ impl Default for HmacConfig {
     }
 }
 
-/// A `[legacy]` problem. `field` is the TOML path (`legacy.door[1].open`).
-#[derive(Debug)]
-pub enum LegacyConfigError {
-    Field { field: String, msg: String },
-    Knockd(KnockdConfError),
-}
-
-impl fmt::Display for LegacyConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LegacyConfigError::Field { field, msg } => write!(f, "{field}: {msg}"),
-            LegacyConfigError::Knockd(e) => write!(f, "legacy.knockd_conf: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for LegacyConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LegacyConfigError::Field { .. } => None,
-            LegacyConfigError::Knockd(e) => Some(e),
-        }
-    }
-}
-
-pub(super) fn field_err(field: impl Into<String>, msg: impl Into<String>) -> LegacyConfigError {
-    LegacyConfigError::Field {
-        field: field.into(),
-        msg: msg.into(),
-    }
-}
-
 /// Parses `tcp/22` or `udp/53`.
-pub fn parse_grant(s: &str) -> Result<Grant, String> {
+pub fn parse_grant(s: &str) -> Result<Grant, DoorGrantError> {
     // knockd's commands always name the protocol; so do our doors.
     if !s.contains('/') {
-        return Err(format!("{s:?} is not proto/port, e.g. \"tcp/22\""));
+        return Err(DoorGrantError::NoProtocol { text: s.to_owned() });
     }
-    s.parse::<Grant>()
-        .map_err(|e| format!("`{}`: {e}", s.trim()))
+    s.parse::<Grant>().map_err(|error| DoorGrantError::Syntax {
+        text: s.trim().to_owned(),
+        error,
+    })
 }
 
 fn check_secs(field: &str, v: u32) -> Result<u32, LegacyConfigError> {
     if v == 0 || v > MAX_SECS {
-        return Err(field_err(
-            field,
-            format!("{v} is not 1..={MAX_SECS} seconds"),
-        ));
+        return Err(field_err(field, P::Secs { value: v }));
     }
     Ok(v)
 }
 
 pub(super) fn check_max_sources(field: &str, v: usize) -> Result<usize, LegacyConfigError> {
     if v == 0 || v > MAX_MAX_SOURCES {
-        return Err(field_err(
-            field,
-            format!("{v} is not 1..={MAX_MAX_SOURCES}"),
-        ));
+        return Err(field_err(field, P::MaxSources { value: v }));
     }
     Ok(v)
 }
@@ -220,27 +189,28 @@ impl DoorConfig {
     fn to_door(&self, i: usize, default_timeout: u32) -> Result<Door, LegacyConfigError> {
         let f = |name: &str| format!("legacy.door[{i}].{name}");
         let name: Arc<str> = match &self.name {
-            Some(n) if n.trim().is_empty() => return Err(field_err(f("name"), "empty name")),
+            Some(n) if n.trim().is_empty() => return Err(field_err(f("name"), P::EmptyName)),
             Some(n) => {
                 // Door names reach every knock log line.
-                spa_keys::check_label(n).map_err(|m| field_err(f("name"), m))?;
+                spa_keys::check_label(n).map_err(|why| field_err(f("name"), P::BadName { why }))?;
                 Arc::from(n.trim())
             }
             None => Arc::from(format!("door{i}")),
         };
         let sequence =
-            parse_sequence(&self.sequence).map_err(|m| field_err(f("sequence"), m.to_string()))?;
+            parse_sequence(&self.sequence).map_err(|e| field_err(f("sequence"), P::Sequence(e)))?;
         let seq_timeout = match self.seq_timeout {
             Some(t) => check_secs(&f("seq_timeout"), t)?,
             None => default_timeout,
         };
         let tcpflags = match &self.tcpflags {
             Some(s) => {
-                TcpFlags::parse_door(s).map_err(|m| field_err(f("tcpflags"), m.to_string()))?
+                TcpFlags::parse_door(s).map_err(|e| field_err(f("tcpflags"), P::Flags(e)))?
             }
             None => TcpFlags::SYN,
         };
-        let grant = |field: &str, s: &str| parse_grant(s).map_err(|m| field_err(f(field), m));
+        let grant =
+            |field: &str, s: &str| parse_grant(s).map_err(|e| field_err(f(field), P::Grant(e)));
         let action = match (&self.open, &self.close) {
             (Some(o), None) => DoorAction::Open {
                 grant: grant("open", o)?,
@@ -251,24 +221,14 @@ impl DoorConfig {
             },
             (None, Some(c)) => {
                 if self.duration.is_some() {
-                    return Err(field_err(f("duration"), "only an open door has a duration"));
+                    return Err(field_err(f("duration"), P::DurationOnClose));
                 }
                 DoorAction::Close {
                     grant: grant("close", c)?,
                 }
             }
-            (Some(_), Some(_)) => {
-                return Err(field_err(
-                    f("close"),
-                    "a door either opens or closes, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(field_err(
-                    f("open"),
-                    "a door needs open = \"tcp/22\" or close = \"tcp/22\"",
-                ))
-            }
+            (Some(_), Some(_)) => return Err(field_err(f("close"), P::OpenAndClose)),
+            (None, None) => return Err(field_err(f("open"), P::NoAction)),
         };
         Ok(Door {
             name,
@@ -320,21 +280,23 @@ impl LegacyConfig {
             if let Some(prev) = doors[..i].iter().find(|p| p.name == d.name) {
                 return Err(field_err(
                     self.door_field(i, "name"),
-                    format!("door name {:?} used twice (also {})", d.name, prev.name),
+                    P::NameTwice {
+                        name: d.name.clone(),
+                        prev: prev.name.clone(),
+                    },
                 ));
             }
             if let Some(prev) = doors[..i].iter().find(|p| p.sequence == d.sequence) {
                 return Err(field_err(
                     self.door_field(i, "sequence"),
-                    format!("same sequence as door {:?}", prev.name),
+                    P::SameSequence {
+                        prev: prev.name.clone(),
+                    },
                 ));
             }
         }
         if doors.len() > tracker::MAX_DOORS {
-            return Err(field_err(
-                "legacy.door",
-                format!("more than {} doors", tracker::MAX_DOORS),
-            ));
+            return Err(field_err("legacy.door", P::TooManyDoors));
         }
         Ok(doors)
     }
@@ -362,33 +324,23 @@ impl LegacyConfig {
         if h.ports == 0 || h.ports > spa_proto::knock::MAX_KNOCK_PORTS {
             return Err(field_err(
                 "legacy.hmac.ports",
-                format!(
-                    "{} is not 1..={}",
-                    h.ports,
-                    spa_proto::knock::MAX_KNOCK_PORTS
-                ),
+                P::HmacPorts { value: h.ports },
             ));
         }
         if h.ports < 3 {
-            return Err(field_err(
-                "legacy.hmac.ports",
-                "fewer than 3 knocks is too easy to guess",
-            ));
+            return Err(field_err("legacy.hmac.ports", P::HmacTooFewPorts));
         }
         if h.step_secs == 0 || h.step_secs > 3600 {
             return Err(field_err(
                 "legacy.hmac.step_secs",
-                format!("{} is not 1..=3600 seconds", h.step_secs),
+                P::HmacStep { value: h.step_secs },
             ));
         }
         params
             .validate()
-            .map_err(|m| field_err("legacy.hmac.range", m))?;
+            .map_err(|why| field_err("legacy.hmac.range", P::HmacRange { why }))?;
         if h.range[1] - h.range[0] < 1000 {
-            return Err(field_err(
-                "legacy.hmac.range",
-                "fewer than 1000 ports makes sequences guessable",
-            ));
+            return Err(field_err("legacy.hmac.range", P::HmacNarrowRange));
         }
         let proto = match h.protocol.to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
@@ -396,7 +348,9 @@ impl LegacyConfig {
             other => {
                 return Err(field_err(
                     "legacy.hmac.protocol",
-                    format!("{other:?} is not tcp or udp"),
+                    P::HmacProtocol {
+                        value: other.to_owned(),
+                    },
                 ))
             }
         };
@@ -422,23 +376,15 @@ impl LegacyConfig {
         let need = (spa_proto::knock::MAX_KNOCK_PORTS.min(h.ports)
             ..=spa_proto::knock::MAX_KNOCK_PORTS)
             .find(|&n| hmac_knock_bits(n, h.range, keys) >= MIN_HMAC_KNOCK_BITS);
-        let fix = match need {
-            Some(n) => format!(
-                "set legacy.hmac.ports = {n} ({:.1} bits) or widen legacy.hmac.range",
-                hmac_knock_bits(n, h.range, keys)
-            ),
-            None => {
-                "widen legacy.hmac.range (e.g. [10000, 60000] with ports = 5) or use fewer keys"
-                    .to_string()
-            }
-        };
         Err(field_err(
             "legacy.hmac.ports",
-            format!(
-                "{} knocks over {span} ports with {keys} key(s) give {bits:.1} bits against a guesser, \
-                 fewer than {MIN_HMAC_KNOCK_BITS}: {fix} (clients need the same --ports/--range)",
-                h.ports
-            ),
+            P::HmacWeak {
+                ports: h.ports,
+                span,
+                keys,
+                bits,
+                fix: need.map(|n| (n, hmac_knock_bits(n, h.range, keys))),
+            },
         ))
     }
 

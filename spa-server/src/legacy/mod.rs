@@ -20,8 +20,9 @@ mod table;
 pub mod tracker;
 
 pub use config::{
-    hmac_knock_bits, parse_grant, DoorConfig, HmacConfig, LegacyConfig, LegacyConfigError,
-    DEFAULT_SEQ_TIMEOUT_SECS, MAX_MAX_SOURCES, MIN_HMAC_KNOCK_BITS,
+    hmac_knock_bits, parse_grant, DoorConfig, DoorGrantError, FieldProblem, HmacConfig,
+    LegacyConfig, LegacyConfigError, DEFAULT_SEQ_TIMEOUT_SECS, MAX_MAX_SOURCES,
+    MIN_HMAC_KNOCK_BITS,
 };
 pub use hmac::{HmacKey, HmacKnocks, HmacOpen};
 pub use knockd_conf::{parse_knockd_conf, read_knockd_conf, KnockdConfError, KnockdImport};
@@ -100,7 +101,7 @@ impl LegacyKnocks {
         } else {
             let max = check_max_sources("legacy.max_sources", cfg.max_sources)?;
             let t = SequenceTracker::new(doors, max)
-                .map_err(|e| field_err("legacy.door", e.to_string()))?;
+                .map_err(|e| field_err("legacy.door", config::FieldProblem::DoorSet(e)))?;
             tracing::warn!(
                 doors = t.doors().len(),
                 "legacy knock sequences enabled: anyone who sees a knock sequence on the network can replay it"

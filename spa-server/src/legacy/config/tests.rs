@@ -411,3 +411,34 @@ fn messages_are_pinned() {
          directory (os error 2)"
     );
 }
+
+/// The facts stay reachable as values: the field, the text as written,
+/// the numbers behind the strength refusal.
+#[test]
+fn errors_keep_their_facts() {
+    match cfg("[[legacy.door]]\nsequence = \"1\"\nopen = \"22\"\n").doors() {
+        Err(LegacyConfigError::Field {
+            field,
+            problem: FieldProblem::Grant(DoorGrantError::NoProtocol { text }),
+        }) => assert_eq!(
+            (field.as_str(), text.as_str()),
+            ("legacy.door[0].open", "22")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let weak = cfg("[legacy.hmac]\nenabled = true\nports = 3\nrange = [10000, 11000]\n");
+    match weak.check_hmac_strength(10) {
+        Err(LegacyConfigError::Field {
+            problem:
+                FieldProblem::HmacWeak {
+                    ports: 3,
+                    span: 1001,
+                    keys: 10,
+                    fix: Some((7, _)),
+                    ..
+                },
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
