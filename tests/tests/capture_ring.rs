@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// Issue 14: the datagram sockets (IPv4 and IPv6) read through their
 /// receive ring, and the ring hands every frame over in order as it wraps:
-/// 1,000 datagrams in bursts of 200 (under the ring's 512 slots, so none
+/// 1,000 datagrams in bursts of 200 (under the ring's 408 slots, so none
 /// may be lost) are all seen, none dropped, none unparsed.
 #[test]
 fn datagrams_are_read_through_the_receive_ring_as_it_wraps() {
@@ -49,10 +49,10 @@ fn datagrams_are_read_through_the_receive_ring_as_it_wraps() {
 
 /// Issue 14: while the daemon waits for the privileged side's answer (a
 /// firewall batch, 2-20 ms), `Spiller::wait_readable` keeps the datagram
-/// sockets' rings from overflowing: 2,000 datagrams, four times a ring's
-/// 512 frames, sent during one wait are all read after it, none dropped.
-/// With a plain blocking wait the ring keeps 512 and the kernel drops the
-/// rest (checked: 512 seen, 1,488 kernel drops).
+/// sockets' rings from overflowing: 2,000 datagrams, five times a ring's
+/// 408 frames, sent during one wait are all read after it, none dropped.
+/// With a plain blocking wait the ring keeps 408 and the kernel drops the
+/// rest (checked: 408 seen, 1,592 kernel drops).
 #[test]
 fn a_wait_for_the_privileged_side_keeps_the_ring_from_overflowing() {
     const SENT: usize = 2000;

@@ -29,27 +29,48 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// One frame slot: the V2 header (32 bytes), the `sockaddr_ll` and padding
-/// put the network header at offset 80 for a cooked socket, so 432 bytes
-/// of packet fit; a datagram is at most 60 + 8 + 140 (IPv4 with options)
-/// or 40 + 8 + 140 bytes (IPv6), and the datagram sockets' filter passes
-/// nothing longer.
-pub(super) const FRAME_SIZE: usize = 512;
+/// put the network header at offset [`NET_AT`] for a cooked socket, so 240
+/// bytes of packet fit; a datagram is at most 60 + 8 + 140 = 208 bytes
+/// (IPv4 with options; IPv6 is 40 + 8 + 140, the filter walks no extension
+/// header), and the datagram sockets' filter passes nothing longer. Five
+/// cache lines, so a slot starts on a line.
+pub(super) const FRAME_SIZE: usize = 320;
+/// Where the kernel puts the network header in a frame of a cooked
+/// (`SOCK_DGRAM`) socket: `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)`.
+const NET_AT: usize = 80;
 /// One block: 64 KiB, a whole number of pages on every page size Linux
-/// uses (4, 16 or 64 KiB); frames never cross a block.
+/// uses (4, 16 or 64 KiB); frames never cross a block, so the last 256
+/// bytes of each block are unused.
 const BLOCK_SIZE: usize = 64 << 10;
 /// Blocks per ring.
-const BLOCK_NR: usize = 4;
-/// The ring's memory per datagram socket: 256 KiB, 512 frames, about a
+const BLOCK_NR: usize = 2;
+/// Frames in one block.
+const FRAMES_PER_BLOCK: usize = BLOCK_SIZE / FRAME_SIZE;
+/// The ring's memory per datagram socket: 128 KiB, 408 frames, about a
 /// millisecond of a saturating flood: what the daemon may be kept off its
 /// core (the privileged side and its firewall tool run there too) before
-/// the kernel drops. 128 KiB lost a valid datagram in a flood about once
-/// in twenty tries on a busy machine. The queue
-/// it replaces held up to 4 MiB of socket buffers (a few thousand frames),
-/// but its memory was the kernel's, not resident in the daemon: RSS at
-/// rest is held within 10 % of before (issue 14, goal 5).
+/// the kernel drops. Its waits for the privileged side are covered apart
+/// (spill.rs). 256 frames of 512 bytes lost a valid datagram in a flood
+/// about once in twenty tries on a busy machine; 612 frames held but cost
+/// 128 KiB more of resident memory per socket. The queue it replaces held
+/// up to 4 MiB of socket buffers, but its memory was the kernel's, not
+/// resident in the daemon: the ring is, and RSS at rest is held within
+/// 10 % of before (issue 14, goal 5).
 pub(super) const RING_BYTES: usize = BLOCK_SIZE * BLOCK_NR;
 /// Frames per ring.
-const FRAME_NR: usize = RING_BYTES / FRAME_SIZE;
+const FRAME_NR: usize = FRAMES_PER_BLOCK * BLOCK_NR;
+
+// The largest datagram fits a frame, and the last frame ends inside the
+// mapping: checked when this file compiles.
+const _: () = assert!(NET_AT + 60 + 8 + 140 <= FRAME_SIZE);
+const _: () = assert!(frame_at(FRAME_NR - 1) + FRAME_SIZE <= RING_BYTES);
+const _: () = assert!(FRAME_SIZE % 64 == 0 && FRAME_SIZE % libc::TPACKET_ALIGNMENT == 0);
+
+/// Where frame `i` (< [`FRAME_NR`]) starts in the mapping: frames never
+/// cross a block.
+const fn frame_at(i: usize) -> usize {
+    (i / FRAMES_PER_BLOCK) * BLOCK_SIZE + (i % FRAMES_PER_BLOCK) * FRAME_SIZE
+}
 
 /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where the `sockaddr_ll`
 /// starts in a frame.
@@ -123,7 +144,7 @@ struct Slots {
 }
 
 /// Frames moved out of the ring while the daemon waited for a firewall
-/// batch (issue 14): the ring is 512 frames, about a millisecond of a
+/// batch (issue 14): the ring is 408 frames, under a millisecond of a
 /// flood, and a batch takes 2-20 ms. While it is not empty, the ring's new
 /// frames join its end before its head is handed out, so the ring cannot
 /// overflow while the daemon catches up either. Allocated at the first
@@ -143,8 +164,8 @@ struct Spilled {
 }
 
 /// The most of a frame a spill keeps: what a ring frame holds after the
-/// kernel's header (network header at 80 of 512).
-const SPILLED_MAX: usize = 432;
+/// kernel's header.
+const SPILLED_MAX: usize = FRAME_SIZE - NET_AT;
 
 // SAFETY: the mapping is owned by this value alone (nothing else holds its
 // address), so moving it to another thread moves the only way to reach it.
@@ -270,12 +291,12 @@ impl Slots {
     /// (bounds checked, whatever the kernel's header says) and its packet
     /// type, then the slot goes back to the kernel.
     fn pop<T>(&mut self, f: impl FnOnce(&[u8], u8) -> T) -> Option<T> {
-        let at = self.next * FRAME_SIZE;
-        // SAFETY: `at` < RING_BYTES (next < FRAME_NR), so `frame` is
+        let at = frame_at(self.next);
+        // SAFETY: `at` + FRAME_SIZE <= RING_BYTES (next < FRAME_NR), so `frame` is
         // inside the mapping, which lives as long as `self`.
         let frame = unsafe { self.base.as_ptr().add(at) };
         // SAFETY: the status word is the frame's first 4 bytes, aligned
-        // (frames are 512-byte aligned in a page-aligned mapping); the
+        // (frames start on 64-byte lines of a page-aligned mapping); the
         // kernel writes it concurrently, hence an atomic. Acquire pairs
         // with the kernel's barrier before it sets TP_STATUS_USER, so the
         // frame's header and bytes are visible once it is seen.
@@ -285,7 +306,7 @@ impl Slots {
         }
         let after = (self.next + 1) % FRAME_NR;
         // SAFETY: `after` < FRAME_NR: inside the mapping.
-        prefetch_frame(unsafe { self.base.as_ptr().add(after * FRAME_SIZE) });
+        prefetch_frame(unsafe { self.base.as_ptr().add(frame_at(after)) });
         // SAFETY: the frame is ours until we store TP_STATUS_KERNEL: the
         // kernel does not write it meanwhile. The header is in bounds and
         // read unaligned-safe; the pkttype byte is in bounds.
@@ -335,8 +356,8 @@ impl Spill {
     }
 }
 
-/// The 64-byte lines of a frame that hold its header and a datagram
-/// (network header at 80, at most ~210 bytes): 0..320.
+/// The 64-byte lines of a frame: its header and a datagram (network header
+/// at 80, at most 208 bytes) fill 0..288 of its 320.
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_LINES: usize = 5;
 

@@ -1,7 +1,7 @@
 //! Keeping the receive rings from overflowing while the daemon waits for
 //! the privileged side (issue 14).
 //!
-//! A datagram socket's ring is its whole queue: 512 frames, about a
+//! A datagram socket's ring is its whole queue: 408 frames, under a
 //! millisecond of a saturating flood, where the 4 MiB receive buffer it
 //! replaced held several milliseconds. A firewall batch through the
 //! privileged side takes 2-20 ms, and a client's next datagram (its close,
