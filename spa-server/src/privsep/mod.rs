@@ -118,7 +118,8 @@ mod tests {
     use super::*;
 
     /// uid 0 is refused as the network side's user with this message, byte
-    /// for byte (as today: the name, then why, inside the usual advice).
+    /// for byte: it says why (uid 0) and what to set, not that the user
+    /// does not exist (the old text did).
     #[test]
     fn root_is_refused_with_a_pinned_message() {
         let mut cfg = Config::for_tests(Vec::new(), 30);
@@ -126,9 +127,9 @@ mod tests {
         let e = network_user(&cfg).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "user `root (uid 0 is not unprivileged)` does not exist: create it (adduser \
-             --system --group --no-create-home root (uid 0 is not unprivileged)) or set \
-             `user` in server.toml to an existing unprivileged user"
+            "user `root` is uid 0: the network side must run unprivileged; set `user` in \
+             server.toml to an unprivileged user (the Debian package creates `spa`: adduser \
+             --system --group --no-create-home spa)"
         );
     }
 }

@@ -55,19 +55,23 @@ pub enum SeccompError {
 impl fmt::Display for SandboxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SandboxError::NoUser { name, why } => {
-                // The uid-0 case reads as it always has: the reason in
-                // parentheses after the name, inside the usual advice.
-                let u = match why {
-                    NoUserWhy::Missing => name.clone(),
-                    NoUserWhy::Root => format!("{name} (uid 0 is not unprivileged)"),
-                };
-                write!(
-                    f,
-                    "user `{u}` does not exist: create it (adduser --system --group --no-create-home {u}) \
-                     or set `user` in server.toml to an existing unprivileged user"
-                )
-            }
+            SandboxError::NoUser {
+                name,
+                why: NoUserWhy::Missing,
+            } => write!(
+                f,
+                "user `{name}` does not exist: create it (adduser --system --group --no-create-home {name}) \
+                 or set `user` in server.toml to an existing unprivileged user"
+            ),
+            SandboxError::NoUser {
+                name,
+                why: NoUserWhy::Root,
+            } => write!(
+                f,
+                "user `{name}` is uid 0: the network side must run unprivileged; set `user` in \
+                 server.toml to an unprivileged user (the Debian package creates `spa`: adduser \
+                 --system --group --no-create-home spa)"
+            ),
             SandboxError::Sys { what, error } => write!(f, "{what}: {error}"),
             SandboxError::Seccomp(e) => write!(f, "seccomp filter: {e}"),
         }
