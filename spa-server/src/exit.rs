@@ -150,8 +150,17 @@ mod tests {
             )
         );
         assert_eq!(
-            ExitError::Allow("bad grant `x`".into()).to_string(),
-            "--allow: bad grant `x`"
+            ExitError::Allow(crate::config::parse_grant("x").unwrap_err()).to_string(),
+            "--allow: invalid port `x`: a port is a number from 1 to 65535"
+        );
+        assert_eq!(
+            ExitError::Allow(crate::config::parse_grant("sctp/9").unwrap_err()).to_string(),
+            "--allow: unknown protocol 'sctp' (use tcp or udp) in `sctp/9`"
+        );
+        assert_eq!(
+            ExitError::LogLevel(crate::logging::parse_filter("loud").unwrap_err()).to_string(),
+            "--log-level \"loud\": expected error, warn, info, debug or trace, or directives \
+             such as spa_server=debug"
         );
         assert_eq!(
             ExitError::CheckConfig { errors: 3 }.to_string(),
@@ -208,7 +217,10 @@ mod tests {
             .source()
             .is_some_and(|s| s.downcast_ref::<ClientError>().is_some()));
         assert_eq!(e.exit_code(), 1);
-        assert_eq!(ExitError::LogLevel("bad".into()).exit_code(), 2);
+        assert_eq!(
+            ExitError::LogLevel(crate::logging::parse_filter("bad").unwrap_err()).exit_code(),
+            2
+        );
         assert_eq!(ExitError::NoConfiguration.exit_code(), 1);
         assert!(ExitError::NoConfiguration.source().is_none());
     }

@@ -94,6 +94,35 @@ mod tests {
         assert!(check_key_grants(4097, 4096).is_err() && check_key_grants(0, 9).is_err());
     }
 
+    /// Every refusal, byte for byte: config/ prints it behind
+    /// `file:line: field:`, so a change here changes what admins read.
+    #[test]
+    fn messages_are_pinned() {
+        fn text<E: std::fmt::Display>(r: Result<(), E>) -> String {
+            r.err().map(|e| e.to_string()).unwrap_or_default()
+        }
+        let backends =
+            "must be 1-2592000 s (30 days, the most both firewall backends represent exactly)";
+        assert_eq!(text(check_duration_limit(0)), format!("0 s: {backends}"));
+        assert_eq!(
+            text(check_duration_limit(DURATION_CEILING + 1)),
+            format!("2592001 s: {backends}")
+        );
+        assert_eq!(text(check_duration(0, 10)), "must be at least 1 second");
+        assert_eq!(
+            text(check_duration(86_401, DEFAULT_DURATION_LIMIT)),
+            "86401 s is above duration_limit (86400 s); lower it, or raise duration_limit \
+             (at most 2592000 s)"
+        );
+        assert_eq!(text(check_total(0)), "0: must be 1-65536");
+        assert_eq!(text(check_total(65_537)), "65537: must be 1-65536");
+        assert_eq!(text(check_key_grants(0, 9)), "must be at least 1");
+        assert_eq!(
+            text(check_key_grants(4097, 4096)),
+            "4097 is above max_grants_total (4096); lower it or raise max_grants_total"
+        );
+    }
+
     #[test]
     fn the_ceiling_fits_both_backends() {
         // nftables: the timeout in ms must stay under its limit.

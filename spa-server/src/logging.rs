@@ -172,6 +172,26 @@ mod tests {
         }
     }
 
+    /// `--log-level`'s refusal, byte for byte (main prints it after
+    /// `spa-server: error: `), the value quoted as given.
+    #[test]
+    fn log_level_message_is_pinned() {
+        let tail = ": expected error, warn, info, debug or trace, or directives such as \
+                    spa_server=debug";
+        for (bad, quoted) in [
+            ("warnings", "\"warnings\""),
+            ("", "\"\""),
+            ("=debug", "\"=debug\""),
+            ("info,spa_server=loud", "\"info,spa_server=loud\""),
+            ("a\nb", "\"a\\nb\""),
+        ] {
+            assert_eq!(
+                parse_filter(bad).unwrap_err().to_string(),
+                format!("--log-level {quoted}{tail}")
+            );
+        }
+    }
+
     #[test]
     fn lines_and_priorities() {
         assert_eq!(one_line("a\nb\n\nc\n"), "a | b |  | c");

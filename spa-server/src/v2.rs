@@ -456,6 +456,30 @@ mod tests {
         assert!(p(&["v3"]).unwrap_err().contains("\"v3\""));
     }
 
+    /// `[[key]] protocols` refusals, byte for byte (config/ prints them
+    /// behind `file:line: key.protocols:`).
+    #[test]
+    fn protocols_messages_are_pinned() {
+        let text = |v: &[&str]| {
+            Protocols::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(text(&[]), "must name at least one of \"v1\", \"v2\"");
+        assert_eq!(
+            text(&["v1", " V2 "]),
+            "\"V2\" is not a protocol: use \"v1\", \"v2\" or both"
+        );
+        assert_eq!(
+            text(&["v3", "v1"]),
+            "\"v3\" is not a protocol: use \"v1\", \"v2\" or both"
+        );
+        assert_eq!(
+            text(&["\"v2\""]),
+            "\"\\\"v2\\\"\" is not a protocol: use \"v1\", \"v2\" or both"
+        );
+    }
+
     #[test]
     fn uid_file_is_created_once_and_read_back() {
         let d = tempfile::tempdir().unwrap();

@@ -52,6 +52,37 @@ fn parse_grant_accepts_the_documented_forms() {
     }
 }
 
+/// Every refusal of the grant grammar as `[[key]] allow`, `[key.forward]`
+/// and `--allow` show it, byte for byte (the text trimmed, the protocol
+/// lowercased).
+#[test]
+fn parse_grant_messages_are_pinned() {
+    let text = |s: &str| parse_grant(s).unwrap_err().to_string();
+    let nan = "a port is a number from 1 to 65535";
+    assert_eq!(text(""), format!("invalid port ``: {nan}"));
+    assert_eq!(text(" ssh "), format!("invalid port `ssh`: {nan}"));
+    assert_eq!(text("tcp/-1"), format!("invalid port `tcp/-1`: {nan}"));
+    assert_eq!(text("tcp/22/1"), format!("invalid port `tcp/22/1`: {nan}"));
+    assert_eq!(
+        text(" 0 "),
+        "invalid port `0`: port 0 cannot be opened (ports are 1-65535)"
+    );
+    assert_eq!(
+        text("tcp/0"),
+        "invalid port `tcp/0`: port 0 cannot be opened (ports are 1-65535)"
+    );
+    assert_eq!(text("65536"), "invalid port `65536`: ports go up to 65535");
+    assert_eq!(
+        text("99999999999/udp"),
+        "invalid port `99999999999/udp`: ports go up to 65535"
+    );
+    assert_eq!(
+        text(" ICMP/1"),
+        "unknown protocol 'icmp' (use tcp or udp) in `ICMP/1`"
+    );
+    assert_eq!(text("/22"), "unknown protocol '' (use tcp or udp) in `/22`");
+}
+
 proptest! {
     #[test]
     fn parse_grant_round_trips_and_never_panics(s in ".{0,12}", port in 1u16.., udp: bool) {
