@@ -8,11 +8,12 @@
 //! match on the cause. The messages are the ones `main` printed when these
 //! were strings, byte for byte.
 
-use crate::config::{ConfigError, DEFAULT_CONFIG};
+use crate::config::{ConfigError, GrantError, DEFAULT_CONFIG};
 use crate::control::client::ClientError;
 use crate::daemon::DaemonError;
 use crate::firewall::{BackendKind, FwError};
 use crate::lock::LockError;
+use crate::logging::LogLevelError;
 use std::fmt;
 
 /// One failed command. `main` prints `spa-server: error: <Display>` on one
@@ -20,9 +21,9 @@ use std::fmt;
 #[derive(Debug)]
 pub enum ExitError {
     /// `--log-level` names no level: a usage error, like clap's.
-    LogLevel(String),
+    LogLevel(LogLevelError),
     /// An `--allow` value is not a grant (the grammar's own message).
-    Allow(String),
+    Allow(GrantError),
     /// No `--config`, no default configuration file, and no `--key` or
     /// knock option to run from the command line alone.
     NoConfiguration,
@@ -60,8 +61,8 @@ impl ExitError {
 impl fmt::Display for ExitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExitError::LogLevel(m) => f.write_str(m),
-            ExitError::Allow(m) => write!(f, "--allow: {m}"),
+            ExitError::LogLevel(e) => write!(f, "{e}"),
+            ExitError::Allow(e) => write!(f, "--allow: {e}"),
             ExitError::NoConfiguration => write!(
                 f,
                 "no configuration: {DEFAULT_CONFIG} does not exist; pass --config FILE, or --key FILE to run from the command line"
@@ -108,10 +109,9 @@ impl std::error::Error for ExitError {
             ExitError::NoSocket(e) => Some(e.as_ref()),
             ExitError::Control(e) => Some(e),
             ExitError::Completions(e) => Some(e),
-            ExitError::LogLevel(_)
-            | ExitError::Allow(_)
-            | ExitError::NoConfiguration
-            | ExitError::CheckConfig { .. } => None,
+            ExitError::LogLevel(e) => Some(e),
+            ExitError::Allow(e) => Some(e),
+            ExitError::NoConfiguration | ExitError::CheckConfig { .. } => None,
         }
     }
 }
@@ -222,6 +222,12 @@ mod tests {
             2
         );
         assert_eq!(ExitError::NoConfiguration.exit_code(), 1);
+        // `--allow`: the grammar's reason stays reachable under the text.
+        let e = ExitError::Allow(crate::config::parse_grant("tcp/0").unwrap_err());
+        assert!(e
+            .source()
+            .and_then(|s| s.source())
+            .is_some_and(|s| s.downcast_ref() == Some(&spa_proto::GrantSyntax::Zero)));
         assert!(ExitError::NoConfiguration.source().is_none());
     }
 

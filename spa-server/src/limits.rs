@@ -6,8 +6,8 @@
 //! the kernel cannot represent is silently cut or wrapped by the backend
 //! (nftables caps element timeouts near 49.7 days, iptables' `--datestop`
 //! ends in 2038), leaving the daemon and the kernel disagreeing about when a
-//! grant ends. The checks return the message; config/ adds file, line
-//! and field.
+//! grant ends. The checks return a [`LimitError`] holding the numbers;
+//! config/ adds file, line and field in front of its text.
 
 /// Longest grant unless `duration_limit` says otherwise: one day.
 pub const DEFAULT_DURATION_LIMIT: u32 = 86_400;
@@ -29,48 +29,86 @@ pub fn door_share(total: usize) -> usize {
     (total / 2).max(1)
 }
 
+/// A bound refused, with the numbers that broke it. The text is made here
+/// only; config/ puts `file:line: field:` in front of it (and a door's
+/// name, for `legacy.door.duration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitError {
+    /// `duration_limit` is 0 or above [`DURATION_CEILING`].
+    DurationLimit { limit: u32 },
+    /// A duration of 0 seconds.
+    ZeroDuration,
+    /// A duration above `duration_limit`.
+    AboveDurationLimit { secs: u32, limit: u32 },
+    /// `max_grants_total` is 0 or above [`MAX_GRANTS_CEILING`].
+    Total { total: usize },
+    /// A key's `max_grants` of 0.
+    ZeroKeyGrants,
+    /// A key's `max_grants` above `max_grants_total`.
+    AboveTotal { max_grants: usize, total: usize },
+}
+
+impl std::fmt::Display for LimitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            LimitError::DurationLimit { limit } => write!(
+                f,
+                "{limit} s: must be 1-{DURATION_CEILING} s (30 days, the most both firewall \
+                 backends represent exactly)"
+            ),
+            LimitError::ZeroDuration => f.write_str("must be at least 1 second"),
+            LimitError::AboveDurationLimit { secs, limit } => write!(
+                f,
+                "{secs} s is above duration_limit ({limit} s); lower it, or raise \
+                 duration_limit (at most {DURATION_CEILING} s)"
+            ),
+            LimitError::Total { total } => write!(f, "{total}: must be 1-{MAX_GRANTS_CEILING}"),
+            LimitError::ZeroKeyGrants => f.write_str("must be at least 1"),
+            LimitError::AboveTotal { max_grants, total } => write!(
+                f,
+                "{max_grants} is above max_grants_total ({total}); lower it or raise \
+                 max_grants_total"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LimitError {}
+
 /// `duration_limit` itself: 1 ..= [`DURATION_CEILING`].
-pub fn check_duration_limit(limit: u32) -> Result<(), String> {
+pub fn check_duration_limit(limit: u32) -> Result<(), LimitError> {
     if limit == 0 || limit > DURATION_CEILING {
-        return Err(format!(
-            "{limit} s: must be 1-{DURATION_CEILING} s (30 days, the most both firewall \
-             backends represent exactly)"
-        ));
+        return Err(LimitError::DurationLimit { limit });
     }
     Ok(())
 }
 
 /// A duration setting (`default_duration`, `max_duration`): 1 ..= `limit`.
-pub fn check_duration(secs: u32, limit: u32) -> Result<(), String> {
+pub fn check_duration(secs: u32, limit: u32) -> Result<(), LimitError> {
     if secs == 0 {
-        return Err("must be at least 1 second".into());
+        return Err(LimitError::ZeroDuration);
     }
     if secs > limit {
-        return Err(format!(
-            "{secs} s is above duration_limit ({limit} s); lower it, or raise \
-             duration_limit (at most {DURATION_CEILING} s)"
-        ));
+        return Err(LimitError::AboveDurationLimit { secs, limit });
     }
     Ok(())
 }
 
 /// `max_grants_total`: 1 ..= [`MAX_GRANTS_CEILING`].
-pub fn check_total(total: usize) -> Result<(), String> {
+pub fn check_total(total: usize) -> Result<(), LimitError> {
     if total == 0 || total > MAX_GRANTS_CEILING {
-        return Err(format!("{total}: must be 1-{MAX_GRANTS_CEILING}"));
+        return Err(LimitError::Total { total });
     }
     Ok(())
 }
 
 /// A key's `max_grants`: 1 ..= `total`.
-pub fn check_key_grants(n: usize, total: usize) -> Result<(), String> {
-    if n == 0 {
-        return Err("must be at least 1".into());
+pub fn check_key_grants(max_grants: usize, total: usize) -> Result<(), LimitError> {
+    if max_grants == 0 {
+        return Err(LimitError::ZeroKeyGrants);
     }
-    if n > total {
-        return Err(format!(
-            "{n} is above max_grants_total ({total}); lower it or raise max_grants_total"
-        ));
+    if max_grants > total {
+        return Err(LimitError::AboveTotal { max_grants, total });
     }
     Ok(())
 }
@@ -85,8 +123,13 @@ mod tests {
         assert!(check_duration_limit(DURATION_CEILING + 1).is_err());
         assert!(check_duration_limit(0).is_err());
         assert!(check_duration(86_400, DEFAULT_DURATION_LIMIT).is_ok());
-        let e = check_duration(86_401, DEFAULT_DURATION_LIMIT).unwrap_err();
-        assert!(e.contains("86400") && e.contains("duration_limit"), "{e}");
+        assert_eq!(
+            check_duration(86_401, DEFAULT_DURATION_LIMIT),
+            Err(LimitError::AboveDurationLimit {
+                secs: 86_401,
+                limit: 86_400
+            })
+        );
         assert!(check_duration(u32::MAX, DURATION_CEILING).is_err());
         assert!(check_duration(0, 10).is_err());
         assert!(check_total(MAX_GRANTS_CEILING).is_ok() && check_total(0).is_err());

@@ -21,25 +21,23 @@ use tracing_subscriber::registry::LookupSpan;
 /// `--log-level` values: a level, or directives `target=level` separated by
 /// commas. Anything else is an error naming the value, so a typo never
 /// silently means "log nothing" (`warning` used to).
-pub fn parse_filter(value: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+pub fn parse_filter(value: &str) -> Result<tracing_subscriber::EnvFilter, LogLevelError> {
     const LEVELS: [&str; 6] = ["error", "warn", "warning", "info", "debug", "trace"];
-    let bad = || {
-        format!(
-            "--log-level {value:?}: expected error, warn, info, debug or trace, or directives \
-             such as spa_server=debug"
-        )
+    let bad = |part: &str| LogLevelError {
+        value: value.to_owned(),
+        part: part.to_owned(),
     };
     let mut norm = Vec::new();
     for part in value.split(',') {
         let part = part.trim();
         let (target, level) = match part.split_once('=') {
             Some((t, l)) if !t.trim().is_empty() => (Some(t.trim()), l.trim()),
-            Some(_) => return Err(bad()),
+            Some(_) => return Err(bad(part)),
             None => (None, part),
         };
         let level = level.to_ascii_lowercase();
         if !LEVELS.contains(&level.as_str()) && level != "off" {
-            return Err(bad());
+            return Err(bad(part));
         }
         let level = if level == "warning" { "warn" } else { &level };
         norm.push(match target {
@@ -47,8 +45,30 @@ pub fn parse_filter(value: &str) -> Result<tracing_subscriber::EnvFilter, String
             None => level.to_owned(),
         });
     }
-    tracing_subscriber::EnvFilter::try_new(norm.join(",")).map_err(|_| bad())
+    tracing_subscriber::EnvFilter::try_new(norm.join(",")).map_err(|_| bad(value))
 }
+
+/// A `--log-level` value that is not a level or directives: `value` as
+/// given, `part` the comma-separated piece refused (the whole value when
+/// tracing refused the directives it became). A usage error: main exits 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevelError {
+    pub value: String,
+    pub part: String,
+}
+
+impl fmt::Display for LogLevelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "--log-level {:?}: expected error, warn, info, debug or trace, or directives \
+             such as spa_server=debug",
+            self.value
+        )
+    }
+}
+
+impl std::error::Error for LogLevelError {}
 
 /// True when stderr is the stream journald gave us (`JOURNAL_STREAM` is
 /// `device:inode` of it): only then are the prefixes understood.
@@ -166,9 +186,16 @@ mod tests {
         ] {
             assert!(parse_filter(ok).is_ok(), "{ok}");
         }
-        for bad in ["warnings", "verbose", "", "=debug", "spa_server=loud", "3"] {
+        for (bad, part) in [
+            ("warnings", "warnings"),
+            ("verbose", "verbose"),
+            ("", ""),
+            ("=debug", "=debug"),
+            ("info, spa_server=loud", "spa_server=loud"),
+            ("3", "3"),
+        ] {
             let e = parse_filter(bad).unwrap_err();
-            assert!(e.contains("--log-level") && e.contains("expected"), "{e}");
+            assert_eq!((e.value.as_str(), e.part.as_str()), (bad, part));
         }
     }
 

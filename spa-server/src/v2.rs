@@ -96,7 +96,7 @@ pub struct Protocols {
 
 impl Protocols {
     /// `["v1"]`, `["v2"]` or both; anything else names what is allowed.
-    pub fn parse(list: &[String]) -> Result<Protocols, String> {
+    pub fn parse(list: &[String]) -> Result<Protocols, ProtocolsError> {
         let mut p = Protocols {
             v1: false,
             v2: false,
@@ -106,14 +106,14 @@ impl Protocols {
                 "v1" => p.v1 = true,
                 "v2" => p.v2 = true,
                 other => {
-                    return Err(format!(
-                        "{other:?} is not a protocol: use \"v1\", \"v2\" or both"
-                    ))
+                    return Err(ProtocolsError::Unknown {
+                        entry: other.to_owned(),
+                    })
                 }
             }
         }
         if !(p.v1 || p.v2) {
-            return Err("must name at least one of \"v1\", \"v2\"".into());
+            return Err(ProtocolsError::Empty);
         }
         Ok(p)
     }
@@ -126,6 +126,29 @@ impl Protocols {
         }
     }
 }
+
+/// Why `[[key]] protocols` was refused; config/ puts `file:line:
+/// key.protocols:` in front of the text made here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolsError {
+    /// An entry that is neither "v1" nor "v2", trimmed as written.
+    Unknown { entry: String },
+    /// `protocols = []`: the key could never be used.
+    Empty,
+}
+
+impl std::fmt::Display for ProtocolsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtocolsError::Unknown { entry } => {
+                write!(f, "{entry:?} is not a protocol: use \"v1\", \"v2\" or both")
+            }
+            ProtocolsError::Empty => f.write_str("must name at least one of \"v1\", \"v2\""),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolsError {}
 
 /// Where a key's v2 key comes from.
 #[derive(Clone)]
@@ -452,8 +475,11 @@ mod tests {
                 v2: true
             }
         );
-        assert!(p(&[]).unwrap_err().contains("at least one"));
-        assert!(p(&["v3"]).unwrap_err().contains("\"v3\""));
+        assert_eq!(p(&[]), Err(ProtocolsError::Empty));
+        assert_eq!(
+            p(&["v1", " v3 "]),
+            Err(ProtocolsError::Unknown { entry: "v3".into() })
+        );
     }
 
     /// `[[key]] protocols` refusals, byte for byte (config/ prints them

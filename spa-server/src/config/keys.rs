@@ -63,7 +63,9 @@ pub(super) fn file_key(
     check_label(&name).map_err(|m| err(Some(k.name.span()), "key.name", m))?;
     let mut allow = Vec::new();
     for g in k.allow.get_ref() {
-        allow.push(parse_grant(g).map_err(|m| err(Some(k.allow.span()), "key.allow", m))?);
+        allow.push(
+            parse_grant(g).map_err(|m| err(Some(k.allow.span()), "key.allow", m.to_string()))?,
+        );
     }
     if allow.is_empty() {
         return Err(err(
@@ -81,13 +83,13 @@ pub(super) fn file_key(
         err(
             k.max_duration.as_ref().map(|d| d.span()),
             "key.max_duration",
-            m,
+            m.to_string(),
         )
     })?;
     let max_grants = match &k.max_grants {
         Some(n) => {
             limits::check_key_grants(*n.get_ref(), max_grants_total)
-                .map_err(|m| err(Some(n.span()), "key.max_grants", m))?;
+                .map_err(|m| err(Some(n.span()), "key.max_grants", m.to_string()))?;
             *n.get_ref()
         }
         None => limits::DEFAULT_KEY_MAX_GRANTS.min(max_grants_total),
@@ -120,7 +122,7 @@ pub(super) fn file_key(
     // master key file v1 unless `protocols` says more.
     let protocols = match &k.protocols {
         Some(p) => crate::v2::Protocols::parse(p.get_ref())
-            .map_err(|m| err(Some(p.span()), "key.protocols", m))?,
+            .map_err(|m| err(Some(p.span()), "key.protocols", m.to_string()))?,
         None => crate::v2::Protocols {
             v1: kf.server_uid.is_none(),
             v2: kf.server_uid.is_some(),

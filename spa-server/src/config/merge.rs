@@ -95,7 +95,7 @@ impl Config {
         let duration_limit = match &raw.duration_limit {
             Some(l) => {
                 limits::check_duration_limit(*l.get_ref())
-                    .map_err(|m| err(Some(l.span()), "duration_limit", m))?;
+                    .map_err(|m| err(Some(l.span()), "duration_limit", m.to_string()))?;
                 *l.get_ref()
             }
             None => limits::DEFAULT_DURATION_LIMIT,
@@ -103,7 +103,7 @@ impl Config {
         let max_grants_total = match &raw.max_grants_total {
             Some(t) => {
                 limits::check_total(*t.get_ref())
-                    .map_err(|m| err(Some(t.span()), "max_grants_total", m))?;
+                    .map_err(|m| err(Some(t.span()), "max_grants_total", m.to_string()))?;
                 *t.get_ref()
             }
             None => limits::DEFAULT_MAX_GRANTS_TOTAL,
@@ -111,19 +111,19 @@ impl Config {
         let default_duration = match (ov.default_duration, &raw.default_duration) {
             (Some(d), _) => {
                 limits::check_duration(d, duration_limit)
-                    .map_err(|m| err(None, "--default-duration", m))?;
+                    .map_err(|m| err(None, "--default-duration", m.to_string()))?;
                 d
             }
             (None, Some(d)) => {
                 limits::check_duration(*d.get_ref(), duration_limit)
-                    .map_err(|m| err(Some(d.span()), "default_duration", m))?;
+                    .map_err(|m| err(Some(d.span()), "default_duration", m.to_string()))?;
                 *d.get_ref()
             }
             (None, None) => DEFAULT_DURATION.min(duration_limit),
         };
         if let Some(d) = ov.key_max_duration {
             limits::check_duration(d, duration_limit)
-                .map_err(|m| err(None, "--max-duration", m))?;
+                .map_err(|m| err(None, "--max-duration", m.to_string()))?;
         }
         let window_secs = match (ov.window_secs, &raw.window_secs) {
             (Some(w), _) => w,

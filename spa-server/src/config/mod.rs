@@ -21,7 +21,7 @@ mod tests;
 pub use keys::hostname;
 pub use locate::{line_of, ConfigError};
 pub use schema::{
-    parse_grant, Overrides, DEFAULT_CONFIG, DEFAULT_DURATION, DEFAULT_MAX_DURATION,
+    parse_grant, GrantError, Overrides, DEFAULT_CONFIG, DEFAULT_DURATION, DEFAULT_MAX_DURATION,
     DEFAULT_SPA_PORT, DEFAULT_STATE_DIR, DEFAULT_USER,
 };
 

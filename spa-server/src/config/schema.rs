@@ -105,9 +105,35 @@ pub struct Overrides {
 
 /// A grant in the one grammar ([`Grant`]'s `FromStr`: `22`, `tcp/22`,
 /// `udp/53`, `53/udp`), the error saying which text was refused.
-pub fn parse_grant(s: &str) -> Result<Grant, String> {
-    s.parse::<Grant>().map_err(|e| match e {
-        spa_proto::GrantSyntax::UnknownProto(_) => format!("{e} in `{}`", s.trim()),
-        _ => format!("invalid port `{}`: {e}", s.trim()),
+pub fn parse_grant(s: &str) -> Result<Grant, GrantError> {
+    s.parse::<Grant>().map_err(|error| GrantError {
+        text: s.trim().to_owned(),
+        error,
     })
+}
+
+/// Why `[[key]] allow`, `[key.forward]` or `--allow` refused a grant: the
+/// text as written (trimmed) and the grammar's reason, kept as its type so
+/// a caller can match on it; config/ and main put the field or option in
+/// front of the text made here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantError {
+    pub text: String,
+    pub error: spa_proto::GrantSyntax,
+}
+
+impl std::fmt::Display for GrantError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let GrantError { text, error } = self;
+        match error {
+            spa_proto::GrantSyntax::UnknownProto(_) => write!(f, "{error} in `{text}`"),
+            _ => write!(f, "invalid port `{text}`: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for GrantError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }

@@ -42,14 +42,26 @@ fn parse_grant_accepts_the_documented_forms() {
     assert_eq!(parse_grant(" tcp/22 "), Ok(tcp(22)));
     assert_eq!(
         parse_grant("UDP/53"),
-        Grant::new(Proto::Udp, 53).map_err(|_| String::new())
+        Ok(Grant::new(Proto::Udp, 53).unwrap())
     );
     assert_eq!(parse_grant("tcp/65535"), Ok(tcp(65535)));
     for bad in [
         "", "0", "tcp/0", "65536", "icmp/1", "tcp/-1", "tcp/22/1", "/22", "udp/",
     ] {
-        assert!(parse_grant(bad).is_err(), "{bad:?} accepted");
+        let e = parse_grant(bad).unwrap_err();
+        assert_eq!(e.text, bad.trim(), "the text as written");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the grammar's reason is kept"
+        );
     }
+    assert_eq!(
+        parse_grant(" tcp/0 "),
+        Err(GrantError {
+            text: "tcp/0".into(),
+            error: spa_proto::GrantSyntax::Zero
+        })
+    );
 }
 
 /// Every refusal of the grant grammar as `[[key]] allow`, `[key.forward]`
