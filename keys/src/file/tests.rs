@@ -289,3 +289,21 @@ proptest::proptest! {
         proptest::prop_assert_eq!(KeyFile::parse(&kf.to_toml(), p()).unwrap(), kf);
     }
 }
+
+/// `check_label`'s refusals, byte for byte: every caller (key files, the
+/// server's `[[key]] name`, server id, interfaces, door names, spa-keygen,
+/// spa-client server-key) prints them behind its own field or option.
+#[test]
+fn label_messages_are_pinned() {
+    let text = |s: &str| check_label(s).err().map(|e| e.to_string());
+    assert_eq!(text(" \t ").as_deref(), Some("must not be empty"));
+    assert_eq!(
+        text(&"é".repeat(128)).as_deref(),
+        Some("is 256 bytes long, at most 255 are allowed")
+    );
+    assert_eq!(
+        text("a\nforged line").as_deref(),
+        Some("must not contain control characters")
+    );
+    assert_eq!(text(&"a".repeat(255)), None);
+}

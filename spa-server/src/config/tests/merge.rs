@@ -282,6 +282,48 @@ fn control_characters_in_names_are_refused() {
     assert_eq!(e.field.as_deref(), Some("--server-id"), "{e}");
 }
 
+/// The label refusals as the server prints them, byte for byte, behind the
+/// file:line: field or the option (`--interface` quotes the name).
+#[test]
+fn label_messages_are_pinned() {
+    let env = Env::new();
+    let conf = env.conf().display().to_string();
+    let e = env
+        .load(&format!("server_id = \"gw\\u001b\"\n{ALICE}"))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{conf}:1: field `server_id`: must not contain control characters")
+    );
+    let e = env
+        .load(&format!(
+            "spa_port = 1\n[[key]]\nname = \" \"\nfile = \"alice.key\"\nallow = [\"22\"]\n"
+        ))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{conf}:3: field `key.name`: must not be empty")
+    );
+    let ov = Overrides {
+        interfaces: vec!["eth0\r".into()],
+        ..Overrides::default()
+    };
+    let e = env.load_ov(ALICE, &ov).unwrap_err();
+    assert_eq!(
+        (e.field.as_deref(), e.msg.as_str()),
+        (
+            Some("--interface"),
+            "\"eth0\\r\" must not contain control characters"
+        )
+    );
+    let ov = Overrides {
+        server_id: Some("x".repeat(256)),
+        ..Overrides::default()
+    };
+    let e = env.load_ov(ALICE, &ov).unwrap_err();
+    assert_eq!(e.msg, "is 256 bytes long, at most 255 are allowed");
+}
+
 #[test]
 fn from_and_expires_are_read_and_their_errors_located() {
     let env = Env::new();
