@@ -296,9 +296,7 @@ fn label_messages_are_pinned() {
         format!("{conf}:1: field `server_id`: must not contain control characters")
     );
     let e = env
-        .load(&format!(
-            "spa_port = 1\n[[key]]\nname = \" \"\nfile = \"alice.key\"\nallow = [\"22\"]\n"
-        ))
+        .load("spa_port = 1\n[[key]]\nname = \" \"\nfile = \"alice.key\"\nallow = [\"22\"]\n")
         .unwrap_err();
     assert_eq!(
         e.to_string(),
