@@ -57,9 +57,37 @@ pub enum KeyError {
     /// A keygen option (name, server id) is unusable.
     BadOption {
         option: &'static str,
-        message: String,
+        error: LabelError,
     },
 }
+
+/// Why [`check_label`](crate::check_label) refused a name or server id, with
+/// the fact that broke it; each caller puts its field or option in front of
+/// the text made here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelError {
+    /// Empty or only white space.
+    Empty,
+    /// Longer than 255 bytes; `len` is its length in bytes.
+    TooLong { len: usize },
+    /// Holds a control character (`ch`, the first one): it would break a
+    /// log line or a terminal.
+    Control { ch: char },
+}
+
+impl fmt::Display for LabelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabelError::Empty => f.write_str("must not be empty"),
+            LabelError::TooLong { len } => {
+                write!(f, "is {len} bytes long, at most 255 are allowed")
+            }
+            LabelError::Control { .. } => f.write_str("must not contain control characters"),
+        }
+    }
+}
+
+impl std::error::Error for LabelError {}
 
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,7 +162,7 @@ impl fmt::Display for KeyError {
             KeyError::NoHome => {
                 f.write_str("cannot find the default key location ~/.config/spa/: $HOME is not set")
             }
-            KeyError::BadOption { option, message } => write!(f, "{option}: {message}"),
+            KeyError::BadOption { option, error } => write!(f, "{option}: {error}"),
         }
     }
 }
@@ -143,6 +171,7 @@ impl std::error::Error for KeyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             KeyError::Io { source, .. } => Some(source),
+            KeyError::BadOption { error, .. } => Some(error),
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! Reading and writing one key file.
 
-use crate::error::KeyError;
+use crate::error::{KeyError, LabelError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use spa_proto::{MasterKey, ServerKey, ServerUid, MASTER_KEY_LEN};
@@ -56,18 +56,15 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 /// every name that reaches a log line (key files, `[[key]] name`, the
 /// server id, door names, interface names): a newline in a name forged a
 /// whole log line (issue 16, finding 13).
-pub fn check_label(s: &str) -> Result<(), String> {
+pub fn check_label(s: &str) -> Result<(), LabelError> {
     if s.trim().is_empty() {
-        return Err("must not be empty".into());
+        return Err(LabelError::Empty);
     }
     if s.len() > 255 {
-        return Err(format!(
-            "is {} bytes long, at most 255 are allowed",
-            s.len()
-        ));
+        return Err(LabelError::TooLong { len: s.len() });
     }
-    if s.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
+    if let Some(ch) = s.chars().find(|c| c.is_control()) {
+        return Err(LabelError::Control { ch });
     }
     Ok(())
 }
@@ -190,9 +187,11 @@ impl KeyFile {
             field,
             message,
         };
-        check_label(raw.name.get_ref()).map_err(|m| invalid("name", raw.name.span(), m))?;
+        check_label(raw.name.get_ref())
+            .map_err(|m| invalid("name", raw.name.span(), m.to_string()))?;
         if let Some(sid) = &raw.server_id {
-            check_label(sid.get_ref()).map_err(|m| invalid("server_id", sid.span(), m))?;
+            check_label(sid.get_ref())
+                .map_err(|m| invalid("server_id", sid.span(), m.to_string()))?;
         }
         let server_uid = match &raw.server_uid {
             Some(u) => Some(u.get_ref().parse::<ServerUid>().map_err(|m| {

@@ -160,15 +160,15 @@ pub fn keygen(opts: &KeygenOptions) -> Result<(KeyFile, PathBuf), KeyError> {
 /// A new key with the options' name and server id, not yet written.
 fn generate(opts: &KeygenOptions) -> Result<KeyFile, KeyError> {
     let name = opts.name.clone().unwrap_or_else(default_name);
-    check_label(&name).map_err(|message| KeyError::BadOption {
+    check_label(&name).map_err(|error| KeyError::BadOption {
         option: "--name",
-        message,
+        error,
     })?;
     let server_id = match &opts.server_id {
         Some(s) => {
-            check_label(s).map_err(|message| KeyError::BadOption {
+            check_label(s).map_err(|error| KeyError::BadOption {
                 option: "--server-id",
-                message,
+                error,
             })?;
             Some(s.clone())
         }

@@ -14,7 +14,7 @@ mod file;
 mod keygen;
 mod sniff;
 
-pub use error::KeyError;
+pub use error::{KeyError, LabelError};
 pub use file::{check_label, KeyFile, MAX_KEY_FILE_LEN};
 pub use keygen::{
     default_key_path, default_name, hostname, keygen, run_keygen, run_keygen_to, setup_snippet,

@@ -307,3 +307,17 @@ fn label_messages_are_pinned() {
     );
     assert_eq!(text(&"a".repeat(255)), None);
 }
+
+/// The facts are kept: the length, the first control character.
+#[test]
+fn label_errors_hold_what_broke_them() {
+    assert_eq!(check_label(""), Err(LabelError::Empty));
+    assert_eq!(
+        check_label(&"x".repeat(300)),
+        Err(LabelError::TooLong { len: 300 })
+    );
+    assert_eq!(
+        check_label("gw\u{1b}[2J\n"),
+        Err(LabelError::Control { ch: '\u{1b}' })
+    );
+}

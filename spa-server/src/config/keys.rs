@@ -60,7 +60,7 @@ pub(super) fn file_key(
     let k = k.get_ref();
     let name = k.name.get_ref().trim().to_owned();
     // Names reach log lines: a newline in one forged a whole line.
-    check_label(&name).map_err(|m| err(Some(k.name.span()), "key.name", m))?;
+    check_label(&name).map_err(|m| err(Some(k.name.span()), "key.name", m.to_string()))?;
     let mut allow = Vec::new();
     for g in k.allow.get_ref() {
         allow.push(

@@ -34,7 +34,8 @@ impl Config {
             (Some(s), _) => s.clone(),
             (None, Some(s)) => {
                 // Reaches every `ready` line: no control characters.
-                check_label(s.get_ref()).map_err(|m| err(Some(s.span()), "server_id", m))?;
+                check_label(s.get_ref())
+                    .map_err(|m| err(Some(s.span()), "server_id", m.to_string()))?;
                 s.get_ref().clone()
             }
             (None, None) => keys::hostname(),
@@ -324,7 +325,7 @@ fn check_overrides(ov: &Overrides) -> Result<(), (&'static str, String)> {
         return Err(("--max-duration", "must be at least 1 second".into()));
     }
     if let Some(s) = &ov.server_id {
-        check_label(s).map_err(|m| ("--server-id", m))?;
+        check_label(s).map_err(|m| ("--server-id", m.to_string()))?;
     }
     for name in &ov.interfaces {
         check_label(name).map_err(|m| ("--interface", format!("{name:?} {m}")))?;

@@ -62,7 +62,7 @@ pub enum FieldProblem {
     EmptyName,
     /// A door name that cannot go into a log line (`spa_keys::check_label`'s reason).
     BadName {
-        why: String,
+        why: spa_keys::LabelError,
     },
     Sequence(SequenceError),
     Flags(FlagsError),
@@ -166,6 +166,7 @@ impl std::error::Error for FieldProblem {
             FieldProblem::Flags(e) => Some(e),
             FieldProblem::Grant(e) => Some(e),
             FieldProblem::DoorSet(e) => Some(e),
+            FieldProblem::BadName { why } => Some(why),
             _ => None,
         }
     }

@@ -36,6 +36,7 @@ impl std::error::Error for KnockdConfError {
             KnockdProblem::Flags(e) => Some(e),
             KnockdProblem::Command { error, .. } => Some(error),
             KnockdProblem::Door { error, .. } => Some(error),
+            KnockdProblem::BadSectionName { why } => Some(why),
             _ => None,
         }
     }
@@ -50,7 +51,7 @@ pub enum KnockdProblem {
     EmptySectionName,
     /// The section name cannot be a door name in logs (`spa_keys::check_label`'s reason).
     BadSectionName {
-        why: String,
+        why: spa_keys::LabelError,
     },
     DoorTwice {
         door: String,
