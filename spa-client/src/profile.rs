@@ -531,6 +531,17 @@ mod tests {
         }
     }
 
+    /// `key = "~/..."` without $HOME, byte for byte.
+    #[test]
+    fn tilde_without_home_message_is_pinned() {
+        let e = parse("[server.a]\nkey = \"~/k\"\n", Path::new("/c.toml"), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/c.toml:2: field `server.a.key`: starts with ~/ but $HOME is not set; write the \
+             full path"
+        );
+    }
+
     #[test]
     fn location_order() {
         let f = Path::new("/f.toml");
