@@ -308,7 +308,7 @@ fn server(
             "port" => {
                 p.port = Some(parse_port(key, &integer(65535)?.to_string()).map_err(located)?)
             }
-            "key" => p.key = Some(expand(&string()?, path, home).map_err(err)?),
+            "key" => p.key = Some(expand(&string()?, path, home).map_err(|e| err(e.to_string()))?),
             "server_id" => p.server_id = Some(string()?),
             "server_uid" => {
                 p.server_uid = Some(string()?.parse().map_err(|m: &str| err(m.to_owned()))?)
@@ -349,17 +349,30 @@ fn server(
 
 /// `~/x` under `home`; a relative path from the configuration's directory,
 /// so a file and its keys can move together.
-fn expand(s: &str, config: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
+fn expand(s: &str, config: &Path, home: Option<&Path>) -> Result<PathBuf, NoHome> {
     if let Some(rest) = s.strip_prefix("~/") {
         return home
             .map(|h| h.join(rest))
-            .ok_or_else(|| "starts with ~/ but $HOME is not set; write the full path".into());
+            .ok_or_else(|| NoHome { path: s.to_owned() });
     }
     let p = PathBuf::from(s);
     if p.is_absolute() {
         return Ok(p);
     }
     Ok(config.parent().unwrap_or(Path::new(".")).join(p))
+}
+
+/// A `~/` path (`path`, as written) with no `$HOME` to put in front of it;
+/// the caller puts the file:line: field in front of the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NoHome {
+    path: String,
+}
+
+impl std::fmt::Display for NoHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("starts with ~/ but $HOME is not set; write the full path")
+    }
 }
 
 /// Options of `spa-client list`.
@@ -540,6 +553,14 @@ mod tests {
             "/c.toml:2: field `server.a.key`: starts with ~/ but $HOME is not set; write the \
              full path"
         );
+    }
+
+    #[test]
+    fn expand_keeps_the_path_it_could_not_expand() {
+        let c = Path::new("/etc/spa/client.toml");
+        assert_eq!(expand("~/k", c, None), Err(NoHome { path: "~/k".into() }));
+        assert_eq!(expand("~/k", c, Some(Path::new("/h"))), Ok("/h/k".into()));
+        assert_eq!(expand("k", c, None), Ok("/etc/spa/k".into()));
     }
 
     #[test]
