@@ -9,7 +9,7 @@ use super::listing::parse_listing;
 use super::text::{drop_script, setup_script};
 use super::Nftables;
 use crate::firewall::silence::{self, Silence};
-use crate::firewall::FwError;
+use crate::firewall::{FwError, Ran};
 use tracing::{debug, info, warn};
 
 impl Nftables {
@@ -18,17 +18,7 @@ impl Nftables {
     pub(super) fn install(&mut self) -> Result<(), FwError> {
         self.opts.validate()?;
         self.session = None;
-        let chain = self.run.run(
-            &[
-                &self.opts.nft,
-                "list",
-                "chain",
-                &self.opts.nft_family,
-                &self.opts.nft_table,
-                &self.opts.nft_chain,
-            ],
-            None,
-        )?;
+        let chain = self.list(&[], "chain", Some(&self.opts.nft_chain))?;
         if !chain.ok() {
             return Err(FwError::MissingChain {
                 what: format!("nftables chain `{} {}`", self.table(), self.opts.nft_chain),
@@ -48,17 +38,7 @@ impl Nftables {
         let mut script = setup_script(&self.opts, v4, v6) + &drop_script(&self.opts, &self.silence);
         if self.forwarding {
             let fwd = &self.opts.nft_forward_chain;
-            let ran = self.run.run(
-                &[
-                    &self.opts.nft,
-                    "list",
-                    "chain",
-                    &self.opts.nft_family,
-                    &self.opts.nft_table,
-                    fwd,
-                ],
-                None,
-            )?;
+            let ran = self.list(&[], "chain", Some(fwd))?;
             if !ran.ok() {
                 return Err(FwError::MissingChain {
                     what: format!(
@@ -98,18 +78,7 @@ impl Nftables {
             self.transaction(&format!(
                 "add element {t} {set} {{ {elem} timeout 7200s }}\n"
             ))?;
-            let ran = self.run.run(
-                &[
-                    &self.opts.nft,
-                    "-s",
-                    "list",
-                    "set",
-                    &self.opts.nft_family,
-                    &self.opts.nft_table,
-                    &set,
-                ],
-                None,
-            )?;
+            let ran = self.list(&["-s"], "set", Some(&set))?;
             Ok(ran.ok() && ran.stdout.contains("timeout 2h"))
         });
         if let Err(e) = self.transaction(&format!("delete set {t} {set}\n")) {
@@ -118,22 +87,21 @@ impl Nftables {
         result.unwrap_or(false)
     }
 
+    /// `nft <flags> list <what> <family> <table> [name]` in the admin's
+    /// table: every listing this backend reads, one argument order.
+    fn list(&self, flags: &[&str], what: &str, name: Option<&str>) -> Result<Ran, FwError> {
+        let mut argv: Vec<&str> = vec![&self.opts.nft];
+        argv.extend_from_slice(flags);
+        argv.extend(["list", what, &self.opts.nft_family, &self.opts.nft_table]);
+        argv.extend(name);
+        self.run.run(&argv, None)
+    }
+
     /// `nft -a -t list table` of the admin's table (with handles, without
     /// set elements: `-t`, so its cost does not grow with the live grants,
     /// issue 14); None when the table is missing.
     fn list_table(&self) -> Result<Option<String>, FwError> {
-        let ran = self.run.run(
-            &[
-                &self.opts.nft,
-                "-a",
-                "-t",
-                "list",
-                "table",
-                &self.opts.nft_family,
-                &self.opts.nft_table,
-            ],
-            None,
-        )?;
+        let ran = self.list(&["-a", "-t"], "table", None)?;
         Ok(ran.ok().then_some(ran.stdout))
     }
 
@@ -221,19 +189,7 @@ impl Nftables {
             return Ok(());
         }
         let ran = self
-            .run
-            .run(
-                &[
-                    &self.opts.nft,
-                    "-a",
-                    "list",
-                    "chain",
-                    &self.opts.nft_family,
-                    &self.opts.nft_table,
-                    &self.opts.nft_chain,
-                ],
-                None,
-            )?
+            .list(&["-a"], "chain", Some(&self.opts.nft_chain))?
             .into_result()?;
         let old = parse_listing(
             &format!("chain {} {{\n{}", self.opts.nft_chain, ran.stdout),
