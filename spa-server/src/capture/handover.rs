@@ -13,8 +13,8 @@
 //! compromised network side holds sockets that pass exactly what the
 //! privileged side's configuration lets through, and nothing else.
 
+use super::sys::ifindex;
 use super::sys::{bind, ifindex_on, is_up};
-use super::sys::{ifindex, setsockopt};
 use super::{bpf, class_index, open_socket, Capture, CaptureError, CaptureStats, Class};
 use super::{Batch, FilterSpec, Sock, Turn};
 use spa_proto::IpFamily;
@@ -53,19 +53,7 @@ pub fn open_locked(
             name: name.to_owned(),
         })?,
     };
-    let sock = open_socket(iface.map(str::to_owned), index, family, class, &prog)?;
-    setsockopt(
-        &sock.fd,
-        libc::SOL_SOCKET,
-        libc::SO_LOCK_FILTER,
-        &1 as &libc::c_int,
-    )
-    .map_err(|e| sock.err("setsockopt(SO_LOCK_FILTER)", e))?;
-    Ok(Handed {
-        fd: std::sync::Arc::into_inner(sock.fd)
-            .ok_or_else(|| CaptureError::Privileged("a new capture socket is shared".into()))?,
-        ifindex: index,
-    })
+    open_socket(iface, index, family, class, &prog, true)
 }
 
 impl Capture {

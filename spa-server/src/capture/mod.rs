@@ -38,7 +38,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
-use sys::{attach, bind, cvt, ifindex, packet_stats, set_rcvbuf};
+use sys::{attach, bind, cvt, ifindex, packet_stats, set_rcvbuf, setsockopt};
 
 /// One captured packet that matched the [`FilterSpec`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,13 +190,7 @@ impl Capture {
                 })?,
             };
             let prog = progs[class_index(class)].get(family);
-            let s = open_socket(iface.map(str::to_owned), index, family, class, prog)?;
-            Ok(Handed {
-                fd: Arc::into_inner(s.fd).ok_or_else(|| {
-                    CaptureError::Privileged("a new capture socket is shared".into())
-                })?,
-                ifindex: index,
-            })
+            open_socket(iface, index, family, class, prog, false)
         })
     }
 
@@ -326,22 +320,19 @@ fn programs(spec: &FilterSpec) -> Result<[Programs; 2], CaptureError> {
 }
 
 /// socket(protocol 0) -> buffer -> filter -> (datagram sockets) receive
-/// ring -> bind(protocol): a socket with protocol 0 receives nothing, so no
-/// frame is queued before the filter. The ring is made before the bind: the
-/// kernel refuses to make one while frames are queued.
+/// ring -> bind(protocol) -> (`lock`) filter locked: a socket with protocol
+/// 0 receives nothing, so no frame is queued before the filter. The ring is
+/// made before the bind: the kernel refuses to make one while frames are
+/// queued.
 fn open_socket(
-    iface: Option<String>,
+    iface: Option<&str>,
     index: libc::c_int,
     family: IpFamily,
     class: Class,
     prog: &[Insn],
-) -> Result<Sock, CaptureError> {
-    let where_ = format!(
-        "{} ({} {})",
-        label(iface.as_deref()),
-        family.name(),
-        class.name()
-    );
+    lock: bool,
+) -> Result<Handed, CaptureError> {
+    let where_ = format!("{} ({} {})", label(iface), family.name(), class.name());
     let err = |call: &'static str, source: io::Error| CaptureError::Syscall {
         call,
         interface: where_.clone(),
@@ -364,16 +355,16 @@ fn open_socket(
         ring::setup(&fd, &where_).map_err(|e| err("setsockopt(PACKET_VERSION)", e))?;
     }
     bind(&fd, family, index).map_err(|e| err("bind", e))?;
-    Ok(Sock {
-        ring: None,
-        fd: Arc::new(fd),
-        family,
-        class,
-        iface,
-        ifindex: index,
-        down_logged: false,
-        flagged: libc::POLLIN,
-    })
+    if lock {
+        setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_LOCK_FILTER,
+            &1 as &libc::c_int,
+        )
+        .map_err(|e| err("setsockopt(SO_LOCK_FILTER)", e))?;
+    }
+    Ok(Handed { fd, ifindex: index })
 }
 
 #[cfg(test)]
