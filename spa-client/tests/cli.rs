@@ -138,12 +138,7 @@ fn output_file_is_a_valid_datagram() {
     assert_eq!(r.action, Action::Open);
     assert_eq!(r.duration_secs, 60);
     assert_eq!(r.allow, AllowAddr::Source);
-    let g: Vec<(Proto, u16)> = r
-        .grants
-        .as_slice()
-        .iter()
-        .map(|g| (g.proto, g.port.get()))
-        .collect();
+    let g = grants_of(&r);
     assert_eq!(
         g,
         vec![(Proto::Tcp, 22), (Proto::Udp, 53), (Proto::Tcp, 443)]
@@ -465,4 +460,13 @@ fn a_wireguard_key_file_gets_a_what_and_how_error() {
             "spa-keygen --out FILE",
         ],
     );
+}
+
+/// A request's grants as (protocol, port) pairs, for comparing with a list.
+fn grants_of(r: &spa_proto::Request) -> Vec<(Proto, u16)> {
+    r.grants
+        .as_slice()
+        .iter()
+        .map(|g| (g.proto, g.port.get()))
+        .collect()
 }

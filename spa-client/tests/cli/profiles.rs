@@ -32,12 +32,7 @@ fn a_profile_fills_in_the_request_and_flags_override_it() {
     let r = verify(&unhex(&stdout(&o)), &key, "gw-one").unwrap().request;
     assert_eq!(r.duration_secs, 77);
     assert_eq!(r.allow, AllowAddr::V4("198.18.0.9".parse().unwrap()));
-    let g: Vec<(Proto, u16)> = r
-        .grants
-        .as_slice()
-        .iter()
-        .map(|g| (g.proto, g.port.get()))
-        .collect();
+    let g = grants_of(&r);
     assert_eq!(g, vec![(Proto::Tcp, 22), (Proto::Udp, 53)]);
 
     // Flags win over the profile; $XDG_CONFIG_HOME/spa/client.toml is found.

@@ -26,17 +26,21 @@ fn server_key_and_send_v2() {
         spa_proto::ServerKey::from_bytes(*kf.key.as_bytes()).derive()
     };
     let (at_a, at_b) = (file_for(a), file_for(b));
-    let o = run(client()
-        .args([
-            "send",
-            "--dry-run",
-            "--open",
-            "22",
-            "--server-uid",
-            a,
-            "--key",
-        ])
-        .arg(&key));
+    // `send --dry-run --open 22 --server-uid A --key <file>`.
+    let dry_open = |file: &std::path::Path| {
+        run(client()
+            .args([
+                "send",
+                "--dry-run",
+                "--open",
+                "22",
+                "--server-uid",
+                a,
+                "--key",
+            ])
+            .arg(file))
+    };
+    let o = dry_open(&key);
     assert!(o.status.success(), "{o:?}");
     let d = unhex(&stdout(&o));
     assert_eq!(d[4], 2, "a v2 datagram");
@@ -66,17 +70,7 @@ fn server_key_and_send_v2() {
         .arg(&key));
     std::fs::write(&ks, &o.stdout).unwrap();
     std::fs::set_permissions(&ks, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let o = run(client()
-        .args([
-            "send",
-            "--dry-run",
-            "--open",
-            "22",
-            "--server-uid",
-            a,
-            "--key",
-        ])
-        .arg(&ks));
+    let o = dry_open(&ks);
     assert_error(&o, &["server's key file", "server_uid"]);
     // A bad uid is a usage error naming the form.
     let o = run(client()
