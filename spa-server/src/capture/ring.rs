@@ -235,7 +235,7 @@ impl Ring {
         if !self.spill.frames.is_empty() {
             // Catching up after a wait: the ring's newest frames go behind
             // the spilled ones first, so neither order nor the ring is lost.
-            self.spill(slot);
+            self.spill();
         }
         let mut got = 0;
         for piece in data.chunks_exact_mut(slot).take(super::sys::MAX_BATCH) {
@@ -264,13 +264,13 @@ impl Ring {
     /// [`SPILL_MAX`] unread), handing the slots back to the kernel, so the
     /// ring does not overflow while the daemon waits for the privileged
     /// side. Returns how many frames moved; 0 also when the spill is full.
-    pub(super) fn spill(&mut self, slot: usize) -> usize {
+    pub(super) fn spill(&mut self) -> usize {
         let mut moved = 0;
         while self.spill.frames.len() < SPILL_MAX {
             let spill = &mut self.spill;
             if self
                 .slots
-                .pop(|bytes, pkttype| spill.push(bytes, pkttype, slot))
+                .pop(|bytes, pkttype| spill.push(bytes, pkttype))
                 .is_none()
             {
                 break;
@@ -334,8 +334,10 @@ impl Slots {
 }
 
 impl Spill {
-    fn push(&mut self, bytes: &[u8], pkttype: u8, slot: usize) {
-        let len = bytes.len().min(slot).min(SPILLED_MAX);
+    /// Keeps what a ring frame can hold ([`SPILLED_MAX`]: all of it, since
+    /// `pop` bounds the bytes by the frame).
+    fn push(&mut self, bytes: &[u8], pkttype: u8) {
+        let len = bytes.len().min(SPILLED_MAX);
         let mut f = Spilled {
             bytes: [0; SPILLED_MAX],
             len: len as u16,

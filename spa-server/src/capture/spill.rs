@@ -90,11 +90,7 @@ impl Spiller {
                 if p.revents == 0 {
                     continue;
                 }
-                let moved = rings[k]
-                    .1
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .spill(super::SLOT);
+                let moved = rings[k].1.lock().unwrap_or_else(|p| p.into_inner()).spill();
                 total += moved;
                 if moved == 0 {
                     live[k] = false;

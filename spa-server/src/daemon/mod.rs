@@ -54,8 +54,8 @@ const LOOK_EVERY: Duration = Duration::from_millis(1);
 /// ring saved. This is the kernel's interrupt moderation, done once per
 /// wake-up: a lone datagram (no capture wake-up in the last
 /// [`BUSY_WITHIN`]) is read at once, and at rest nothing sleeps or wakes.
-/// It delays a datagram by at most this long; the ring (256 frames) holds
-/// it at up to ~2 M frames per second.
+/// It delays a datagram by at most this long; the ring (408 frames) holds
+/// that long at up to ~4 M frames per second.
 const COALESCE: Duration = Duration::from_micros(100);
 /// Two capture wake-ups closer than this mean a flood (see [`COALESCE`]).
 const BUSY_WITHIN: Duration = Duration::from_millis(1);

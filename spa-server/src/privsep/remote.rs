@@ -2,7 +2,9 @@
 //! out and one reply back, in order (a batch costs the firewall tool's time
 //! either way). While it waits for the reply the network side keeps the
 //! capture's receive rings from overflowing ([`crate::capture::Spiller`]):
-//! it judges nothing meanwhile, it only moves frames into user space. Through [`Remote`] the engine's `GrantTable` reach
+//! it judges nothing meanwhile, it only moves frames into user space.
+//!
+//! Through [`Remote`] the engine's `GrantTable` reach
 //! the firewall exactly as they reached a backend before: the ordering
 //! guarantees (replay entry durable first, table changed only on success)
 //! are the engine's and stay where they were.
