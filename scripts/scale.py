@@ -128,19 +128,23 @@ def openclose():
     spa, port = int(arg("--spa-port")), int(arg("--port"))
     opens, closes = lines(arg("--opens")), lines(arg("--closes"))
     s = sender(src, dst)
+
+    def timed(datagram, want):
+        """Send one datagram, time until the port answers `want`."""
+        s.sendto(datagram, (dst, spa))
+        return poll(src, dst, port, want)
+
     t_open, t_close, failed = [], [], 0
     start = time.monotonic()
     for o, c in list(zip(opens, closes))[:1000]:
         if time.monotonic() - start > MAX_SECS:
             break
-        s.sendto(o, (dst, spa))
-        us = poll(src, dst, port, "ok")
+        us = timed(o, "ok")
         if us is None:
             failed += 1
             continue
         t_open.append(us)
-        s.sendto(c, (dst, spa))
-        us = poll(src, dst, port, "refused")
+        us = timed(c, "refused")
         if us is None:
             failed += 1
             continue

@@ -93,24 +93,39 @@ fn filled_by(n: usize, extra: usize, keys: Option<u8>, rng: &mut StdRng) -> Repl
     rec
 }
 
-/// Times verifying every honest datagram once against a copy of `base`;
-/// the copy is made and dropped outside the timer.
-fn time_accepts(f: &Fixture, base: &ReplayRecord, iters: u64) -> Duration {
+/// `iters` calls of `each` on the first items of `items`, timed, in chunks
+/// of at most [`CHUNK`], each chunk against a fresh copy of `base` made and
+/// dropped outside the timer, so the record stays at its size. One loop
+/// for every bench that verifies or inserts into a record.
+fn timed_in_chunks<R: Clone, T>(
+    iters: u64,
+    base: &R,
+    items: &[T],
+    mut each: impl FnMut(&mut R, &T),
+) -> Duration {
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let n = left.min(CHUNK as u64) as usize;
         let mut rec = base.clone();
         let start = Instant::now();
-        for d in &f.honest[..n] {
-            let r = verify(black_box(d), |id| f.keys.get(id), &f.server, NOW, &mut rec);
-            assert!(black_box(r).is_ok());
+        for item in &items[..n] {
+            each(&mut rec, item);
         }
         total += start.elapsed();
         drop(rec);
         left -= n as u64;
     }
     total
+}
+
+/// Times verifying every honest datagram once against a copy of `base`;
+/// the copy is made and dropped outside the timer.
+fn time_accepts(f: &Fixture, base: &ReplayRecord, iters: u64) -> Duration {
+    timed_in_chunks(iters, base, &f.honest, |rec, d| {
+        let r = verify(black_box(d), |id| f.keys.get(id), &f.server, NOW, rec);
+        assert!(black_box(r).is_ok());
+    })
 }
 
 fn honest(c: &mut Criterion) {
@@ -275,6 +290,17 @@ fn old_filled(n: usize, extra: usize, rng: &mut StdRng) -> btree_record::Old {
     rec
 }
 
+/// [`CHUNK`] random nonces, none of them in any record.
+fn fresh_nonces(rng: &mut StdRng) -> Vec<[u8; NONCE_LEN]> {
+    (0..CHUNK)
+        .map(|_| {
+            let mut n = [0u8; NONCE_LEN];
+            rng.fill_bytes(&mut n);
+            n
+        })
+        .collect()
+}
+
 fn replay(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(2);
     let mut g = c.benchmark_group("replay_record");
@@ -296,33 +322,16 @@ fn replay(c: &mut Criterion) {
         // A miss and an insert into a record of `size` entries: one
         // key-id per entry, and (miss_insert_16_keys) spread over 16 keys,
         // as a server with a few clients holds them.
-        let fresh: Vec<[u8; NONCE_LEN]> = (0..CHUNK)
-            .map(|_| {
-                let mut n = [0u8; NONCE_LEN];
-                rng.fill_bytes(&mut n);
-                n
-            })
-            .collect();
+        let fresh = fresh_nonces(&mut rng);
         let id = KeyId([0xee; 8]);
         for (name, keys) in [("miss_insert", None), ("miss_insert_16_keys", Some(16))] {
             let base = filled_by(size, CHUNK, keys, &mut rng);
             g.bench_function(format!("{name}/{size}"), |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    let mut left = iters;
-                    while left > 0 {
-                        let n = left.min(CHUNK as u64) as usize;
-                        let mut rec = base.clone();
-                        let start = Instant::now();
-                        for nonce in &fresh[..n] {
-                            let r = rec.check_and_insert(&id, black_box(nonce), NOW, NOW);
-                            assert!(black_box(r).is_ok());
-                        }
-                        total += start.elapsed();
-                        drop(rec);
-                        left -= n as u64;
-                    }
-                    total
+                    timed_in_chunks(iters, &base, &fresh, |rec, nonce| {
+                        let r = rec.check_and_insert(&id, black_box(nonce), NOW, NOW);
+                        assert!(black_box(r).is_ok());
+                    })
                 })
             });
         }
@@ -341,34 +350,17 @@ fn replay(c: &mut Criterion) {
             })
         });
         let base = old_filled(size, CHUNK, &mut rng);
-        let fresh: Vec<[u8; NONCE_LEN]> = (0..CHUNK)
-            .map(|_| {
-                let mut n = [0u8; NONCE_LEN];
-                rng.fill_bytes(&mut n);
-                n
-            })
-            .collect();
+        let fresh = fresh_nonces(&mut rng);
         g.bench_function(format!("btree_miss_insert/{size}"), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(CHUNK as u64) as usize;
-                    let mut rec = base.clone();
-                    let start = Instant::now();
-                    for nonce in &fresh[..n] {
-                        let s = spa_proto::Seen {
-                            timestamp: NOW,
-                            key_id: KeyId([0xee; 8]),
-                            nonce: *black_box(nonce),
-                        };
-                        assert!(black_box(rec.check_and_insert(s, NOW)));
-                    }
-                    total += start.elapsed();
-                    drop(rec);
-                    left -= n as u64;
-                }
-                total
+                timed_in_chunks(iters, &base, &fresh, |rec, nonce| {
+                    let s = spa_proto::Seen {
+                        timestamp: NOW,
+                        key_id: KeyId([0xee; 8]),
+                        nonce: *black_box(nonce),
+                    };
+                    assert!(black_box(rec.check_and_insert(s, NOW)));
+                })
             })
         });
     }
@@ -434,20 +426,10 @@ fn many_keys(c: &mut Criterion) {
         let base = ReplayRecord::new(TimeWindow::default(), DEFAULT_CAPACITY);
         g.bench_function(format!("verify_accept/{n}"), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let m = left.min(CHUNK as u64) as usize;
-                    let mut rec = base.clone();
-                    let start = Instant::now();
-                    for d in &honest[..m] {
-                        let r = verify(black_box(d), |id| keys.get(id), &server, NOW, &mut rec);
-                        assert!(black_box(r).is_ok());
-                    }
-                    total += start.elapsed();
-                    left -= m as u64;
-                }
-                total
+                timed_in_chunks(iters, &base, &honest, |rec, d| {
+                    let r = verify(black_box(d), |id| keys.get(id), &server, NOW, rec);
+                    assert!(black_box(r).is_ok());
+                })
             })
         });
         let forged: Vec<[u8; DATAGRAM_LEN]> = honest
